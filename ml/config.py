@@ -1,0 +1,155 @@
+"""Configuration: where things live (Settings) and what one run does (RunConfig).
+
+Both are plain dataclasses, built once at the edge (the CLI, a DAG task, a test) and passed down.
+Nothing deeper in `ml/` reads the environment; `Settings.from_env()` is the one place that does.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+PROFILES = ("local", "prod")
+SOURCES = ("synthetic", "amazon2018", "coat")
+
+
+class ConfigError(ValueError):
+    """A setting or a run parameter is invalid; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the stores are. `local` keeps everything under one home folder."""
+
+    home: Path
+    profile: str = "local"
+    tracking_uri: str = ""
+    artifact_root: str = ""
+    model_name: str = "vetted-recsys"
+    experiment: str = "vetted-recsys"
+    # prod profile only
+    postgres_dsn: str = ""
+    redis_url: str = ""
+    # the demo may create a local pseudonym key; everywhere else a missing key stops the run
+    demo: bool = False
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ConfigError(f"VETTED_PROFILE={self.profile!r} is not one of {PROFILES}")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        home = Path(env.get("VETTED_HOME", ".vetted")).expanduser().resolve()
+        profile = env.get("VETTED_PROFILE", "local")
+        tracking = env.get("MLFLOW_TRACKING_URI") or env.get("VETTED_TRACKING_URI", "")
+        if not tracking:
+            tracking = f"sqlite:///{home / 'mlflow.db'}"
+        artifacts = env.get("VETTED_ARTIFACT_ROOT", "") or (home / "mlartifacts").as_uri()
+        return cls(
+            home=home,
+            profile=profile,
+            tracking_uri=tracking,
+            artifact_root=artifacts,
+            model_name=env.get("VETTED_MODEL_NAME", "vetted-recsys"),
+            experiment=env.get("VETTED_EXPERIMENT", "vetted-recsys"),
+            postgres_dsn=env.get("VETTED_POSTGRES_DSN", ""),
+            redis_url=env.get("VETTED_REDIS_URL", ""),
+            demo=env.get("VETTED_DEMO", "") in ("1", "true", "yes"),
+        )
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.home / "feast"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """User-level DP-SGD settings. delta=None means n_users ** -1.1 (strictly below 1/n_users)."""
+
+    enabled: bool = True
+    target_epsilon: float = 8.0
+    delta: float | None = None
+    max_grad_norm: float = 1.0
+    # share of the epsilon budget spent on the noised item-transition counts (0 = no transition signal)
+    transitions_share: float = 0.0
+    # each shopper contributes at most this many transitions to the counts
+    transitions_per_user: int = 8
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs to know; the DAG's Params map onto these fields."""
+
+    source: str = "synthetic"
+    path: str = ""
+    seed: int = 7
+    # synthetic generator size (ignored by file-based sources)
+    n_users: int = 2000
+    n_items: int = 1200
+    # training budget
+    epochs: int = 2
+    max_steps: int = 60
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    trainable_layers: int = 1
+    temperature: float = 0.05
+    max_history: int = 10
+    max_query_tokens: int = 32
+    max_item_tokens: int = 48
+    k: int = 10
+    # one Evidently ranking report per user group (Evidently's GroupBy is wrong for recsys metrics)
+    slice_reports: bool = True
+    dp: DPConfig = field(default_factory=DPConfig)
+    policy: str = ""
+    require_approval: bool = False
+    ingest_date: str = ""  # YYYY-MM-DD; empty means today (UTC)
+    run_name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ConfigError(f"source={self.source!r} is not one of {SOURCES}")
+        if self.source != "synthetic" and not self.path:
+            raise ConfigError(f"source={self.source!r} needs path= (the folder holding its files)")
+        for name in ("epochs", "max_steps", "batch_size", "k", "max_history"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.trainable_layers <= 6:
+            raise ConfigError(f"trainable_layers must be in 0..6 (MiniLM has 6), got {self.trainable_layers}")
+        if self.dp.enabled and self.dp.target_epsilon <= 0:
+            raise ConfigError(f"target_epsilon must be positive, got {self.dp.target_epsilon}")
+        if self.dp.delta is not None and not 0 < self.dp.delta < 1:
+            raise ConfigError(f"delta must be in (0, 1), got {self.dp.delta}")
+        if not 0 <= self.dp.transitions_share < 1:
+            raise ConfigError(f"transitions_share must be in [0, 1), got {self.dp.transitions_share}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Build from a flat or nested mapping (DAG Params, CLI flags); unknown keys are an error."""
+        data = dict(data)
+        dp_keys = {f.name for f in fields(DPConfig)}
+        dp_data = dict(data.pop("dp", {}) or {})
+        for key in list(data):
+            if key.startswith("dp_") and key[3:] in dp_keys:
+                dp_data[key[3:]] = data.pop(key)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown run parameter(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data, dp=DPConfig(**dp_data))
+
+    def with_(self, **changes: Any) -> RunConfig:
+        return replace(self, **changes)

@@ -1,0 +1,93 @@
+"""The lake: parquet tables partitioned by ingestion date.
+
+Layout: `<lake>/<table>/ingest_date=YYYY-MM-DD/part.parquet`. Writing a date replaces that date's
+partition whole (write to a temporary file, then rename), and rows are sorted by the table's key first,
+so re-running a date rewrites it to the same content. Reading unions every partition and keeps, for
+each key, the row of the newest partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Collection
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ml.data.schema import KEYS, TABLES, empty
+
+log = logging.getLogger(__name__)
+
+QUARANTINE = "quarantine"
+_SORT = {"items": ["item_id"], "users": ["user_id"], "events": ["event_id"],
+         "privacy_requests": ["user_id", "request", "ts"], QUARANTINE: ["table", "reason", "row_number"]}
+
+
+def partition_path(lake: Path, table: str, ingest_date: str) -> Path:
+    return lake / table / f"ingest_date={ingest_date}" / "part.parquet"
+
+
+def write_partition(lake: Path, table: str, ingest_date: str, df: pd.DataFrame) -> Path:
+    """Replace one table's partition for `ingest_date` atomically; return its path."""
+    path = partition_path(lake, table, ingest_date)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = [c for c in _SORT.get(table, []) if c in df.columns]
+    if keys:
+        df = df.sort_values(keys, kind="mergesort")
+    df = df.reset_index(drop=True)
+    if table == QUARANTINE:
+        # quarantined rows mix types as read: store every value as text so nothing is lost or coerced
+        df = df.astype(object).where(df.notna(), None).map(lambda v: None if v is None else str(v))
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def partitions(lake: Path, table: str) -> list[Path]:
+    return sorted((lake / table).glob("ingest_date=*/part.parquet"))
+
+
+def read_table(lake: Path, table: str) -> pd.DataFrame:
+    """Union of all partitions; for keyed tables the newest partition's row wins."""
+    parts = partitions(lake, table)
+    if not parts:
+        return empty(table) if table in TABLES else pd.DataFrame()
+    frames = []
+    for p in parts:
+        frame = pq.read_table(p).to_pandas()
+        frame["_ingest_date"] = p.parent.name.split("=", 1)[1]
+        frames.append(frame)
+    df = pd.concat(frames, ignore_index=True)
+    key = KEYS.get(table)
+    if key:
+        df = df.sort_values("_ingest_date", kind="mergesort").drop_duplicates(key, keep="last")
+    elif table == "privacy_requests":
+        df = df.drop_duplicates(["user_id", "request", "ts"], keep="last")
+    return df.drop(columns="_ingest_date").reset_index(drop=True)
+
+
+def purge_users(lake: Path, user_ids: Collection[str]) -> int:
+    """Rewrite every partition that holds rows of these (pseudonymized) shoppers; return rows removed."""
+    if not user_ids:
+        return 0
+    removed = 0
+    wanted = set(user_ids)
+    for table in ("users", "events", "privacy_requests", QUARANTINE):
+        for path in partitions(lake, table):
+            df = pq.read_table(path).to_pandas()
+            if "user_id" not in df.columns:
+                continue
+            hit = df["user_id"].isin(wanted)
+            # a deletion request itself is kept: it is how later ingestions know to delete again
+            if table == "privacy_requests":
+                hit &= df["request"] != "delete"
+            if hit.any():
+                removed += int(hit.sum())
+                write_partition(lake, table, path.parent.name.split("=", 1)[1], df[~hit])
+    if removed:
+        log.info("purged %d lake rows of %d deleted shopper(s)", removed, len(wanted))
+    return removed

@@ -1,0 +1,147 @@
+"""Baselines on exactly the candidate's split: popularity, item co-occurrence, BM25, zero-shot MiniLM.
+
+Each baseline is fitted on the training window only and answers `recommend(histories, k)` with top-k
+item ids per case, so the candidate and every baseline are measured by the same code on the same cases.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
+    return np.take_along_axis(top, order, axis=1)
+
+
+@dataclass
+class Baseline:
+    """Scores every catalogue item for a history; subclasses fill `_scores`."""
+
+    item_ids: list[str]
+    name: str = "baseline"
+    index_of: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.index_of = {item: i for i, item in enumerate(self.item_ids)}
+
+    def _scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        raise NotImplementedError
+
+    def recommend(self, histories: Sequence[Sequence[str]], k: int, batch: int = 512) -> list[list[str]]:
+        idx = [[self.index_of[i] for i in h if i in self.index_of] for h in histories]
+        out: list[list[str]] = []
+        for start in range(0, len(idx), batch):
+            top = _top(self._scores(idx[start : start + batch]), k)
+            out.extend([[self.item_ids[j] for j in row] for row in top])
+        return out
+
+
+@dataclass
+class Popularity(Baseline):
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    name: str = "popularity"
+
+    @classmethod
+    def fit(cls, item_ids: list[str], sequences: pd.DataFrame) -> Popularity:
+        model = cls(item_ids=item_ids)
+        model.counts = _popularity(model.index_of, sequences)
+        return model
+
+    def _scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        return np.tile(self.counts, (len(histories), 1))
+
+
+def _popularity(index_of: dict[str, int], sequences: pd.DataFrame) -> np.ndarray:
+    counts = np.zeros(len(index_of), dtype=np.float32)
+    for item, n in sequences["item_id"].value_counts().items():
+        if item in index_of:
+            counts[index_of[item]] = n
+    return counts
+
+
+@dataclass
+class Cooccurrence(Baseline):
+    """Item-to-item transition counts within a window, weighted by gap and recency (a strong baseline)."""
+
+    matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    popularity: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    recency: float = 0.3
+    name: str = "cooccurrence"
+
+    @classmethod
+    def fit(
+        cls, item_ids: list[str], sequences: pd.DataFrame, window: int = 5, gap_decay: float = 0.6
+    ) -> Cooccurrence:
+        model = cls(item_ids=item_ids)
+        n = len(item_ids)
+        m = np.zeros((n, n), dtype=np.float32)
+        for _, group in sequences.groupby("user_id", sort=False):
+            seq = [model.index_of[i] for i in group["item_id"] if i in model.index_of]
+            for pos, nxt in enumerate(seq):
+                for gap in range(1, window + 1):
+                    if pos - gap < 0:
+                        break
+                    m[seq[pos - gap], nxt] += gap_decay ** (gap - 1)
+        model.matrix = m
+        model.popularity = _popularity(model.index_of, sequences)
+        return model
+
+    def _scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        out = np.zeros((len(histories), len(self.item_ids)), dtype=np.float32)
+        for row, hist in enumerate(histories):
+            for age, item in enumerate(reversed(hist[-10:])):
+                out[row] += np.float32((1 - self.recency) ** age) * self.matrix[item]
+        # popularity only breaks ties among items the history says nothing about
+        return out + 1e-6 * self.popularity / max(1.0, float(self.popularity.max()))
+
+
+@dataclass
+class BM25(Baseline):
+    """Text retrieval: the titles of the shopper's last items as the query against item text."""
+
+    name: str = "bm25"
+    texts: list[str] = field(default_factory=list)
+    titles: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from rank_bm25 import BM25Okapi
+
+        self._bm25 = BM25Okapi([_tokens(t) for t in self.texts])
+
+    def _scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        rows = []
+        for hist in histories:
+            query = _tokens(" ".join(self.titles[i] for i in hist[-3:]))
+            rows.append(self._bm25.get_scores(query) if query else np.zeros(len(self.item_ids)))
+        return np.asarray(rows, dtype=np.float32)
+
+
+def _tokens(text: str) -> list[str]:
+    return [t for t in "".join(c.lower() if c.isalnum() else " " for c in text).split() if len(t) > 1]
+
+
+@dataclass
+class ZeroShot(Baseline):
+    """The pretrained MiniLM, not fine-tuned: history = recency-decayed mean of its item vectors."""
+
+    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    decay: float = 0.5
+    name: str = "zero_shot_minilm"
+
+    def _scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        q = np.zeros((len(histories), self.vectors.shape[1]), dtype=np.float32)
+        for row, hist in enumerate(histories):
+            for age, item in enumerate(reversed(hist[-10:])):
+                q[row] += np.float32(self.decay**age) * self.vectors[item]
+        return q @ self.vectors.T

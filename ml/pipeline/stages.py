@@ -1,0 +1,585 @@
+"""The chain's stages: one function each, taking a RunContext and returning small values.
+
+The Airflow tasks of `dags/recsys_training.py` and `vetted run` call these same functions in the same
+order, so the two never drift apart. Every stage writes `<run_dir>/<stage>.json`; later stages read
+what they need from there (or from the lake, Feast and MLflow), never from another stage's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ml.pipeline.context import RunContext
+
+log = logging.getLogger(__name__)
+
+TRAIN_SET, CASES, SEQUENCES = "train_set.parquet", "cases.parquet", "train_sequences.parquet"
+AUDIT_SHARE = 0.1  # shoppers kept out of training as the membership-inference audit's non-members
+
+
+# ---------------------------------------------------------------------------------------------------
+def ingest(ctx: RunContext) -> dict[str, Any]:
+    """Source -> validated, pseudonymized, scrubbed, consent-filtered lake partition."""
+    from ml.data.ingest import ingest as run_ingest
+    from ml.data.sources import read_source
+    from ml.privacy.pii import PIIScrubber
+    from ml.privacy.pseudonymize import Pseudonymizer, load_key
+
+    cfg, settings = ctx.config, ctx.settings
+    key = load_key(os.environ, settings.home, allow_demo_key=settings.demo)
+    raw = read_source(cfg.source, cfg.path or None, n_users=cfg.n_users, n_items=cfg.n_items, seed=cfg.seed)
+    result = run_ingest(raw, settings.lake_dir, Pseudonymizer(key), PIIScrubber(), cfg.ingest_date or None)
+    out = {**result.__dict__, "metrics": result.metrics()}
+    ctx.write("ingest", out)
+    return {"ingest_date": result.ingest_date, "accepted": result.accepted, "quarantined": result.quarantined,
+            "quarantine_path": result.quarantine_path}
+
+
+# ---------------------------------------------------------------------------------------------------
+def features(ctx: RunContext) -> dict[str, Any]:
+    """Lake -> Feast (apply, materialize) -> point-in-time training set and hold-out cases."""
+    from ml.data.ingest import read_lake
+    from ml.data.splits import temporal_split
+    from ml.features import store as fs
+    from ml.features.build import write_feature_tables
+
+    cfg, settings = ctx.config, ctx.settings
+    tables = read_lake(settings.lake_dir)
+    split_time = pd.Timestamp(ctx.read("ingest")["split_time"])
+    now = datetime.now(UTC)
+    data_dir = settings.home / "features"
+    paths = write_feature_tables(data_dir, tables["items"], tables["events"], cfg.max_history, pd.Timestamp(now))
+    store = fs.open_store(fs.repo_config(settings.feast_dir, settings.profile, redis_url=settings.redis_url,
+                                         postgres_dsn=settings.postgres_dsn))
+    applied = fs.apply_definitions(store, data_dir)
+    if ctx.read("ingest").get("deleted_users"):
+        fs.rebuild_online(store, data_dir, now)  # deleted shoppers must not survive in the online store
+    else:
+        fs.materialize(store, now)
+
+    split = temporal_split(tables["events"], split_time)
+    feature = ["user_recent_items:recent_items"]
+    train = _with_history(store, split.train, feature, cfg.max_history)
+    cases = _with_history(store, split.cases, feature, cfg.max_history)
+    cases = cases[cases["history"].map(len) > 0].reset_index(drop=True)
+    train.to_parquet(ctx.path(TRAIN_SET), index=False)
+    cases.to_parquet(ctx.path(CASES), index=False)
+    seq = split.sequences[split.sequences["ts"] < split_time]
+    seq.to_parquet(ctx.path(SEQUENCES), index=False)
+    window = {"train_start": str(seq["ts"].min()), "split_time": str(split_time), "holdout_end": str(split.cases["ts"].max())}
+    out = {"feature_files": paths, "feast_objects": applied, "n_train_examples": len(train),
+           "n_train_search_examples": int((train["kind"] == "search").sum()), "n_cases": len(cases),
+           "n_train_users": int(train["user_id"].nunique()), "window": window}
+    ctx.write("features", out)
+    return out
+
+
+def _with_history(store: Any, rows: pd.DataFrame, features: list[str], max_history: int) -> pd.DataFrame:
+    """Each row's history as the feature store knew it just before the row's own event."""
+    from ml.features.store import historical_features
+
+    if rows.empty:
+        return rows.assign(history=[])
+    entity = pd.DataFrame({"user_id": rows["user_id"].to_numpy(), "row_id": np.arange(len(rows)),
+                           "event_timestamp": pd.to_datetime(rows["ts"], utc=True) - pd.Timedelta(microseconds=1)})
+    got = historical_features(store, entity, features).sort_values("row_id")
+    history = [list(h)[-max_history:] if h is not None and not (isinstance(h, float)) else []
+               for h in got["recent_items"]]
+    return rows.reset_index(drop=True).assign(history=history)
+
+
+# ---------------------------------------------------------------------------------------------------
+def split_audit_users(users: np.ndarray, seed: int) -> tuple[set[str], set[str]]:
+    """Training shoppers and the held-out audit shoppers (same distribution, never trained on)."""
+    rng = np.random.default_rng(seed)
+    users = np.sort(users)
+    audit = set(rng.choice(users, size=max(1, int(len(users) * AUDIT_SHARE)), replace=False)) if len(users) > 10 else set()
+    return set(users) - audit, audit
+
+
+def train(ctx: RunContext) -> dict[str, Any]:
+    """Fine-tune the bi-encoder (DP-SGD at user level when on); log to MLflow; save the model folder."""
+    import mlflow
+
+    from ml.data.ingest import read_lake
+    from ml.privacy.accounting import default_delta, plan_budget
+    from ml.registry.tracking import configure, flat_params
+    from ml.training.encoder import item_texts, load_encoder
+    from ml.training.model import BiEncoder
+    from ml.training.recommender import Recommender, RecommenderSettings
+    from ml.training.train import DPSettings, Examples, planned_steps, train_bi_encoder
+
+    cfg, settings = ctx.config, ctx.settings
+    items = read_lake(settings.lake_dir)["items"]
+    index_of = {item: i for i, item in enumerate(items["item_id"])}
+    train_set = pd.read_parquet(ctx.path(TRAIN_SET))
+    members, audit = split_audit_users(train_set["user_id"].unique(), cfg.seed)
+    rows = train_set[train_set["user_id"].isin(members) & train_set["item_id"].isin(index_of)]
+    rows = rows[(rows["kind"] == "search") | (rows["history"].map(len) > 0)]
+    examples = Examples(
+        users=rows["user_id"].tolist(),
+        histories=[[index_of[i] for i in h if i in index_of] for h in rows["history"]],
+        queries=[q if k == "search" else None for q, k in zip(rows["query"], rows["kind"], strict=True)],
+        targets=[index_of[i] for i in rows["item_id"]],
+    )
+    n_users = len(set(examples.users))
+    steps, sample_rate = planned_steps(n_users, cfg.batch_size, cfg.epochs, cfg.max_steps)
+    plan = None
+    dp = None
+    if cfg.dp.enabled:
+        delta = cfg.dp.delta or default_delta(n_users)
+        plan = plan_budget(cfg.dp.target_epsilon, delta, sample_rate, steps, cfg.dp.transitions_share,
+                           cfg.dp.transitions_per_user)
+        dp = DPSettings(epsilon_sgd=plan.epsilon_sgd, delta=delta, max_grad_norm=cfg.dp.max_grad_norm)
+
+    experiment_id = configure(settings)
+    texts = item_texts(items)
+    bert, tokenizer = load_encoder()
+    model = BiEncoder(bert, n_items=len(items), trainable_layers=cfg.trainable_layers,
+                      max_history=cfg.max_history, temperature=cfg.temperature)
+    run_name = cfg.run_name or ctx.run_dir.name
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.set_tags({"vetted.run_dir": str(ctx.run_dir), "vetted.source": cfg.source})
+        mlflow.log_params(flat_params("", cfg.to_dict()))
+        mlflow.log_metrics(ctx.read("ingest")["metrics"])
+        feats = ctx.read("features")
+        mlflow.log_metrics({"data.n_train_examples": feats["n_train_examples"], "data.n_cases": feats["n_cases"],
+                            "data.n_train_users": n_users, "data.n_audit_users": len(audit)})
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            mlflow.log_metrics({f"epoch.{k}": v for k, v in metrics.items()}, step=epoch)
+
+        result = train_bi_encoder(
+            model, tokenizer, examples, texts, epochs=cfg.epochs, max_steps=cfg.max_steps,
+            batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, max_history=cfg.max_history,
+            max_query_tokens=cfg.max_query_tokens, max_item_tokens=cfg.max_item_tokens, seed=cfg.seed, dp=dp,
+            on_epoch=on_epoch)
+        privacy: dict[str, Any] = {"dp": cfg.dp.enabled, "unit": "user" if cfg.dp.enabled else "none",
+                                   "n_users": n_users}
+        if plan is not None and result.dp is not None:
+            from ml.privacy.accounting import composed_epsilon
+
+            total = composed_epsilon(result.dp["noise_multiplier"], sample_rate, result.steps,
+                                     plan.transitions_sigma, plan.delta)
+            privacy.update({"epsilon": total, "delta": plan.delta, "target_epsilon": cfg.dp.target_epsilon,
+                            "mechanisms": [{"name": "DP-SGD (Opacus, ghost clipping, Poisson sampling of shoppers)",
+                                            "epsilon_alone": result.dp["epsilon_sgd"],
+                                            "noise_multiplier": result.dp["noise_multiplier"],
+                                            "max_grad_norm": result.dp["max_grad_norm"],
+                                            "sample_rate": sample_rate, "steps": result.steps}],
+                            "accountant": "rdp", **{k: v for k, v in result.dp.items() if k != "epsilon_sgd"}})
+            mlflow.log_metrics({"privacy.epsilon": total, "privacy.delta": plan.delta,
+                                "privacy.noise_multiplier": result.dp["noise_multiplier"],
+                                "privacy.sample_rate": sample_rate, "privacy.steps": result.steps,
+                                "privacy.max_grad_norm": cfg.dp.max_grad_norm})
+        mlflow.log_metrics({"train.seconds": result.seconds, "train.seconds_per_step": result.seconds_per_step,
+                            "train.final_loss": result.final_loss, "train.steps": result.steps})
+        rec = Recommender(model, tokenizer, items, RecommenderSettings(cfg.temperature, cfg.max_history,
+                                                                       cfg.max_query_tokens, cfg.max_item_tokens))
+        model_dir = rec.save(ctx.path("model"))
+        run_id = run.info.run_id
+    out = {"mlflow_run_id": run_id, "experiment_id": experiment_id, "model_dir": str(model_dir),
+           "steps": result.steps, "epochs": result.epochs, "device": result.device, "seconds": result.seconds,
+           "seconds_per_step": result.seconds_per_step, "final_loss": result.final_loss,
+           "n_examples": len(examples), "n_users": n_users, "audit_users": sorted(audit),
+           "member_users": sorted(members), "privacy": privacy}
+    ctx.write("train", out)
+    return {k: out[k] for k in ("mlflow_run_id", "model_dir", "steps", "seconds")}
+
+
+# ---------------------------------------------------------------------------------------------------
+def drift_frame(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """Per-event columns whose distribution the drift report compares (no shopper ids)."""
+    ev = events.merge(items[["item_id", "category", "price"]], on="item_id", how="left")
+    return pd.DataFrame({
+        "event_type": ev["event_type"].astype(str),
+        "category": ev["category"].fillna("(search)").astype(str),
+        "price": pd.to_numeric(ev["price"], errors="coerce"),
+        "hour_of_day": pd.to_datetime(ev["ts"], utc=True).dt.hour,
+        "query_length": ev["query"].fillna("").astype(str).str.split().map(len),
+    })
+
+
+def _model_vectors(rec: Any) -> dict[str, np.ndarray]:
+    return dict(zip(rec.item_ids, rec.item_vectors, strict=True))
+
+
+def evaluate(ctx: RunContext) -> dict[str, Any]:
+    """Candidate and baselines on the hold-out; fairness; membership inference; Evidently reports."""
+    import mlflow
+
+    from ml.data.ingest import read_lake
+    from ml.evaluation import baselines as bl
+    from ml.evaluation.evaluate import audit_groups, evaluate_rankings, ndcg_ratios
+    from ml.evaluation.fairness import brand_tiers, item_tiers
+    from ml.evaluation.reports import (drift_report, fairness_summary_html, ranking_frame, ranking_report,
+                                       ranking_reports_by_group)
+    from ml.privacy.mia import membership_inference_audit
+    from ml.training.encoder import item_texts
+    from ml.training.recommender import Recommender
+
+    cfg, settings = ctx.config, ctx.settings
+    k = cfg.k
+    tables = read_lake(settings.lake_dir)
+    items, users = tables["items"], tables["users"]
+    cases = pd.read_parquet(ctx.path(CASES))
+    cases["history"] = cases["history"].map(list)
+    seq = pd.read_parquet(ctx.path(SEQUENCES))
+    trained = ctx.read("train")
+    rec = Recommender.load(Path(trained["model_dir"]))
+    item_ids = rec.item_ids
+    popularity = seq["item_id"].value_counts().to_dict()
+    item_brand = dict(zip(items["item_id"], items["brand"], strict=True))
+    tiers = item_tiers(item_brand, brand_tiers(item_brand, popularity))
+    groups = audit_groups(cases, users)
+    common = {"n_catalog": len(item_ids), "item_popularity": popularity, "item_tier": tiers, "groups": groups}
+
+    histories = cases["history"].tolist()
+    recs, scores = rec.recommend(histories, k)
+    candidate = evaluate_rankings(recs, cases, k, item_vectors=_model_vectors(rec), **common)
+
+    # baselines, fitted on the training window only
+    texts = item_texts(items)
+    fitted = [bl.Popularity.fit(item_ids, seq), bl.Cooccurrence.fit(item_ids, seq),
+              bl.BM25(item_ids=item_ids, texts=texts, titles=items["title"].tolist())]
+    base_vectors = _zero_shot_vectors(texts, cfg.max_item_tokens)
+    fitted.append(bl.ZeroShot(item_ids=item_ids, vectors=base_vectors))
+    baselines = {}
+    for b in fitted:
+        res = evaluate_rankings(b.recommend(histories, k), cases, k, **common)
+        baselines[b.name] = {"metrics": res["metrics"], "beyond": res["beyond"], "provider": res["provider"]}
+    best = max(baselines, key=lambda n: baselines[n]["metrics"][f"ndcg_at_{k}"])
+
+    # membership inference: trained shoppers vs held-out shoppers of the same distribution
+    train_set = pd.read_parquet(ctx.path(TRAIN_SET))
+    mia = _membership_audit(rec, train_set, set(trained["member_users"]), set(trained["audit_users"]), cfg.seed)
+    mia = {**membership_inference_audit(mia["members"], mia["nonmembers"]), "attack": mia["attack"]}
+
+    # reports
+    reports_dir = ctx.path("reports")
+    reports_dir.mkdir(exist_ok=True)
+    split_time = pd.Timestamp(ctx.read("ingest")["split_time"])
+    events = tables["events"]
+    drift = drift_report(drift_frame(events[events["ts"] < split_time], items),
+                         drift_frame(events[events["ts"] >= split_time], items), reports_dir / "drift.html")
+    case_ids = [f"case-{i}" for i in range(len(cases))]
+    frame = ranking_frame(recs, cases["item_id"].tolist(), k, user_ids=case_ids, scores=scores.tolist())
+    ranking = ranking_report(frame, reports_dir / "ranking.html", k)
+    slice_groups = {col: pd.Series(groups[col].fillna("unknown").astype(str).to_numpy(), index=case_ids)
+                    for col in groups.columns}
+    slices = ranking_reports_by_group(frame, slice_groups, reports_dir / "slices", k) if cfg.slice_reports else {}
+    fairness_html = fairness_summary_html(candidate["user_fairness"], candidate["provider"],
+                                          reports_dir / "fairness.html")
+
+    metrics = candidate["metrics"]
+    ratios = ndcg_ratios(candidate["user_fairness"])
+    out = {
+        "k": k, "n_cases": len(cases), "candidate": {kk: v for kk, v in candidate.items() if kk != "per_case"},
+        "baselines": baselines, "best_baseline": best,
+        "best_baseline_ndcg": baselines[best]["metrics"][f"ndcg_at_{k}"],
+        "user_ndcg_ratio": ratios, "provider_exposure_ratio": candidate["provider"].get("ratio"),
+        "mia": mia, "drift": drift,
+        "reports": {"drift": drift["path"], "ranking": ranking["path"], "fairness": str(fairness_html),
+                    "slices": {a: {g: r["path"] for g, r in gs.items()} for a, gs in slices.items()}},
+        "evidently_ranking": ranking["metrics"],
+    }
+    ctx.write("evaluate", out)
+    with mlflow.start_run(run_id=trained["mlflow_run_id"]):
+        flat = {f"quality.{n}": v for n, v in metrics.items()}
+        for name, res in baselines.items():
+            flat.update({f"baseline.{name}.{n}": v for n, v in res["metrics"].items()})
+        flat.update({f"beyond.{n}": v for n, v in candidate["beyond"].items() if v is not None})
+        flat.update({f"fairness.user_ndcg_ratio.{a}": r for a, r in ratios.items() if r is not None})
+        if out["provider_exposure_ratio"] is not None:
+            flat["fairness.provider_exposure_ratio"] = out["provider_exposure_ratio"]
+        flat.update({"privacy.mia_auc": mia["auc"], "privacy.mia_advantage": mia["advantage"],
+                     "privacy.mia_tpr_at_1pct_fpr": mia["tpr_at_1pct_fpr"], "drift.share": drift["share_drifted"]})
+        mlflow.log_metrics({n: float(v) for n, v in flat.items()})
+        mlflow.log_artifacts(str(reports_dir), artifact_path="reports")
+        mlflow.log_dict(_strip(out), "evaluation.json")
+    return {"ndcg_at_k": metrics[f"ndcg_at_{k}"], "best_baseline": best, "best_baseline_ndcg": out["best_baseline_ndcg"],
+            "mia_auc": mia["auc"], "drift_share": drift["share_drifted"]}
+
+
+def _strip(data: dict[str, Any]) -> dict[str, Any]:
+    from ml.pipeline.context import _jsonable
+
+    return _jsonable(data)
+
+
+def _zero_shot_vectors(texts: list[str], max_tokens: int) -> np.ndarray:
+    from ml.training.encoder import load_encoder
+    from ml.training.model import BiEncoder
+
+    bert, tokenizer = load_encoder()
+    model = BiEncoder(bert, n_items=1, trainable_layers=0)
+    return model.encode_texts(tokenizer, texts, max_tokens).numpy()
+
+
+def _membership_audit(rec: Any, train_set: pd.DataFrame, members: set[str], nonmembers: set[str],
+                      seed: int, per_side: int = 500) -> dict[str, Any]:
+    """Loss-based attack: a shopper whose own examples the model scores unusually well was likely trained on.
+
+    Score per shopper = mean log-probability the model gives their next items (training window).
+    """
+    rows = train_set[(train_set["kind"] == "next_item") & (train_set["history"].map(len) > 0)]
+    rows = rows[rows["item_id"].isin(rec.index_of)]
+    rng = np.random.default_rng(seed)
+
+    def scores_for(users: set[str]) -> np.ndarray:
+        chosen = sorted(set(rows["user_id"]) & users)
+        if len(chosen) > per_side:
+            chosen = sorted(rng.choice(chosen, size=per_side, replace=False))
+        part = rows[rows["user_id"].isin(set(chosen))]
+        if part.empty:
+            return np.zeros(0)
+        logits = rec.scores(rec.history_vectors([list(h) for h in part["history"]]))
+        logits = logits - logits.max(axis=1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        target = np.array([rec.index_of[i] for i in part["item_id"]])
+        per_row = logp[np.arange(len(part)), target]
+        return pd.Series(per_row).groupby(part["user_id"].to_numpy()).mean().to_numpy()
+
+    return {"members": scores_for(members), "nonmembers": scores_for(nonmembers),
+            "attack": "loss threshold: mean log-probability of a shopper's own next items, "
+                      "trained shoppers vs shoppers held out of training"}
+
+
+# ---------------------------------------------------------------------------------------------------
+def _version_tags(ctx: RunContext) -> dict[str, str]:
+    ev, tr, feats = ctx.read("evaluate"), ctx.read("train"), ctx.read("features")
+    k = ev["k"]
+    m = ev["candidate"]["metrics"]
+    privacy = tr["privacy"]
+    tags = {
+        "quality.ndcg_at_10": m.get("ndcg_at_10", m[f"ndcg_at_{k}"]),
+        "quality.recall_at_10": m.get("recall_at_10", m[f"recall_at_{k}"]),
+        "quality.best_baseline": ev["best_baseline"],
+        "quality.best_baseline_ndcg_at_10": ev["best_baseline_ndcg"],
+        "privacy.dp": str(bool(privacy["dp"])).lower(),
+        "privacy.unit": privacy["unit"],
+        "privacy.mia_auc": ev["mia"]["auc"],
+        "fairness.provider_exposure_ratio": ev["provider_exposure_ratio"],
+        "drift.share": ev["drift"]["share_drifted"],
+        "data.window": f"{feats['window']['train_start']} .. {feats['window']['split_time']}",
+        "data.source": ctx.config.source,
+        "vetted.run_dir": str(ctx.run_dir),
+    }
+    if privacy["dp"]:
+        tags.update({"privacy.epsilon": privacy["epsilon"], "privacy.delta": privacy["delta"]})
+    for attr, ratio in ev["user_ndcg_ratio"].items():
+        tags[f"fairness.user_ndcg_ratio.{attr}"] = ratio
+    return {key: ("n/a" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))) for key, v in tags.items()}
+
+
+def register(ctx: RunContext) -> dict[str, Any]:
+    """PII scan, log the pyfunc, register a version with its tags and card, smoke-test it in a fresh process."""
+    import mlflow
+
+    from ml.data.sources import read_source
+    from ml.privacy.pii import PIIScrubber
+    from ml.privacy.scan import scan_paths, scan_texts
+    from ml.registry import registration as reg
+    from ml.registry.pyfunc import input_example
+    from ml.registry.smoke import smoke_test
+    from ml.registry.tracking import client as make_client
+    from ml.registry.tracking import configure, flat_params
+
+    cfg, settings = ctx.config, ctx.settings
+    configure(settings)
+    client = make_client(settings)
+    trained = ctx.read("train")
+    tags = _version_tags(ctx)
+
+    raw = read_source(cfg.source, cfg.path or None, n_users=cfg.n_users, n_items=cfg.n_items, seed=cfg.seed)
+    raw_ids = set(raw.users["user_id"].dropna().astype(str)) | set(raw.events["user_id"].dropna().astype(str))
+    scrubber = PIIScrubber()
+    texts = {f"param:{k}": v for k, v in flat_params("", cfg.to_dict()).items()}
+    texts.update({f"tag:{k}": v for k, v in tags.items()})
+    findings = scan_texts(texts, scrubber, raw_ids)
+    findings += scan_paths([Path(trained["model_dir"]), ctx.path("reports"), settings.home / "features"],
+                           scrubber, raw_ids)
+    tags["privacy.pii_findings"] = str(len(findings))
+    scan = [f.__dict__ for f in findings[:50]]
+
+    cases = pd.read_parquet(ctx.path(CASES))
+    histories = [list(h) for h in cases["history"].head(5)]
+    queries = _sample_queries(ctx)
+    with mlflow.start_run(run_id=trained["mlflow_run_id"]):
+        mlflow.log_metric("privacy.pii_findings", len(findings))
+        mlflow.log_dict({"findings": scan, "count": len(findings)}, "pii_scan.json")
+        model_uri = reg.log_model(Path(trained["model_dir"]), input_example(histories, queries[0]))
+    version = reg.register(client, settings.model_name, model_uri, trained["mlflow_run_id"],
+                           {**tags, "gate.status": "pending"}, description="Gate not run yet.")
+    smoke = smoke_test(settings.tracking_uri, f"models:/{settings.model_name}/{version.version}",
+                       histories, queries, k=cfg.k)
+    reg.set_tags(client, settings.model_name, version.version, {"serving.smoke_ok": str(smoke["ok"]).lower()})
+    out = {"model_uri": model_uri, "version": version.version, "pii_findings": len(findings), "pii_scan": scan,
+           "smoke": smoke, "tags": tags}
+    ctx.write("register", out)
+    return {"version": version.version, "pii_findings": len(findings), "smoke_ok": smoke["ok"]}
+
+
+def _sample_queries(ctx: RunContext) -> list[str]:
+    train_set = pd.read_parquet(ctx.path(TRAIN_SET), columns=["kind", "query"])
+    queries = train_set.loc[train_set["kind"] == "search", "query"].dropna().astype(str).head(3).tolist()
+    return queries or ["gift"]
+
+
+# ---------------------------------------------------------------------------------------------------
+def _champion_metrics(ctx: RunContext, client: Any, version: str) -> dict[str, Any] | None:
+    """Re-evaluate the current champion on this run's hold-out (not its old numbers)."""
+    from ml.evaluation.metrics import ranking_metrics
+    from ml.registry.registration import CHAMPION, alias_version
+    from ml.training.recommender import Recommender
+
+    champ = alias_version(client, ctx.settings.model_name, CHAMPION)
+    if champ is None or champ.version == str(version):
+        return None
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"{champ.source}/artifacts/recommender",
+                                                tracking_uri=ctx.settings.tracking_uri)
+    rec = Recommender.load(Path(local))
+    cases = pd.read_parquet(ctx.path(CASES))
+    recs, _ = rec.recommend([list(h) for h in cases["history"]], ctx.config.k)
+    return {"version": champ.version, "metrics": ranking_metrics(recs, cases["item_id"].tolist(), ctx.config.k)}
+
+
+def gate(ctx: RunContext) -> dict[str, Any]:
+    """Check the candidate against the policy; record the decision on the version (tags, card)."""
+    from ml.gate.decision import decide
+    from ml.gate.policy import load_policy
+    from ml.registry import registration as reg
+    from ml.registry.tracking import client as make_client
+    from ml.registry.tracking import configure
+
+    cfg, settings = ctx.config, ctx.settings
+    configure(settings)
+    client = make_client(settings)
+    registered = ctx.read("register")
+    version = registered["version"]
+    champion = _champion_metrics(ctx, client, version)
+    tr, ev = ctx.read("train"), ctx.read("evaluate")
+    k = ev["k"]
+    metrics: dict[str, Any] = {
+        "quality.ndcg_at_10": ev["candidate"]["metrics"][f"ndcg_at_{k}"],
+        "quality.best_baseline_ndcg_at_10": ev["best_baseline_ndcg"],
+        "champion.ndcg_at_10": champion["metrics"][f"ndcg_at_{k}"] if champion else None,
+        "privacy.dp": bool(tr["privacy"]["dp"]),
+        "privacy.unit": tr["privacy"]["unit"],
+        "privacy.epsilon": tr["privacy"].get("epsilon"),
+        "privacy.delta": tr["privacy"].get("delta"),
+        "privacy.delta_bound": 1.0 / max(1, tr["n_users"]),
+        "privacy.mia_auc": ev["mia"]["auc"],
+        "privacy.pii_findings": registered["pii_findings"],
+        "fairness.provider_exposure_ratio": ev["provider_exposure_ratio"],
+        "drift.share": ev["drift"]["share_drifted"],
+        "serving.smoke_ok": bool(registered["smoke"]["ok"]),
+    }
+    metrics.update({f"fairness.user_ndcg_ratio.{a}": r for a, r in ev["user_ndcg_ratio"].items()})
+    policy = load_policy(cfg.policy or None)
+    decision = decide(policy, metrics)
+    status = decision.status
+    if status == "passed" and cfg.require_approval:
+        status = "pending_approval"
+    tags = decision.to_tags()
+    tags["gate.status"] = status
+    if champion:
+        tags["gate.champion_compared"] = f"v{champion['version']}"
+    reg.set_tags(client, settings.model_name, version, tags)
+    out = {"status": status, "decision": decision.to_dict(), "metrics": metrics, "champion": champion,
+           "policy": policy.label, "summary_markdown": decision.summary_markdown()}
+    ctx.write("gate", out)
+    write_card(ctx, client)
+    return {"status": status, "version": version, "blocking_failures": decision.blocking_failures}
+
+
+def write_card(ctx: RunContext, client: Any) -> str:
+    from ml.registry.card import model_card
+
+    registered = ctx.read("register")
+    gate_out = ctx.read("gate") if ctx.has("gate") else None
+    run_id = ctx.read("train")["mlflow_run_id"]
+    links = {"MLflow run": f"#/experiments/{ctx.read('train')['experiment_id']}/runs/{run_id}"}
+    for label, path in ctx.read("evaluate")["reports"].items():
+        if isinstance(path, str):
+            links[f"{label} report (run artifact reports/{Path(path).name})"] = path
+    card = model_card(
+        name=ctx.settings.model_name, version=registered["version"], config=ctx.config.to_dict(),
+        features=ctx.read("features"), ingest=ctx.read("ingest"), train=ctx.read("train"),
+        evaluation=ctx.read("evaluate"), pii_findings=registered["pii_findings"], smoke=registered["smoke"],
+        gate=None if gate_out is None else {"status": gate_out["status"], "policy_label": gate_out["policy"],
+                                             "summary_markdown": gate_out["summary_markdown"]},
+        champion=None if gate_out is None else gate_out["champion"], links=links)
+    client.update_model_version(ctx.settings.model_name, registered["version"], description=card)
+    ctx.path("model_card.md").write_text(card)
+    return card
+
+
+# ---------------------------------------------------------------------------------------------------
+def promote(ctx: RunContext, actor: str = "vetted") -> dict[str, Any]:
+    """Move `champion` if the version's recorded gate status allows it; otherwise leave everything as it is."""
+    from ml.registry import registration as reg
+    from ml.registry.audit import append_event
+    from ml.registry.tracking import client as make_client
+    from ml.registry.tracking import configure
+
+    settings = ctx.settings
+    configure(settings)
+    client = make_client(settings)
+    version = ctx.read("register")["version"]
+    status = client.get_model_version(settings.model_name, version).tags.get("gate.status")
+    if status in reg.PROMOTABLE:
+        moved = reg.promote(client, settings.model_name, version, actor=actor)
+        append_event(settings, "promotion", settings.model_name, version, actor,
+                     f"gate.status={status}; previous champion {moved['previous']}")
+        out = {"promoted": True, **moved, "status": status}
+    else:
+        champ = reg.alias_version(client, settings.model_name, reg.CHAMPION)
+        out = {"promoted": False, "champion": champ.version if champ else None, "status": status}
+        if status == "failed":
+            append_event(settings, "rejection", settings.model_name, version, "gate",
+                         "blocking checks failed: " + ", ".join(ctx.read("gate")["decision"]["blocking_failures"]))
+    ctx.write("promote", out)
+    write_summary(ctx)
+    return out
+
+
+def write_summary(ctx: RunContext) -> Path:
+    """summary.json: metrics, baselines, the gate decision check by check, the version, report paths."""
+    ev = ctx.read("evaluate")
+    gate_out = ctx.read("gate") if ctx.has("gate") else {}
+    registered = ctx.read("register") if ctx.has("register") else {}
+    summary = {
+        "run_dir": str(ctx.run_dir),
+        "model_name": ctx.settings.model_name,
+        "model_version": registered.get("version"),
+        "mlflow_run_id": ctx.read("train")["mlflow_run_id"],
+        "config": ctx.config.to_dict(),
+        "ingest": {k: ctx.read("ingest")[k] for k in ("read", "accepted", "quarantined", "quarantine_path",
+                                                       "pii_replaced", "consent")},
+        "metrics": ev["candidate"]["metrics"],
+        "baselines": {n: r["metrics"] for n, r in ev["baselines"].items()},
+        "best_baseline": ev["best_baseline"],
+        "privacy": {**ctx.read("train")["privacy"], "mia": ev["mia"], "pii_findings": registered.get("pii_findings")},
+        "fairness": {"user_ndcg_ratio": ev["user_ndcg_ratio"], "provider_exposure_ratio": ev["provider_exposure_ratio"]},
+        "drift_share": ev["drift"]["share_drifted"],
+        "gate": {"status": gate_out.get("status"), "policy": gate_out.get("policy"),
+                 "checks": (gate_out.get("decision") or {}).get("checks"),
+                 "champion_compared": gate_out.get("champion")},
+        "promotion": ctx.read("promote") if ctx.has("promote") else None,
+        "reports": ev["reports"],
+        "model_card": str(ctx.path("model_card.md")),
+    }
+    return ctx.write("summary", summary)
+
+
+STAGES = ("ingest", "features", "train", "evaluate", "register", "gate", "promote")

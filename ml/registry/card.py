@@ -1,0 +1,104 @@
+"""The model card: the model version's description, written so a reviewer can decide from it alone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def _f(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def model_card(*, name: str, version: str | None, config: Mapping[str, Any], features: Mapping[str, Any],
+               ingest: Mapping[str, Any], train: Mapping[str, Any], evaluation: Mapping[str, Any],
+               pii_findings: int | None, smoke: Mapping[str, Any] | None, gate: Mapping[str, Any] | None,
+               champion: Mapping[str, Any] | None, links: Mapping[str, str]) -> str:
+    k = evaluation["k"]
+    nd, rc = f"ndcg_at_{k}", f"recall_at_{k}"
+    cand = evaluation["candidate"]["metrics"]
+    privacy = train["privacy"]
+    lines = [f"# Model card: {name} v{version or '?'}", ""]
+    if gate:
+        lines += [f"**Gate: {gate['status'].upper()}** under policy `{gate['policy_label']}`.", ""]
+    window = features["window"]
+    lines += [
+        "## Data",
+        f"- Source `{config['source']}`; training window {window['train_start']} to {window['split_time']}; "
+        f"hold-out from {window['split_time']} to {window['holdout_end']}.",
+        f"- Rows read / accepted / quarantined: " + ", ".join(
+            f"{t} {ingest['read'][t]}/{ingest['accepted'][t]}/{ingest['quarantined'][t]}" for t in ingest["read"]) + ".",
+        f"- {features['n_train_examples']} training examples ({features['n_train_search_examples']} searches) from "
+        f"{train['n_users']} shoppers; {len(train['audit_users'])} shoppers held out for the membership audit; "
+        f"{evaluation['n_cases']} hold-out cases.",
+        f"- PII replaced at ingestion: {ingest.get('pii_replaced') or 'none found'}; privacy requests applied: "
+        f"{ingest.get('consent')}.",
+        "",
+        "## Training",
+        f"- all-MiniLM-L6-v2 bi-encoder (offline weights), top {config['trainable_layers']} encoder layer(s) plus "
+        f"history head fine-tuned; {train['steps']} steps ({train['epochs']:.2f} epochs over shoppers), batch "
+        f"{config['batch_size']}, lr {config['learning_rate']}, temperature {config['temperature']}, on {train['device']} "
+        f"in {train['seconds']:.0f} s.",
+        "",
+        "## Privacy",
+    ]
+    if privacy.get("dp"):
+        lines += [
+            f"- User-level DP-SGD: **epsilon {_f(privacy.get('epsilon'), 3)} at delta {privacy.get('delta'):.3g}** "
+            f"(unit: one shopper; accountant {privacy.get('accountant')}).",
+            "- What the epsilon covers: everything the model learned from shoppers. Mechanisms:",
+        ]
+        for m in privacy.get("mechanisms", []):
+            rest = ", ".join(f"{k2} {_f(v)}" for k2, v in m.items() if k2 != "name")
+            lines.append(f"  - {m['name']}: {rest}")
+        lines.append("  - Negatives: the whole catalogue (public item text), no shopper statistic.")
+    else:
+        lines.append("- **No differential privacy**: trained for comparison only; the default policy refuses it.")
+    mia = evaluation["mia"]
+    lines += [
+        f"- Membership inference ({mia.get('attack')}): AUC {_f(mia.get('auc'), 3)}, advantage "
+        f"{_f(mia.get('advantage'), 3)}, TPR at 1% FPR {_f(mia.get('tpr_at_1pct_fpr'), 3)} "
+        f"({mia.get('n_members')} vs {mia.get('n_nonmembers')} shoppers).",
+        f"- PII scan of features, params, tags and artifacts: {pii_findings if pii_findings is not None else 'not run'} finding(s).",
+        "",
+        "## Quality on the hold-out",
+        f"| model | NDCG@{k} | Recall@{k} | MRR | coverage |",
+        "|---|---|---|---|---|",
+        f"| **candidate** | {_f(cand[nd])} | {_f(cand[rc])} | {_f(cand['mrr'])} | "
+        f"{_f(evaluation['candidate']['beyond'].get('coverage'))} |",
+    ]
+    if champion and champion.get("metrics"):
+        cm = champion["metrics"]
+        lines.append(f"| champion v{champion['version']} (re-evaluated) | {_f(cm[nd])} | {_f(cm[rc])} | "
+                     f"{_f(cm['mrr'])} | |")
+    for bname, res in evaluation["baselines"].items():
+        m = res["metrics"]
+        best = " (best baseline)" if bname == evaluation["best_baseline"] else ""
+        lines.append(f"| {bname}{best} | {_f(m[nd])} | {_f(m[rc])} | {_f(m['mrr'])} | "
+                     f"{_f(res['beyond'].get('coverage'))} |")
+    lines += ["", "## Fairness", f"| attribute | group | NDCG@{k} | n | ratio min/max |", "|---|---|---|---|---|"]
+    for attr, res in evaluation["candidate"].get("user_fairness", {}).items():
+        ratio = (res.get("ratio") or {}).get("ndcg")
+        for group, vals in res.get("by_group", {}).items():
+            lines.append(f"| {attr} | {group} | {_f(vals.get('ndcg'))} | {vals.get('n')} | {_f(ratio, 3)} |")
+    prov = evaluation["candidate"]["provider"]
+    lines += [
+        "",
+        f"- Provider exposure (long-tail brands): exposure share {_f(prov.get('tail_exposure_share'), 3)} vs relevance "
+        f"share {_f(prov.get('tail_relevance_share'), 3)}: ratio {_f(prov.get('ratio'), 3)}.",
+        f"- Drift (training window vs hold-out): {_f(evaluation['drift'].get('share_drifted'), 3)} of columns drifted "
+        f"({', '.join(evaluation['drift'].get('drifted_columns') or []) or 'none'}).",
+    ]
+    if smoke:
+        lines.append(f"- Serving smoke test: {'passed' if smoke.get('ok') else 'FAILED'} "
+                     f"({smoke.get('error') or _f(smoke.get('max_latency_ms'), 0) + ' ms slowest answer'}).")
+    if gate:
+        lines += ["", "## Gate decision", gate.get("summary_markdown", "")]
+    lines += ["", "## Reports"] + [f"- [{label}]({url})" for label, url in links.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,204 @@
+"""The training loop: device auto (CUDA with bf16 autocast, else CPU), DP-SGD with Opacus or not.
+
+The training set is indexed by shopper: item u of the dataset is one example drawn from shopper u's
+examples. With DP on, Opacus' Poisson sampler picks shoppers, each sampled shopper brings exactly one
+example, and ghost clipping bounds each example's (so each shopper's) gradient: the (epsilon, delta) it
+reports is user-level. Without DP the same dataset is shuffled, so the two runs differ only in privacy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from ml.training.encoder import tokenize
+from ml.training.model import BiEncoder, build_history_tensors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Examples:
+    """Training examples in index space: history (item indices, oldest first) or query -> target item."""
+
+    users: list[str]
+    histories: list[list[int]]
+    queries: list[str | None]
+    targets: list[int]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+class PerUserDataset(Dataset):
+    """Item u = one example of shopper u, drawn afresh (seeded) each time it is read."""
+
+    def __init__(self, examples: Examples, seed: int) -> None:
+        by_user: dict[str, list[int]] = {}
+        for i, user in enumerate(examples.users):
+            by_user.setdefault(user, []).append(i)
+        self.users = sorted(by_user)
+        self.example_ids = [np.asarray(by_user[u]) for u in self.users]
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, u: int) -> tuple[int]:
+        ids = self.example_ids[u]
+        return (int(ids[self.rng.integers(len(ids))]),)
+
+
+def make_collate(examples: Examples, tokenizer: PreTrainedTokenizerBase, max_history: int,
+                 max_query_tokens: int) -> Callable[[Sequence[tuple[int]]], dict[str, torch.Tensor]]:
+    def collate(rows: Sequence[tuple[int]]) -> dict[str, torch.Tensor]:
+        ids = [r[0] for r in rows]
+        queries = [examples.queries[i] or "" for i in ids]
+        batch = tokenize(tokenizer, queries, max_query_tokens)
+        batch.update(build_history_tensors([examples.histories[i] for i in ids], max_history))
+        batch["is_search"] = torch.tensor([1.0 if examples.queries[i] else 0.0 for i in ids])
+        batch["target"] = torch.tensor([examples.targets[i] for i in ids], dtype=torch.long)
+        return batch
+
+    return collate
+
+
+def pick_device(prefer: str = "auto") -> torch.device:
+    if prefer == "cpu":
+        return torch.device("cpu")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class DPSettings:
+    """What Opacus needs; `epsilon_sgd` is the share of the budget the SGD part may spend."""
+
+    epsilon_sgd: float
+    delta: float
+    max_grad_norm: float
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs: float
+    device: str
+    seconds: float
+    seconds_per_step: float
+    final_loss: float
+    epoch_metrics: list[dict[str, float]] = field(default_factory=list)
+    dp: dict[str, float | str] | None = None
+
+
+def planned_steps(n_users: int, batch_size: int, epochs: int, max_steps: int) -> tuple[int, float]:
+    """Steps to run and the sample rate: an epoch is n_users / batch_size steps."""
+    sample_rate = min(1.0, batch_size / max(1, n_users))
+    per_epoch = max(1, math.ceil(1 / sample_rate))
+    return min(max_steps, epochs * per_epoch), sample_rate
+
+
+def refresh_item_table(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, item_texts: Sequence[str],
+                       max_item_tokens: int) -> None:
+    table = model.encode_texts(tokenizer, item_texts, max_item_tokens)
+    model.item_table.copy_(table.to(model.item_table.device))
+
+
+def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examples: Examples,
+                     item_texts: Sequence[str], *, epochs: int, max_steps: int, batch_size: int,
+                     learning_rate: float, max_history: int, max_query_tokens: int, max_item_tokens: int,
+                     seed: int, dp: DPSettings | None, refresh_every: int = 25, device: str = "auto",
+                     on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Fine-tune in place; the item table is refreshed every `refresh_every` steps and at the end."""
+    if len(examples) == 0:
+        raise ValueError("no training examples: the training window holds no shopper with two interactions")
+    torch.manual_seed(seed)
+    dev = pick_device(device)
+    model.to(dev)
+    if not model.item_table.abs().sum():
+        refresh_item_table(model, tokenizer, item_texts, max_item_tokens)
+    dataset = PerUserDataset(examples, seed)
+    steps, sample_rate = planned_steps(len(dataset), batch_size, epochs, max_steps)
+    loader = DataLoader(dataset, batch_size=max(1, round(sample_rate * len(dataset))), shuffle=True,
+                        collate_fn=make_collate(examples, tokenizer, max_history, max_query_tokens),
+                        generator=torch.Generator().manual_seed(seed))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate)
+    criterion: nn.Module = nn.CrossEntropyLoss()
+    engine = None
+    module: nn.Module = model
+    if dp is not None:
+        from opacus import PrivacyEngine
+
+        engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+        model.train()
+        module, optimizer, criterion, loader = engine.make_private_with_epsilon(
+            module=model, optimizer=optimizer, criterion=criterion, data_loader=loader,
+            target_epsilon=dp.epsilon_sgd, target_delta=dp.delta, epochs=steps * sample_rate,
+            max_grad_norm=dp.max_grad_norm, poisson_sampling=True, grad_sample_mode="ghost")
+    module.train()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
+    started = time.perf_counter()
+    step, epoch, losses, epoch_metrics = 0, 0, [], []
+    bar = tqdm(total=steps, desc="train", unit="step", leave=False)
+    while step < steps:
+        epoch += 1
+        epoch_losses = []
+        for batch in loader:
+            if step >= steps:
+                break
+            if len(batch["target"]) == 0:  # Poisson sampling can draw nobody
+                continue
+            batch = {k: v.to(dev) for k, v in batch.items()}
+            target = batch.pop("target")
+            optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                logits = module(**batch)
+            loss = criterion(logits.float(), target)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            epoch_losses.append(float(loss.item()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}")
+            if step % refresh_every == 0 and model.bert.encoder.layer[-1].output.dense.weight.requires_grad:
+                refresh_item_table(model, tokenizer, item_texts, max_item_tokens)
+                module.train()
+        losses.extend(epoch_losses)
+        metrics = {"train_loss": float(np.mean(epoch_losses)) if epoch_losses else float("nan"), "steps": step}
+        if engine is not None:
+            metrics["epsilon_sgd_spent"] = float(engine.get_epsilon(dp.delta))  # type: ignore[union-attr]
+        epoch_metrics.append(metrics)
+        if on_epoch:
+            on_epoch(epoch, metrics)
+    bar.close()
+    refresh_item_table(model, tokenizer, item_texts, max_item_tokens)
+    model.eval()
+    seconds = time.perf_counter() - started
+    dp_info = None
+    if engine is not None and dp is not None:
+        dp_info = {
+            "noise_multiplier": float(optimizer.noise_multiplier),  # type: ignore[attr-defined]
+            "max_grad_norm": dp.max_grad_norm,
+            "sample_rate": sample_rate,
+            "steps": step,
+            "accountant": "rdp",
+            "epsilon_sgd": float(engine.get_epsilon(dp.delta)),
+            "delta": dp.delta,
+            "clipping": "ghost (per shopper)",
+        }
+        if hasattr(module, "_close"):
+            module._close()
+    return TrainResult(steps=step, epochs=step * sample_rate, device=str(dev), seconds=seconds,
+                       seconds_per_step=seconds / max(1, step), final_loss=float(np.mean(losses[-10:])) if losses else 0.0,
+                       epoch_metrics=epoch_metrics, dp=dp_info)
