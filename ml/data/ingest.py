@@ -57,11 +57,18 @@ class IngestResult:
         return out
 
 
-def ingest(raw: RawTables, lake_dir: Path, pseudonymizer: Pseudonymizer, scrubber: PIIScrubber,
-           ingest_date: str | None = None) -> IngestResult:
+def ingest(
+    raw: RawTables,
+    lake_dir: Path,
+    pseudonymizer: Pseudonymizer,
+    scrubber: PIIScrubber,
+    ingest_date: str | None = None,
+) -> IngestResult:
     """Validate, pseudonymize, scrub and consent-filter `raw`; write the date's partitions."""
     ingest_date = ingest_date or datetime.now(UTC).strftime("%Y-%m-%d")
-    result = IngestResult(ingest_date=ingest_date, lake_dir=str(lake_dir), split_time=raw.split_time.isoformat())
+    result = IngestResult(
+        ingest_date=ingest_date, lake_dir=str(lake_dir), split_time=raw.split_time.isoformat()
+    )
     accepted: dict[str, pd.DataFrame] = {}
     quarantine: list[pd.DataFrame] = []
     pii: Counter[str] = Counter()
@@ -94,11 +101,14 @@ def ingest(raw: RawTables, lake_dir: Path, pseudonymizer: Pseudonymizer, scrubbe
             quarantined[column], counts = scrubber.scrub_series(quarantined[column])
             pii.update(counts)
     result.pii_replaced = dict(sorted(pii.items()))
-    result.quarantine_reasons = dict(Counter(quarantined.get("reason", pd.Series(dtype=object))).most_common())
+    result.quarantine_reasons = dict(
+        Counter(quarantined.get("reason", pd.Series(dtype=object))).most_common()
+    )
 
     # privacy requests: this batch's and every earlier one, so a deletion holds at every ingestion
-    requests = pd.concat([lake.read_table(lake_dir, "privacy_requests"), accepted["privacy_requests"]],
-                         ignore_index=True).drop_duplicates(["user_id", "request", "ts"])
+    requests = pd.concat(
+        [lake.read_table(lake_dir, "privacy_requests"), accepted["privacy_requests"]], ignore_index=True
+    ).drop_duplicates(["user_id", "request", "ts"])
     consent = apply_privacy_requests(accepted["events"], accepted["users"], requests)
     accepted["events"], accepted["users"] = consent.events, consent.users
     result.consent = dict(consent.counts)
@@ -112,8 +122,15 @@ def ingest(raw: RawTables, lake_dir: Path, pseudonymizer: Pseudonymizer, scrubbe
     if consent.deleted:
         result.lake_rows_purged = lake.purge_users(lake_dir, consent.deleted)
         append_deletion_log(lake_dir / "deletion_log.jsonl", consent.deleted, datetime.now(UTC))
-    log.info("ingested %s: read %s, accepted %s, quarantined %s, pii %s, consent %s", ingest_date,
-             result.read, result.accepted, result.quarantined, result.pii_replaced, result.consent)
+    log.info(
+        "ingested %s: read %s, accepted %s, quarantined %s, pii %s, consent %s",
+        ingest_date,
+        result.read,
+        result.accepted,
+        result.quarantined,
+        result.pii_replaced,
+        result.consent,
+    )
     return result
 
 

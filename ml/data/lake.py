@@ -22,8 +22,13 @@ from ml.data.schema import KEYS, TABLES, empty
 log = logging.getLogger(__name__)
 
 QUARANTINE = "quarantine"
-_SORT = {"items": ["item_id"], "users": ["user_id"], "events": ["event_id"],
-         "privacy_requests": ["user_id", "request", "ts"], QUARANTINE: ["table", "reason", "row_number"]}
+_SORT = {
+    "items": ["item_id"],
+    "users": ["user_id"],
+    "events": ["event_id"],
+    "privacy_requests": ["user_id", "request", "ts"],
+    QUARANTINE: ["table", "reason", "row_number"],
+}
 
 
 def partition_path(lake: Path, table: str, ingest_date: str) -> Path:

@@ -62,7 +62,9 @@ def _blank(series: pd.Series) -> pd.Series:
     return series.isna() | (series.astype(str).str.strip() == "")
 
 
-def validate(table: str, df: pd.DataFrame, known_items: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def validate(
+    table: str, df: pd.DataFrame, known_items: set[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (accepted, quarantined) for one table; quarantined rows carry `table` and `reason`.
 
     `known_items`, for events, quarantines events that name an item missing from the catalog.
@@ -100,7 +102,10 @@ def validate(table: str, df: pd.DataFrame, known_items: set[str] | None = None) 
         flag(is_search & _blank(df["query"]), "search event without query")
         flag(~is_search & _blank(df["item_id"]), "non-search event without item_id")
         if known_items is not None:
-            flag(~_blank(df["item_id"]) & ~df["item_id"].astype(str).isin(known_items), "item_id not in catalog")
+            flag(
+                ~_blank(df["item_id"]) & ~df["item_id"].astype(str).isin(known_items),
+                "item_id not in catalog",
+            )
     if table == "privacy_requests":
         flag(~df["request"].isin(REQUEST_TYPES), f"request not in {REQUEST_TYPES}")
 
@@ -131,8 +136,12 @@ def _coerce(table: str, df: pd.DataFrame) -> pd.DataFrame:
 
 def empty(table: str) -> pd.DataFrame:
     """An empty frame with the table's columns, for sources that lack a table."""
-    cols = {c.name: pd.Series(dtype="datetime64[ns, UTC]" if c.kind == "ts" else (float if c.kind == "float" else object))
-            for c in TABLES[table]}
+    cols = {
+        c.name: pd.Series(
+            dtype="datetime64[ns, UTC]" if c.kind == "ts" else (float if c.kind == "float" else object)
+        )
+        for c in TABLES[table]
+    }
     return pd.DataFrame(cols)
 
 

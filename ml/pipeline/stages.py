@@ -89,9 +89,11 @@ def _with_history(store: Any, rows: pd.DataFrame, features: list[str], max_histo
         return rows.assign(history=[])
     entity = pd.DataFrame({"user_id": rows["user_id"].to_numpy(), "row_id": np.arange(len(rows)),
                            "event_timestamp": pd.to_datetime(rows["ts"], utc=True) - pd.Timedelta(microseconds=1)})
-    got = historical_features(store, entity, features).sort_values("row_id")
-    history = [list(h)[-max_history:] if h is not None and not (isinstance(h, float)) else []
-               for h in got["recent_items"]]
+    got = historical_features(store, entity, features)
+    # a row from before the shopper's first interaction has no feature row: its history is empty
+    by_row = dict(zip(got["row_id"], got["recent_items"], strict=True))
+    history = [list(by_row[i])[-max_history:] if isinstance(by_row.get(i), (list, np.ndarray)) else []
+               for i in range(len(rows))]
     return rows.reset_index(drop=True).assign(history=history)
 
 
@@ -112,7 +114,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
     from ml.privacy.accounting import default_delta, plan_budget
     from ml.registry.tracking import configure, flat_params
     from ml.training.encoder import item_texts, load_encoder
-    from ml.training.model import BiEncoder
+    from ml.training.model import BiEncoder, catalogue_codes
     from ml.training.recommender import Recommender, RecommenderSettings
     from ml.training.train import DPSettings, Examples, planned_steps, train_bi_encoder
 
@@ -137,13 +139,15 @@ def train(ctx: RunContext) -> dict[str, Any]:
         delta = cfg.dp.delta or default_delta(n_users)
         plan = plan_budget(cfg.dp.target_epsilon, delta, sample_rate, steps, cfg.dp.transitions_share,
                            cfg.dp.transitions_per_user)
-        dp = DPSettings(epsilon_sgd=plan.epsilon_sgd, delta=delta, max_grad_norm=cfg.dp.max_grad_norm)
+        dp = DPSettings(noise_multiplier=plan.noise_multiplier, delta=delta, max_grad_norm=cfg.dp.max_grad_norm)
 
     experiment_id = configure(settings)
     texts = item_texts(items)
     bert, tokenizer = load_encoder()
+    item_category, item_brand = catalogue_codes(items)
     model = BiEncoder(bert, n_items=len(items), trainable_layers=cfg.trainable_layers,
-                      max_history=cfg.max_history, temperature=cfg.temperature)
+                      max_history=cfg.max_history, temperature=cfg.temperature, item_category=item_category,
+                      item_brand=item_brand)
     run_name = cfg.run_name or ctx.run_dir.name
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.set_tags({"vetted.run_dir": str(ctx.run_dir), "vetted.source": cfg.source})

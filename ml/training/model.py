@@ -6,14 +6,22 @@
 - query tower, history: item vectors of the shopper's recent items pooled with learned recency weights
   (newest first), then a learned projection (initialized to the identity), normalized.
 
-Score = dot(query, item) / temperature + a learned per-item bias. The loss is a softmax over the whole
-catalogue per example, so no example's loss depends on another's: what DP-SGD's per-sample clipping needs.
-Only the top `trainable_layers` encoder layers and the heads train (parameter-efficient fine-tuning).
+Score = dot(query, item) / temperature + a learned per-item bias, and for a history query also a
+behavioural part (the hybrid): a learned category -> next-category table, and learned weights on
+history-candidate features computed from public catalogue fields and the shopper's own history
+(the candidate shares a brand with the history or with the last item, repeats a history item, stays
+in the last item's category). Every part is a parameter trained by the same DP-SGD, so the epsilon covers all of it;
+no count of other shoppers' events ships inside the model.
+
+The loss is a softmax over the whole catalogue per example, so no example's loss depends on another's:
+what DP-SGD's per-sample clipping needs. Only the top `trainable_layers` encoder layers and the heads
+train (parameter-efficient fine-tuning).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +30,18 @@ from transformers import BertModel, PreTrainedTokenizerBase
 
 from ml.training.encoder import mean_pool, tokenize
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 class BiEncoder(nn.Module):
+    # brand shared with the history, item repeated from the history, same category as the last item,
+    # same brand as the last item
+    N_FEATURES = 4
+
     def __init__(self, bert: BertModel, n_items: int, trainable_layers: int = 1, max_history: int = 10,
-                 temperature: float = 0.05) -> None:
+                 temperature: float = 0.05, item_category: torch.Tensor | None = None,
+                 item_brand: torch.Tensor | None = None) -> None:
         super().__init__()
         self.bert = bert
         self.temperature = temperature
@@ -49,6 +65,16 @@ class BiEncoder(nn.Module):
         self.item_bias = nn.Linear(1, n_items, bias=False)
         nn.init.zeros_(self.item_bias.weight)
         self.register_buffer("item_table", torch.zeros(n_items, dim))
+        # public catalogue fields as integer codes (0 when unknown)
+        cats = item_category if item_category is not None else torch.zeros(n_items, dtype=torch.long)
+        brands = item_brand if item_brand is not None else torch.zeros(n_items, dtype=torch.long)
+        self.register_buffer("item_category", cats.long())
+        self.register_buffer("item_brand", brands.long())
+        n_cat = int(cats.max().item()) + 1 if len(cats) else 1
+        self.category_transition = nn.Embedding(n_cat, n_cat)
+        nn.init.zeros_(self.category_transition.weight)
+        self.feature_weights = nn.Linear(self.N_FEATURES, 1, bias=False)
+        nn.init.zeros_(self.feature_weights.weight)
 
     @property
     def dim(self) -> int:
@@ -86,7 +112,29 @@ class BiEncoder(nn.Module):
                  "position_ids": position_ids, "hist_idx": hist_idx, "hist_pos": hist_pos,
                  "hist_mask": hist_mask, "is_search": is_search}
         q = self.query_vectors(batch)
-        return q @ self.item_table.T / self.temperature + self.item_biases(q.shape[0], q.device)
+        return self.logits(q, hist_idx, hist_mask, is_search)
+
+    def history_features(self, hist_idx: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
+        """[B, n_items, N_FEATURES] features of each candidate against the history (no learned part)."""
+        real = hist_mask > 0
+        hist_brand = self.item_brand[hist_idx].masked_fill(~real, -1)  # [B,H]
+        brand_match = (hist_brand.unsqueeze(-1) == self.item_brand.view(1, 1, -1)).any(dim=1)
+        repeat = torch.zeros(hist_idx.shape[0], self.item_table.shape[0], device=hist_idx.device)
+        repeat = repeat.scatter_add(1, hist_idx, real.float()).clamp(max=1.0)  # padded slots add 0
+        last = hist_idx[:, 0]  # newest first
+        same_cat = (self.item_category[last].unsqueeze(-1) == self.item_category.view(1, -1)) & real[:, :1]
+        last_brand = (self.item_brand[last].unsqueeze(-1) == self.item_brand.view(1, -1)) & real[:, :1]
+        return torch.stack([brand_match.float(), repeat, same_cat.float(), last_brand.float()], dim=-1)
+
+    def logits(self, q: torch.Tensor, hist_idx: torch.Tensor, hist_mask: torch.Tensor,
+               is_search: torch.Tensor) -> torch.Tensor:
+        """The full score of every catalogue item for each query vector and its history."""
+        scores = q @ self.item_table.T / self.temperature + self.item_biases(q.shape[0], q.device)
+        has_history = (hist_mask[:, :1] > 0).to(q.dtype) * (1 - is_search.unsqueeze(-1).to(q.dtype))
+        last_cat = self.item_category[hist_idx[:, 0]]
+        transition = self.category_transition(last_cat)[:, self.item_category]  # [B, n_items]
+        features = self.feature_weights(self.history_features(hist_idx, hist_mask)).squeeze(-1)
+        return scores + has_history * (transition + features)
 
     @torch.no_grad()
     def encode_texts(self, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int,
@@ -105,6 +153,15 @@ class BiEncoder(nn.Module):
             out.append(self.encode_tokens(**tokens).float().cpu())
         self.train(was_training)
         return torch.cat(out) if out else torch.zeros(0, self.dim)
+
+
+def catalogue_codes(items: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer codes of each item's category and brand (public fields), in catalogue order."""
+    import pandas as pd  # noqa: F811 (runtime import; the annotation needs only the name)
+
+    cats = pd.factorize(items["category"].fillna("").astype(str), sort=True)[0]
+    brands = pd.factorize(items["brand"].fillna("").astype(str), sort=True)[0]
+    return torch.as_tensor(cats, dtype=torch.long), torch.as_tensor(brands, dtype=torch.long)
 
 
 def build_history_tensors(histories: Sequence[Sequence[int]], max_history: int) -> dict[str, torch.Tensor]:

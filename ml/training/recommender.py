@@ -44,14 +44,25 @@ class Recommender:
         self.item_bias = model.item_bias.weight.detach().cpu().numpy()[:, 0].astype(np.float32)
 
     # ---- vectors -------------------------------------------------------------------------------
+    def _history_tensors(self, histories: Sequence[Sequence[str]]) -> dict[str, torch.Tensor]:
+        idx = [[self.index_of[i] for i in h if i in self.index_of] for h in histories]
+        device = self.model.item_table.device
+        return {k: v.to(device) for k, v in build_history_tensors(idx, self.settings.max_history).items()}
+
     @torch.no_grad()
     def history_vectors(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         """One query vector per history (item ids, oldest first); unknown items are ignored."""
-        idx = [[self.index_of[i] for i in h if i in self.index_of] for h in histories]
-        tensors = build_history_tensors(idx, self.settings.max_history)
-        device = self.model.item_table.device
-        vec = self.model.history_vector(*(tensors[k].to(device) for k in ("hist_idx", "hist_pos", "hist_mask")))
+        t = self._history_tensors(histories)
+        vec = self.model.history_vector(t["hist_idx"], t["hist_pos"], t["hist_mask"])
         return vec.cpu().numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def history_scores(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        """The full score (text part and behavioural part) of every item for each history."""
+        t = self._history_tensors(histories)
+        q = self.model.history_vector(t["hist_idx"], t["hist_pos"], t["hist_mask"])
+        is_search = torch.zeros(len(histories), device=q.device)
+        return self.model.logits(q, t["hist_idx"], t["hist_mask"], is_search).cpu().numpy()
 
     @torch.no_grad()
     def query_vectors(self, queries: Sequence[str]) -> np.ndarray:
@@ -68,23 +79,26 @@ class Recommender:
     def scores(self, vectors: np.ndarray) -> np.ndarray:
         return self.augmented_queries(vectors) @ self.augmented_items().T
 
-    def top_k(self, vectors: np.ndarray, k: int, batch: int = 1024) -> tuple[list[list[str]], np.ndarray]:
-        ids, all_scores = [], []
-        items = self.augmented_items()
-        for start in range(0, len(vectors), batch):
-            s = self.augmented_queries(vectors[start:start + batch]) @ items.T
-            top = np.argpartition(-s, min(k, s.shape[1] - 1), axis=1)[:, :k]
-            order = np.take_along_axis(s, top, axis=1).argsort(axis=1)[:, ::-1]
-            top = np.take_along_axis(top, order, axis=1)
-            ids.extend([[self.item_ids[j] for j in row] for row in top])
-            all_scores.append(np.take_along_axis(s, top, axis=1))
-        return ids, (np.vstack(all_scores) if all_scores else np.zeros((0, k)))
+    def _top(self, s: np.ndarray, k: int) -> tuple[list[list[str]], np.ndarray]:
+        k = min(k, s.shape[1])
+        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(s, top, axis=1).argsort(axis=1, kind="stable")[:, ::-1]
+        top = np.take_along_axis(top, order, axis=1)
+        return [[self.item_ids[j] for j in row] for row in top], np.take_along_axis(s, top, axis=1)
 
-    def recommend(self, histories: Sequence[Sequence[str]], k: int) -> tuple[list[list[str]], np.ndarray]:
-        return self.top_k(self.history_vectors(histories), k)
+    def recommend(self, histories: Sequence[Sequence[str]], k: int, batch: int = 256) -> tuple[list[list[str]], np.ndarray]:
+        """Top-k by the full score; an empty history gets the items the model ranks best on its own."""
+        ids: list[list[str]] = []
+        scores = []
+        for start in range(0, len(histories), batch):
+            got, sc = self._top(self.history_scores(histories[start:start + batch]), k)
+            ids.extend(got)
+            scores.append(sc)
+        return ids, (np.vstack(scores) if scores else np.zeros((0, k)))
 
     def search(self, queries: Sequence[str], k: int) -> tuple[list[list[str]], np.ndarray]:
-        return self.top_k(self.query_vectors(queries), k)
+        """Top-k by query-item similarity plus the item bias (one inner product: FAISS-compatible)."""
+        return self._top(self.scores(self.query_vectors(queries)), k)
 
     # ---- persistence ---------------------------------------------------------------------------
     def save(self, folder: Path) -> Path:
@@ -104,9 +118,10 @@ class Recommender:
         settings = RecommenderSettings(**json.loads((folder / "recommender.json").read_text()))
         items = pd.read_parquet(folder / "items.parquet")
         bert, tokenizer = load_encoder(folder / "encoder")
-        model = BiEncoder(bert, n_items=len(items), trainable_layers=0, max_history=settings.max_history,
-                          temperature=settings.temperature)
         heads = torch.load(folder / "heads.pt", map_location=device, weights_only=True)
+        model = BiEncoder(bert, n_items=len(items), trainable_layers=0, max_history=settings.max_history,
+                          temperature=settings.temperature, item_category=heads["item_category"],
+                          item_brand=heads["item_brand"])
         missing = model.load_state_dict(heads, strict=False)
         unexpected = [k for k in missing.unexpected_keys]
         lacking = [k for k in missing.missing_keys if not k.startswith("bert.")]

@@ -82,9 +82,10 @@ def pick_device(prefer: str = "auto") -> torch.device:
 
 @dataclass
 class DPSettings:
-    """What Opacus needs; `epsilon_sgd` is the share of the budget the SGD part may spend."""
+    """What Opacus needs. The noise multiplier comes from the privacy plan (ml.privacy.accounting), which
+    sizes it with Opacus' RDP accountant so that DP-SGD composed with any other mechanism meets the target."""
 
-    epsilon_sgd: float
+    noise_multiplier: float
     delta: float
     max_grad_norm: float
 
@@ -102,10 +103,27 @@ class TrainResult:
 
 
 def planned_steps(n_users: int, batch_size: int, epochs: int, max_steps: int) -> tuple[int, float]:
-    """Steps to run and the sample rate: an epoch is n_users / batch_size steps."""
-    sample_rate = min(1.0, batch_size / max(1, n_users))
-    per_epoch = max(1, math.ceil(1 / sample_rate))
-    return min(max_steps, epochs * per_epoch), sample_rate
+    """Steps to run and the sample rate (1 / steps per epoch, exactly what Opacus' Poisson sampler uses)."""
+    per_epoch = max(1, math.ceil(max(1, n_users) / batch_size))
+    return min(max_steps, epochs * per_epoch), 1.0 / per_epoch
+
+
+# the small behavioural heads start at zero and need larger steps than the pretrained encoder
+HEAD_LR_FACTOR = 50.0
+ENCODER_LR_FACTOR = 0.05
+HEADS = ("item_bias", "category_transition", "feature_weights", "recency")
+
+
+def parameter_groups(model: BiEncoder, learning_rate: float) -> list[dict]:
+    """AdamW groups: behavioural heads fast, the history projection at the base rate, the encoder slow."""
+    groups: dict[str, list[torch.nn.Parameter]] = {"heads": [], "projection": [], "encoder": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = "encoder" if name.startswith("bert.") else "heads" if name.split(".")[0] in HEADS else "projection"
+        groups[key].append(p)
+    factor = {"heads": HEAD_LR_FACTOR, "projection": 1.0, "encoder": ENCODER_LR_FACTOR}
+    return [{"params": ps, "lr": learning_rate * factor[k], "name": k} for k, ps in groups.items() if ps]
 
 
 def refresh_item_table(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, item_texts: Sequence[str],
@@ -129,11 +147,13 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
         refresh_item_table(model, tokenizer, item_texts, max_item_tokens)
     dataset = PerUserDataset(examples, seed)
     steps, sample_rate = planned_steps(len(dataset), batch_size, epochs, max_steps)
-    loader = DataLoader(dataset, batch_size=max(1, round(sample_rate * len(dataset))), shuffle=True,
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
                         collate_fn=make_collate(examples, tokenizer, max_history, max_query_tokens),
                         generator=torch.Generator().manual_seed(seed))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate)
+    groups = parameter_groups(model, learning_rate)
+    # under DP, Adam turns the noise of low-signal coordinates into full-size steps; SGD keeps it small
+    optimizer = (torch.optim.SGD(groups, lr=learning_rate, momentum=0.9) if dp is not None
+                 else torch.optim.AdamW(groups, lr=learning_rate))
     criterion: nn.Module = nn.CrossEntropyLoss()
     engine = None
     module: nn.Module = model
@@ -142,15 +162,15 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
 
         engine = PrivacyEngine(accountant="rdp", secure_mode=False)
         model.train()
-        module, optimizer, criterion, loader = engine.make_private_with_epsilon(
+        module, optimizer, criterion, loader = engine.make_private(
             module=model, optimizer=optimizer, criterion=criterion, data_loader=loader,
-            target_epsilon=dp.epsilon_sgd, target_delta=dp.delta, epochs=steps * sample_rate,
-            max_grad_norm=dp.max_grad_norm, poisson_sampling=True, grad_sample_mode="ghost")
+            noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm, poisson_sampling=True,
+            grad_sample_mode="ghost")
     module.train()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
     started = time.perf_counter()
     step, epoch, losses, epoch_metrics = 0, 0, [], []
-    bar = tqdm(total=steps, desc="train", unit="step", leave=False)
+    bar = tqdm(total=steps, desc="train", unit="step", leave=False, disable=None)
     while step < steps:
         epoch += 1
         epoch_losses = []

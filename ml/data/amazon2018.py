@@ -1,0 +1,290 @@
+"""Adapter for the `amazon2018-industrial` format: prepared next-item splits without timestamps.
+
+The folder holds `*.item.json` (item index -> title, description, brand, categories), `*.valid.csv` and
+`*.test.csv`. Each csv row is one shopper's history (up to 10 item indices, oldest first) and the next item;
+the valid rows come from an earlier period than the test rows, and the rows of one shopper overlap (a later
+row's history holds the targets of that shopper's earlier rows).
+
+`load` recovers each shopper's ordered item sequence by chaining the rows (valid rows first, then test rows,
+each in file order) and emits one `purchase` event per sequence position, with synthetic but order-preserving
+UTC timestamps in three windows:
+
+- train  [TRAIN_START, VALID_START): the history of each shopper's first row (items seen before any target);
+- valid  [VALID_START, SPLIT_TIME):  valid rows' targets, and items that reach the sequence between them;
+- test   [SPLIT_TIME, END):          test rows' targets, in order.
+
+Everything that precedes the test period (every valid row and each shopper's earliest test row's history)
+lies before `split_time`; each test row's target lies after it. Evaluating every interaction event at or after
+`split_time` with the shopper's previous <= 10 item events as history reproduces the test file row for row.
+
+A row whose history does not continue its shopper's sequence (never seen in the published files) is repaired:
+its history items missing from the sequence are inserted before its target; in the test period they become
+`view` events (history, not cases). Counts of chained, repaired and unreproducible rows are in `MergeReport`
+and logged.
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import json
+import logging
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ml.data import schema
+from ml.data.sources import HISTORY_LEN, RawTables, SourceError, find_one, require_folder
+
+log = logging.getLogger(__name__)
+
+SOURCE = "amazon2018"
+ITEM_SUFFIX = ".item.json"
+VALID_SUFFIX = ".valid.csv"
+TEST_SUFFIX = ".test.csv"
+# synthetic period boundaries (the files carry no timestamps; the data spans about 2016-10 to 2018-11)
+TRAIN_START = pd.Timestamp("2016-10-01", tz="UTC")
+VALID_START = pd.Timestamp("2018-03-01", tz="UTC")
+SPLIT_TIME = pd.Timestamp("2018-07-01", tz="UTC")
+END = pd.Timestamp("2018-11-30", tz="UTC")
+WINDOWS = {"train": (TRAIN_START, VALID_START), "valid": (VALID_START, SPLIT_TIME), "test": (SPLIT_TIME, END)}
+TIMESTAMP_SEED = 2018  # jitter of the synthetic timestamps; fixed so a folder always loads the same
+
+
+@dataclass(frozen=True)
+class Row:
+    """One csv row: a shopper's history (oldest first) and the next item."""
+
+    user_id: str
+    history: tuple[str, ...]
+    target: str
+    period: str  # "valid" or "test"
+    line: int  # 1-based line in its file (header = line 1), for messages
+
+
+@dataclass(frozen=True)
+class Position:
+    """One place in a shopper's recovered sequence."""
+
+    item_id: str
+    period: str  # "train", "valid" or "test"
+    event_type: str  # "purchase" (a row's target or pre-test history) or "view" (a repaired gap in test)
+
+
+@dataclass
+class MergeReport:
+    """How the rows were merged into sequences."""
+
+    users: int = 0
+    rows: int = 0
+    chained: int = 0  # rows whose history is exactly the sequence's last items
+    repaired: int = 0  # rows whose history did not continue the sequence
+    gap_items: int = 0  # items inserted by repairs
+    unreproducible: int = 0  # test rows whose case history will differ from the file's
+    repaired_users: set[str] = field(default_factory=set)
+
+
+def clean_text(text: str) -> str:
+    """Unescape HTML entities, drop tags, collapse whitespace."""
+    text = html.unescape(text)
+    text = re.sub(r"<[^>]+>", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def clean_description(raw: str) -> str:
+    """A description stored as a stringified list of paragraphs -> one whitespace-collapsed string."""
+    raw = (raw or "").strip()
+    if not raw:
+        return ""
+    try:
+        parsed = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):  # broken quoting inside the list: strip the list syntax by hand
+        parsed = re.sub(r"^\[\s*['\"]|['\"]\s*\]$", "", raw)
+        parsed = re.split(r"['\"]\s*,\s*['\"]", parsed)
+    if isinstance(parsed, str):
+        parsed = [parsed]
+    return clean_text(" ".join(str(part) for part in parsed))
+
+
+def load_items(path: Path) -> pd.DataFrame:
+    """The catalog from `*.item.json`: item_id = the item index as a string."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise SourceError(
+            f"source {SOURCE!r}: {path} is not valid JSON ({err}); expected index -> item"
+        ) from err
+    if not isinstance(data, dict):
+        raise SourceError(f"source {SOURCE!r}: {path} must hold an object mapping item index -> item fields")
+    records = []
+    for key, item in data.items():
+        item = item or {}
+        records.append(
+            {
+                "item_id": str(key),
+                "title": clean_text(str(item.get("title") or "")),
+                "description": clean_description(str(item.get("description") or "")),
+                "brand": clean_text(str(item.get("brand") or "")),
+                "category": _category(item.get("categories")),
+                "price": np.nan,
+            }
+        )
+    return pd.DataFrame.from_records(records, columns=[c.name for c in schema.TABLES["items"]])
+
+
+def _category(value: object) -> str:
+    """`categories` may be empty, a string, or a list (of lists): keep the most specific label."""
+    if isinstance(value, list):
+        flat = [v for v in value if v]
+        while flat and isinstance(flat[-1], list):
+            flat = [v for v in flat[-1] if v]
+        return clean_text(str(flat[-1])) if flat else ""
+    return clean_text(str(value or ""))
+
+
+def read_rows(path: Path, period: str) -> list[Row]:
+    """The rows of one csv file (`user_id`, `history_item_id` as a list literal, `item_id`)."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"user_id", "history_item_id", "item_id"} - set(frame.columns)
+    if missing:
+        raise SourceError(
+            f"source {SOURCE!r}: {path} lacks column(s) {sorted(missing)}; it has {list(frame.columns)}"
+        )
+    rows = []
+    for i, (user, history, target) in enumerate(
+        zip(frame["user_id"], frame["history_item_id"], frame["item_id"], strict=True)
+    ):
+        try:
+            ids = ast.literal_eval(history) if history.strip() else []
+        except (ValueError, SyntaxError) as err:
+            raise SourceError(
+                f"source {SOURCE!r}: {path} line {i + 2}: history_item_id {history[:60]!r} is not a list"
+            ) from err
+        if isinstance(ids, int | str):
+            ids = [ids]
+        rows.append(Row(str(user), tuple(str(x) for x in ids), str(target).strip(), period, i + 2))
+    return rows
+
+
+def merge_sequences(rows: list[Row]) -> tuple[dict[str, list[Position]], MergeReport]:
+    """Chain each shopper's rows (in the given order: valid first, then test) into one item sequence."""
+    by_user: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_user[row.user_id].append(row)
+    report = MergeReport(users=len(by_user), rows=len(rows))
+    sequences: dict[str, list[Position]] = {}
+    for user, user_rows in by_user.items():
+        seq: list[Position] = []
+        first_test = True
+        for row in user_rows:
+            items = [p.item_id for p in seq]
+            # where items absent from the sequence go: before the test period unless a test row adds them late
+            late = row.period == "test" and not first_test
+            if not seq:
+                gap_period = "train"
+            elif late:
+                gap_period = "test"
+            else:
+                gap_period = "valid" if seq[-1].period != "train" else "train"
+            history = list(row.history)
+            if _continues(items, history):
+                report.chained += 1
+            else:
+                k = _overlap(items, history)
+                gap = history[k:]
+                if seq:  # a first row's history is the sequence's start, not a repair
+                    report.repaired += 1
+                    report.gap_items += len(gap)
+                    report.repaired_users.add(user)
+                else:
+                    report.chained += 1
+                seq.extend(Position(i, gap_period, "view" if late else "purchase") for i in gap)
+                items = [p.item_id for p in seq]
+            if row.period == "test" and items[-HISTORY_LEN:] != history:
+                report.unreproducible += 1
+            seq.append(Position(row.target, row.period, "purchase"))
+            if row.period == "test":
+                first_test = False
+        sequences[user] = seq
+    if report.repaired or report.unreproducible:
+        log.warning(
+            "amazon2018: %d of %d rows (%d users) did not continue their shopper's sequence and were repaired "
+            "(%d items inserted); %d test rows will not reproduce their file history",
+            report.repaired,
+            report.rows,
+            len(report.repaired_users),
+            report.gap_items,
+            report.unreproducible,
+        )
+    return sequences, report
+
+
+def _continues(items: list[str], history: list[str]) -> bool:
+    """The history is exactly the sequence's last min(10, len) items."""
+    return bool(items) and items[-HISTORY_LEN:] == history
+
+
+def _overlap(items: list[str], history: list[str]) -> int:
+    """The largest k such that the sequence ends with the history's first k items."""
+    for k in range(min(len(items), len(history)), 0, -1):
+        if items[-k:] == history[:k]:
+            return k
+    return 0
+
+
+def sequences_to_events(sequences: dict[str, list[Position]], seed: int = TIMESTAMP_SEED) -> pd.DataFrame:
+    """One event per sequence position; timestamps increase along each sequence, inside its period's window."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for user in sorted(sequences):
+        seq = sequences[user]
+        stamps = np.empty(len(seq), dtype="int64")
+        for period, (lo, hi) in WINDOWS.items():
+            idx = [i for i, p in enumerate(seq) if p.period == period]
+            if not idx:
+                continue
+            n = len(idx)
+            # stratified jitter: the j-th position falls in the j-th of n equal slices, so order is kept
+            frac = (np.arange(n) + rng.uniform(0.05, 0.95, n)) / n
+            span = (hi - lo).total_seconds()
+            stamps[idx] = lo.value // 10**9 + np.floor(frac * span).astype("int64")
+        for pos, (p, stamp) in enumerate(zip(seq, stamps, strict=True)):
+            records.append((f"{user}-{pos}", user, p.item_id, p.event_type, None, stamp))
+    frame = pd.DataFrame.from_records(
+        records, columns=["event_id", "user_id", "item_id", "event_type", "query", "ts"]
+    )
+    frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
+    return frame.sort_values(["ts", "event_id"], kind="stable").reset_index(drop=True)
+
+
+def load(path: str | Path) -> RawTables:
+    """Read an `amazon2018-industrial`-format folder into the contract's tables (see the module docstring)."""
+    folder = require_folder(path, SOURCE)
+    items = load_items(find_one(folder, ITEM_SUFFIX, SOURCE))
+    valid = read_rows(find_one(folder, VALID_SUFFIX, SOURCE), "valid")
+    test = read_rows(find_one(folder, TEST_SUFFIX, SOURCE), "test")
+    sequences, report = merge_sequences(valid + test)
+    events = sequences_to_events(sequences)
+    users = pd.DataFrame({"user_id": sorted(sequences)})
+    log.info(
+        "amazon2018: %d items, %d users, %d events from %d valid + %d test rows (%d chained, %d repaired)",
+        len(items),
+        len(users),
+        len(events),
+        len(valid),
+        len(test),
+        report.chained,
+        report.repaired,
+    )
+    return RawTables(
+        name=SOURCE,
+        items=items,
+        users=users,
+        events=events,
+        privacy_requests=schema.empty("privacy_requests"),
+        split_time=SPLIT_TIME,
+    )

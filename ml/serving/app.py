@@ -1,0 +1,336 @@
+"""The HTTP service: search and recommendations from the champion, with explanations.
+
+    GET  /recommendations/{user_id}?k=10   personalized from the shopper's recent items (Feast online store)
+    POST /search {"query", "k", "user_id"?}  the query, blended with the shopper's history when known
+    GET  /healthz                          200 with the served version and the last poll; 503 before any champion
+    GET  /version                          model name, version, alias, gate status and gate.* tags, re-ranking
+
+Every endpoint but /healthz needs the `X-API-Key` header (401 when missing, 403 when wrong). Raw user ids
+are pseudonymized on arrival with the ingestion key and never logged (uvicorn's access log, which would
+print request paths, is off). Unknown shoppers, shoppers without usable history, and shoppers with an
+opt-out or deletion request get non-personalized answers (`personalized: false`), never an error. Input
+out of range gets a 4xx (FastAPI's 422 body: which field, what was wrong); a missing champion is a 503.
+The OpenAPI document is FastAPI's own, generated from `ml.serving.schemas`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Response, Security
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel
+
+from ml.config import Settings
+from ml.privacy.pseudonymize import Pseudonymizer, load_key
+from ml.serving import ranking
+from ml.serving.auth import API_KEY_HEADER, key_matches, load_api_key
+from ml.serving.champion import Champion, ChampionWatcher
+from ml.serving.feedback import ImpressionLog, impression_record, new_impression_id
+from ml.serving.history import HistoryReader
+from ml.serving.optouts import OptOutList
+from ml.serving.schemas import (
+    DEFAULT_K,
+    MAX_K,
+    MAX_USER_ID_CHARS,
+    ErrorMessage,
+    GateSummary,
+    HealthResponse,
+    RecommendationResponse,
+    RerankSummary,
+    Result,
+    SearchRequest,
+    SearchResponse,
+    VersionResponse,
+)
+
+log = logging.getLogger(__name__)
+
+NO_CHAMPION = (
+    "no champion model is loaded yet: promote a version to the 'champion' alias (vetted run / vetted demo); "
+    "GET /healthz shows the last loading error"
+)
+_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorMessage, "description": f"The {API_KEY_HEADER} header is missing"},
+    403: {"model": ErrorMessage, "description": f"The {API_KEY_HEADER} header is wrong"},
+    503: {"model": ErrorMessage, "description": "No champion model is loaded yet"},
+}
+
+
+@dataclass
+class Service:
+    """What the endpoints share; built once by `create_app`."""
+
+    settings: Settings
+    watcher: ChampionWatcher
+    history: HistoryReader
+    optouts: OptOutList
+    pseudonymizer: Pseudonymizer
+    impressions: ImpressionLog
+    options: ranking.RankingOptions
+
+    def champion(self) -> Champion:
+        champion = self.watcher.current()
+        if champion is None:
+            raise HTTPException(status_code=503, detail=NO_CHAMPION)
+        return champion
+
+    def results(self, champion: Champion, ranked: ranking.Ranked) -> list[Result]:
+        ids, titles, brands = champion.recommender.item_ids, champion.titles, champion.brands
+        return [
+            Result(item_id=ids[r], title=titles[r], brand=brands[r], score=s, explanation=e)
+            for r, s, e in zip(ranked.rows, ranked.scores, ranked.explanations, strict=True)
+        ]
+
+    def log_impression(
+        self,
+        impression_id: str,
+        pseudonym: str | None,
+        kind: str,
+        champion: Champion,
+        item_ids: list[str],
+        personalized: bool,
+    ) -> None:
+        record = impression_record(
+            impression_id,
+            datetime.now(UTC),
+            pseudonym,
+            kind,
+            item_ids,
+            personalized,
+            champion.model_name,
+            champion.version,
+        )
+        self.impressions.append(record)
+
+
+def _json(model: BaseModel) -> Response:
+    """The model as JSON, serialized once (the route's response_model still documents it in OpenAPI;
+    returning a Response skips FastAPI's second validation of an object pydantic already validated)."""
+    return Response(content=model.model_dump_json(), media_type="application/json")
+
+
+def create_app(
+    settings: Settings,
+    watcher: ChampionWatcher | None = None,
+    poll_seconds: float = 10,
+    env: Mapping[str, str] | None = None,
+    history: HistoryReader | None = None,
+    options: ranking.RankingOptions | None = None,
+) -> FastAPI:
+    """The FastAPI app. Refuses (MissingApiKeyError / MissingKeyError) without an API key or a pseudonym key
+    outside the demo. The watcher (built here unless given) starts with the app and is closed with it if
+    built here; `env` defaults to the process environment (read here, at the edge, and nowhere deeper)."""
+    env = os.environ if env is None else env
+    api_key = load_api_key(env, settings.home, allow_demo_key=settings.demo)
+    pseudonymizer = Pseudonymizer(load_key(env, settings.home, allow_demo_key=settings.demo))
+    owns_watcher = watcher is None
+    service = Service(
+        settings=settings,
+        watcher=watcher if watcher is not None else ChampionWatcher(settings, poll_seconds=poll_seconds),
+        history=history if history is not None else HistoryReader.open(settings),
+        optouts=OptOutList(settings.lake_dir, refresh_seconds=poll_seconds),
+        pseudonymizer=pseudonymizer,
+        impressions=ImpressionLog(settings.home),
+        options=options or ranking.RankingOptions(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.watcher.start()
+        service.history.warm_up()
+        champion = service.watcher.current()
+        log.info(
+            "serving %s", f"{champion.model_name} v{champion.version}" if champion else "no champion yet"
+        )
+        yield
+        if owns_watcher:
+            service.watcher.close()
+        service.impressions.close()
+
+    app = FastAPI(
+        title="Vetted search and recommendations",
+        version=_package_version(),
+        description=__doc__.split("\n\n", 1)[0] if __doc__ else "",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    api_key_header = APIKeyHeader(
+        name=API_KEY_HEADER, auto_error=False, description="The service's API key (VETTED_API_KEY)"
+    )
+
+    # a default, not Annotated: with postponed annotations FastAPI could not see this local object;
+    # async: it never blocks, so it runs on the event loop instead of costing a worker-thread hop
+    async def require_key(given: str | None = Security(api_key_header)) -> None:  # noqa: B008
+        if not given:
+            raise HTTPException(
+                status_code=401,
+                detail=f"missing {API_KEY_HEADER} header: send the service's API key",
+                headers={"WWW-Authenticate": API_KEY_HEADER},
+            )
+        if not key_matches(given, api_key):
+            raise HTTPException(
+                status_code=403, detail=f"the {API_KEY_HEADER} header does not match the API key"
+            )
+
+    authorized = [Depends(require_key)]
+
+    @app.get(
+        "/recommendations/{user_id}",
+        response_model=RecommendationResponse,
+        responses=_AUTH_RESPONSES,
+        dependencies=authorized,
+        summary="Recommendations for one shopper",
+    )
+    def recommendations(
+        user_id: Annotated[
+            str,
+            Path(
+                min_length=1,
+                max_length=MAX_USER_ID_CHARS,
+                pattern=r"\S",
+                description="The shopper's id (pseudonymized on arrival)",
+            ),
+        ],
+        k: Annotated[int, Query(ge=1, le=MAX_K, description="How many results")] = DEFAULT_K,
+    ) -> Response:
+        champion = service.champion()
+        pseudonym = service.pseudonymizer.pseudonym(user_id)
+        opted_out = pseudonym in service.optouts
+        history = [] if opted_out else service.history.recent_items(pseudonym)
+        ranked = ranking.recommend(champion, history, k, service.options)
+        results = service.results(champion, ranked)
+        impression_id = new_impression_id()
+        if not opted_out:
+            service.log_impression(
+                impression_id,
+                pseudonym,
+                "recommendations",
+                champion,
+                [r.item_id for r in results],
+                ranked.personalized,
+            )
+        return _json(
+            RecommendationResponse(
+                impression_id=impression_id,
+                model_name=champion.model_name,
+                model_version=champion.version,
+                personalized=ranked.personalized,
+                results=results,
+            )
+        )
+
+    @app.post(
+        "/search",
+        response_model=SearchResponse,
+        responses=_AUTH_RESPONSES,
+        dependencies=authorized,
+        summary="Search the catalogue",
+    )
+    def search(request: SearchRequest) -> Response:
+        champion = service.champion()
+        pseudonym = service.pseudonymizer.pseudonym(request.user_id) if request.user_id else None
+        opted_out = pseudonym is not None and pseudonym in service.optouts
+        history = service.history.recent_items(pseudonym) if pseudonym and not opted_out else []
+        ranked = ranking.search(champion, request.query, history, request.k, service.options)
+        results = service.results(champion, ranked)
+        impression_id = new_impression_id()
+        if not opted_out:
+            service.log_impression(
+                impression_id,
+                pseudonym,
+                "search",
+                champion,
+                [r.item_id for r in results],
+                ranked.personalized,
+            )
+        return _json(
+            SearchResponse(
+                impression_id=impression_id,
+                model_name=champion.model_name,
+                model_version=champion.version,
+                personalized=ranked.personalized,
+                query=request.query,
+                results=results,
+            )
+        )
+
+    @app.get(
+        "/healthz",
+        response_model=HealthResponse,
+        summary="Liveness and the served model",
+        responses={503: {"model": HealthResponse, "description": "No champion loaded yet"}},
+    )
+    def healthz(response: Response) -> HealthResponse:
+        champion = service.watcher.current()
+        status = service.watcher.status()
+        if champion is None:
+            response.status_code = 503
+        return HealthResponse(
+            status="ok" if champion else "unavailable",
+            model_name=settings.model_name,
+            model_version=champion.version if champion else None,
+            loaded_at=champion.loaded_at if champion else None,
+            last_checked=status.last_checked,
+            last_error=status.last_error,
+            poll_seconds=service.watcher.poll_seconds,
+            feature_store_error=service.history.last_error,
+            privacy_requests_error=service.optouts.last_error,
+        )
+
+    @app.get(
+        "/version",
+        response_model=VersionResponse,
+        responses=_AUTH_RESPONSES,
+        dependencies=authorized,
+        summary="The served model version and its gate decision",
+    )
+    def version() -> VersionResponse:
+        champion = service.champion()
+        tags = champion.tags
+        rerank = champion.rerank
+        return VersionResponse(
+            model_name=champion.model_name,
+            version=champion.version,
+            alias=service.watcher.alias,
+            run_id=champion.run_id,
+            loaded_at=champion.loaded_at,
+            gate=GateSummary(
+                status=tags.get("gate.status"),
+                checks={
+                    k: v for k, v in sorted(tags.items()) if k.startswith("gate.") and k != "gate.status"
+                },
+            ),
+            rerank=RerankSummary(
+                min_tail_share=rerank.config.min_tail_share,
+                window=rerank.config.window,
+                head_share=rerank.head_share,
+                n_tail_brands=len(rerank.tail_brands),
+            ),
+        )
+
+    return app
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("vetted")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, poll_seconds: float = 10) -> None:
+    """Run the service with uvicorn, one worker (one process holds the model). Access logs stay off: request
+    paths carry raw user ids. FAISS runs one OpenMP thread per search (see `champion.one_faiss_thread`)."""
+    import uvicorn
+
+    app = create_app(settings, poll_seconds=poll_seconds)
+    log.info("Vetted serving on http://%s:%d (OpenAPI at /docs)", host, port)
+    uvicorn.run(app, host=host, port=port, workers=1, access_log=False, log_level="info")

@@ -1,0 +1,113 @@
+"""From a champion and a shopper's inputs to k explained results (no HTTP, no stores).
+
+- recommendations: the history tower's vector of the shopper's recent items, one FAISS search (exact
+  score: dot / temperature + item bias); without usable history, the non-personalized order (the model's
+  learned item bias, trained under DP, so no extra privacy cost);
+- search: the query's text vector, optionally blended with the history vector (`search_history_weight`);
+- fair re-ranking (when the version's tags turn it on): `ml.evaluation.rerank.rerank` over
+  `candidates_factor * k` candidates, the same function the evaluation measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ml.evaluation.rerank import rerank
+from ml.serving import explain
+from ml.serving.champion import Champion
+
+
+@dataclass(frozen=True)
+class RankingOptions:
+    candidates_factor: int = 3  # with re-ranking on, this many candidates per result slot (at least k + 20)
+    search_history_weight: float = 0.25  # 0 = search is query-only even for a known shopper
+
+    def __post_init__(self) -> None:
+        if self.candidates_factor < 1:
+            raise ValueError(f"candidates_factor must be at least 1, got {self.candidates_factor}")
+        if not 0.0 <= self.search_history_weight < 1.0:
+            raise ValueError(f"search_history_weight must be in [0, 1), got {self.search_history_weight}")
+
+
+@dataclass(frozen=True)
+class Ranked:
+    rows: list[int]  # item rows of the champion's catalogue, best first
+    scores: list[float]
+    explanations: list[str]
+    personalized: bool
+
+
+def n_candidates(champion: Champion, k: int, options: RankingOptions) -> int:
+    if not champion.rerank.enabled:
+        return k
+    return max(k * options.candidates_factor, k + 20)
+
+
+def _select(
+    champion: Champion, rows: np.ndarray, scores: np.ndarray, k: int
+) -> tuple[list[int], list[float]]:
+    """Drop FAISS padding (-1), re-rank when enabled, keep k."""
+    keep = rows >= 0
+    rows, scores = rows[keep], scores[keep]
+    if not champion.rerank.enabled:
+        return [int(r) for r in rows[:k]], [float(s) for s in scores[:k]]
+    ids = champion.recommender.item_ids
+    candidates = [ids[int(r)] for r in rows]
+    by_id = {item: (int(r), float(s)) for item, r, s in zip(candidates, rows, scores, strict=True)}
+    chosen = rerank(candidates, scores.tolist(), champion.rerank.is_tail, k, champion.rerank.config)
+    return [by_id[i][0] for i in chosen], [by_id[i][1] for i in chosen]
+
+
+def history_rows(champion: Champion, history: Sequence[str]) -> list[int]:
+    """Rows of the history items this model knows, oldest first (items new since training are skipped)."""
+    index_of = champion.recommender.index_of
+    return [index_of[i] for i in history if i in index_of]
+
+
+def popular(champion: Champion, k: int, options: RankingOptions) -> Ranked:
+    rows = champion.fallback_rows[: n_candidates(champion, k, options)]
+    scores = champion.recommender.item_bias[rows]
+    chosen, chosen_scores = _select(champion, rows, scores, k)
+    return Ranked(chosen, chosen_scores, [explain.NOT_PERSONALIZED] * len(chosen), personalized=False)
+
+
+def recommend(champion: Champion, history: Sequence[str], k: int, options: RankingOptions) -> Ranked:
+    """Personalized when the shopper has history the model knows; otherwise the non-personalized order."""
+    known = history_rows(champion, history)
+    if not known:
+        return popular(champion, k, options)
+    rec = champion.recommender
+    rows, scores = champion.search_rows(champion.history_vector(known), n_candidates(champion, k, options))
+    chosen, chosen_scores = _select(champion, rows[0], scores[0], k)
+    matched = (
+        explain.best_history_match(rec.item_vectors, known[-rec.settings.max_history :], chosen)
+        if chosen
+        else []
+    )
+    notes = [
+        explain.history_explanation(r, m, champion.titles[m]) for r, m in zip(chosen, matched, strict=True)
+    ]
+    return Ranked(chosen, chosen_scores, notes, personalized=True)
+
+
+def search(champion: Champion, query: str, history: Sequence[str], k: int, options: RankingOptions) -> Ranked:
+    """The query's vector, blended with the shopper's history vector when there is one and the weight is > 0."""
+    rec = champion.recommender
+    vector = rec.query_vectors([query])
+    known = history_rows(champion, history) if options.search_history_weight > 0 else []
+    if known:
+        h = champion.history_vector(known)
+        w = options.search_history_weight
+        blended = (1 - w) * vector + w * h
+        vector = (blended / np.linalg.norm(blended, axis=1, keepdims=True)).astype(np.float32)
+    rows, scores = champion.search_rows(vector, n_candidates(champion, k, options))
+    chosen, chosen_scores = _select(champion, rows[0], scores[0], k)
+    terms = explain.query_terms(query)
+    notes = []
+    for r in chosen:
+        text = f"{champion.titles[r]} {champion.brands[r]} {champion.categories[r]}"
+        notes.append(explain.search_explanation(explain.terms_found(terms, text), personalized=bool(known)))
+    return Ranked(chosen, chosen_scores, notes, personalized=bool(known))

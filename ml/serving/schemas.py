@@ -1,0 +1,103 @@
+"""Request and response models of the HTTP API (they are also its OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_K = 100
+DEFAULT_K = 10
+MAX_QUERY_CHARS = 512
+MAX_USER_ID_CHARS = 256
+
+
+class Result(BaseModel):
+    item_id: str
+    title: str
+    brand: str
+    score: float = Field(
+        description="The model's score (dot product / temperature + item bias); higher is better"
+    )
+    explanation: str = Field(description="Why this item: the matching history item, or the query words found")
+
+
+class RecommendationResponse(BaseModel):
+    impression_id: str = Field(
+        description="Identifies this answer in the impression log (for click attribution)"
+    )
+    model_name: str
+    model_version: str
+    personalized: bool = Field(
+        description="False: no usable history, or the shopper opted out (popular items)"
+    )
+    results: list[Result]
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What the shopper typed")
+    k: int = Field(default=DEFAULT_K, ge=1, le=MAX_K, description="How many results")
+    user_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_USER_ID_CHARS,
+        description="The shopper's id, to blend in their recent items; pseudonymized on arrival, never stored raw",
+    )
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("query is blank: send at least one character that is not a space")
+        return value
+
+
+class SearchResponse(RecommendationResponse):
+    query: str
+
+
+class ErrorMessage(BaseModel):
+    detail: str
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "unavailable"]
+    model_name: str
+    model_version: str | None = Field(description="The champion being served; null before the first load")
+    loaded_at: datetime | None
+    last_checked: datetime | None = Field(description="When the registry alias was last polled")
+    last_error: str | None = Field(
+        description="The last polling or loading error (the old champion keeps serving)"
+    )
+    poll_seconds: float
+    feature_store_error: str | None = Field(
+        description="The last online-store read error (answers fall back)"
+    )
+    privacy_requests_error: str | None = Field(
+        description="Why opt-outs could not be read (nobody personalized)"
+    )
+
+
+class GateSummary(BaseModel):
+    status: str | None = Field(description="gate.status of the version (passed, approved, ...)")
+    checks: dict[str, str] = Field(description="Every gate.* tag of the version but gate.status")
+
+
+class RerankSummary(BaseModel):
+    min_tail_share: float
+    window: int
+    head_share: float
+    n_tail_brands: int
+
+
+class VersionResponse(BaseModel):
+    model_name: str
+    version: str
+    alias: str
+    run_id: str | None
+    loaded_at: datetime
+    gate: GateSummary
+    rerank: RerankSummary

@@ -1,0 +1,643 @@
+"""The serving API: contract of every endpoint, bad input, opt-out, hot swap of the champion.
+
+The slow part builds a tiny real model WITHOUT training (the pretrained MiniLM, frozen, over 50 synthetic
+items), logs and registers it in a temporary MLflow, promotes it, and fills a real Feast online store;
+the service then runs in-process under fastapi.testclient. The fast tests need no model.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from ml.config import Settings
+from ml.evaluation.rerank import RerankConfig, rerank
+from ml.serving import explain
+from ml.serving.auth import API_KEY_ENV, MissingApiKeyError, demo_key_path, key_matches, load_api_key
+from ml.serving.champion import ChampionLoadError, rerank_settings
+from ml.serving.feedback import ImpressionLog, impression_path, impression_record, read_impressions
+from ml.serving.optouts import OptOutList
+
+API_KEY = "test-api-key-0123456789abcdef"
+PSEUDONYM_KEY = "test-pseudonym-key-0123456789abcdef"
+ENV = {API_KEY_ENV: API_KEY, "VETTED_PSEUDONYM_KEY": PSEUDONYM_KEY}
+AUTH = {"X-API-Key": API_KEY}
+POLL = 0.5
+
+
+def _settings(home: Path, demo: bool = False) -> Settings:
+    return Settings(
+        home=home,
+        tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+        artifact_root=(home / "mlartifacts").as_uri(),
+        demo=demo,
+    )
+
+
+# =========================================================================================== fast: no model
+def test_api_key_from_env_demo_file_or_refusal(tmp_path, caplog):
+    assert load_api_key(ENV, tmp_path, allow_demo_key=False) == API_KEY
+    with pytest.raises(MissingApiKeyError, match="VETTED_API_KEY"):
+        load_api_key({}, tmp_path, allow_demo_key=False)
+    with pytest.raises(MissingApiKeyError, match="at least 16"):
+        load_api_key({API_KEY_ENV: "short"}, tmp_path, allow_demo_key=False)
+    assert not demo_key_path(tmp_path).exists()
+
+    with caplog.at_level(logging.INFO, logger="ml.serving.auth"):
+        first = load_api_key({}, tmp_path, allow_demo_key=True)
+    path = demo_key_path(tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert str(path) in caplog.text and first not in caplog.text
+    assert load_api_key({}, tmp_path, allow_demo_key=True) == first  # reused, not replaced
+
+
+def test_key_comparison():
+    assert key_matches(API_KEY, API_KEY)
+    assert not key_matches(API_KEY[:-1] + "X", API_KEY)
+    assert not key_matches("", API_KEY)
+    assert not key_matches("ключ", API_KEY)  # non-ASCII is compared, not an exception
+
+
+def test_explanation_pieces_hand_worked():
+    assert explain.query_terms("The red Shoes for running, red!") == ["red", "shoes", "running"]
+    assert explain.query_terms("the of") == ["the", "of"]
+    assert explain.terms_found(["red", "shoes", "run"], "Red shoes Brand: Acme. Running") == ["red", "shoes"]
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6], [0.6, 0.8]])
+    # result 2 is closest to history row 0 (0.8 > 0.6), result 3 to history row 1
+    assert explain.best_history_match(vectors, [0, 1], [2, 3]) == [0, 1]
+    # a tie goes to the newest history item (the last one, history is oldest first)
+    assert explain.best_history_match(vectors, [2, 2, 0], [2]) == [2]
+    assert explain.history_explanation(5, 5, "x") == "in your recent items"
+    assert "Blue mug" in explain.history_explanation(5, 2, "Blue mug")
+    assert explain.search_explanation([], personalized=True).endswith("nudged by your recent items")
+
+
+def test_tail_brands_from_catalogue_counts_and_rerank_tags():
+    items = ["a1", "a2", "a3", "b1", "b2", "c1"]
+    brands = ["A", "A", "A", "B", "B", "C"]
+    # items per brand 3, 2, 1 of 6: A alone reaches half, so B and C are the tail
+    got = rerank_settings({"serving.rerank.min_tail_share": "0.3"}, items, brands, "m v1")
+    assert got.tail_brands == {"B", "C"}
+    assert [got.is_tail[i] for i in items] == [False, False, False, True, True, True]
+    assert got.config == RerankConfig(min_tail_share=0.3, window=10) and got.enabled
+    assert not rerank_settings({}, items, brands, "m v1").enabled
+    with pytest.raises(ChampionLoadError, match="serving.rerank.min_tail_share"):
+        rerank_settings({"serving.rerank.min_tail_share": "lots"}, items, brands, "m v1")
+    with pytest.raises(ChampionLoadError, match="outside"):
+        rerank_settings({"serving.rerank.min_tail_share": "1.5"}, items, brands, "m v1")
+
+
+def test_impression_log_format(tmp_path):
+    log = ImpressionLog(tmp_path)
+    ts = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    log.append(impression_record("abc", ts, "u_0011", "search", ["i1", "i2"], False, "m", "3"))
+    log.close()
+    import os
+
+    path = impression_path(tmp_path, "2026-05-01", os.getpid())
+    assert path == tmp_path / "feedback" / "impressions" / "date=2026-05-01" / f"part-{os.getpid()}.jsonl"
+    with path.open("a") as fh:
+        fh.write('{"impression_id": "half-writ')  # a process stopped mid-line: readers skip it
+    assert read_impressions(tmp_path) == [
+        {
+            "impression_id": "abc",
+            "ts": "2026-05-01T12:00:00.123456Z",
+            "user_id": "u_0011",
+            "kind": "search",
+            "item_ids": ["i1", "i2"],
+            "personalized": False,
+            "model_name": "m",
+            "model_version": "3",
+        }
+    ]
+    with pytest.raises(ValueError, match="kind"):
+        impression_record("x", ts, None, "browse", [], False, "m", "1")
+
+
+def test_opt_out_list_follows_the_lake(tmp_path):
+    from ml.data import lake
+
+    lake_dir = tmp_path / "lake"
+    optouts = OptOutList(lake_dir, refresh_seconds=0)
+    assert "u_a" not in optouts and optouts.loaded
+    requests = pd.DataFrame(
+        {
+            "user_id": ["u_a", "u_b"],
+            "request": ["opt_out", "delete"],
+            "ts": pd.to_datetime(["2026-01-01", "2026-01-02"], utc=True),
+        }
+    )
+    lake.write_partition(lake_dir, "privacy_requests", "2026-01-02", requests)
+    assert "u_a" in optouts and "u_b" in optouts and "u_c" not in optouts
+
+
+def test_service_without_champion_answers_503_and_refuses_without_key(tmp_path):
+    from ml.serving.app import create_app
+
+    settings = _settings(tmp_path)
+    with pytest.raises(MissingApiKeyError, match="VETTED_API_KEY"):
+        create_app(settings, env={"VETTED_PSEUDONYM_KEY": PSEUDONYM_KEY})
+    app = create_app(settings, poll_seconds=60, env=ENV)
+    with TestClient(app) as client:
+        health = client.get("/healthz")
+        assert health.status_code == 503
+        body = health.json()
+        assert body["status"] == "unavailable" and body["model_version"] is None
+        assert "vetted-recsys@champion" in body["last_error"] and body["last_checked"]
+        got = client.get("/recommendations/alice", headers=AUTH)
+        assert got.status_code == 503 and "no champion" in got.json()["detail"]
+        assert client.get("/version", headers=AUTH).status_code == 503
+        assert client.get("/recommendations/alice").status_code == 401  # auth before anything else
+
+
+# =========================================================================================== slow: a real model
+N_ITEMS = 50
+COLORS = ["red", "blue", "green", "black", "white"]
+NOUNS = ["shoe", "mug", "lamp", "chair", "kettle", "scarf", "jacket", "bottle", "pillow", "clock"]
+# items per brand: Acme 20, Bolt 6, then eight brands of 3: Acme and Bolt are the head (26 of 50 items)
+BRANDS = ["Acme"] * 20 + ["Bolt"] * 6 + [f"Tiny{j}" for j in range(8) for _ in range(3)]
+HEAD = {"Acme", "Bolt"}
+SHOPPERS = {"alice": [0, 1, 2, 3], "bob": [10, 11, 12], "carol": [20, 21, 22]}  # item rows, oldest first
+OPTED_OUT = "carol"
+
+
+def _catalogue() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "item_id": [f"i{r:02d}" for r in range(N_ITEMS)],
+            "title": [f"{COLORS[r % 5]} {NOUNS[r // 5]} model {r}" for r in range(N_ITEMS)],
+            "description": [f"A {NOUNS[r // 5]} for every day" for r in range(N_ITEMS)],
+            "brand": BRANDS,
+            "category": ["home" if r // 5 in (1, 2, 4, 7, 8, 9) else "fashion" for r in range(N_ITEMS)],
+            "price": [10.0 + r for r in range(N_ITEMS)],
+        }
+    )
+
+
+def _save_model(folder: Path, items: pd.DataFrame, bias_seed: int) -> Path:
+    """A frozen MiniLM over the catalogue, no training; random heads (item biases, recency weights, a
+    perturbed projection) so that the fallback order is known and the history tower is not the identity."""
+    import torch
+
+    from ml.training.encoder import item_texts, load_encoder
+    from ml.training.model import BiEncoder
+    from ml.training.recommender import Recommender, RecommenderSettings
+
+    bert, tokenizer = load_encoder()
+    model = BiEncoder(bert, n_items=len(items), trainable_layers=0, max_history=5)
+    with torch.no_grad():
+        model.item_table.copy_(model.encode_texts(tokenizer, item_texts(items), 32))
+        rng = np.random.default_rng(bias_seed)
+        bias = rng.normal(0, 1, size=len(items)).astype(np.float32)
+        model.item_bias.weight.copy_(torch.from_numpy(bias)[:, None])
+        model.recency.weight.copy_(torch.from_numpy(rng.normal(0, 1, size=(5, 1)).astype(np.float32)))
+        dim = model.dim
+        noise = rng.normal(0, 0.05, size=(dim, dim)).astype(np.float32)
+        model.history_proj.weight.copy_(torch.eye(dim) + torch.from_numpy(noise))
+        model.history_proj.bias.copy_(torch.from_numpy(rng.normal(0, 0.01, size=dim).astype(np.float32)))
+    settings = RecommenderSettings(temperature=0.05, max_history=5, max_query_tokens=16, max_item_tokens=32)
+    return Recommender(model, tokenizer, items, settings).save(folder)
+
+
+def _register(settings: Settings, folder: Path, tags: dict[str, str], promote: bool = True) -> str:
+    import mlflow
+
+    from ml.registry import registration as reg
+    from ml.registry.pyfunc import input_example
+    from ml.registry.tracking import client, configure
+
+    experiment = configure(settings)
+    c = client(settings)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        uri = reg.log_model(folder, input_example([["i00", "i01"]], "red shoe"))
+    version = reg.register(c, settings.model_name, uri, run.info.run_id, tags, description="test card")
+    if promote:
+        reg.promote(c, settings.model_name, version.version)
+    return str(version.version)
+
+
+def _fill_feast(settings: Settings, items: pd.DataFrame) -> None:
+    from ml.features import store as fs
+    from ml.features.build import write_feature_tables
+    from ml.privacy.pseudonymize import Pseudonymizer
+
+    pseudo = Pseudonymizer(PSEUDONYM_KEY.encode())
+    start = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=3)
+    rows = []
+    for user, item_rows in SHOPPERS.items():
+        for j, r in enumerate(item_rows):
+            rows.append(
+                {
+                    "event_id": f"{user}-{j}",
+                    "user_id": pseudo.pseudonym(user),
+                    "item_id": f"i{r:02d}",
+                    "event_type": "click",
+                    "query": None,
+                    "ts": start + pd.Timedelta(minutes=j),
+                }
+            )
+    now = datetime.now(UTC)
+    data_dir = settings.home / "features"
+    write_feature_tables(data_dir, items, pd.DataFrame(rows), 5, pd.Timestamp(now))
+    store = fs.open_store(fs.repo_config(settings.feast_dir, settings.profile))
+    fs.apply_definitions(store, data_dir)
+    fs.materialize(store, now)
+
+
+def _write_opt_out(settings: Settings, user: str) -> None:
+    from ml.data import lake
+    from ml.privacy.pseudonymize import Pseudonymizer
+
+    frame = pd.DataFrame(
+        {
+            "user_id": [Pseudonymizer(PSEUDONYM_KEY.encode()).pseudonym(user)],
+            "request": ["opt_out"],
+            "ts": [pd.Timestamp.now(tz="UTC")],
+        }
+    )
+    lake.write_partition(settings.lake_dir, "privacy_requests", "2026-01-01", frame)
+
+
+@pytest.fixture(scope="module")
+def serving_world(tmp_path_factory):
+    """home, settings, catalogue, v1 promoted, Feast filled, one opt-out; and the running service."""
+    from ml.serving.app import create_app
+
+    home = tmp_path_factory.mktemp("serving")
+    settings = _settings(home)
+    items = _catalogue()
+    folder = _save_model(home / "model_v1", items, bias_seed=1)
+    v1 = _register(
+        settings,
+        folder,
+        {
+            "gate.status": "passed",
+            "gate.quality_vs_baseline": "0.12 / 0.10 / pass",
+            "quality.ndcg_at_10": "0.12",
+        },
+    )
+    _fill_feast(settings, items)
+    _write_opt_out(settings, OPTED_OUT)
+    app = create_app(settings, poll_seconds=POLL, env=ENV)
+    with TestClient(app) as client:
+        yield {
+            "home": home,
+            "settings": settings,
+            "items": items,
+            "folder": folder,
+            "v1": v1,
+            "app": app,
+            "client": client,
+            "openapi": client.get("/openapi.json").json(),
+        }
+
+
+def _matches_openapi(openapi: dict, path: str, method: str, response) -> None:
+    """The body validates against the schema the OpenAPI document declares for this status code."""
+    import jsonschema
+
+    declared = openapi["paths"][path][method]["responses"]
+    assert str(response.status_code) in declared, (
+        f"{method} {path} answered {response.status_code}, not declared"
+    )
+    schema = declared[str(response.status_code)]["content"]["application/json"]["schema"]
+    jsonschema.validate(response.json(), {**schema, "components": openapi["components"]})
+
+
+def _service(world):
+    return world["app"].state.service
+
+
+@pytest.mark.slow
+def test_openapi_document_lists_every_endpoint_with_its_security(serving_world):
+    doc = serving_world["openapi"]
+    assert set(doc["paths"]) == {"/recommendations/{user_id}", "/search", "/healthz", "/version"}
+    assert doc["components"]["securitySchemes"]["APIKeyHeader"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "The service's API key (VETTED_API_KEY)",
+    }
+    for path, method in [("/recommendations/{user_id}", "get"), ("/search", "post"), ("/version", "get")]:
+        op = doc["paths"][path][method]
+        assert op["security"] == [{"APIKeyHeader": []}]
+        takes_input = path != "/version"
+        assert set(op["responses"]) == {"200", "401", "403", "503"} | ({"422"} if takes_input else set())
+    assert "security" not in doc["paths"]["/healthz"]["get"]
+    k = next(p for p in doc["paths"]["/recommendations/{user_id}"]["get"]["parameters"] if p["name"] == "k")
+    assert k["schema"]["minimum"] == 1 and k["schema"]["maximum"] == 100
+
+
+@pytest.mark.slow
+def test_healthz_and_version(serving_world):
+    client, openapi, v1 = serving_world["client"], serving_world["openapi"], serving_world["v1"]
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    _matches_openapi(openapi, "/healthz", "get", health)
+    body = health.json()
+    assert body["status"] == "ok" and body["model_version"] == v1 and body["last_error"] is None
+    assert body["feature_store_error"] is None and body["privacy_requests_error"] is None
+
+    got = client.get("/version", headers=AUTH)
+    assert got.status_code == 200
+    _matches_openapi(openapi, "/version", "get", got)
+    version = got.json()
+    assert (
+        version["model_name"] == "vetted-recsys"
+        and version["version"] == v1
+        and version["alias"] == "champion"
+    )
+    assert version["gate"] == {
+        "status": "passed",
+        "checks": {"gate.quality_vs_baseline": "0.12 / 0.10 / pass"},
+    }
+    assert version["rerank"] == {"min_tail_share": 0.0, "window": 10, "head_share": 0.5, "n_tail_brands": 8}
+
+
+@pytest.mark.slow
+def test_recommendations_are_personalized_from_feast_history_and_explained(serving_world):
+    client, items = serving_world["client"], serving_world["items"]
+    got = client.get("/recommendations/alice", params={"k": 7}, headers=AUTH)
+    assert got.status_code == 200
+    _matches_openapi(serving_world["openapi"], "/recommendations/{user_id}", "get", got)
+    body = got.json()
+    assert body["personalized"] is True and body["model_version"] == serving_world["v1"]
+    assert len(body["results"]) == 7
+    scores = [r["score"] for r in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+    # the same ranking as the model's own exact top-k over alice's history (FAISS = numpy, and the
+    # service's numpy history tower = the model's torch tower)
+    champion = _service(serving_world).watcher.current()
+    assert champion.tower is not None
+    history = [f"i{r:02d}" for r in SHOPPERS["alice"]]
+    ids, exact = champion.recommender.recommend([history], 7)
+    assert [r["item_id"] for r in body["results"]] == ids[0]
+    assert scores == pytest.approx(exact[0].tolist(), rel=1e-4, abs=1e-4)
+
+    titles = dict(zip(items["item_id"], items["title"], strict=True))
+    history_titles = {titles[i] for i in history}
+    for r in body["results"]:
+        assert r["title"] == titles[r["item_id"]] and r["brand"]
+        if r["item_id"] in history:
+            assert r["explanation"] == "in your recent items"
+        else:
+            assert any(t in r["explanation"] for t in history_titles), r["explanation"]
+
+
+@pytest.mark.slow
+def test_unknown_and_opted_out_shoppers_get_the_non_personalized_order(serving_world):
+    client = serving_world["client"]
+    champion = _service(serving_world).watcher.current()
+    bias = champion.recommender.item_bias
+    expected = [champion.recommender.item_ids[i] for i in np.argsort(-bias, kind="stable")[:5]]
+    for user in ("someone-never-seen", OPTED_OUT):
+        got = client.get(f"/recommendations/{user}", params={"k": 5}, headers=AUTH)
+        assert got.status_code == 200
+        body = got.json()
+        assert body["personalized"] is False
+        assert [r["item_id"] for r in body["results"]] == expected
+        assert all(r["explanation"] == explain.NOT_PERSONALIZED for r in body["results"])
+    # carol has history in Feast: only her opt-out makes her answer non-personalized
+    assert _service(serving_world).history.recent_items(
+        _service(serving_world).pseudonymizer.pseudonym(OPTED_OUT)
+    ) == ["i20", "i21", "i22"]
+
+
+@pytest.mark.slow
+def test_search_explains_with_query_terms_and_blends_history_for_known_shoppers(serving_world):
+    client, openapi = serving_world["client"], serving_world["openapi"]
+    got = client.post("/search", json={"query": "red kettle", "k": 5}, headers=AUTH)
+    assert got.status_code == 200
+    _matches_openapi(openapi, "/search", "post", got)
+    body = got.json()
+    assert body["personalized"] is False and body["query"] == "red kettle" and len(body["results"]) == 5
+    top = body["results"][0]
+    assert "kettle" in top["title"] and "\u201ckettle\u201d" in top["explanation"]
+    for r in body["results"]:
+        found = [t for t in ("red", "kettle") if t in r["title"].lower().split()]
+        if found:
+            assert r["explanation"].startswith("matches ")
+            assert all(f"\u201c{t}\u201d" in r["explanation"] for t in found)
+
+    personal = client.post(
+        "/search", json={"query": "red kettle", "k": 5, "user_id": "alice"}, headers=AUTH
+    ).json()
+    assert personal["personalized"] is True
+    assert all(r["explanation"].endswith("nudged by your recent items") for r in personal["results"])
+    for user in ("someone-never-seen", OPTED_OUT):
+        other = client.post(
+            "/search", json={"query": "red kettle", "k": 5, "user_id": user}, headers=AUTH
+        ).json()
+        assert other["personalized"] is False
+        assert [r["item_id"] for r in other["results"]] == [r["item_id"] for r in body["results"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "message"),
+    [
+        ("get", "/recommendations/alice", {"params": {"k": 0}}, 422, "greater than or equal to 1"),
+        ("get", "/recommendations/alice", {"params": {"k": 101}}, 422, "less than or equal to 100"),
+        ("get", "/recommendations/alice", {"params": {"k": "ten"}}, 422, "valid integer"),
+        ("get", "/recommendations/%20%20", {}, 422, "should match pattern"),
+        ("get", "/recommendations/" + "x" * 300, {}, 422, "at most 256 characters"),
+        ("post", "/search", {"json": {"query": ""}}, 422, "at least 1 character"),
+        ("post", "/search", {"json": {"query": "   "}}, 422, "query is blank"),
+        ("post", "/search", {"json": {"query": "shoe " * 200}}, 422, "at most 512 characters"),
+        ("post", "/search", {"json": {"query": "shoe", "k": 0}}, 422, "greater than or equal to 1"),
+        ("post", "/search", {"json": {"query": "shoe", "k": 101}}, 422, "less than or equal to 100"),
+        ("post", "/search", {"json": {"query": "shoe", "user_id": ""}}, 422, "at least 1 character"),
+        (
+            "post",
+            "/search",
+            {"json": {"query": "shoe", "colour": "red"}},
+            422,
+            "Extra inputs are not permitted",
+        ),
+        ("post", "/search", {"json": {"k": 3}}, 422, "Field required"),
+        (
+            "post",
+            "/search",
+            {"content": "not json", "headers": {"content-type": "application/json"}},
+            422,
+            "JSON decode error",
+        ),
+    ],
+)
+def test_bad_input_gets_a_4xx_with_a_clear_message(serving_world, method, path, kwargs, status, message):
+    kwargs = dict(kwargs)
+    headers = {**AUTH, **kwargs.pop("headers", {})}
+    got = getattr(serving_world["client"], method)(path, headers=headers, **kwargs)
+    assert got.status_code == status
+    assert message in got.text
+    spec_path = "/search" if path == "/search" else "/recommendations/{user_id}"
+    _matches_openapi(serving_world["openapi"], spec_path, method, got)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": ""}, {"X-API-Key": "wrong-key-0123456789"}])
+@pytest.mark.parametrize(
+    "method,path,body",
+    [
+        ("get", "/recommendations/alice", None),
+        ("get", "/version", None),
+        ("post", "/search", {"query": "shoe"}),
+    ],
+)
+def test_missing_or_wrong_key_is_refused(serving_world, headers, method, path, body):
+    client = serving_world["client"]
+    got = (
+        client.get(path, headers=headers)
+        if method == "get"
+        else client.post(path, json=body, headers=headers)
+    )
+    wrong = bool(headers.get("X-API-Key"))
+    assert got.status_code == (403 if wrong else 401)
+    assert ("does not match" if wrong else "missing X-API-Key") in got.json()["detail"]
+    spec_path = "/recommendations/{user_id}" if path.startswith("/recommendations") else path
+    _matches_openapi(serving_world["openapi"], spec_path, method, got)
+
+
+@pytest.mark.slow
+def test_impressions_are_logged_pseudonymized_and_never_for_opted_out_shoppers(serving_world):
+    client, home = serving_world["client"], serving_world["home"]
+    service = _service(serving_world)
+    got = client.get("/recommendations/bob", params={"k": 3}, headers=AUTH).json()
+    client.get(f"/recommendations/{OPTED_OUT}", headers=AUTH)
+    client.post("/search", json={"query": "lamp", "k": 2, "user_id": OPTED_OUT}, headers=AUTH)
+    client.post("/search", json={"query": "lamp", "k": 2}, headers=AUTH)
+    lines = read_impressions(home)
+    mine = [line for line in lines if line["impression_id"] == got["impression_id"]]
+    assert mine == [
+        {
+            **mine[0],
+            "user_id": service.pseudonymizer.pseudonym("bob"),
+            "kind": "recommendations",
+            "item_ids": [r["item_id"] for r in got["results"]],
+            "personalized": True,
+            "model_version": got["model_version"],
+            "model_name": "vetted-recsys",
+        }
+    ]
+    assert service.pseudonymizer.pseudonym(OPTED_OUT) not in {line["user_id"] for line in lines}
+    assert any(line["user_id"] is None and line["kind"] == "search" for line in lines)
+    raw = "".join(p.read_text() for p in (home / "feedback").rglob("*.jsonl"))
+    assert '"bob"' not in raw and "alice" not in raw and "lamp" not in raw
+
+
+@pytest.mark.slow
+def test_rerank_share_from_the_version_tag_is_applied_without_a_reload(serving_world):
+    from ml.registry.tracking import client as make_client
+
+    settings, client = serving_world["settings"], serving_world["client"]
+    service = _service(serving_world)
+    mlflow_client = make_client(settings)
+    before = service.watcher.current()
+    mlflow_client.set_model_version_tag(
+        settings.model_name, before.version, "serving.rerank.min_tail_share", "1.0"
+    )
+    try:
+        _wait(lambda: client.get("/version", headers=AUTH).json()["rerank"]["min_tail_share"] == 1.0)
+        after = service.watcher.current()
+        assert after.recommender is before.recommender  # tags only: the model was not reloaded
+        body = client.get("/recommendations/alice", params={"k": 6}, headers=AUTH).json()
+        # what the evaluation's re-ranker makes of the model's own candidates (26 = max(3k, k + 20))
+        history = [f"i{r:02d}" for r in SHOPPERS["alice"]]
+        ids, scores = after.recommender.recommend([history], 26)
+        expected = rerank(ids[0], scores[0].tolist(), after.rerank.is_tail, 6, RerankConfig(1.0))
+        got_ids = [r["item_id"] for r in body["results"]]
+        assert got_ids == expected
+        tail_before = sum(after.rerank.is_tail[i] for i in ids[0][:6])
+        assert sum(after.rerank.is_tail[i] for i in got_ids) > tail_before
+        assert all(
+            r["brand"] not in HEAD for r in body["results"][: sum(after.rerank.is_tail[i] for i in ids[0])]
+        )
+    finally:
+        mlflow_client.set_model_version_tag(
+            settings.model_name, before.version, "serving.rerank.min_tail_share", "0"
+        )
+        _wait(lambda: client.get("/version", headers=AUTH).json()["rerank"]["min_tail_share"] == 0.0)
+
+
+def _wait(condition, timeout: float = 60.0) -> float:
+    """Poll `condition` until true; returns the seconds it took (fails the test after `timeout`)."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+@pytest.mark.slow
+def test_champion_swap_under_a_stream_of_requests_drops_none(serving_world):
+    settings, client, items = serving_world["settings"], serving_world["client"], serving_world["items"]
+    old = client.get("/version", headers=AUTH).json()["version"]
+    stop = threading.Event()
+    seen: list[list[tuple[int, str]]] = [[], []]
+
+    def stream(n: int) -> None:
+        while not stop.is_set():
+            if n == 0:
+                got = client.get("/recommendations/alice", params={"k": 5}, headers=AUTH)
+            else:
+                got = client.post(
+                    "/search", json={"query": "blue scarf", "k": 5, "user_id": "bob"}, headers=AUTH
+                )
+            seen[n].append((got.status_code, got.json().get("model_version", "")))
+
+    threads = [threading.Thread(target=stream, args=(n,)) for n in (0, 1)]
+    for t in threads:
+        t.start()
+    try:
+        folder = _save_model(serving_world["home"] / "model_v2", items, bias_seed=2)
+        new = _register(settings, folder, {"gate.status": "passed"})
+        _wait(lambda: client.get("/version", headers=AUTH).json()["version"] == new)
+        n_before = [len(s) for s in seen]
+        _wait(lambda: all(len(s) >= n + 5 for s, n in zip(seen, n_before, strict=True)))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    for answers in seen:
+        assert answers and all(status == 200 for status, _ in answers), {s for s, _ in answers}
+        versions = [v for _, v in answers]
+        assert versions[0] == old and versions[-1] == new
+        first_new = versions.index(new)
+        # one switch, no flapping back
+        assert set(versions[:first_new]) == {old} and set(versions[first_new:]) == {new}
+    assert _service(serving_world).watcher.status().last_error is None
+
+
+@pytest.mark.slow
+def test_a_version_that_fails_to_load_keeps_the_old_champion_and_shows_in_healthz(serving_world, tmp_path):
+    import shutil
+
+    from ml.registry import registration as reg
+    from ml.registry.tracking import client as make_client
+
+    settings, client = serving_world["settings"], serving_world["client"]
+    serving = client.get("/version", headers=AUTH).json()["version"]
+    broken = tmp_path / "broken"
+    shutil.copytree(serving_world["folder"], broken)
+    (broken / "heads.pt").unlink()
+    bad = _register(settings, broken, {"gate.status": "passed"})
+    _wait(lambda: client.get("/healthz").json()["last_error"] is not None)
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["model_version"] == serving
+    assert f"v{bad} failed" in health["last_error"] and f"still serving v{serving}" in health["last_error"]
+    assert client.get("/recommendations/alice", headers=AUTH).json()["model_version"] == serving
+
+    reg.promote(make_client(settings), settings.model_name, serving)  # back to the good one: the error clears
+    _wait(lambda: client.get("/healthz").json()["last_error"] is None)
+    assert client.get("/version", headers=AUTH).json()["version"] == serving
