@@ -7,12 +7,17 @@ UI's form (Params, validated).
 
 from __future__ import annotations
 
-from datetime import datetime
+import os
+from datetime import datetime, timedelta
 
+from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Asset, Label, Param, dag, task
 from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
 
+from ml.config import RunConfig
+
+D = RunConfig()  # the form's defaults are the library's, so the DAG and `vetted run` agree
 LAKE = Asset("vetted://lake", group="vetted")
 MODEL = Asset("vetted://registry/vetted-recsys", group="vetted")
 DRIFT = Asset("vetted://drift", group="vetted")
@@ -20,20 +25,35 @@ DRIFT = Asset("vetted://drift", group="vetted")
 PARAMS = {
     "source": Param("synthetic", enum=["synthetic", "amazon2018", "coat"], description="Which source adapter reads the data"),
     "path": Param("", type="string", description="Folder of a file-based source (amazon2018, coat); empty for synthetic"),
-    "n_users": Param(2000, type="integer", minimum=50, maximum=1_000_000, description="Synthetic shoppers"),
-    "n_items": Param(1200, type="integer", minimum=50, maximum=200_000, description="Synthetic catalogue size"),
-    "epochs": Param(2, type="integer", minimum=1, maximum=100),
-    "max_steps": Param(60, type="integer", minimum=1, maximum=100_000),
-    "batch_size": Param(64, type="integer", minimum=1, maximum=4096, description="Expected shoppers per step"),
-    "dp_enabled": Param(True, type="boolean", description="User-level DP-SGD (the default policy refuses a non-DP model)"),
-    "dp_target_epsilon": Param(8.0, type="number", exclusiveMinimum=0, maximum=100),
+    "n_users": Param(D.n_users, type="integer", minimum=50, maximum=1_000_000, description="Synthetic shoppers"),
+    "n_items": Param(D.n_items, type="integer", minimum=50, maximum=200_000, description="Synthetic catalogue size"),
+    "epochs": Param(D.epochs, type="integer", minimum=1, maximum=100),
+    "max_steps": Param(D.max_steps, type="integer", minimum=1, maximum=100_000),
+    "batch_size": Param(D.batch_size, type="integer", minimum=1, maximum=4096, description="Expected shoppers per step"),
+    "dp_enabled": Param(D.dp.enabled, type="boolean", description="User-level DP-SGD (the default policy refuses a non-DP model)"),
+    "dp_target_epsilon": Param(D.dp.target_epsilon, type="number", exclusiveMinimum=0, maximum=100),
     "dp_delta": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=0.01,
                       description="Empty means n_users ** -1.1"),
     "policy": Param("", type="string", description="Gate policy YAML path; empty for the packaged default"),
-    "require_approval": Param(False, type="boolean", description="Hold promotion for a reviewer"),
-    "slice_reports": Param(True, type="boolean"),
-    "seed": Param(7, type="integer"),
+    "require_approval": Param(os.environ.get("VETTED_PROFILE", "local") == "prod", type="boolean",
+                              description="Hold promotion for a reviewer (default on in the prod profile)"),
+    "slice_reports": Param(D.slice_reports, type="boolean"),
+    "seed": Param(D.seed, type="integer"),
 }
+
+
+def _review_body(ctx) -> str:
+    """What the reviewer reads before answering: the gate's table and where the evidence is."""
+    g = ctx.read("gate")
+    version = ctx.read("register")["version"]
+    return (f"**{ctx.settings.model_name} v{version}**: gate {g['status']} under `{g['policy']}`.\n\n"
+            f"{g['summary_markdown']}\n\nThe model card is the version's description in the MLflow registry "
+            f"(task link *MLflow model version*); reports are in the run's artifacts (*Model card & reports*).")
+
+
+def _reviewer(answer: dict) -> str:
+    user = answer.get("responded_by_user") or {}
+    return user.get("name") or user.get("id") or "unknown" if isinstance(user, dict) else str(user)
 
 
 def _context(run_dir: str):
@@ -116,11 +136,13 @@ def recsys_training():
         return run_dir
 
     @task.branch
-    def gate(run_dir: str) -> str:
+    def gate(run_dir: str, ti=None) -> str:
         from ml.pipeline import stages
 
-        status = stages.gate(_context(run_dir))["status"]
-        return {"passed": "promote", "pending_approval": "promote"}.get(status, "keep_champion")
+        ctx = _context(run_dir)
+        status = stages.gate(ctx)["status"]
+        ti.xcom_push(key="gate_summary", value=_review_body(ctx))
+        return {"passed": "promote", "pending_approval": "review"}.get(status, "keep_champion")
 
     @task(outlets=[MODEL], trigger_rule="none_failed_min_one_success")
     def promote(run_dir: str) -> dict:
@@ -135,10 +157,49 @@ def recsys_training():
 
         return stages.promote(_context(run_dir))
 
+    review = HITLBranchOperator(
+        task_id="review",
+        subject="Promote {{ dag_run.conf.get('source', params.source) }} model? The gate passed; your approval is needed",
+        body="{{ ti.xcom_pull(task_ids='gate', key='gate_summary') }}",
+        options=["Approve", "Reject"],
+        options_mapping={"Approve": "record_approval", "Reject": "record_rejection"},
+        params={"note": Param("", type="string", description="Why (kept on the model version and in the audit log)")},
+        response_timeout=timedelta(days=7),
+        defaults=["Reject"],
+    )
+
+    @task
+    def record_approval(run_dir: str, ti=None) -> str:
+        from ml.pipeline import stages
+
+        answer = ti.xcom_pull(task_ids="review") or {}
+        stages.review(_context(run_dir), True, _reviewer(answer), (answer.get("params_input") or {}).get("note", ""))
+        return run_dir
+
+    @task
+    def record_rejection(run_dir: str, ti=None) -> dict:
+        from ml.pipeline import stages
+
+        answer = ti.xcom_pull(task_ids="review") or {}
+        ctx = _context(run_dir)
+        stages.review(ctx, False, _reviewer(answer), (answer.get("params_input") or {}).get("note", ""))
+        return stages.promote(ctx)  # records the outcome; the champion stays
+
+    @task(outlets=[MODEL])
+    def promote_approved(run_dir: str) -> dict:
+        from ml.pipeline import stages
+
+        return stages.promote(_context(run_dir), actor="reviewer")
+
     run_dir = register(evaluate(train(features(ingest(prepare())))))
     decision = gate(run_dir)
     decision >> Label("gate passed") >> promote(run_dir)
     decision >> Label("gate failed") >> keep_champion(run_dir)
+    decision >> Label("approval required") >> review
+    approval = record_approval(run_dir)
+    review >> Label("approved") >> approval
+    review >> Label("rejected") >> record_rejection(run_dir)
+    promote_approved(approval)
 
 
 dag_object = recsys_training()

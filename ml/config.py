@@ -81,8 +81,10 @@ class DPConfig:
     target_epsilon: float = 8.0
     delta: float | None = None
     max_grad_norm: float = 1.0
+    # DP-SGD uses SGD with momentum (Adam would turn noise into full-size steps); its base learning rate
+    learning_rate: float = 0.2
     # share of the epsilon budget spent on the noised item-transition counts (0 = no transition signal)
-    transitions_share: float = 0.0
+    transitions_share: float = 0.85
     # each shopper contributes at most this many transitions to the counts
     transitions_per_user: int = 8
 
@@ -95,19 +97,23 @@ class RunConfig:
     path: str = ""
     seed: int = 7
     # synthetic generator size (ignored by file-based sources)
-    n_users: int = 2000
+    n_users: int = 10000
     n_items: int = 1200
     # training budget
-    epochs: int = 2
-    max_steps: int = 60
-    batch_size: int = 64
+    epochs: int = 20
+    max_steps: int = 100
+    batch_size: int = 1024
     learning_rate: float = 1e-3
-    trainable_layers: int = 1
+    trainable_layers: int = 0
     temperature: float = 0.05
     max_history: int = 10
     max_query_tokens: int = 32
     max_item_tokens: int = 48
     k: int = 10
+    # fair re-ranking at evaluation and serving: minimum share of long-tail brands in each top-k prefix
+    rerank_min_tail_share: float = 0.2
+    # hold-out cases evaluated (a seeded sample when there are more); 0 = all
+    max_eval_cases: int = 5000
     # one Evidently ranking report per user group (Evidently's GroupBy is wrong for recsys metrics)
     slice_reports: bool = True
     dp: DPConfig = field(default_factory=DPConfig)
@@ -130,6 +136,8 @@ class RunConfig:
             raise ConfigError(f"target_epsilon must be positive, got {self.dp.target_epsilon}")
         if self.dp.delta is not None and not 0 < self.dp.delta < 1:
             raise ConfigError(f"delta must be in (0, 1), got {self.dp.delta}")
+        if not 0 <= self.rerank_min_tail_share <= 1:
+            raise ConfigError(f"rerank_min_tail_share must be in [0, 1], got {self.rerank_min_tail_share}")
         if not 0 <= self.dp.transitions_share < 1:
             raise ConfigError(f"transitions_share must be in [0, 1), got {self.dp.transitions_share}")
 

@@ -233,3 +233,14 @@ def provider_exposure(
         "n_cases": len(recommendations),
         "n_untiered": len(untiered),
     }
+
+
+def catalogue_tail(item_brand: Mapping[str, str], head_share: float = 0.5) -> dict[str, bool]:
+    """Item -> whether its brand is long-tail by the catalogue alone (items per brand, public data).
+
+    What the fair re-ranker protects, at evaluation and at serving alike: no shopper statistic is needed
+    to know it, so it ships with the model at no privacy cost. (The provider-exposure metric itself tiers
+    brands by interactions, `brand_tiers`, as an audit.)
+    """
+    tiers = brand_tiers(item_brand, dict.fromkeys(item_brand, 1.0), head_share=head_share)
+    return {item: tiers.get(brand) == TAIL for item, brand in item_brand.items()}

@@ -1,7 +1,7 @@
 """Exposure-constrained re-ranking: a minimum share of long-tail items in every prefix of the top k.
 
 Greedy and FA*IR-like: walking positions 1..k, the first p positions of each window of `window` positions
-must hold at least ceil(min_tail_share * p) tail items. When the tail count so far would fall short, the
+must hold at least floor(min_tail_share * p) tail items. When the tail count so far would fall short, the
 best remaining tail item is placed; otherwise the best remaining item of any kind. With min_tail_share = 0 the output is the candidates sorted by score. When too few tail
 candidates exist, the constraint is met as far as possible and the rest is filled by score.
 
@@ -22,7 +22,7 @@ from ml.evaluation.metrics import Target, ranking_metrics
 
 log = logging.getLogger(__name__)
 
-_EPS = 1e-9  # keeps ceil(0.3 * 10) at 3 despite floating-point error
+_EPS = 1e-9  # keeps floor(0.29 * 100) at 29 despite floating-point error
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,12 @@ class RerankConfig:
 
 
 def required_tail(position: int, min_tail_share: float) -> int:
-    """Tail items needed among the first `position` slots of a window: ceil(share * position)."""
-    return max(0, math.ceil(min_tail_share * position - _EPS))
+    """Tail items needed among the first `position` slots of a window: floor(share * position).
+
+    Floor, as FA*IR's minimum counts grow: the first tail slot is due once the share adds up to a whole
+    item, so a 10% share does not take over the top position.
+    """
+    return max(0, math.floor(min_tail_share * position + _EPS))
 
 
 def rerank(

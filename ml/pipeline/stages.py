@@ -22,11 +22,16 @@ log = logging.getLogger(__name__)
 
 TRAIN_SET, CASES, SEQUENCES = "train_set.parquet", "cases.parquet", "train_sequences.parquet"
 AUDIT_SHARE = 0.1  # shoppers kept out of training as the membership-inference audit's non-members
+TRANSITION_FLOOR = 2.0
+RERANK_POOL = 50  # candidates the fair re-ranker chooses from
+RERANK_SHARES = (0.0, 0.1, 0.2, 0.3, 0.4)  # settings of the NDCG-vs-exposure trade-off table  # noise deviations subtracted from the DP transition counts (post-processing)
 
 
 # ---------------------------------------------------------------------------------------------------
-def ingest(ctx: RunContext) -> dict[str, Any]:
-    """Source -> validated, pseudonymized, scrubbed, consent-filtered lake partition."""
+def ingest(ctx: RunContext, raw: Any = None) -> dict[str, Any]:
+    """Source -> validated, pseudonymized, scrubbed, consent-filtered lake partition.
+
+    `raw` (RawTables) replaces reading the configured source: for notebooks and tests."""
     from ml.data.ingest import ingest as run_ingest
     from ml.data.sources import read_source
     from ml.privacy.pii import PIIScrubber
@@ -34,7 +39,8 @@ def ingest(ctx: RunContext) -> dict[str, Any]:
 
     cfg, settings = ctx.config, ctx.settings
     key = load_key(os.environ, settings.home, allow_demo_key=settings.demo)
-    raw = read_source(cfg.source, cfg.path or None, n_users=cfg.n_users, n_items=cfg.n_items, seed=cfg.seed)
+    if raw is None:
+        raw = read_source(cfg.source, cfg.path or None, n_users=cfg.n_users, n_items=cfg.n_items, seed=cfg.seed)
     result = run_ingest(raw, settings.lake_dir, Pseudonymizer(key), PIIScrubber(), cfg.ingest_date or None)
     out = {**result.__dict__, "metrics": result.metrics()}
     ctx.write("ingest", out)
@@ -69,13 +75,17 @@ def features(ctx: RunContext) -> dict[str, Any]:
     train = _with_history(store, split.train, feature, cfg.max_history)
     cases = _with_history(store, split.cases, feature, cfg.max_history)
     cases = cases[cases["history"].map(len) > 0].reset_index(drop=True)
+    n_all_cases = len(cases)
+    if cfg.max_eval_cases and len(cases) > cfg.max_eval_cases:
+        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(cases), cfg.max_eval_cases, replace=False))
+        cases = cases.iloc[keep].reset_index(drop=True)
     train.to_parquet(ctx.path(TRAIN_SET), index=False)
     cases.to_parquet(ctx.path(CASES), index=False)
     seq = split.sequences[split.sequences["ts"] < split_time]
     seq.to_parquet(ctx.path(SEQUENCES), index=False)
     window = {"train_start": str(seq["ts"].min()), "split_time": str(split_time), "holdout_end": str(split.cases["ts"].max())}
     out = {"feature_files": paths, "feast_objects": applied, "n_train_examples": len(train),
-           "n_train_search_examples": int((train["kind"] == "search").sum()), "n_cases": len(cases),
+           "n_train_search_examples": int((train["kind"] == "search").sum()), "n_cases": len(cases), "n_cases_in_holdout": n_all_cases,
            "n_train_users": int(train["user_id"].nunique()), "window": window}
     ctx.write("features", out)
     return out
@@ -109,6 +119,7 @@ def split_audit_users(users: np.ndarray, seed: int) -> tuple[set[str], set[str]]
 def train(ctx: RunContext) -> dict[str, Any]:
     """Fine-tune the bi-encoder (DP-SGD at user level when on); log to MLflow; save the model folder."""
     import mlflow
+    import torch
 
     from ml.data.ingest import read_lake
     from ml.privacy.accounting import default_delta, plan_budget
@@ -141,6 +152,10 @@ def train(ctx: RunContext) -> dict[str, Any]:
                            cfg.dp.transitions_per_user)
         dp = DPSettings(noise_multiplier=plan.noise_multiplier, delta=delta, max_grad_norm=cfg.dp.max_grad_norm)
 
+    transitions = None
+    if cfg.dp.transitions_share > 0:
+        transitions = _transition_feature(pd.read_parquet(ctx.path(SEQUENCES)), members, index_of, cfg, plan)
+        model_transitions = torch.as_tensor(transitions)
     experiment_id = configure(settings)
     texts = item_texts(items)
     bert, tokenizer = load_encoder()
@@ -148,6 +163,8 @@ def train(ctx: RunContext) -> dict[str, Any]:
     model = BiEncoder(bert, n_items=len(items), trainable_layers=cfg.trainable_layers,
                       max_history=cfg.max_history, temperature=cfg.temperature, item_category=item_category,
                       item_brand=item_brand)
+    if transitions is not None:
+        model.set_transitions(model_transitions)
     run_name = cfg.run_name or ctx.run_dir.name
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.set_tags({"vetted.run_dir": str(ctx.run_dir), "vetted.source": cfg.source})
@@ -162,7 +179,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
 
         result = train_bi_encoder(
             model, tokenizer, examples, texts, epochs=cfg.epochs, max_steps=cfg.max_steps,
-            batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, max_history=cfg.max_history,
+            batch_size=cfg.batch_size, learning_rate=cfg.dp.learning_rate if dp else cfg.learning_rate, max_history=cfg.max_history,
             max_query_tokens=cfg.max_query_tokens, max_item_tokens=cfg.max_item_tokens, seed=cfg.seed, dp=dp,
             on_epoch=on_epoch)
         privacy: dict[str, Any] = {"dp": cfg.dp.enabled, "unit": "user" if cfg.dp.enabled else "none",
@@ -177,7 +194,10 @@ def train(ctx: RunContext) -> dict[str, Any]:
                                             "epsilon_alone": result.dp["epsilon_sgd"],
                                             "noise_multiplier": result.dp["noise_multiplier"],
                                             "max_grad_norm": result.dp["max_grad_norm"],
-                                            "sample_rate": sample_rate, "steps": result.steps}],
+                                            "sample_rate": sample_rate, "steps": result.steps}]
+                            + ([{"name": "item-transition counts (Gaussian mechanism, per-shopper pairs capped)",
+                                 "epsilon_alone": plan.epsilon_transitions, "sigma": plan.transitions_sigma,
+                                 "pairs_per_shopper": cfg.dp.transitions_per_user}] if transitions is not None else []),
                             "accountant": "rdp", **{k: v for k, v in result.dp.items() if k != "epsilon_sgd"}})
             mlflow.log_metrics({"privacy.epsilon": total, "privacy.delta": plan.delta,
                                 "privacy.noise_multiplier": result.dp["noise_multiplier"],
@@ -196,6 +216,26 @@ def train(ctx: RunContext) -> dict[str, Any]:
            "member_users": sorted(members), "privacy": privacy}
     ctx.write("train", out)
     return {k: out[k] for k in ("mlflow_run_id", "model_dir", "steps", "seconds")}
+
+
+def _transition_feature(sequences: pd.DataFrame, members: set[str], index_of: dict[str, int], cfg: Any,
+                        plan: Any) -> np.ndarray:
+    """log1p of item -> next-item counts over the training shoppers' sequences, for the hybrid score.
+
+    With DP, each shopper adds at most `transitions_per_user` distinct pairs and every cell gets Gaussian
+    noise (the plan's sigma); a floor of TRANSITION_FLOOR noise deviations is then subtracted (post-processing, free
+    under DP) so that noise alone rarely scores.
+    """
+    from ml.privacy.accounting import dp_transition_counts
+
+    rows = sequences[sequences["user_id"].isin(members)].sort_values(["user_id", "position"])
+    per_user = [[index_of[i] for i in items if i in index_of] for items in rows.groupby("user_id")["item_id"].agg(list)]
+    sigma = plan.transitions_sigma if plan is not None else None
+    counts = dp_transition_counts(per_user, len(index_of), cfg.dp.transitions_per_user, sigma,
+                                  np.random.default_rng(cfg.seed + 1))
+    if sigma is not None:
+        counts = np.maximum(counts - TRANSITION_FLOOR * sigma * np.sqrt(cfg.dp.transitions_per_user), 0.0)
+    return np.log1p(counts).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -222,9 +262,15 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     from ml.data.ingest import read_lake
     from ml.evaluation import baselines as bl
     from ml.evaluation.evaluate import audit_groups, evaluate_rankings, ndcg_ratios
-    from ml.evaluation.fairness import brand_tiers, item_tiers
-    from ml.evaluation.reports import (drift_report, fairness_summary_html, ranking_frame, ranking_report,
-                                       ranking_reports_by_group)
+    from ml.evaluation.fairness import brand_tiers, catalogue_tail, item_tiers
+    from ml.evaluation.reports import (
+        drift_report,
+        fairness_summary_html,
+        ranking_frame,
+        ranking_report,
+        ranking_reports_by_group,
+    )
+    from ml.evaluation.rerank import RerankConfig, rerank, tradeoff
     from ml.privacy.mia import membership_inference_audit
     from ml.training.encoder import item_texts
     from ml.training.recommender import Recommender
@@ -235,8 +281,10 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     items, users = tables["items"], tables["users"]
     cases = pd.read_parquet(ctx.path(CASES))
     cases["history"] = cases["history"].map(list)
-    seq = pd.read_parquet(ctx.path(SEQUENCES))
     trained = ctx.read("train")
+    # baselines learn from exactly the shoppers the candidate learned from (not the audit shoppers)
+    seq = pd.read_parquet(ctx.path(SEQUENCES))
+    seq = seq[seq["user_id"].isin(set(trained["member_users"]))]
     rec = Recommender.load(Path(trained["model_dir"]))
     item_ids = rec.item_ids
     popularity = seq["item_id"].value_counts().to_dict()
@@ -246,8 +294,15 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     common = {"n_catalog": len(item_ids), "item_popularity": popularity, "item_tier": tiers, "groups": groups}
 
     histories = cases["history"].tolist()
-    recs, scores = rec.recommend(histories, k)
+    pool, pool_scores = rec.recommend(histories, max(RERANK_POOL, k))
+    is_tail = catalogue_tail(item_brand)
+    rerank_cfg = RerankConfig(min_tail_share=cfg.rerank_min_tail_share, window=k)
+    recs = [rerank(c, s.tolist(), is_tail, k, rerank_cfg) for c, s in zip(pool, pool_scores, strict=True)]
+    score_of = [dict(zip(c, s.tolist(), strict=True)) for c, s in zip(pool, pool_scores, strict=True)]
+    scores = np.array([[so[i] for i in r] for r, so in zip(recs, score_of, strict=True)])
     candidate = evaluate_rankings(recs, cases, k, item_vectors=_model_vectors(rec), **common)
+    tradeoff_table = tradeoff(pool, cases["item_id"].tolist(), is_tail, k, RERANK_SHARES,
+                              scores=[s.tolist() for s in pool_scores], window=k)
 
     # baselines, fitted on the training window only
     texts = item_texts(items)
@@ -290,6 +345,8 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         "best_baseline_ndcg": baselines[best]["metrics"][f"ndcg_at_{k}"],
         "user_ndcg_ratio": ratios, "provider_exposure_ratio": candidate["provider"].get("ratio"),
         "mia": mia, "drift": drift,
+        "rerank": {"min_tail_share": cfg.rerank_min_tail_share, "window": k, "pool": RERANK_POOL,
+                   "tradeoff": tradeoff_table.to_dict(orient="records")},
         "reports": {"drift": drift["path"], "ranking": ranking["path"], "fairness": str(fairness_html),
                     "slices": {a: {g: r["path"] for g, r in gs.items()} for a, gs in slices.items()}},
         "evidently_ranking": ranking["metrics"],
@@ -375,6 +432,8 @@ def _version_tags(ctx: RunContext) -> dict[str, str]:
         "data.window": f"{feats['window']['train_start']} .. {feats['window']['split_time']}",
         "data.source": ctx.config.source,
         "vetted.run_dir": str(ctx.run_dir),
+        "serving.rerank.min_tail_share": ev["rerank"]["min_tail_share"],
+        "serving.rerank.window": ev["rerank"]["window"],
     }
     if privacy["dp"]:
         tags.update({"privacy.epsilon": privacy["epsilon"], "privacy.delta": privacy["delta"]})
@@ -425,10 +484,10 @@ def register(ctx: RunContext) -> dict[str, Any]:
     smoke = smoke_test(settings.tracking_uri, f"models:/{settings.model_name}/{version.version}",
                        histories, queries, k=cfg.k)
     reg.set_tags(client, settings.model_name, version.version, {"serving.smoke_ok": str(smoke["ok"]).lower()})
-    out = {"model_uri": model_uri, "version": version.version, "pii_findings": len(findings), "pii_scan": scan,
+    out = {"model_uri": model_uri, "version": str(version.version), "pii_findings": len(findings), "pii_scan": scan,
            "smoke": smoke, "tags": tags}
     ctx.write("register", out)
-    return {"version": version.version, "pii_findings": len(findings), "smoke_ok": smoke["ok"]}
+    return {"version": str(version.version), "pii_findings": len(findings), "smoke_ok": smoke["ok"]}
 
 
 def _sample_queries(ctx: RunContext) -> list[str]:
@@ -445,16 +504,17 @@ def _champion_metrics(ctx: RunContext, client: Any, version: str) -> dict[str, A
     from ml.training.recommender import Recommender
 
     champ = alias_version(client, ctx.settings.model_name, CHAMPION)
-    if champ is None or champ.version == str(version):
+    if champ is None or str(champ.version) == str(version):
         return None
-    import mlflow
+    import tempfile
 
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"{champ.source}/artifacts/recommender",
-                                                tracking_uri=ctx.settings.tracking_uri)
-    rec = Recommender.load(Path(local))
+    from ml.registry.registration import download_recommender
+
+    with tempfile.TemporaryDirectory(prefix="vetted-champion-") as scratch:
+        rec = Recommender.load(download_recommender(client, ctx.settings.model_name, champ.version, Path(scratch)))
     cases = pd.read_parquet(ctx.path(CASES))
     recs, _ = rec.recommend([list(h) for h in cases["history"]], ctx.config.k)
-    return {"version": champ.version, "metrics": ranking_metrics(recs, cases["item_id"].tolist(), ctx.config.k)}
+    return {"version": str(champ.version), "metrics": ranking_metrics(recs, cases["item_id"].tolist(), ctx.config.k)}
 
 
 def gate(ctx: RunContext) -> dict[str, Any]:
@@ -548,7 +608,7 @@ def promote(ctx: RunContext, actor: str = "vetted") -> dict[str, Any]:
         out = {"promoted": True, **moved, "status": status}
     else:
         champ = reg.alias_version(client, settings.model_name, reg.CHAMPION)
-        out = {"promoted": False, "champion": champ.version if champ else None, "status": status}
+        out = {"promoted": False, "champion": str(champ.version) if champ else None, "status": status}
         if status == "failed":
             append_event(settings, "rejection", settings.model_name, version, "gate",
                          "blocking checks failed: " + ", ".join(ctx.read("gate")["decision"]["blocking_failures"]))
@@ -587,3 +647,34 @@ def write_summary(ctx: RunContext) -> Path:
 
 
 STAGES = ("ingest", "features", "train", "evaluate", "register", "gate", "promote")
+
+
+def review(ctx: RunContext, approved: bool, reviewer: str, note: str = "") -> dict[str, Any]:
+    """Record a reviewer's answer on a version waiting for approval (gate.status=pending_approval).
+
+    Approval sets gate.status=approved (promotion then reads it); rejection sets rejected. Both are
+    written to the audit trail with the reviewer and the note.
+    """
+    from datetime import UTC, datetime
+
+    from ml.registry import registration as reg
+    from ml.registry.audit import append_event
+    from ml.registry.tracking import client as make_client
+    from ml.registry.tracking import configure
+
+    settings = ctx.settings
+    configure(settings)
+    client = make_client(settings)
+    version = ctx.read("register")["version"]
+    status = client.get_model_version(settings.model_name, version).tags.get("gate.status")
+    if status != "pending_approval":
+        raise ValueError(f"{settings.model_name} v{version} has gate.status={status!r}: nothing waits for approval")
+    new = "approved" if approved else "rejected"
+    reg.set_tags(client, settings.model_name, version, {
+        "gate.status": new, "gate.reviewed_by": reviewer or "unknown",
+        "gate.reviewed_at": datetime.now(UTC).isoformat(timespec="seconds"), "gate.review_note": note or ""})
+    append_event(settings, "approval" if approved else "rejection", settings.model_name, version, reviewer,
+                 note or ("approved by a reviewer" if approved else "rejected by a reviewer"))
+    out = {"status": new, "reviewer": reviewer, "note": note}
+    ctx.write("review", out)
+    return out

@@ -32,7 +32,7 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
         "## Data",
         f"- Source `{config['source']}`; training window {window['train_start']} to {window['split_time']}; "
         f"hold-out from {window['split_time']} to {window['holdout_end']}.",
-        f"- Rows read / accepted / quarantined: " + ", ".join(
+        "- Rows read / accepted / quarantined: " + ", ".join(
             f"{t} {ingest['read'][t]}/{ingest['accepted'][t]}/{ingest['quarantined'][t]}" for t in ingest["read"]) + ".",
         f"- {features['n_train_examples']} training examples ({features['n_train_search_examples']} searches) from "
         f"{train['n_users']} shoppers; {len(train['audit_users'])} shoppers held out for the membership audit; "
@@ -88,6 +88,13 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
         for group, vals in res.get("by_group", {}).items():
             lines.append(f"| {attr} | {group} | {_f(vals.get('ndcg'))} | {vals.get('n')} | {_f(ratio, 3)} |")
     prov = evaluation["candidate"]["provider"]
+    rr = evaluation.get("rerank")
+    if rr:
+        lines += ["", f"Fair re-ranking (served and measured): at least {rr['min_tail_share']:.0%} long-tail brands "
+                  f"(by catalogue share) in every top-{k} prefix, chosen from the top {rr['pool']}. Trade-off:", "",
+                  "| min tail share | NDCG@k | NDCG lost | tail exposure share |", "|---|---|---|---|"]
+        lines += [f"| {r['min_tail_share']:.1f} | {_f(r['ndcg'])} | {_f(r['ndcg_loss'])} | "
+                  f"{_f(r['tail_exposure_share'], 3)} |" for r in rr["tradeoff"]]
     lines += [
         "",
         f"- Provider exposure (long-tail brands): exposure share {_f(prov.get('tail_exposure_share'), 3)} vs relevance "

@@ -88,12 +88,38 @@ def promote(client: MlflowClient, name: str, version: str, actor: str = "vetted"
     if status not in PROMOTABLE:
         raise PromotionRefused(f"{name} v{version} has gate.status={status!r}; only {PROMOTABLE} may be promoted")
     old = alias_version(client, name, CHAMPION)
-    if old is not None and old.version == str(version):
+    if old is not None and str(old.version) == str(version):
         return {"champion": str(version), "previous": None}
     if old is not None:
-        client.set_registered_model_alias(name, PREVIOUS, old.version)
+        client.set_registered_model_alias(name, PREVIOUS, str(old.version))
     client.set_registered_model_alias(name, CHAMPION, str(version))
     client.set_model_version_tag(name, str(version), "promoted_at", datetime.now(UTC).isoformat(timespec="seconds"))
     client.set_model_version_tag(name, str(version), "promoted_by", actor)
-    log.info("promoted %s v%s to champion (previous: %s)", name, version, old.version if old else None)
-    return {"champion": str(version), "previous": old.version if old else None}
+    previous = str(old.version) if old else None
+    log.info("promoted %s v%s to champion (previous: %s)", name, version, previous)
+    return {"champion": str(version), "previous": previous}
+
+
+def recommender_artifact_uri(client: MlflowClient, name: str, version: str, scratch: Path) -> str:
+    """The artifact URI of a version's recommender folder, read from its MLmodel file.
+
+    MLflow 3 stores a logged model's artifacts under `models:/m-<id>`; the folder keeps the name it was
+    logged from, which the MLmodel file records.
+    """
+    import yaml
+
+    root = client.get_model_version_download_uri(name, version).rstrip("/")
+    mlmodel = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel", dst_path=str(scratch)))
+    spec = yaml.safe_load(mlmodel.read_text())
+    try:
+        relative = spec["flavors"]["python_function"]["artifacts"][ARTIFACT_KEY]["path"]
+    except (KeyError, TypeError):
+        raise ValueError(f"{name} v{version}: its MLmodel ({root}/MLmodel) has no python_function artifact "
+                         f"{ARTIFACT_KEY!r}; was it logged with ml.registry.registration.log_model?") from None
+    return f"{root}/{relative}"
+
+
+def download_recommender(client: MlflowClient, name: str, version: str, scratch: Path) -> Path:
+    """Download a version's recommender folder into `scratch`; returns its local path."""
+    uri = recommender_artifact_uri(client, name, version, scratch)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(scratch / "model")))

@@ -26,15 +26,15 @@ def rollback(settings: Settings, to: str | None = None, reason: str = "", actor:
         prev = alias_version(client, name, PREVIOUS)
         if prev is None:
             raise ValueError(f"{name} has no 'previous' alias; name a version with --to")
-        to = prev.version
+        to = str(prev.version)
     target = client.get_model_version(name, str(to))  # raises if the version does not exist
-    if target.version == current.version:
+    if str(target.version) == str(current.version):
         raise ValueError(f"v{to} is already the champion")
     actor = actor or getpass.getuser()
-    client.set_registered_model_alias(name, CHAMPION, target.version)
-    client.set_registered_model_alias(name, PREVIOUS, current.version)
+    client.set_registered_model_alias(name, CHAMPION, str(target.version))
+    client.set_registered_model_alias(name, PREVIOUS, str(current.version))
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    client.set_model_version_tag(name, current.version, "rolled_back", f"{now} by {actor}: {reason}")
-    client.set_model_version_tag(name, target.version, "restored", f"{now} by {actor}: {reason}")
-    append_event(settings, "rollback", name, target.version, actor, f"from v{current.version}: {reason}")
-    return {"champion": target.version, "was": current.version}
+    client.set_model_version_tag(name, str(current.version), "rolled_back", f"{now} by {actor}: {reason}")
+    client.set_model_version_tag(name, str(target.version), "restored", f"{now} by {actor}: {reason}")
+    append_event(settings, "rollback", name, str(target.version), actor, f"from v{current.version}: {reason}")
+    return {"champion": str(target.version), "was": str(current.version)}

@@ -35,15 +35,13 @@ from typing import Any
 
 import faiss
 import numpy as np
-import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ml.config import Settings
-from ml.evaluation.fairness import TAIL, brand_tiers
+from ml.evaluation.fairness import catalogue_tail
 from ml.evaluation.rerank import RerankConfig
-from ml.registry.pyfunc import ARTIFACT_KEY
-from ml.registry.registration import CHAMPION
+from ml.registry.registration import CHAMPION, recommender_artifact_uri
 from ml.training.recommender import Recommender
 
 log = logging.getLogger(__name__)
@@ -192,9 +190,8 @@ def rerank_settings(
         raise ChampionLoadError(f"{where}: tag {TAG_WINDOW}={tags.get(TAG_WINDOW)!r} is not a whole number")
     head_share = _float_tag(tags, TAG_HEAD_SHARE, DEFAULT_HEAD_SHARE, 1e-9, 1.0, where)
     item_brand = dict(zip(item_ids, brands, strict=True))
-    tiers = brand_tiers(item_brand, dict.fromkeys(item_ids, 1.0), head_share=head_share)
-    tail = frozenset(b for b, tier in tiers.items() if tier == TAIL)
-    is_tail = {item: brand in tail for item, brand in item_brand.items()}
+    is_tail = catalogue_tail(item_brand, head_share)
+    tail = frozenset(item_brand[i] for i, t in is_tail.items() if t)
     return ServingRerank(RerankConfig(min_tail_share=share, window=int(window)), head_share, tail, is_tail)
 
 
@@ -274,20 +271,11 @@ def warm_up(champion: Champion) -> None:
 
 # ---------------------------------------------------------------------------------------------- the registry
 def recommender_uri(client: MlflowClient, name: str, version: str, scratch: Path) -> str:
-    """The artifact URI of the version's recommender folder, read from its MLmodel file."""
-    import mlflow
-
-    root = client.get_model_version_download_uri(name, version).rstrip("/")
-    mlmodel = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel", dst_path=str(scratch)))
-    spec = yaml.safe_load(mlmodel.read_text())
+    """The artifact URI of the version's recommender folder (see ml.registry.registration)."""
     try:
-        relative = spec["flavors"]["python_function"]["artifacts"][ARTIFACT_KEY]["path"]
-    except (KeyError, TypeError):
-        raise ChampionLoadError(
-            f"{name} v{version}: its MLmodel ({root}/MLmodel) has no python_function artifact {ARTIFACT_KEY!r}; "
-            f"was it logged with ml.registry.registration.log_model?"
-        ) from None
-    return f"{root}/{relative}"
+        return recommender_artifact_uri(client, name, version, scratch)
+    except ValueError as err:
+        raise ChampionLoadError(str(err)) from None
 
 
 def load_version(

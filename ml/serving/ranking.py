@@ -1,7 +1,8 @@
 """From a champion and a shopper's inputs to k explained results (no HTTP, no stores).
 
-- recommendations: the history tower's vector of the shopper's recent items, one FAISS search (exact
-  score: dot / temperature + item bias); without usable history, the non-personalized order (the model's
+- recommendations: the model's full score of every item for the shopper's recent items (the history
+  tower's similarity, the item bias and the behavioural part: `Recommender.history_scores`, the same
+  function the evaluation measured); without usable history, the non-personalized order (the model's
   learned item bias, trained under DP, so no extra privacy cost);
 - search: the query's text vector, optionally blended with the history vector (`search_history_weight`);
 - fair re-ranking (when the version's tags turn it on): `ml.evaluation.rerank.rerank` over
@@ -80,8 +81,11 @@ def recommend(champion: Champion, history: Sequence[str], k: int, options: Ranki
     if not known:
         return popular(champion, k, options)
     rec = champion.recommender
-    rows, scores = champion.search_rows(champion.history_vector(known), n_candidates(champion, k, options))
-    chosen, chosen_scores = _select(champion, rows[0], scores[0], k)
+    full = rec.history_scores([[rec.item_ids[r] for r in known]])[0]
+    n = min(n_candidates(champion, k, options), len(full))
+    rows = np.argpartition(-full, n - 1)[:n]
+    rows = rows[np.argsort(-full[rows], kind="stable")]
+    chosen, chosen_scores = _select(champion, rows, full[rows], k)
     matched = (
         explain.best_history_match(rec.item_vectors, known[-rec.settings.max_history :], chosen)
         if chosen

@@ -34,10 +34,45 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+# weight of the i-th newest history item in the transition feature
+TRANSITION_DECAY = 0.6
+
+
+class FeatureWeights(nn.Module):
+    """A weighted sum over the last axis: [B, N, F] -> [B, N].
+
+    As an nn.Linear over [B, N, F], Opacus' ghost clipping would build a [B, N, N] matrix per step (N =
+    the catalogue); the per-sample gradient is only [B, F], so this module registers that instead.
+    """
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(n_features))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features @ self.weight
+
+
+def _feature_weights_grad_sample(layer: FeatureWeights, activations: list[torch.Tensor],
+                                 backprops: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
+    return {layer.weight: torch.einsum("bnf,bn->bf", activations[0], backprops)}
+
+
+def _register_with_opacus() -> None:
+    try:
+        from opacus.grad_sample import register_grad_sampler
+    except ImportError:  # serving does not need Opacus
+        return
+    register_grad_sampler(FeatureWeights)(_feature_weights_grad_sample)
+
+
+_register_with_opacus()
+
+
 class BiEncoder(nn.Module):
     # brand shared with the history, item repeated from the history, same category as the last item,
-    # same brand as the last item
-    N_FEATURES = 4
+    # same brand as the last item, item-transition score (DP-noised counts, when given)
+    N_FEATURES = 5
 
     def __init__(self, bert: BertModel, n_items: int, trainable_layers: int = 1, max_history: int = 10,
                  temperature: float = 0.05, item_category: torch.Tensor | None = None,
@@ -73,8 +108,9 @@ class BiEncoder(nn.Module):
         n_cat = int(cats.max().item()) + 1 if len(cats) else 1
         self.category_transition = nn.Embedding(n_cat, n_cat)
         nn.init.zeros_(self.category_transition.weight)
-        self.feature_weights = nn.Linear(self.N_FEATURES, 1, bias=False)
-        nn.init.zeros_(self.feature_weights.weight)
+        self.feature_weights = FeatureWeights(self.N_FEATURES)
+        # log1p of item -> next-item counts, noised by their own DP mechanism; [1, 1] zeros when unused
+        self.register_buffer("transitions", torch.zeros(1, 1))
 
     @property
     def dim(self) -> int:
@@ -94,9 +130,16 @@ class BiEncoder(nn.Module):
         pooled = (weights.unsqueeze(-1) * vectors).sum(dim=1)
         return F.normalize(self.history_proj(pooled), dim=-1)
 
+    @property
+    def text_tower_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.bert.parameters())
+
     def query_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        text = self.encode_tokens(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                                  batch["position_ids"])
+        if batch.get("query_vec") is not None:  # precomputed: the encoder is frozen
+            text = batch["query_vec"]
+        else:
+            text = self.encode_tokens(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                                      batch["position_ids"])
         history = self.history_vector(batch["hist_idx"], batch["hist_pos"], batch["hist_mask"])
         is_search = batch["is_search"].unsqueeze(-1).to(text.dtype)
         return is_search * text + (1 - is_search) * history
@@ -104,13 +147,15 @@ class BiEncoder(nn.Module):
     def item_biases(self, batch_size: int, device: torch.device) -> torch.Tensor:
         return self.item_bias(torch.ones(batch_size, 1, device=device))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
-                position_ids: torch.Tensor, hist_idx: torch.Tensor, hist_pos: torch.Tensor, hist_mask: torch.Tensor,
-                is_search: torch.Tensor) -> torch.Tensor:
-        """Logits over the whole catalogue, one row per example."""
+    def forward(self, hist_idx: torch.Tensor, hist_pos: torch.Tensor, hist_mask: torch.Tensor,
+                is_search: torch.Tensor, input_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, query_vec: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits over the whole catalogue, one row per example. Search text comes as tokens, or as
+        precomputed vectors (`query_vec`) when the encoder is frozen."""
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
                  "position_ids": position_ids, "hist_idx": hist_idx, "hist_pos": hist_pos,
-                 "hist_mask": hist_mask, "is_search": is_search}
+                 "hist_mask": hist_mask, "is_search": is_search, "query_vec": query_vec}
         q = self.query_vectors(batch)
         return self.logits(q, hist_idx, hist_mask, is_search)
 
@@ -124,7 +169,20 @@ class BiEncoder(nn.Module):
         last = hist_idx[:, 0]  # newest first
         same_cat = (self.item_category[last].unsqueeze(-1) == self.item_category.view(1, -1)) & real[:, :1]
         last_brand = (self.item_brand[last].unsqueeze(-1) == self.item_brand.view(1, -1)) & real[:, :1]
-        return torch.stack([brand_match.float(), repeat, same_cat.float(), last_brand.float()], dim=-1)
+        if self.transitions.shape[0] == self.item_table.shape[0]:
+            decay = TRANSITION_DECAY ** torch.arange(hist_idx.shape[1], device=hist_idx.device, dtype=torch.float32)
+            weights = (real.float() * decay).unsqueeze(-1)  # [B,H,1]
+            transition = (self.transitions[hist_idx] * weights).sum(dim=1)
+        else:
+            transition = torch.zeros_like(repeat)
+        return torch.stack([brand_match.float(), repeat, same_cat.float(), last_brand.float(), transition], dim=-1)
+
+    def set_transitions(self, log_counts: torch.Tensor) -> None:
+        """Install log1p(item -> next-item counts) [n_items, n_items] (already privatized by the caller)."""
+        n = self.item_table.shape[0]
+        if tuple(log_counts.shape) != (n, n):
+            raise ValueError(f"transitions must be {n} x {n}, got {tuple(log_counts.shape)}")
+        self.transitions = log_counts.to(self.item_table.device, torch.float32)
 
     def logits(self, q: torch.Tensor, hist_idx: torch.Tensor, hist_mask: torch.Tensor,
                is_search: torch.Tensor) -> torch.Tensor:
@@ -133,7 +191,7 @@ class BiEncoder(nn.Module):
         has_history = (hist_mask[:, :1] > 0).to(q.dtype) * (1 - is_search.unsqueeze(-1).to(q.dtype))
         last_cat = self.item_category[hist_idx[:, 0]]
         transition = self.category_transition(last_cat)[:, self.item_category]  # [B, n_items]
-        features = self.feature_weights(self.history_features(hist_idx, hist_mask)).squeeze(-1)
+        features = self.feature_weights(self.history_features(hist_idx, hist_mask))
         return scores + has_history * (transition + features)
 
     @torch.no_grad()

@@ -122,6 +122,8 @@ class Recommender:
         model = BiEncoder(bert, n_items=len(items), trainable_layers=0, max_history=settings.max_history,
                           temperature=settings.temperature, item_category=heads["item_category"],
                           item_brand=heads["item_brand"])
+        if "transitions" in heads:
+            model.transitions = torch.zeros_like(heads["transitions"])  # size the buffer before loading
         missing = model.load_state_dict(heads, strict=False)
         unexpected = [k for k in missing.unexpected_keys]
         lacking = [k for k in missing.missing_keys if not k.startswith("bert.")]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from contextlib import nullcontext
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,11 +61,16 @@ class PerUserDataset(Dataset):
 
 
 def make_collate(examples: Examples, tokenizer: PreTrainedTokenizerBase, max_history: int,
-                 max_query_tokens: int) -> Callable[[Sequence[tuple[int]]], dict[str, torch.Tensor]]:
+                 max_query_tokens: int, query_cache: torch.Tensor | None = None
+                 ) -> Callable[[Sequence[tuple[int]]], dict[str, torch.Tensor]]:
+    """Batches of examples; with `query_cache` (frozen encoder) search text comes as its cached vector."""
+
     def collate(rows: Sequence[tuple[int]]) -> dict[str, torch.Tensor]:
         ids = [r[0] for r in rows]
-        queries = [examples.queries[i] or "" for i in ids]
-        batch = tokenize(tokenizer, queries, max_query_tokens)
+        if query_cache is not None:
+            batch = {"query_vec": query_cache[ids]}
+        else:
+            batch = tokenize(tokenizer, [examples.queries[i] or "" for i in ids], max_query_tokens)
         batch.update(build_history_tensors([examples.histories[i] for i in ids], max_history))
         batch["is_search"] = torch.tensor([1.0 if examples.queries[i] else 0.0 for i in ids])
         batch["target"] = torch.tensor([examples.targets[i] for i in ids], dtype=torch.long)
@@ -147,8 +152,18 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
         refresh_item_table(model, tokenizer, item_texts, max_item_tokens)
     dataset = PerUserDataset(examples, seed)
     steps, sample_rate = planned_steps(len(dataset), batch_size, epochs, max_steps)
+    query_cache = None
+    if model.text_tower_frozen:  # the text tower cannot change: encode each search query once
+        texts = [q or "" for q in examples.queries]
+        query_cache = torch.zeros(len(texts), model.dim)
+        unique = sorted({q for q in examples.queries if q})  # shoppers repeat queries: encode each once
+        if unique:
+            vectors = model.encode_texts(tokenizer, unique, max_query_tokens).to(query_cache.dtype)
+            row_of = {q: i for i, q in enumerate(unique)}
+            search_rows = [i for i, q in enumerate(examples.queries) if q]
+            query_cache[search_rows] = vectors[[row_of[texts[i]] for i in search_rows]]
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                        collate_fn=make_collate(examples, tokenizer, max_history, max_query_tokens),
+                        collate_fn=make_collate(examples, tokenizer, max_history, max_query_tokens, query_cache),
                         generator=torch.Generator().manual_seed(seed))
     groups = parameter_groups(model, learning_rate)
     # under DP, Adam turns the noise of low-signal coordinates into full-size steps; SGD keeps it small

@@ -10,7 +10,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
-SMALL = {"source": "synthetic", "n_users": 400, "n_items": 200, "epochs": 1, "max_steps": 6, "batch_size": 32,
+SMALL = {"source": "synthetic", "n_users": 400, "n_items": 200, "epochs": 1, "max_steps": 6, "batch_size": 64,
          "slice_reports": False}
 
 

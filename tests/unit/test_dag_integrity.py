@@ -27,3 +27,15 @@ def test_recsys_training_wiring(dagbag):
     assert dag.get_task("promote").trigger_rule == "none_failed_min_one_success"
     assert {"source", "epochs", "max_steps", "batch_size", "policy", "dp_target_epsilon"} <= set(dag.params.keys())
     assert dag.get_task("train").queue == "gpu"
+
+
+def test_approval_path_is_only_reachable_through_the_review(dagbag):
+    dag = dagbag.dags["recsys_training"]
+    assert dag.get_task("review").upstream_task_ids == {"gate"}
+    assert dag.get_task("record_approval").upstream_task_ids >= {"review"}
+    assert dag.get_task("record_rejection").upstream_task_ids >= {"review"}
+    assert dag.get_task("promote_approved").upstream_task_ids == {"record_approval"}
+
+
+def test_every_dag_is_there(dagbag):
+    assert {"recsys_training", "drift_monitor", "rollback"} <= set(dagbag.dags)

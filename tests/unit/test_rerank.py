@@ -24,9 +24,9 @@ def test_unsorted_input_is_ranked_by_score_ties_by_input_order() -> None:
 
 
 def test_half_share_hand_worked() -> None:
-    # need ceil(0.5 * p) tail items by position p: 1, 1, 2, 2, 3, 3, 4, ...
+    # need floor(0.5 * p) tail items by position p: 0, 1, 1, 2, 2, 3, ...
     out = rerank(ITEMS, SCORES, IS_TAIL, 6, RerankConfig(min_tail_share=0.5))
-    assert out == ["t1", "h1", "t2", "h2", "t3", "h3"]
+    assert out == ["h1", "t1", "h2", "t2", "h3", "t3"]
 
 
 def test_half_share_meets_every_prefix_when_tail_is_available() -> None:
@@ -41,7 +41,7 @@ def test_half_share_meets_every_prefix_when_tail_is_available() -> None:
         assert len(out) == k and len(set(out)) == k
         for i in range(1, k + 1):
             got = sum(is_tail[x] for x in out[:i])
-            assert got >= min(math.ceil(0.5 * i), n_tail), (i, out)
+            assert got >= min(math.floor(0.5 * i), n_tail), (i, out)
 
 
 def test_fewer_tail_candidates_than_needed_degrades_gracefully() -> None:
@@ -55,14 +55,15 @@ def test_window_restarts_the_count() -> None:
     items = [f"h{j}" for j in range(6)] + ["t1", "t2"]
     scores = [float(-j) for j in range(8)]
     is_tail = {"t1": True, "t2": True}
-    # window 3, share 1/3: one tail in positions 1..3 and one in 4..6 (FA*IR over pages)
+    # window 3, share 1/3: one tail by position 3 and one more by position 6 (FA*IR over pages)
     out = rerank(items, scores, is_tail, 6, RerankConfig(min_tail_share=1 / 3, window=3))
-    assert out == ["t1", "h0", "h1", "t2", "h2", "h3"]
+    assert out == ["h0", "h1", "t1", "h2", "h3", "t2"]
 
 
-def test_ceil_rule_is_robust_to_rounding() -> None:
-    assert required_tail(10, 0.3) == 3  # 0.3 * 10 = 3.0000000000000004 in floating point
-    assert required_tail(1, 0.1) == 1
+def test_floor_rule_is_robust_to_rounding() -> None:
+    assert required_tail(100, 0.29) == 29  # 0.29 * 100 = 28.999999999999996 in floating point
+    assert required_tail(1, 0.1) == 0  # a small share never takes over the top slot
+    assert required_tail(10, 0.1) == 1
     assert required_tail(5, 0.0) == 0
 
 
@@ -80,7 +81,7 @@ def test_config_and_input_validation() -> None:
 def test_tradeoff_rows_hand_worked() -> None:
     # one case, k = 2, candidates h1 > h2 > t1, target t1 (tail)
     # share 0: [h1, h2] -> ndcg 0, tail exposure 0
-    # share 0.5: [t1, h1] -> ndcg 1, tail exposure 1 / (1 + 0.630930) = 0.613147, relevance share 1
+    # share 0.5: [h1, t1] -> ndcg 1 / log2(3) = 0.630930, tail exposure 0.630930 / 1.630930 = 0.386853
     frame = tradeoff([["h1", "h2", "t1"]], ["t1"], {"t1": True}, k=2, shares=[0.0, 0.5])
     assert list(frame.columns) == [
         "min_tail_share",
@@ -92,9 +93,10 @@ def test_tradeoff_rows_hand_worked() -> None:
         "provider_exposure_ratio",
     ]
     assert frame["min_tail_share"].tolist() == [0.0, 0.5]
-    assert frame["ndcg"].tolist() == pytest.approx([0.0, 1.0])
-    assert frame["ndcg_loss"].tolist() == pytest.approx([0.0, -1.0])
-    share = 1 / (1 + 1 / math.log2(3))
+    gain = 1 / math.log2(3)
+    assert frame["ndcg"].tolist() == pytest.approx([0.0, gain])
+    assert frame["ndcg_loss"].tolist() == pytest.approx([0.0, -gain])
+    share = gain / (1 + gain)
     assert frame["tail_exposure_share"].tolist() == pytest.approx([0.0, share])
     assert frame["provider_exposure_ratio"].tolist() == pytest.approx([0.0, share])
 

@@ -1,0 +1,62 @@
+"""Shared bits of the benchmarks: machine facts, peak-memory sampling, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PACKAGES = ("torch", "transformers", "opacus", "feast", "mlflow", "evidently", "apache-airflow", "faiss-cpu")
+
+
+def machine() -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "versions": versions}
+
+
+@contextmanager
+def measure(out: dict[str, Any], interval: float = 0.05):
+    """Wall time and peak resident memory (this process, sampled) of the block, into `out`."""
+    proc = psutil.Process()
+    peak = [proc.memory_info().rss]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            done.wait(interval)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    start = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out["seconds"] = round(time.perf_counter() - start, 2)
+        done.set()
+        thread.join()
+        out["peak_rss_mb"] = round(max(peak[0], proc.memory_info().rss) / 2**20, 1)
+
+
+def write(name: str, data: dict[str, Any], markdown: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str))
+    (RESULTS / f"{name}.md").write_text(markdown)
