@@ -60,3 +60,30 @@ def write(name: str, data: dict[str, Any], markdown: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str))
     (RESULTS / f"{name}.md").write_text(markdown)
+
+
+def new_context(name: str, overrides: dict[str, Any], home: Path | None = None):
+    """A fresh run context (and VETTED_HOME unless given) for one benchmark run."""
+    import tempfile
+
+    from ml.config import RunConfig, Settings
+    from ml.pipeline.context import RunContext
+
+    home = home or Path(tempfile.mkdtemp(prefix=f"vetted-bench-{name}-"))
+    os.environ["VETTED_HOME"] = str(home)
+    os.environ["VETTED_DEMO"] = "1"
+    return RunContext.create(Settings.from_env(), RunConfig.from_dict(overrides), name=name)
+
+
+def branch_context(base, name: str, changes: dict[str, Any]):
+    """A sibling run folder that reuses `base`'s ingestion and feature outputs with other settings."""
+    import shutil
+
+    from ml.config import RunConfig
+    from ml.pipeline.context import RunContext
+
+    cfg = RunConfig.from_dict({**base.config.to_dict(), **changes})
+    ctx = RunContext.create(base.settings, cfg, name=name)
+    for f in ("ingest.json", "features.json", "train_set.parquet", "cases.parquet", "train_sequences.parquet"):
+        shutil.copy(base.path(f), ctx.path(f))
+    return ctx

@@ -97,12 +97,12 @@ class RunConfig:
     path: str = ""
     seed: int = 7
     # synthetic generator size (ignored by file-based sources)
-    n_users: int = 10000
+    n_users: int = 20000
     n_items: int = 1200
     # training budget
     epochs: int = 20
     max_steps: int = 100
-    batch_size: int = 1024
+    batch_size: int = 2048
     learning_rate: float = 1e-3
     trainable_layers: int = 0
     temperature: float = 0.05

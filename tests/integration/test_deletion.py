@@ -52,4 +52,5 @@ def test_a_deleted_shopper_leaves_no_trace(vetted_home):
     log = read_deletion_log(settings.lake_dir / "deletion_log.jsonl")
     assert hashlib.sha256(pseudonym.encode()).hexdigest() in {r["pseudonym_sha256"] for r in log}
     assert victim not in (settings.lake_dir / "deletion_log.jsonl").read_text()
-    assert result["accepted"]["events"] < len(raw.events)
+    assert result["accepted"]["events"] == len(raw.events)  # valid rows: consent, not the contract, removed them
+    assert second.read("ingest")["consent"]["events_removed_deleted"] > 0

@@ -49,8 +49,18 @@ def test_head_brands_only_is_rejected_and_a_balanced_candidate_passes():
     assert checks["fairness_provider"].status == "fail"
     assert "provider_exposure_ratio" in checks["fairness_provider"].message
 
-    # a balanced candidate: the target first for everyone, then popular items
-    balanced = [([t] + [i for i in ranked[:12] if i != t])[:10] for t in cases["item_id"]]
+    # a balanced candidate: the target first for everyone, then popular items with tail brands shown in
+    # the proportion in which shoppers choose them
+    tail_share = sum(tiers.get(t) != HEAD for t in cases["item_id"]) / len(cases)
+    heads = [i for i in ranked if tiers.get(i) == HEAD]
+    tails = [i for i in ranked if tiers.get(i) != HEAD]
+    balanced = []
+    for t in cases["item_id"]:
+        recs, h, tl = [t], iter(i for i in heads if i != t), iter(i for i in tails if i != t)
+        while len(recs) < 10:
+            n_tail = sum(tiers.get(i) != HEAD for i in recs)
+            recs.append(next(tl) if n_tail < tail_share * (len(recs) + 1) else next(h))
+        balanced.append(recs)
     checks, _ = _gate_fairness(balanced, cases, users, popularity, tiers, len(items))
     assert all(c.status == "pass" for c in checks.values()), {n: c.message for n, c in checks.items()}
 

@@ -1,0 +1,76 @@
+"""The privacy-utility trade-off on amazon2018-industrial: NDCG@10 and membership-inference AUC at
+epsilon in {1, 3, 8, no DP}, and the time per training step with and without DP.
+
+    python benchmarks/privacy.py [--source synthetic]
+
+Ingestion and features run once; each setting trains and evaluates on the same split. Writes
+benchmarks/results/privacy.json and privacy.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import SHARED_DATA, branch_context, machine, measure, new_context, write  # noqa: E402
+
+SETTINGS = {"eps1": {"dp": {"enabled": True, "target_epsilon": 1.0}},
+            "eps3": {"dp": {"enabled": True, "target_epsilon": 3.0}},
+            "eps8": {"dp": {"enabled": True, "target_epsilon": 8.0}},
+            "no_dp": {"dp": {"enabled": False}}}
+
+
+def main() -> None:
+    from ml.pipeline import stages
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--source", choices=["amazon2018", "synthetic"], default="amazon2018")
+    args = parser.parse_args()
+    overrides = {"source": args.source, "slice_reports": False, "max_eval_cases": 0}
+    if args.source == "amazon2018":
+        path = SHARED_DATA / "amazon2018-industrial"
+        if not path.exists():
+            raise SystemExit(f"{path} is absent: this benchmark reads the real corpus")
+        overrides["path"] = str(path)
+    base = new_context(f"privacy-{args.source}", overrides)
+    stages.ingest(base)
+    stages.features(base)
+    rows = {}
+    for name, change in SETTINGS.items():
+        ctx = branch_context(base, f"privacy-{name}", change)
+        timing: dict = {}
+        with measure(timing):
+            stages.train(ctx)
+        stages.evaluate(ctx)
+        tr, ev = ctx.read("train"), ctx.read("evaluate")
+        k = ev["k"]
+        rows[name] = {
+            "epsilon": tr["privacy"].get("epsilon"), "delta": tr["privacy"].get("delta"),
+            "ndcg_at_10": ev["candidate"]["metrics"][f"ndcg_at_{k}"], "hr_at_10": ev["candidate"]["metrics"][f"hr_at_{k}"],
+            "mia_auc": ev["mia"]["auc"], "mia_advantage": ev["mia"]["advantage"],
+            "seconds_per_step": tr["seconds_per_step"], "steps": tr["steps"], "train_stage_seconds": timing["seconds"],
+            "best_baseline": ev["best_baseline"], "best_baseline_ndcg_at_10": ev["best_baseline_ndcg"],
+        }
+        print(name, rows[name], flush=True)
+    no_dp = rows["no_dp"]["ndcg_at_10"]
+    for r in rows.values():
+        r["share_of_non_private_ndcg"] = r["ndcg_at_10"] / no_dp if no_dp else None
+    results = {"machine": machine(), "source": args.source, "settings": rows}
+    lines = [f"# Privacy benchmark: {args.source} ({results['machine']['date']}, {results['machine']['cores']} cores)", "",
+             "| setting | epsilon | NDCG@10 | share of non-DP NDCG | HR@10 | MIA AUC | s/step |", "|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        eps = f"{r['epsilon']:.2f}" if r["epsilon"] else "none"
+        lines.append(f"| {name} | {eps} | {r['ndcg_at_10']:.4f} | {r['share_of_non_private_ndcg']:.2f} | "
+                     f"{r['hr_at_10']:.4f} | {r['mia_auc']:.3f} | {r['seconds_per_step']:.3f} |")
+    first = next(iter(rows.values()))
+    lines += ["", f"Best baseline on the same split: {first['best_baseline']} {first['best_baseline_ndcg_at_10']:.4f} "
+              "(non-private)."]
+    write("privacy" if args.source == "amazon2018" else f"privacy-{args.source}", results, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
