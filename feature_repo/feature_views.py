@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 from feast import FeatureView, Field, FileSource
-from feast.types import Array, Int64, String
+from feast.types import Int64, String
 
 from feature_repo.entities import item, user
 
@@ -33,7 +33,8 @@ def user_recent_items(source: FileSource) -> FeatureView:
         name="user_recent_items",
         entities=[user],
         ttl=FOREVER,
-        schema=[Field(name="recent_items", dtype=Array(String)), Field(name="history_length", dtype=Int64)],
+        # item ids oldest first, joined by "\x1f" (ml.features.build.encode_history)
+        schema=[Field(name="recent_items", dtype=String), Field(name="history_length", dtype=Int64)],
         source=source,
         online=True,
         description="The shopper's last N interacted items, oldest first, as of each interaction",

@@ -111,9 +111,9 @@ class RunConfig:
     max_item_tokens: int = 48
     k: int = 10
     # fair re-ranking at evaluation and serving: minimum share of long-tail brands in each top-k prefix
-    rerank_min_tail_share: float = 0.2
+    rerank_min_tail_share: float = 0.3
     # hold-out cases evaluated (a seeded sample when there are more); 0 = all
-    max_eval_cases: int = 5000
+    max_eval_cases: int = 10000
     # one Evidently ranking report per user group (Evidently's GroupBy is wrong for recsys metrics)
     slice_reports: bool = True
     dp: DPConfig = field(default_factory=DPConfig)

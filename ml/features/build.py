@@ -8,6 +8,19 @@ import pandas as pd
 
 from ml.data.splits import interaction_sequences
 
+# a shopper's recent items travel as one string feature joined by the ASCII unit separator: Feast's file
+# offline store (dask) hashes a string column in one pass, but pickles a list column row by row (minutes)
+HISTORY_SEP = "\x1f"
+
+
+def encode_history(items: list[str]) -> str:
+    return HISTORY_SEP.join(items)
+
+
+def decode_history(value: object) -> list[str]:
+    """Item ids, oldest first, from the feature's value ([] for a missing value)."""
+    return [i for i in value.split(HISTORY_SEP) if i] if isinstance(value, str) else []
+
 
 def item_feature_frame(items: pd.DataFrame, sequences: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     counts = sequences["item_id"].value_counts()
@@ -26,7 +39,7 @@ def user_event_frame(events: pd.DataFrame, max_history: int) -> pd.DataFrame:
         rows_recent.extend(items[max(0, i + 1 - max_history): i + 1] for i in range(len(items)))
     # interaction_sequences sorts by shopper, so groupby(sort=False) walked the rows in seq's order
     out = seq[["user_id", "ts"]].rename(columns={"ts": "event_timestamp"}).reset_index(drop=True)
-    out["recent_items"] = rows_recent
+    out["recent_items"] = [encode_history(r) for r in rows_recent]
     out["history_length"] = seq["position"].to_numpy() + 1
     out["n_interactions"] = out["history_length"].astype("int64")
     ev = events.sort_values(["user_id", "ts"], kind="mergesort")

@@ -93,6 +93,7 @@ def features(ctx: RunContext) -> dict[str, Any]:
 
 def _with_history(store: Any, rows: pd.DataFrame, features: list[str], max_history: int) -> pd.DataFrame:
     """Each row's history as the feature store knew it just before the row's own event."""
+    from ml.features.build import decode_history
     from ml.features.store import historical_features
 
     if rows.empty:
@@ -102,8 +103,7 @@ def _with_history(store: Any, rows: pd.DataFrame, features: list[str], max_histo
     got = historical_features(store, entity, features)
     # a row from before the shopper's first interaction has no feature row: its history is empty
     by_row = dict(zip(got["row_id"], got["recent_items"], strict=True))
-    history = [list(by_row[i])[-max_history:] if isinstance(by_row.get(i), (list, np.ndarray)) else []
-               for i in range(len(rows))]
+    history = [decode_history(by_row.get(i))[-max_history:] for i in range(len(rows))]
     return rows.reset_index(drop=True).assign(history=history)
 
 

@@ -47,6 +47,7 @@ class HistoryReader:
 
     def recent_items(self, pseudonym: str) -> list[str]:
         """The shopper's recent item ids, oldest first; [] for an unknown shopper or an unreachable store."""
+        from ml.features.build import decode_history
         from ml.features.store import online_features
 
         try:
@@ -65,8 +66,7 @@ class HistoryReader:
             return []
         self.last_error = None
         values = got.get(self._column) or [None]
-        items = values[0]
-        return [str(i) for i in items] if items else []
+        return decode_history(values[0])
 
     def warm_up(self) -> None:
         """One read, so the first shopper does not pay for opening the store (~0.2 s)."""

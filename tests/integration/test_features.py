@@ -7,7 +7,7 @@ import pytest
 
 from ml.data.splits import histories_before, temporal_split
 from ml.features import store as fs
-from ml.features.build import user_event_frame, write_feature_tables
+from ml.features.build import decode_history, user_event_frame, write_feature_tables
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_user_event_frame_holds_the_last_items_including_the_current_one(synthet
     one = frame[frame["user_id"] == frame["user_id"].iloc[0]]
     assert one["history_length"].tolist() == list(range(1, len(one) + 1))
     for recent, n in zip(one["recent_items"], one["history_length"], strict=True):
-        assert len(recent) == min(3, n)
+        assert len(decode_history(recent)) == min(3, n)
 
 
 def test_point_in_time_histories_match_the_reference_and_never_include_the_target(synthetic, tmp_path):
@@ -52,4 +52,4 @@ def test_point_in_time_histories_match_the_reference_and_never_include_the_targe
     user = rows["user_id"].iloc[0]
     online = fs.online_features(store, [user], ["user_recent_items:recent_items"])
     last = split.sequences[split.sequences["user_id"] == user]["item_id"].tolist()[-10:]
-    assert list(online["recent_items"][0]) == last
+    assert decode_history(online["recent_items"][0]) == last
