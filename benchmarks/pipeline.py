@@ -11,6 +11,7 @@ case (its history -> its target) ranked against all items. Writes benchmarks/res
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import SHARED_DATA, machine, measure, write  # noqa: E402
+from common import RESULTS, SHARED_DATA, machine, measure, write  # noqa: E402
 
 
 def run_one(name: str, overrides: dict) -> dict:
@@ -78,7 +79,8 @@ def main() -> None:
         "amazon2018": {"source": "amazon2018", "path": str(SHARED_DATA / "amazon2018-industrial"),
                        "max_eval_cases": 0},
     }
-    results = {"machine": machine(), "datasets": {}}
+    previous = RESULTS / "pipeline.json"  # a partial run (--only) keeps the other data set's figures
+    results = {"machine": machine(), "datasets": json.loads(previous.read_text())["datasets"] if previous.exists() else {}}
     for name, overrides in datasets.items():
         if args.only and name != args.only:
             continue
@@ -87,7 +89,7 @@ def main() -> None:
             continue
         print(f"{name} ...", flush=True)
         results["datasets"][name] = run_one(name, overrides)
-    write("pipeline" if not args.only else f"pipeline-{args.only}", results, markdown(results))
+    write("pipeline", results, markdown(results))
     print(markdown(results))
 
 

@@ -25,7 +25,7 @@ def run(source: str, folder: str) -> dict:
     from ml.pipeline import stages
 
     ctx = new_context(f"quality-{source}", {"source": source, "path": str(SHARED_DATA / folder),
-                                            "max_eval_cases": 0, "slice_reports": False})
+                                            "max_eval_cases": 0, "batch_size": 256, "slice_reports": False})
     for stage in ("ingest", "features", "train", "evaluate"):
         getattr(stages, stage)(ctx)
     ev, tr = ctx.read("evaluate"), ctx.read("train")

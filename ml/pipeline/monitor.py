@@ -33,7 +33,7 @@ def check_drift(settings: Settings, policy_path: str | None = None, window_days:
     """Compare the last `window_days` of lake events with the champion's training window."""
     from ml.data.ingest import read_lake
     from ml.evaluation.reports import drift_report
-    from ml.pipeline.stages import drift_frame
+    from ml.pipeline.stages import drift_frames
     from ml.registry.registration import CHAMPION, alias_version
     from ml.registry.tracking import client as make_client
     from ml.registry.tracking import configure
@@ -58,7 +58,7 @@ def check_drift(settings: Settings, policy_path: str | None = None, window_days:
     out_dir = settings.home / "monitoring"
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    report = drift_report(drift_frame(reference, items), drift_frame(current, items), out_dir / f"drift-{stamp}.html")
+    report = drift_report(*drift_frames(reference, current, items), out_dir / f"drift-{stamp}.html")
     drifted = report["share_drifted"] > threshold
     result = {"status": "drifted" if drifted else "stable", "drifted": drifted, "threshold": threshold,
               "share": report["share_drifted"], "drifted_columns": report["drifted_columns"],

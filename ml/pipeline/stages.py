@@ -251,6 +251,13 @@ def drift_frame(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def drift_frames(reference: pd.DataFrame, current: pd.DataFrame, items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both drift frames, keeping only columns with values on both sides (a source may lack prices)."""
+    ref, cur = drift_frame(reference, items), drift_frame(current, items)
+    keep = [c for c in ref.columns if ref[c].notna().any() and cur[c].notna().any()]
+    return ref[keep], cur[keep]
+
+
 def _model_vectors(rec: Any) -> dict[str, np.ndarray]:
     return dict(zip(rec.item_ids, rec.item_vectors, strict=True))
 
@@ -326,8 +333,8 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     reports_dir.mkdir(exist_ok=True)
     split_time = pd.Timestamp(ctx.read("ingest")["split_time"])
     events = tables["events"]
-    drift = drift_report(drift_frame(events[events["ts"] < split_time], items),
-                         drift_frame(events[events["ts"] >= split_time], items), reports_dir / "drift.html")
+    drift = drift_report(*drift_frames(events[events["ts"] < split_time], events[events["ts"] >= split_time], items),
+                         reports_dir / "drift.html")
     case_ids = [f"case-{i}" for i in range(len(cases))]
     frame = ranking_frame(recs, cases["item_id"].tolist(), k, user_ids=case_ids, scores=scores.tolist())
     ranking = ranking_report(frame, reports_dir / "ranking.html", k)
@@ -573,9 +580,15 @@ def write_card(ctx: RunContext, client: Any) -> str:
     gate_out = ctx.read("gate") if ctx.has("gate") else None
     run_id = ctx.read("train")["mlflow_run_id"]
     links = {"MLflow run": f"#/experiments/{ctx.read('train')['experiment_id']}/runs/{run_id}"}
+    reports_dir = ctx.path("reports")
     for label, path in ctx.read("evaluate")["reports"].items():
         if isinstance(path, str):
             links[f"{label} report (run artifact reports/{Path(path).name})"] = path
+        else:  # per-slice ranking reports: {attribute: {group: path}}
+            for attribute, groups in path.items():
+                for group, slice_path in groups.items():
+                    rel = Path(slice_path).relative_to(reports_dir)
+                    links[f"ranking report, {attribute} = {group} (run artifact reports/{rel})"] = slice_path
     card = model_card(
         name=ctx.settings.model_name, version=registered["version"], config=ctx.config.to_dict(),
         features=ctx.read("features"), ingest=ctx.read("ingest"), train=ctx.read("train"),
