@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn, SupportsIndex
 
 import pandas as pd
+
+from ml.privacy.secret_file import demo_secret
 
 log = logging.getLogger(__name__)
 
@@ -59,27 +59,7 @@ def load_key(env: Mapping[str, str], home: Path, allow_demo_key: bool) -> bytes:
 
 def _demo_key(path: Path) -> bytes:
     """Create (once) or reuse the demo key file: 32 random bytes, hex, mode 0600 in a 0700 folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    if not path.exists():
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-        try:
-            fd = os.open(path, flags, 0o600)
-        except FileExistsError:  # another process created it first: reuse theirs
-            pass
-        else:
-            with os.fdopen(fd, "w", encoding="ascii") as fh:
-                fh.write(secrets.token_hex(32))
-            log.warning(
-                "created a demo pseudonym key file at %s (demo only; set %s in production)", path, KEY_ENV
-            )
-    os.chmod(path, 0o600)
-    key = path.read_text(encoding="ascii").strip()
-    if len(key) < MIN_KEY_CHARS:
-        raise MissingKeyError(
-            f"the demo key file {path} is empty or too short; delete it to create a new one"
-        )
-    return key.encode("ascii")
+    return demo_secret(path, "pseudonym key", KEY_ENV, MIN_KEY_CHARS, MissingKeyError).encode("ascii")
 
 
 class Pseudonymizer:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
+
+from ml.privacy.secret_file import demo_secret
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +49,7 @@ def load_api_key(env: Mapping[str, str], home: Path, allow_demo_key: bool) -> st
 
 
 def _demo_key(path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    if not path.exists():
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # created meanwhile by another process: reuse it
-            pass
-        else:
-            with os.fdopen(fd, "w", encoding="ascii") as fh:
-                fh.write(secrets.token_urlsafe(32))
-            log.warning(
-                "created a demo API key file at %s (demo only; set %s in production)", path, API_KEY_ENV
-            )
-    os.chmod(path, 0o600)
-    key = path.read_text(encoding="ascii").strip()
-    if len(key) < MIN_API_KEY_CHARS:
-        raise MissingApiKeyError(
-            f"the demo API key file {path} is empty or too short; delete it to create a new one"
-        )
+    key = demo_secret(path, "API key", API_KEY_ENV, MIN_API_KEY_CHARS, MissingApiKeyError)
     log.info("API key read from the demo key file %s", path)
     return key
 
