@@ -182,6 +182,16 @@ def create_app(
 
     authorized = [Depends(require_key)]
 
+    def answered(kind: str, champion, pseudonym: str | None, opted_out: bool, ranked) -> tuple[str, list]:
+        """The results to send, and the impression logged for them (never for an opted-out shopper)."""
+        results = service.results(champion, ranked)
+        impression_id = new_impression_id()
+        if not opted_out:
+            service.log_impression(
+                impression_id, pseudonym, kind, champion, [r.item_id for r in results], ranked.personalized
+            )
+        return impression_id, results
+
     @app.get(
         "/recommendations/{user_id}",
         response_model=RecommendationResponse,
@@ -206,17 +216,7 @@ def create_app(
         opted_out = pseudonym in service.optouts
         history = [] if opted_out else service.history.recent_items(pseudonym)
         ranked = ranking.recommend(champion, history, k, service.options)
-        results = service.results(champion, ranked)
-        impression_id = new_impression_id()
-        if not opted_out:
-            service.log_impression(
-                impression_id,
-                pseudonym,
-                "recommendations",
-                champion,
-                [r.item_id for r in results],
-                ranked.personalized,
-            )
+        impression_id, results = answered("recommendations", champion, pseudonym, opted_out, ranked)
         return _json(
             RecommendationResponse(
                 impression_id=impression_id,
@@ -240,17 +240,7 @@ def create_app(
         opted_out = pseudonym is not None and pseudonym in service.optouts
         history = service.history.recent_items(pseudonym) if pseudonym and not opted_out else []
         ranked = ranking.search(champion, request.query, history, request.k, service.options)
-        results = service.results(champion, ranked)
-        impression_id = new_impression_id()
-        if not opted_out:
-            service.log_impression(
-                impression_id,
-                pseudonym,
-                "search",
-                champion,
-                [r.item_id for r in results],
-                ranked.personalized,
-            )
+        impression_id, results = answered("search", champion, pseudonym, opted_out, ranked)
         return _json(
             SearchResponse(
                 impression_id=impression_id,
