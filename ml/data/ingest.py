@@ -138,6 +138,3 @@ def read_lake(lake_dir: Path) -> dict[str, pd.DataFrame]:
     """The current lake: every table, newest partition winning per key."""
     return {table: lake.read_table(lake_dir, table) for table in TABLE_ORDER}
 
-
-def quarantine_frame(path: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(path)

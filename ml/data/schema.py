@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "search")
@@ -144,6 +143,3 @@ def empty(table: str) -> pd.DataFrame:
     }
     return pd.DataFrame(cols)
 
-
-def as_float(values: pd.Series) -> np.ndarray:
-    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)

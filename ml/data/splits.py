@@ -27,10 +27,6 @@ class Split:
     train: pd.DataFrame  # user_id, ts, item_id, kind ("next_item"|"search"), query
     cases: pd.DataFrame  # user_id, ts, item_id (the target)
 
-    @property
-    def train_users(self) -> np.ndarray:
-        return self.train["user_id"].unique()
-
 
 def interaction_sequences(events: pd.DataFrame) -> pd.DataFrame:
     """The collapsed, ordered interaction sequence of every shopper."""

@@ -15,17 +15,17 @@ from typing import Any
 from ml.config import RunConfig, Settings
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _jsonable(value.item())
+        return jsonable(value.item())
     return value
 
 
@@ -58,7 +58,7 @@ class RunContext:
     def write(self, name: str, data: dict[str, Any]) -> Path:
         path = self.run_dir / f"{name}.json"
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False))
+        tmp.write_text(json.dumps(jsonable(data), indent=2, sort_keys=False))
         tmp.replace(path)
         return path
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml.pipeline.context import RunContext
+from ml.pipeline.context import RunContext, jsonable
 
 log = logging.getLogger(__name__)
 
@@ -371,15 +371,9 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
                      "privacy.mia_tpr_at_1pct_fpr": mia["tpr_at_1pct_fpr"], "drift.share": drift["share_drifted"]})
         mlflow.log_metrics({n: float(v) for n, v in flat.items()})
         mlflow.log_artifacts(str(reports_dir), artifact_path="reports")
-        mlflow.log_dict(_strip(out), "evaluation.json")
+        mlflow.log_dict(jsonable(out), "evaluation.json")
     return {"ndcg_at_k": metrics[f"ndcg_at_{k}"], "best_baseline": best, "best_baseline_ndcg": out["best_baseline_ndcg"],
             "mia_auc": mia["auc"], "drift_share": drift["share_drifted"]}
-
-
-def _strip(data: dict[str, Any]) -> dict[str, Any]:
-    from ml.pipeline.context import _jsonable
-
-    return _jsonable(data)
 
 
 def _zero_shot_vectors(texts: list[str], max_tokens: int) -> np.ndarray:

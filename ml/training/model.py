@@ -21,18 +21,14 @@ train (parameter-efficient fine-tuning).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import BertModel, PreTrainedTokenizerBase
 
 from ml.training.encoder import mean_pool, tokenize
-
-if TYPE_CHECKING:
-    import pandas as pd
-
 
 # weight of the i-th newest history item in the transition feature
 TRANSITION_DECAY = 0.6
@@ -215,8 +211,6 @@ class BiEncoder(nn.Module):
 
 def catalogue_codes(items: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer codes of each item's category and brand (public fields), in catalogue order."""
-    import pandas as pd  # noqa: F811 (runtime import; the annotation needs only the name)
-
     cats = pd.factorize(items["category"].fillna("").astype(str), sort=True)[0]
     brands = pd.factorize(items["brand"].fillna("").astype(str), sort=True)[0]
     return torch.as_tensor(cats, dtype=torch.long), torch.as_tensor(brands, dtype=torch.long)
