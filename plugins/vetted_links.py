@@ -1,8 +1,9 @@
 """Airflow plugin: from a DAG run's gate and register tasks to the evidence in MLflow.
 
-Extra links ("MLflow model version", "Model card & reports") on the tasks of `recsys_training` that know
-a run folder: the register, gate, promote and keep_champion tasks return it through XCom, and the run
-folder's register.json / train.json name the version and the MLflow run. The MLflow UI's address comes
+Extra links ("MLflow model version", "Model card & reports") on the tasks of `recsys_training` from
+registration on: the run's `prepare` task returned the run folder through XCom, and the folder's
+register.json / train.json name the version and the MLflow run. Global links are resolved by the API
+server when the UI asks for them, so a link appears as soon as the version exists. The MLflow UI's address comes
 from VETTED_MLFLOW_UI (default http://127.0.0.1:5000, what `make mlflow` serves).
 """
 
@@ -15,7 +16,8 @@ from pathlib import Path
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
-LINKED_TASKS = {"register", "gate", "promote", "keep_champion"}
+LINKED_TASKS = {"register", "gate", "promote", "keep_champion", "review", "record_approval", "record_rejection",
+                "promote_approved"}
 
 
 def _mlflow_ui() -> str:
@@ -23,14 +25,22 @@ def _mlflow_ui() -> str:
 
 
 def _run_folder(ti_key) -> Path | None:
+    """The run folder, which the DAG run's `prepare` task returned.
+
+    Links are resolved in the API server, which reads the XCom table; the gate's own return value is the
+    branch it chose, so every linked task looks at `prepare`'s.
+    """
     from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
 
     try:
-        value = XComModel.get_value(ti_key=ti_key, key="return_value")
-    except Exception:  # the task has not run yet, or its XCom was cleared
+        with create_session() as session:
+            row = session.scalars(XComModel.get_many(
+                run_id=ti_key.run_id, key="return_value", task_ids="prepare", dag_ids=ti_key.dag_id,
+                limit=1)).first()
+            value = XComModel.deserialize_value(row) if row is not None else None
+    except Exception:  # no metadata database here, or the XCom was cleared: no link rather than an error
         return None
-    if isinstance(value, dict):
-        value = value.get("run_dir")
     return Path(value) if isinstance(value, str) and Path(value).is_dir() else None
 
 

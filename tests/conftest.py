@@ -5,6 +5,8 @@ module imports it. Each test that runs the chain gets its own VETTED_HOME (the `
 """
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -42,3 +44,10 @@ def vetted_home(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("VETTED_PSEUDONYM_KEY", raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """The private Airflow home's metadata database, migrated once per session (for dag.test())."""
+    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True,
+                   capture_output=True, env=os.environ.copy())

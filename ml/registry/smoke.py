@@ -1,6 +1,8 @@
 """Serving smoke test: load a registered model in a fresh process and answer real requests in time.
 
-A model that cannot load, or answers wrongly or too slowly, never becomes champion.
+A model that cannot load, or answers wrongly or too slowly, never becomes champion. "Too slowly" is the
+median answer over the budget: one slow answer among a handful says more about a busy machine than
+about the model, a slow median does not.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def smoke_test(tracking_uri: str, model_uri: str, histories: list[list[str]], qu
         return {"ok": False, "error": " | ".join(tail) or f"exit code {proc.returncode}"}
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["latency_budget_ms"] = latency_budget_ms
-    result["ok"] = result["max_latency_ms"] <= latency_budget_ms
+    result["ok"] = result["p50_latency_ms"] <= latency_budget_ms
     if not result["ok"]:
-        result["error"] = f"slowest answer {result['max_latency_ms']:.0f} ms > budget {latency_budget_ms:.0f} ms"
+        result["error"] = (f"median answer {result['p50_latency_ms']:.0f} ms > budget {latency_budget_ms:.0f} ms "
+                           f"(slowest {result['max_latency_ms']:.0f} ms)")
     return result

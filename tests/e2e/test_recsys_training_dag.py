@@ -1,64 +1,20 @@
 """The recsys_training DAG end to end with dag.test(), on a small synthetic set and a few training steps."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
-SMALL = {"source": "synthetic", "n_users": 400, "n_items": 200, "epochs": 1, "max_steps": 6, "batch_size": 64,
-         "slice_reports": False}
 
-
-@pytest.fixture(scope="module")
-def airflow_db():
-    import os
-
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True,
-                   capture_output=True, env=os.environ.copy())
-
-
-def _policy(tmp_path: Path, name: str, ndcg_threshold: float) -> str:
-    """A policy whose quality bar we control, so pass and fail do not depend on a tiny model's luck."""
-    from ml.gate.policy import load_policy
-
-    default = yaml.safe_load((ROOT / "ml" / "gate" / "default_policy.yaml").read_text())
-    default["name"] = name
-    for check in default["checks"]:
-        if check["name"] == "quality_vs_baseline":
-            check.pop("reference", None), check.pop("factor", None), check.pop("offset", None)
-            check["threshold"] = ndcg_threshold
-        if check["metric"].startswith(("fairness.", "privacy.mia")):
-            check["blocking"] = False  # a 6-step model on 400 shoppers is not the point of this test
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(default, sort_keys=False))
-    load_policy(path)  # valid
-    return str(path)
-
-
-def _run(dag, conf):
-    from airflow.utils.state import DagRunState
-
-    run = dag.test(run_conf=conf)
-    assert run.state == DagRunState.SUCCESS, f"dag run ended {run.state}"
-    return run
-
-
-def test_dag_registers_gates_and_promotes_then_a_failing_gate_keeps_the_champion(vetted_home, tmp_path, airflow_db):
+def test_dag_registers_gates_and_promotes_then_a_failing_gate_keeps_the_champion(vetted_home, airflow_db, run_dag, small_run,
+                                                                                  quality_policy, recsys_dag):
     import mlflow
     from mlflow.tracking import MlflowClient
 
     from ml.config import Settings
 
-    sys.path.insert(0, str(ROOT / "dags"))
-    import recsys_training
-
-    dag = recsys_training.dag_object
-    _run(dag, {**SMALL, "policy": _policy(tmp_path, "lenient", 0.0)})
+    first = run_dag({**small_run, "policy": quality_policy("lenient", 0.0)})
     settings = Settings.from_env()
     client = MlflowClient(settings.tracking_uri)
     v1 = client.get_model_version_by_alias(settings.model_name, "champion")
@@ -74,9 +30,10 @@ def test_dag_registers_gates_and_promotes_then_a_failing_gate_keeps_the_champion
     assert {"reports/drift.html", "reports/ranking.html", "reports/fairness.html"} <= artifacts
     summary_dir = Path(tags["vetted.run_dir"])
     assert (summary_dir / "summary.json").exists()
+    _the_plugin_links_the_gate_task_to_its_evidence(recsys_dag, first.run_id, v1)
 
     # a second run under a policy no model can meet: registered, tagged failed, champion unchanged
-    _run(dag, {**SMALL, "seed": 8, "policy": _policy(tmp_path, "impossible", 2.0)})
+    run_dag({**small_run, "seed": 8, "policy": quality_policy("impossible", 2.0)})
     latest = max(client.search_model_versions(f"name='{settings.model_name}'"), key=lambda v: int(v.version))
     assert latest.version != v1.version
     assert latest.tags["gate.status"] == "failed"
@@ -84,3 +41,27 @@ def test_dag_registers_gates_and_promotes_then_a_failing_gate_keeps_the_champion
     assert client.get_model_version_by_alias(settings.model_name, "champion").version == v1.version
     assert "gate.champion_compared" in latest.tags  # the champion was re-evaluated on this hold-out
     mlflow.set_tracking_uri("")  # leave no global state behind
+
+
+def _the_plugin_links_the_gate_task_to_its_evidence(dag, run_id: str, version) -> None:
+    """The plugin's extra links on the finished run point at this version's page and its run's reports."""
+    import sys
+
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
+    from vetted_links import ModelVersionLink, ReportsLink
+
+    with create_session() as session:
+        keys = {ti.task_id: ti.key for ti in session.scalars(
+            select(TaskInstance).where(TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == run_id))}
+    for task_id in ("register", "gate", "promote"):
+        operator = dag.get_task(task_id)
+        page = ModelVersionLink().get_link(operator, ti_key=keys[task_id])
+        assert page == f"http://127.0.0.1:5000/#/models/{version.name}/versions/{version.version}", (task_id, page)
+        reports = ReportsLink().get_link(operator, ti_key=keys[task_id])
+        assert reports.endswith(f"/runs/{version.run_id}/artifacts/reports"), (task_id, reports)
+    # tasks before registration know no version: no link rather than a broken one
+    assert ModelVersionLink().get_link(dag.get_task("train"), ti_key=keys["train"]) == ""

@@ -1,6 +1,9 @@
 """The drift monitor: stable data stays quiet, a shifted new window is flagged (which triggers retraining)."""
 
+from pathlib import Path
+
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 from ml.config import Settings
@@ -10,6 +13,8 @@ from ml.data.synthetic import generate
 from ml.pipeline.monitor import check_drift, drift_threshold
 from ml.registry import registration as reg
 from ml.registry.tracking import configure
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _setup(tmp_path):
@@ -43,16 +48,59 @@ def test_stable_then_a_shifted_window_is_flagged(vetted_home, tmp_path):
     stable = check_drift(settings, window_days=7)
     assert stable["status"] == "stable" and not stable["drifted"]
 
-    # a new week where shoppers only search, at night, with long queries, for the priciest category
+    lake.write_partition(settings.lake_dir, "events", "2026-03-20", _shifted_week(items, events))
+    drifted = check_drift(settings, window_days=3)
+    assert drifted["drifted"] and drifted["share"] > 0.5
+    assert drifted["report"].endswith(".html")
+
+
+def _shifted_week(items: pd.DataFrame, events: pd.DataFrame, n: int = 400) -> pd.DataFrame:
+    """A new week where shoppers only buy, at night, the priciest item."""
     last = events["ts"].max()
     pricey = items.sort_values("price").iloc[-1]["item_id"]
-    n = 400
-    shifted = pd.DataFrame({
+    return pd.DataFrame({
         "event_id": [f"x{i}" for i in range(n)], "user_id": events["user_id"].iloc[:n].to_numpy(),
         "item_id": [pricey] * n, "event_type": ["purchase"] * n, "query": [None] * n,
         "ts": [last + pd.Timedelta(days=1, hours=3, minutes=i % 50) for i in range(n)],
     })
-    lake.write_partition(settings.lake_dir, "events", "2026-03-20", shifted)
-    drifted = check_drift(settings, window_days=3)
-    assert drifted["drifted"] and drifted["share"] > 0.5
-    assert drifted["report"].endswith(".html")
+
+
+@pytest.mark.slow
+def test_drift_in_a_new_window_queues_a_retraining_run_on_its_own(vetted_home, tmp_path, airflow_db):
+    """drift_monitor run by Airflow: a stable day queues nothing, a drifted one queues recsys_training."""
+    import sys
+
+    from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from sqlalchemy import func, select, update
+
+    sys.path.insert(0, str(ROOT / "dags"))
+    import drift_monitor
+
+    def queued() -> tuple[int, list[str]]:
+        with create_session() as session:
+            drift = session.scalar(select(AssetModel).where(AssetModel.name == "vetted://drift"))
+            if drift is None:
+                return 0, []
+            events = session.scalar(select(func.count()).select_from(AssetEvent)
+                                    .where(AssetEvent.asset_id == drift.id))
+            dags = session.scalars(select(AssetDagRunQueue.target_dag_id)
+                                   .where(AssetDagRunQueue.asset_id == drift.id)).all()
+            return events, list(dags)
+
+    settings, items, events = _setup(tmp_path)
+    before = queued()
+    run = drift_monitor.dag_object.test(run_conf={"window_days": 7})
+    assert run.state == DagRunState.SUCCESS
+    assert queued() == before  # stable: no asset event, no retraining
+
+    with create_session() as session:  # the retraining DAG is switched on, as in production
+        session.execute(update(DagModel).where(DagModel.dag_id == "recsys_training").values(is_paused=False))
+    lake.write_partition(settings.lake_dir, "events", "2026-03-20", _shifted_week(items, events))
+    run = drift_monitor.dag_object.test(run_conf={"window_days": 3})
+    assert run.state == DagRunState.SUCCESS
+    n_events, dags = queued()
+    assert n_events == before[0] + 1
+    assert "recsys_training" in dags  # the scheduler turns this queue entry into a recsys_training run
