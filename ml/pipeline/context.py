@@ -1,6 +1,9 @@
 """The run context: one folder per run holding each stage's small outputs, so stages can run apart.
 
 The DAG passes only the run folder's path between tasks; `vetted run` passes the same object in-process.
+The folder sits on a volume every worker reads, so it keeps no secret: store URLs are written with their
+passwords masked, and a task that loads the run takes the real ones from its own environment (checked to
+name the same store).
 """
 
 from __future__ import annotations
@@ -12,7 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ml.config import RunConfig, Settings
+from ml.config import ConfigError, RunConfig, Settings
+
+# Settings fields that may carry a password, and the variable each comes from
+SECRET_SETTINGS = {"tracking_uri": "MLFLOW_TRACKING_URI", "artifact_root": "VETTED_ARTIFACT_ROOT",
+                   "postgres_dsn": "VETTED_POSTGRES_DSN", "redis_url": "VETTED_REDIS_URL"}
 
 
 def jsonable(value: Any) -> Any:
@@ -41,15 +48,14 @@ class RunContext:
         run_dir = settings.runs_dir / (name or f"{stamp}-{config.source}")
         run_dir.mkdir(parents=True, exist_ok=True)
         ctx = cls(settings=settings, config=config, run_dir=run_dir)
-        ctx.write("context", {"settings": asdict(settings), "config": config.to_dict()})
+        ctx.write("context", {"settings": _masked(settings), "config": config.to_dict()})
         return ctx
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunContext:
         run_dir = Path(run_dir)
         data = json.loads((run_dir / "context.json").read_text())
-        s = data["settings"]
-        settings = Settings(**{**s, "home": Path(s["home"])})
+        settings = _unmasked(data["settings"])
         return cls(settings=settings, config=RunConfig.from_dict(data["config"]), run_dir=run_dir)
 
     def path(self, name: str) -> Path:
@@ -70,3 +76,29 @@ class RunContext:
 
     def has(self, name: str) -> bool:
         return (self.run_dir / f"{name}.json").exists()
+
+
+def _masked(settings: Settings) -> dict[str, Any]:
+    from ml.features.store import redact
+
+    data = asdict(settings)
+    for name in SECRET_SETTINGS:
+        data[name] = redact(data[name])
+    return data
+
+
+def _unmasked(stored: dict[str, Any]) -> Settings:
+    """The run's settings, with each masked URL replaced by this process's own (which must name the same store)."""
+    from ml.features.store import redact
+
+    data = {**stored, "home": Path(stored["home"])}
+    masked = [name for name in SECRET_SETTINGS if ":***@" in str(stored.get(name, ""))]
+    if masked:
+        env = asdict(Settings.from_env())
+        for name in masked:
+            if redact(env[name]) != stored[name]:
+                raise ConfigError(f"{SECRET_SETTINGS[name]} in this environment ({redact(env[name]) or 'unset'}) is "
+                                  f"not the store the run was created with ({stored[name]}): set it as the "
+                                  "scheduler's workers have it")
+            data[name] = env[name]
+    return Settings(**data)
