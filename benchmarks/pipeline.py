@@ -1,7 +1,15 @@
-"""Wall time and peak memory of each stage, and model vs popularity quality, per data set.
+"""Wall time and peak memory of each stage, and model vs popularity quality, per data set; and the prod profile.
 
     python benchmarks/pipeline.py                       # synthetic default and amazon2018-industrial
     python benchmarks/pipeline.py --only synthetic
+    python benchmarks/pipeline.py --only prod           # the same chain on SQLite (local) and PostgreSQL + Redis
+
+The prod part runs one smaller synthetic chain twice, in the local profile (SQLite for MLflow and Feast)
+and in the prod profile (MLflow and the Feast registry on PostgreSQL, the online store on Redis), then
+times single-shopper online reads of the history feature from each online store. It creates its own
+databases (`vetted_bench_<random>_*`, dropped after) and Feast project (its Redis keys deleted after) on
+VETTED_BENCH_POSTGRES (default postgresql://postgres@127.0.0.1:5432/postgres) and VETTED_BENCH_REDIS
+(default redis://127.0.0.1:6379/15).
 
 Each data set runs the whole chain (`ml.pipeline.stages`, the functions the DAG calls) in a fresh
 VETTED_HOME. On amazon2018-industrial the evaluation follows the published protocol: every test row is one
@@ -13,16 +21,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, SHARED_DATA, machine, measure, write  # noqa: E402
 
+POSTGRES = os.environ.get("VETTED_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("VETTED_BENCH_REDIS", "redis://127.0.0.1:6379/15")
+# one synthetic chain, run in both profiles: big enough that the stores do real work, small enough for ~2 x 2 min
+PROD_RUN = {"source": "synthetic", "n_users": 5000, "n_items": 800, "epochs": 5, "max_steps": 30, "batch_size": 512,
+            "max_eval_cases": 2000, "slice_reports": False}
+ONLINE_READS = 500
+REPEATS = 2
+HISTORY = "user_recent_items:recent_items"
+
 
 def run_one(name: str, overrides: dict) -> dict:
+    return _run_stages(name, overrides)[0]
+
+
+def _run_stages(name: str, overrides: dict):
+    """The whole chain in a fresh home under the current environment's profile; (result, settings)."""
     from ml.config import RunConfig, Settings
     from ml.pipeline import stages
     from ml.pipeline.context import RunContext
@@ -48,7 +77,113 @@ def run_one(name: str, overrides: dict) -> dict:
                       for b, m in summary["baselines"].items()},
         "privacy": {key: summary["privacy"].get(key) for key in ("dp", "epsilon", "delta")},
         "gate": summary["gate"]["status"],
-    }
+    }, ctx.settings
+
+
+# --------------------------------------------------------------------------------------------- prod profile
+@contextmanager
+def prod_environment() -> Iterator[dict[str, str]]:
+    """Fresh PostgreSQL databases and a Feast project of our own, set as the prod profile's environment."""
+    import psycopg
+    import redis
+    from psycopg import sql
+
+    prefix = f"vetted_bench_{secrets.token_hex(4)}"
+    admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
+    dbs = {purpose: f"{prefix}_{purpose}" for purpose in ("feast", "mlflow")}
+    for name in dbs.values():
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    env = {"VETTED_PROFILE": "prod", "VETTED_FEAST_PROJECT": prefix, "VETTED_REDIS_URL": REDIS,
+           "VETTED_POSTGRES_DSN": urlsplit(POSTGRES)._replace(path=f"/{dbs['feast']}").geturl(),
+           "MLFLOW_TRACKING_URI": urlsplit(POSTGRES)._replace(path=f"/{dbs['mlflow']}").geturl()}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        client = redis.Redis.from_url(REDIS)
+        for key in list(client.scan_iter(match=f"*{prefix}".encode(), count=1000)):
+            client.delete(key)
+        for name in dbs.values():
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+def online_reads(settings, n: int = ONLINE_READS, seed: int = 0) -> tuple[str, list[float], int]:
+    """Seconds of `n` single-shopper `get_online_features` reads of the history feature; (store type, times, found)."""
+    import pandas as pd
+
+    from ml.features import store as fs
+
+    store = fs.open_store(fs.repo_config_for(settings))
+    users = pd.read_parquet(settings.home / "features" / "user_events.parquet", columns=["user_id"])["user_id"].unique()
+    picks = np.random.default_rng(seed).choice(users, size=n + 20, replace=len(users) < n + 20)
+    seconds, found = [], 0
+    for i, user in enumerate(picks):
+        start = time.perf_counter()
+        got = store.get_online_features(features=[HISTORY], entity_rows=[{"user_id": str(user)}]).to_dict()
+        elapsed = time.perf_counter() - start
+        if i >= 20:  # the first reads open connections and warm caches
+            seconds.append(elapsed)
+            found += got["recent_items"][0] is not None
+    return store.config.online_store.type, seconds, found
+
+
+def latency_summary(store_type: str, seconds: list[float], found: int) -> dict:
+    ms = np.array(seconds) * 1000
+    return {"online_store": store_type, "reads": len(seconds), "found": found,
+            **{f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 99)},
+            "mean_ms": round(float(ms.mean()), 3)}
+
+
+def best_of(runs: list[dict]) -> dict:
+    """Per stage the fastest of the repeats (the machine is shared: the minimum is the least disturbed)."""
+    stages = {s: min((r["stages"][s] for r in runs), key=lambda t: t["seconds"]) for s in runs[0]["stages"]}
+    return {"stages": stages, "total_seconds": round(sum(t["seconds"] for t in stages.values()), 1),
+            "run_totals": [r["total_seconds"] for r in runs], "gates": [r["gate"] for r in runs],
+            "ndcg_at_10": [round(r["model"]["ndcg_at_10"], 4) for r in runs],
+            "best_baseline_ndcg_at_10": [round(max(b["ndcg_at_10"] for b in r["baselines"].values()), 4) for r in runs],
+            "n_cases": runs[0]["n_cases"]}
+
+
+def _local_profile() -> None:
+    os.environ["VETTED_PROFILE"] = "local"
+    for k in ("MLFLOW_TRACKING_URI", "VETTED_TRACKING_URI", "VETTED_POSTGRES_DSN", "VETTED_REDIS_URL",
+              "VETTED_FEAST_PROJECT"):
+        os.environ.pop(k, None)
+
+
+def run_profiles() -> dict:
+    """The same chain on the local and the prod profile (interleaved, REPEATS times), and online reads."""
+    out: dict = {"date": machine()["date"], "config": PROD_RUN, "repeats": REPEATS, "runs": {}, "online_reads": {}}
+    # a small unrecorded run first: imports, model loading and file caches would otherwise bill the first profile
+    print("warm-up run ...", flush=True)
+    _local_profile()
+    _run_stages("warmup", {**PROD_RUN, "n_users": 400, "n_items": 200, "max_steps": 2, "batch_size": 64,
+                           "max_eval_cases": 200})
+    runs: dict[str, list[dict]] = {"local": [], "prod": []}
+    reads: dict[str, tuple[str, list[float], int]] = {}
+    for rep in range(REPEATS):
+        for profile in ("local", "prod"):
+            print(f"profile {profile}, run {rep + 1} of {REPEATS} ...", flush=True)
+            if profile == "local":
+                _local_profile()
+                result, settings = _run_stages(f"local{rep}", PROD_RUN)
+                got = online_reads(settings, seed=rep)
+            else:
+                with prod_environment():
+                    result, settings = _run_stages(f"prod{rep}", PROD_RUN)
+                    got = online_reads(settings, seed=rep)
+            kind, seconds, found = reads.get(profile, (got[0], [], 0))
+            reads[profile] = (kind, seconds + got[1], found + got[2])
+            runs[profile].append(result)
+    for profile in runs:
+        out["runs"][profile] = best_of(runs[profile])
+        out["online_reads"][profile] = latency_summary(*reads[profile])
+        print(f"  {profile}: {out['runs'][profile]['total_seconds']} s; reads {out['online_reads'][profile]}", flush=True)
+    return out
 
 
 def markdown(results: dict) -> str:
@@ -66,13 +201,47 @@ def markdown(results: dict) -> str:
                   f"| candidate (DP) | {r['model']['ndcg_at_10']:.4f} | {r['model']['hr_at_10']:.4f} |"]
         lines += [f"| {b} | {v['ndcg_at_10']:.4f} | {v['hr_at_10']:.4f} |" for b, v in r["baselines"].items()]
         lines.append("")
+    if "profiles" in results:
+        lines += profiles_markdown(results["profiles"])
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
     return "\n".join(lines) + "\n"
 
 
+def profiles_markdown(p: dict) -> list[str]:
+    c, local, prod = p["config"], p["runs"]["local"], p["runs"]["prod"]
+
+    def each(values: list) -> str:
+        return " / ".join(str(v) for v in values)
+
+    lines = [f"## Profiles: local (SQLite) vs prod (PostgreSQL + Redis) (measured {p['date']})", "",
+             f"Synthetic, {c['n_users']} shoppers x {c['n_items']} items, {c['max_steps']} DP steps, "
+             f"{local['n_cases']} hold-out cases; each profile run {p['repeats']} times, interleaved, after an "
+             "unrecorded warm-up run. MLflow backend: SQLite file vs PostgreSQL; Feast registry: SQLite file vs "
+             "PostgreSQL (`sql`); online store: SQLite vs Redis; offline store: parquet on the home in both. "
+             "Stage times are the fastest of the runs (the machine is shared).", "",
+             "| stage | local (s) | prod (s) |", "|---|---|---|"]
+    lines += [f"| {s} | {t['seconds']} | {prod['stages'][s]['seconds']} |" for s, t in local["stages"].items()]
+    lines += [f"| **total** (sum of the above) | {local['total_seconds']} | {prod['total_seconds']} |",
+              f"| each run's total | {each(local['run_totals'])} | {each(prod['run_totals'])} |",
+              f"| candidate NDCG@10, each run | {each(local['ndcg_at_10'])} | {each(prod['ndcg_at_10'])} |",
+              f"| best baseline NDCG@10 | {each(local['best_baseline_ndcg_at_10'])} | "
+              f"{each(prod['best_baseline_ndcg_at_10'])} |",
+              f"| gate, each run | {each(local['gates'])} | {each(prod['gates'])} |", "",
+              "The gate row is the default policy's verdict on each small run, reported rather than compared: the "
+              "profile changes where results are stored, not how the model trains.", "",
+              f"Feast online read of one shopper's history (`get_online_features`, {p['online_reads']['local']['reads']} "
+              "reads in all, each run's first 20 not counted, one process, loopback):", "",
+              "| online store | p50 (ms) | p99 (ms) | mean (ms) | shoppers found |", "|---|---|---|---|---|"]
+    for profile, r in p["online_reads"].items():
+        lines.append(f"| {r['online_store']} ({profile}) | {r['p50_ms']} | {r['p99_ms']} | {r['mean_ms']} | "
+                     f"{r['found']}/{r['reads']} |")
+    return lines + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", choices=["synthetic", "amazon2018"], default=None)
+    parser.add_argument("--only", choices=["synthetic", "amazon2018", "prod"], default=None,
+                        help="one data set, or `prod`: the profile comparison alone")
     args = parser.parse_args()
     datasets = {
         "synthetic": {"source": "synthetic"},
@@ -80,7 +249,12 @@ def main() -> None:
                        "max_eval_cases": 0},
     }
     previous = RESULTS / "pipeline.json"  # a partial run (--only) keeps the other data set's figures
-    results = {"machine": machine(), "datasets": json.loads(previous.read_text())["datasets"] if previous.exists() else {}}
+    kept = json.loads(previous.read_text()) if previous.exists() else {}
+    results = {"machine": machine(), "datasets": kept.get("datasets", {})}
+    if "profiles" in kept:
+        results["profiles"] = kept["profiles"]
+    if args.only in (None, "prod"):
+        results["profiles"] = run_profiles()
     for name, overrides in datasets.items():
         if args.only and name != args.only:
             continue

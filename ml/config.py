@@ -7,12 +7,16 @@ Nothing deeper in `ml/` reads the environment; `Settings.from_env()` is the one 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 PROFILES = ("local", "prod")
 SOURCES = ("synthetic", "amazon2018", "coat")
+# tracking stores every worker of the prod profile can reach (PostgreSQL, MySQL, an MLflow server)
+PROD_TRACKING_SCHEMES = ("postgresql", "mysql", "http", "https")
+FEAST_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*")
 
 
 class ConfigError(ValueError):
@@ -21,7 +25,13 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Where the stores are. `local` keeps everything under one home folder."""
+    """Where the stores are.
+
+    `local` keeps everything under one home folder (SQLite for MLflow and Feast). `prod` puts the MLflow
+    backend on PostgreSQL (or an MLflow server), the Feast registry on PostgreSQL, the online store on
+    Redis, and keeps the lake, the offline feature files and run folders on the home, which must be a
+    volume every worker shares. A prod setting that is missing or malformed stops here, before any stage.
+    """
 
     home: Path
     profile: str = "local"
@@ -34,10 +44,36 @@ class Settings:
     redis_url: str = ""
     # the demo may create a local pseudonym key; everywhere else a missing key stops the run
     demo: bool = False
+    # Feast project: the registry's namespace and the suffix of every online-store key in Redis
+    feast_project: str = "vetted"
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ConfigError(f"VETTED_PROFILE={self.profile!r} is not one of {PROFILES}")
+        if not FEAST_PROJECT.fullmatch(self.feast_project):
+            raise ConfigError(f"VETTED_FEAST_PROJECT={self.feast_project!r}: use letters, digits and underscores, "
+                              "starting with a letter or digit (Feast puts it in table names and Redis keys)")
+        if self.profile == "prod":
+            self._check_prod()
+
+    def _check_prod(self) -> None:
+        """Every store the prod profile needs is named, and in a form its client accepts."""
+        from ml.features.store import redact, redis_connection_string, sql_registry_url
+
+        missing = [name for name, value in (("VETTED_POSTGRES_DSN", self.postgres_dsn),
+                                            ("VETTED_REDIS_URL", self.redis_url),
+                                            ("MLFLOW_TRACKING_URI", self.tracking_uri)) if not value]
+        if missing:
+            raise ConfigError(f"VETTED_PROFILE=prod needs {', '.join(missing)} (see docs/production.md): "
+                              "PostgreSQL for the Feast registry, Redis for the online store, and a tracking "
+                              "store every worker reaches (postgresql://... or an MLflow server http(s)://...)")
+        scheme = self.tracking_uri.split(":", 1)[0].split("+", 1)[0] if "://" in self.tracking_uri else ""
+        if scheme not in PROD_TRACKING_SCHEMES:
+            raise ConfigError(f"MLFLOW_TRACKING_URI={redact(self.tracking_uri)!r} does not suit the prod profile: "
+                              f"use one of {', '.join(s + '://' for s in PROD_TRACKING_SCHEMES)} (a local file or "
+                              "SQLite store is not shared between workers)")
+        redis_connection_string(self.redis_url)
+        sql_registry_url(self.postgres_dsn)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -45,7 +81,7 @@ class Settings:
         home = Path(env.get("VETTED_HOME", ".vetted")).expanduser().resolve()
         profile = env.get("VETTED_PROFILE", "local")
         tracking = env.get("MLFLOW_TRACKING_URI") or env.get("VETTED_TRACKING_URI", "")
-        if not tracking:
+        if not tracking and profile != "prod":  # prod names its tracking store; a local file would not be shared
             tracking = f"sqlite:///{home / 'mlflow.db'}"
         artifacts = env.get("VETTED_ARTIFACT_ROOT", "") or (home / "mlartifacts").as_uri()
         return cls(
@@ -58,6 +94,7 @@ class Settings:
             postgres_dsn=env.get("VETTED_POSTGRES_DSN", ""),
             redis_url=env.get("VETTED_REDIS_URL", ""),
             demo=env.get("VETTED_DEMO", "") in ("1", "true", "yes"),
+            feast_project=env.get("VETTED_FEAST_PROJECT", "") or "vetted",
         )
 
     @property
@@ -121,6 +158,8 @@ class RunConfig:
     require_approval: bool = False
     ingest_date: str = ""  # YYYY-MM-DD; empty means today (UTC)
     run_name: str = ""
+    # training processes, one per GPU (data-parallel DP-SGD); 0 = every visible GPU when there are several
+    world_size: int = 0
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -140,6 +179,8 @@ class RunConfig:
             raise ConfigError(f"rerank_min_tail_share must be in [0, 1], got {self.rerank_min_tail_share}")
         if not 0 <= self.dp.transitions_share < 1:
             raise ConfigError(f"transitions_share must be in [0, 1), got {self.dp.transitions_share}")
+        if self.world_size < 0:
+            raise ConfigError(f"world_size must be >= 0 (0 = every visible GPU), got {self.world_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -109,3 +109,25 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
         lines += ["", "## Gate decision", gate.get("summary_markdown", "")]
     lines += ["", "## Reports"] + [f"- [{label}]({url})" for label, url in links.items()]
     return "\n".join(lines) + "\n"
+
+
+# MLflow keeps a model version's description in VARCHAR(5000): PostgreSQL refuses a longer one (SQLite
+# does not check), so a full card with per-slice report links would fail registration in the prod profile.
+DESCRIPTION_LIMIT = 5000
+CARD_ARTIFACT = "model_card.md"
+
+
+def fit_description(card: str, limit: int = DESCRIPTION_LIMIT) -> str:
+    """The card as a model version description: whole when it fits, else cut after the last whole line that
+    fits (the report links go first, the gate decision stays) with a pointer to the full card artifact."""
+    if len(card) <= limit:
+        return card
+    note = (f"\n*Shortened to fit the registry's {limit:,} characters: the full card ({len(card):,} characters) "
+            f"is the run artifact `{CARD_ARTIFACT}`.*\n")
+    kept, size = [], 0
+    for line in card.splitlines(keepends=True):
+        if size + len(line) + len(note) > limit:
+            break
+        kept.append(line)
+        size += len(line)
+    return "".join(kept) + note
