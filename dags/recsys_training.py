@@ -3,6 +3,12 @@
 Thin wiring only: every task calls one stage of `ml.pipeline.stages` with the run folder, the same
 functions `vetted run` calls. Runs weekly, when the drift monitor updates the drift asset, and from the
 UI's form (Params, validated).
+
+Ingestion is incremental by the run's logical date: the run ingests into that date's lake partition
+the events known by its end, so `airflow backfill create` of older dates writes those dates' partitions
+and leaves the others alone. An asset-triggered run has no logical date; its `run_after` date is used.
+Every task from `register` on has an `on_failure_callback`: a run that dies after registration leaves its
+version tagged `gate.status=failed`, never champion.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ PARAMS = {
                               description="Hold promotion for a reviewer (default on in the prod profile)"),
     "slice_reports": Param(D.slice_reports, type="boolean"),
     "seed": Param(D.seed, type="integer"),
+    "world_size": Param(D.world_size, type="integer", minimum=0, maximum=64,
+                        description="Training processes, one per GPU; 0 = every visible GPU when there are several"),
 }
 
 
@@ -51,9 +59,50 @@ def _review_body(ctx) -> str:
             f"(task link *MLflow model version*); reports are in the run's artifacts (*Model card & reports*).")
 
 
+class ReviewOperator(HITLBranchOperator):
+    """HITLBranchOperator whose XCom `answer` keeps the reviewer's reply (the return value is the branch taken)."""
+
+    def execute_complete(self, context, event: dict):
+        if "error" not in event:
+            user = event.get("responded_by_user") or {}
+            context["ti"].xcom_push(key="answer", value={
+                "chosen_options": list(event.get("chosen_options") or []),
+                "params_input": dict(event.get("params_input") or {}),
+                "responded_by_user": dict(user) if isinstance(user, dict) else {"name": str(user)},
+            })
+        return super().execute_complete(context=context, event=event)
+
+
 def _reviewer(answer: dict) -> str:
     user = answer.get("responded_by_user") or {}
     return user.get("name") or user.get("id") or "unknown" if isinstance(user, dict) else str(user)
+
+
+def _run_folder_name(run_id: str | None) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in (run_id or "manual"))
+
+
+def _ingest_date(logical_date, dag_run) -> str:
+    """The date the run ingests: its logical date, or when it was queued for runs without one (assets)."""
+    when = logical_date or getattr(dag_run, "run_after", None)
+    return when.strftime("%Y-%m-%d") if when else ""
+
+
+def _version_failed(context) -> None:
+    """on_failure_callback of the tasks after registration: tag the run's version failed, take champion away."""
+    import logging
+
+    from ml.config import Settings
+    from ml.pipeline import stages
+
+    ti = context["ti"]
+    run_dir = Settings.from_env().runs_dir / _run_folder_name(ti.run_id)
+    try:
+        if (run_dir / "context.json").exists():
+            reason = f"task {ti.task_id} failed: {context.get('exception') or 'no exception recorded'}"
+            stages.fail_version(_context(str(run_dir)), ti.task_id, reason)
+    except Exception:  # a callback must not hide the task's own failure
+        logging.getLogger(__name__).exception("could not mark the version of %s failed", run_dir)
 
 
 def _context(run_dir: str):
@@ -91,14 +140,14 @@ def _pseudonym_key_from_connection() -> None:
 )
 def recsys_training():
     @task
-    def prepare(params=None, run_id=None, ds=None) -> str:
+    def prepare(params=None, run_id=None, logical_date=None, dag_run=None) -> str:
         from ml.config import RunConfig, Settings
         from ml.pipeline.context import RunContext
 
         p = dict(params or {})
-        config = RunConfig.from_dict({**p, "ingest_date": ds or "", "run_name": run_id or ""})
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in (run_id or "manual"))
-        return str(RunContext.create(Settings.from_env(), config, name=safe).run_dir)
+        # fixed here, once, so a retried ingest writes the same partition even after midnight
+        config = RunConfig.from_dict({**p, "ingest_date": _ingest_date(logical_date, dag_run), "run_name": run_id or ""})
+        return str(RunContext.create(Settings.from_env(), config, name=_run_folder_name(run_id)).run_dir)
 
     @task(outlets=[LAKE])
     def ingest(run_dir: str) -> str:
@@ -128,14 +177,14 @@ def recsys_training():
         stages.evaluate(_context(run_dir))
         return run_dir
 
-    @task
+    @task(on_failure_callback=_version_failed)
     def register(run_dir: str) -> str:
         from ml.pipeline import stages
 
         stages.register(_context(run_dir))
         return run_dir
 
-    @task.branch
+    @task.branch(on_failure_callback=_version_failed)
     def gate(run_dir: str, ti=None) -> str:
         from ml.pipeline import stages
 
@@ -144,20 +193,20 @@ def recsys_training():
         ti.xcom_push(key="gate_summary", value=_review_body(ctx))
         return {"passed": "promote", "pending_approval": "review"}.get(status, "keep_champion")
 
-    @task(outlets=[MODEL], trigger_rule="none_failed_min_one_success")
+    @task(outlets=[MODEL], trigger_rule="none_failed_min_one_success", on_failure_callback=_version_failed)
     def promote(run_dir: str) -> dict:
         from ml.pipeline import stages
 
         return stages.promote(_context(run_dir))
 
-    @task
+    @task(on_failure_callback=_version_failed)
     def keep_champion(run_dir: str) -> dict:
         """The gate failed: record it, leave the champion where it is."""
         from ml.pipeline import stages
 
         return stages.promote(_context(run_dir))
 
-    review = HITLBranchOperator(
+    review = ReviewOperator(
         task_id="review",
         subject="Promote {{ dag_run.conf.get('source', params.source) }} model? The gate passed; your approval is needed",
         body="{{ ti.xcom_pull(task_ids='gate', key='gate_summary') }}",
@@ -166,26 +215,27 @@ def recsys_training():
         params={"note": Param("", type="string", description="Why (kept on the model version and in the audit log)")},
         response_timeout=timedelta(days=7),
         defaults=["Reject"],
+        on_failure_callback=_version_failed,
     )
 
-    @task
+    @task(on_failure_callback=_version_failed)
     def record_approval(run_dir: str, ti=None) -> str:
         from ml.pipeline import stages
 
-        answer = ti.xcom_pull(task_ids="review") or {}
+        answer = ti.xcom_pull(task_ids="review", key="answer") or {}
         stages.review(_context(run_dir), True, _reviewer(answer), (answer.get("params_input") or {}).get("note", ""))
         return run_dir
 
-    @task
+    @task(on_failure_callback=_version_failed)
     def record_rejection(run_dir: str, ti=None) -> dict:
         from ml.pipeline import stages
 
-        answer = ti.xcom_pull(task_ids="review") or {}
+        answer = ti.xcom_pull(task_ids="review", key="answer") or {}
         ctx = _context(run_dir)
         stages.review(ctx, False, _reviewer(answer), (answer.get("params_input") or {}).get("note", ""))
         return stages.promote(ctx)  # records the outcome; the champion stays
 
-    @task(outlets=[MODEL])
+    @task(outlets=[MODEL], on_failure_callback=_version_failed)
     def promote_approved(run_dir: str) -> dict:
         from ml.pipeline import stages
 

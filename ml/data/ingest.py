@@ -3,7 +3,14 @@
 Order matters. Rows are validated first (bad rows go to quarantine with a reason each); then every
 user id, in accepted and quarantined rows alike, becomes a keyed pseudonym and free text is scrubbed
 of PII, so no raw id or PII passes this step, not even into the quarantine; then privacy requests are
-applied (deletions purge older partitions too). accepted + quarantined = read, per table.
+applied (deletions purge older partitions too).
+
+Ingestion is incremental by the run's logical date: a run for date D writes D's partitions and takes only
+the events that had happened by the end of D (`ts` before D + 1 day); later events wait for the run of
+their own date (`deferred`). So a backfill of an older date writes what was known on that date, into that
+date's partitions only, and re-running a date rewrites the same bytes. Privacy requests are never
+deferred: a deletion known today holds in every partition written today, whatever its date.
+accepted + quarantined + deferred = read, per table.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ class IngestResult:
     read: dict[str, int] = field(default_factory=dict)
     accepted: dict[str, int] = field(default_factory=dict)
     quarantined: dict[str, int] = field(default_factory=dict)
+    deferred: dict[str, int] = field(default_factory=dict)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     pii_replaced: dict[str, int] = field(default_factory=dict)
     consent: dict[str, int] = field(default_factory=dict)
@@ -43,11 +51,12 @@ class IngestResult:
     lake_rows_purged: int = 0
     quarantine_path: str = ""
     split_time: str = ""
+    known_until: str = ""  # events before this instant (the end of the ingest date) were taken
 
     def metrics(self) -> dict[str, float]:
         """Flat numbers for MLflow."""
         out: dict[str, float] = {}
-        for kind in ("read", "accepted", "quarantined"):
+        for kind in ("read", "accepted", "quarantined", "deferred"):
             for table, n in getattr(self, kind).items():
                 out[f"ingest.{table}.{kind}"] = n
         for pii_type, n in self.pii_replaced.items():
@@ -64,10 +73,16 @@ def ingest(
     scrubber: PIIScrubber,
     ingest_date: str | None = None,
 ) -> IngestResult:
-    """Validate, pseudonymize, scrub and consent-filter `raw`; write the date's partitions."""
-    ingest_date = ingest_date or datetime.now(UTC).strftime("%Y-%m-%d")
+    """Validate, pseudonymize, scrub and consent-filter `raw`; write the date's partitions.
+
+    `ingest_date` (YYYY-MM-DD) is the run's logical date; empty means today (UTC)."""
+    ingest_date = lake.check_date(ingest_date or datetime.now(UTC).strftime("%Y-%m-%d"))
+    known_until = cutoff(ingest_date)
     result = IngestResult(
-        ingest_date=ingest_date, lake_dir=str(lake_dir), split_time=raw.split_time.isoformat()
+        ingest_date=ingest_date,
+        lake_dir=str(lake_dir),
+        split_time=raw.split_time.isoformat(),
+        known_until=known_until.isoformat(),
     )
     accepted: dict[str, pd.DataFrame] = {}
     quarantine: list[pd.DataFrame] = []
@@ -78,11 +93,15 @@ def ingest(
         known = set(accepted["items"]["item_id"]) if table == "events" else None
         good, bad = validate(table, df.assign(row_number=range(len(df))), known_items=known)
         good = good.drop(columns="row_number")
+        later = good["ts"] >= known_until if table == "events" else pd.Series(False, index=good.index)
+        good = good[~later]
         result.read[table] = len(df)
         result.accepted[table] = len(good)
         result.quarantined[table] = len(bad)
-        if len(good) + len(bad) != len(df):  # the contract's promise; a bug if it ever breaks
-            raise RuntimeError(f"{table}: {len(good)} accepted + {len(bad)} quarantined != {len(df)} read")
+        result.deferred[table] = int(later.sum())
+        if len(good) + len(bad) + int(later.sum()) != len(df):  # the contract's promise; a bug if it breaks
+            raise RuntimeError(f"{table}: {len(good)} accepted + {len(bad)} quarantined + {int(later.sum())} "
+                               f"deferred != {len(df)} read")
         accepted[table] = good
         quarantine.append(bad)
 
@@ -105,7 +124,8 @@ def ingest(
         Counter(quarantined.get("reason", pd.Series(dtype=object))).most_common()
     )
 
-    # privacy requests: this batch's and every earlier one, so a deletion holds at every ingestion
+    # privacy requests: this batch's and every one in the lake (of any date, later ones too: a backfill
+    # must not bring a deleted shopper back), so a deletion holds at every ingestion
     requests = pd.concat(
         [lake.read_table(lake_dir, "privacy_requests"), accepted["privacy_requests"]], ignore_index=True
     ).drop_duplicates(["user_id", "request", "ts"])
@@ -123,18 +143,24 @@ def ingest(
         result.lake_rows_purged = lake.purge_users(lake_dir, consent.deleted)
         append_deletion_log(lake_dir / "deletion_log.jsonl", consent.deleted, datetime.now(UTC))
     log.info(
-        "ingested %s: read %s, accepted %s, quarantined %s, pii %s, consent %s",
+        "ingested %s: read %s, accepted %s, quarantined %s, deferred %s, pii %s, consent %s",
         ingest_date,
         result.read,
         result.accepted,
         result.quarantined,
+        result.deferred,
         result.pii_replaced,
         result.consent,
     )
     return result
 
 
-def read_lake(lake_dir: Path) -> dict[str, pd.DataFrame]:
-    """The current lake: every table, newest partition winning per key."""
-    return {table: lake.read_table(lake_dir, table) for table in TABLE_ORDER}
+def cutoff(ingest_date: str) -> pd.Timestamp:
+    """The end of the ingest date (UTC): a run for that date takes the events before it."""
+    return pd.Timestamp(lake.check_date(ingest_date), tz="UTC") + pd.Timedelta(days=1)
+
+
+def read_lake(lake_dir: Path, as_of: str | None = None) -> dict[str, pd.DataFrame]:
+    """The lake: every table, newest partition winning per key; with `as_of`, as it stood on that date."""
+    return {table: lake.read_table(lake_dir, table, as_of) for table in TABLE_ORDER}
 

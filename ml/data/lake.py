@@ -3,7 +3,8 @@
 Layout: `<lake>/<table>/ingest_date=YYYY-MM-DD/part.parquet`. Writing a date replaces that date's
 partition whole (write to a temporary file, then rename), and rows are sorted by the table's key first,
 so re-running a date rewrites it to the same content. Reading unions every partition and keeps, for
-each key, the row of the newest partition.
+each key, the row of the newest partition; `as_of` limits a read to the partitions of that date and
+earlier, so a backfilled run sees the lake as it was on its own date, not rows ingested after it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Collection
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -31,8 +33,23 @@ _SORT = {
 }
 
 
+def check_date(ingest_date: str) -> str:
+    """`ingest_date` if it is a real YYYY-MM-DD date; a clear error otherwise (it becomes a folder name)."""
+    try:
+        if isinstance(ingest_date, str) and len(ingest_date) == 10:
+            return date.fromisoformat(ingest_date).isoformat()
+    except ValueError:
+        pass
+    raise ValueError(f"ingest date {ingest_date!r} is not a YYYY-MM-DD date")
+
+
 def partition_path(lake: Path, table: str, ingest_date: str) -> Path:
-    return lake / table / f"ingest_date={ingest_date}" / "part.parquet"
+    return lake / table / f"ingest_date={check_date(ingest_date)}" / "part.parquet"
+
+
+def partition_date(path: Path) -> str:
+    """The ingest date of a partition file (`.../ingest_date=YYYY-MM-DD/part.parquet`)."""
+    return path.parent.name.split("=", 1)[1]
 
 
 def write_partition(lake: Path, table: str, ingest_date: str, df: pd.DataFrame) -> Path:
@@ -52,19 +69,24 @@ def write_partition(lake: Path, table: str, ingest_date: str, df: pd.DataFrame) 
     return path
 
 
-def partitions(lake: Path, table: str) -> list[Path]:
-    return sorted((lake / table).glob("ingest_date=*/part.parquet"))
+def partitions(lake: Path, table: str, as_of: str | None = None) -> list[Path]:
+    """A table's partition files, oldest first; with `as_of`, only those of that date and earlier."""
+    parts = sorted((lake / table).glob("ingest_date=*/part.parquet"))
+    if as_of is None:
+        return parts
+    as_of = check_date(as_of)
+    return [p for p in parts if partition_date(p) <= as_of]
 
 
-def read_table(lake: Path, table: str) -> pd.DataFrame:
-    """Union of all partitions; for keyed tables the newest partition's row wins."""
-    parts = partitions(lake, table)
+def read_table(lake: Path, table: str, as_of: str | None = None) -> pd.DataFrame:
+    """Union of the partitions (up to `as_of` when given); for keyed tables the newest partition's row wins."""
+    parts = partitions(lake, table, as_of)
     if not parts:
         return empty(table) if table in TABLES else pd.DataFrame()
     frames = []
     for p in parts:
         frame = pq.read_table(p).to_pandas()
-        frame["_ingest_date"] = p.parent.name.split("=", 1)[1]
+        frame["_ingest_date"] = partition_date(p)
         frames.append(frame)
     df = pd.concat(frames, ignore_index=True)
     key = KEYS.get(table)
@@ -92,7 +114,7 @@ def purge_users(lake: Path, user_ids: Collection[str]) -> int:
                 hit &= df["request"] != "delete"
             if hit.any():
                 removed += int(hit.sum())
-                write_partition(lake, table, path.parent.name.split("=", 1)[1], df[~hit])
+                write_partition(lake, table, partition_date(path), df[~hit])
     if removed:
         log.info("purged %d lake rows of %d deleted shopper(s)", removed, len(wanted))
     return removed

@@ -1,11 +1,18 @@
 """Model versions: log the pyfunc, register it, write tags and the description, move aliases.
 
 Promotion reads the decision the gate recorded on the version (`gate.status`); it never recomputes it.
+
+Crash safety: one MLflow run gets at most one version (`register` looks up a version already registered
+from the run and reuses it, so a retried task never adds a second), and a stage that fails after the
+version exists leaves it `gate.status=failed` with the stage and the reason (`failure_guard`,
+`mark_failed`), never champion: an alias the failing stage moved is put back.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -16,6 +23,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from ml.config import Settings
 from ml.registry.pyfunc import ARTIFACT_KEY, SIGNATURE, VettedRecommender
 
 log = logging.getLogger(__name__)
@@ -54,16 +62,45 @@ def log_model(recommender_dir: Path, example: pd.DataFrame) -> str:
     return info.model_uri
 
 
-def register(client: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict[str, str],
+FAILED_AT, FAILURE_REASON = "gate.failed_at", "gate.failure_reason"
+
+
+def version_for_run(client: MlflowClient, name: str, run_id: str | None) -> ModelVersion | None:
+    """The version already registered from this MLflow run (the lowest if several), or None."""
+    if not run_id:
+        return None
+    try:
+        found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except MlflowException:  # no such registered model yet
+        return None
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def register(client: MlflowClient, name: str, model_uri: str, run_id: str | None, tags: dict[str, str],
              description: str) -> ModelVersion:
+    """Register `model_uri` as a version with `tags`, and point `candidate` at it.
+
+    With a run id this is idempotent: a version already registered from that run is reused (its tags
+    rewritten, any failure mark of an earlier attempt cleared) instead of a second version being made.
+    """
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="Vetted search and recommendation model")
-    version = client.create_model_version(name=name, source=model_uri, run_id=run_id, tags=tags,
-                                          description=description)
-    client.set_registered_model_alias(name, CANDIDATE, version.version)
-    return version
+    version = version_for_run(client, name, run_id)
+    if version is None:
+        version = client.create_model_version(name=name, source=model_uri, run_id=run_id, tags=tags,
+                                              description=description)
+        with failure_guard(client, name, str(version.version), "register"):
+            client.set_registered_model_alias(name, CANDIDATE, version.version)
+        return version
+    log.info("%s v%s is already registered from run %s: reusing it", name, version.version, run_id)
+    with failure_guard(client, name, str(version.version), "register"):
+        clear_failure(client, name, str(version.version))
+        set_tags(client, name, str(version.version), tags)
+        client.update_model_version(name, str(version.version), description=description)
+        client.set_registered_model_alias(name, CANDIDATE, version.version)
+    return client.get_model_version(name, str(version.version))
 
 
 def set_tags(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
@@ -76,6 +113,84 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion |
         return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
+
+
+def _aliases(client: MlflowClient, name: str) -> dict[str, str | None]:
+    """Where `champion` and `previous` point now (None: unset)."""
+    out: dict[str, str | None] = {}
+    for alias in (CHAMPION, PREVIOUS):
+        mv = alias_version(client, name, alias)
+        out[alias] = None if mv is None else str(mv.version)
+    return out
+
+
+def _point(client: MlflowClient, name: str, alias: str, version: str | None) -> None:
+    if version is None:
+        try:
+            client.delete_registered_model_alias(name, alias)
+        except MlflowException:  # already unset
+            pass
+    else:
+        client.set_registered_model_alias(name, alias, version)
+
+
+def clear_failure(client: MlflowClient, name: str, version: str) -> None:
+    """Drop an earlier attempt's failure mark (a retried stage that now succeeds decides afresh)."""
+    tags = client.get_model_version(name, version).tags
+    for key in (FAILED_AT, FAILURE_REASON):
+        if key in tags:
+            client.delete_model_version_tag(name, version, key)
+
+
+def mark_failed(client: MlflowClient, name: str, version: str, stage: str, reason: str,
+                aliases_before: dict[str, str | None] | None = None, settings: Settings | None = None) -> None:
+    """Tag the version `gate.status=failed` (with the stage and the reason) and make sure it is not champion.
+
+    `aliases_before` (champion and previous as they were when the failing stage began) is restored if
+    that stage moved `champion` to this version; without it, or if the version was champion already,
+    `champion` goes back to `previous` (or is removed when there is none). With `settings`, taking
+    `champion` away is written to the audit trail as a rollback."""
+    version = str(version)
+    set_tags(client, name, version, {"gate.status": "failed", FAILED_AT: stage, FAILURE_REASON: reason[:500]})
+    now = _aliases(client, name)
+    if now[CHAMPION] != version:
+        return
+    client.set_model_version_tag(name, version, "rolled_back",
+                                 f"{datetime.now(UTC).isoformat(timespec='seconds')} by vetted: failed at {stage}")
+    if aliases_before is not None and aliases_before.get(CHAMPION) != version:
+        # the failing stage made it champion: put both aliases back as they were
+        _point(client, name, CHAMPION, aliases_before.get(CHAMPION))
+        _point(client, name, PREVIOUS, aliases_before.get(PREVIOUS))
+    else:
+        fallback = now[PREVIOUS] if now[PREVIOUS] != version else None
+        _point(client, name, CHAMPION, fallback)
+        if fallback is not None:
+            _point(client, name, PREVIOUS, None)  # it is champion again; nothing older is recorded
+    champion = _aliases(client, name)[CHAMPION]
+    log.warning("%s v%s failed at %s and is not champion (champion now %s): %s", name, version, stage, champion,
+                reason)
+    if settings is not None:
+        from ml.registry.audit import append_event
+
+        append_event(settings, "rollback", name, champion, "vetted", f"from v{version}, which failed at {stage}: {reason}")
+
+
+@contextmanager
+def failure_guard(client: MlflowClient, name: str, version: str, stage: str,
+                  settings: Settings | None = None) -> Iterator[None]:
+    """Run a stage's work on an existing version; if it raises, mark the version failed, then re-raise.
+
+    Catches BaseException too: a task that Airflow terminates (SIGTERM) still records why."""
+    before = _aliases(client, name)
+    try:
+        yield
+    except BaseException as err:
+        try:
+            mark_failed(client, name, version, stage, f"{type(err).__name__}: {err}", aliases_before=before,
+                        settings=settings)
+        except Exception:  # the registry itself is down: the original error matters more
+            log.exception("could not mark %s v%s failed after %s raised", name, version, stage)
+        raise
 
 
 def promote(client: MlflowClient, name: str, version: str, actor: str = "vetted") -> dict[str, str | None]:

@@ -1,15 +1,25 @@
-"""MLflow tracking: the store, the experiment (with an explicit artifact location), runs."""
+"""MLflow tracking: the store, the experiment (with an explicit artifact location), runs.
+
+A training attempt's run carries its run folder as a tag from the moment it is created
+(`start_attempt`), so a retry can find what a killed attempt left RUNNING and end it as KILLED:
+the tracking store never shows a dead attempt as still running, and only the retry's run is used.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import mlflow
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from ml.config import Settings
 
 log = logging.getLogger(__name__)
+
+RUN_DIR_TAG = "vetted.run_dir"
 
 
 def configure(settings: Settings) -> str:
@@ -38,3 +48,26 @@ def flat_params(prefix: str, data: dict) -> dict[str, str]:
         else:
             out[name] = str(value)[:500]
     return out
+
+
+def end_abandoned_attempts(experiment_id: str, run_dir: str) -> list[str]:
+    """Mark KILLED every run of this run folder still RUNNING (an attempt that died); return their ids."""
+    tracking = MlflowClient()
+    ended = []
+    running = tracking.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    for run in running:
+        if run.data.tags.get(RUN_DIR_TAG) == run_dir:
+            tracking.set_tag(run.info.run_id, "vetted.attempt", "abandoned: the task died; a retry replaced it")
+            tracking.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.KILLED))
+            ended.append(run.info.run_id)
+    if ended:
+        log.warning("ended %d abandoned attempt(s) of %s as KILLED: %s", len(ended), run_dir, ended)
+    return ended
+
+
+@contextmanager
+def start_attempt(experiment_id: str, run_name: str, run_dir: str, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
+    """A fresh training run for `run_dir`, tagged with it from creation, after ending dead attempts."""
+    end_abandoned_attempts(experiment_id, run_dir)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={**tags, RUN_DIR_TAG: run_dir}) as run:
+        yield run
