@@ -33,6 +33,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--trainable-layers", type=int, default=d.trainable_layers)
+    p.add_argument("--world-size", type=int, default=d.world_size,
+                   help="data-parallel training processes (0: one per GPU when there are several)")
     p.add_argument("--no-dp", action="store_true", help="train without DP (comparison only; the policy refuses it)")
     p.add_argument("--epsilon", type=float, default=d.dp.target_epsilon)
     p.add_argument("--delta", type=float, default=None, help="default n_users ** -1.1")
@@ -46,7 +48,7 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict({
         "source": a.source, "path": a.path, "seed": a.seed, "n_users": a.n_users, "n_items": a.n_items,
         "epochs": a.epochs, "max_steps": a.max_steps, "batch_size": a.batch_size, "learning_rate": a.learning_rate,
-        "trainable_layers": a.trainable_layers, "policy": a.policy, "require_approval": a.require_approval,
+        "trainable_layers": a.trainable_layers, "world_size": a.world_size, "policy": a.policy, "require_approval": a.require_approval,
         "slice_reports": not a.no_slice_reports, "ingest_date": a.ingest_date,
         "dp": {"enabled": not a.no_dp, "target_epsilon": a.epsilon, "delta": a.delta},
     })
