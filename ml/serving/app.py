@@ -11,6 +11,12 @@ print request paths, is off). Unknown shoppers, shoppers without usable history,
 opt-out or deletion request get non-personalized answers (`personalized: false`), never an error. Input
 out of range gets a 4xx (FastAPI's 422 body: which field, what was wrong); a missing champion is a 503.
 The OpenAPI document is FastAPI's own, generated from `ml.serving.schemas`.
+
+Concurrency: /recommendations, /healthz and /version run on the event loop. A recommendation is about a
+millisecond of CPU (the Feast read, the numpy score, the explanation) that one process's GIL serializes
+anyway; a thread-pool hop per request cost more than it saved. /search (a MiniLM forward pass, tens of
+milliseconds, mostly outside the GIL) runs in FastAPI's thread pool. Impressions are written by a
+background thread (`ImpressionLog`), flushed at shutdown.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from ml.config import Settings
 from ml.privacy.pseudonymize import Pseudonymizer, load_key
 from ml.serving import ranking
 from ml.serving.auth import API_KEY_HEADER, key_matches, load_api_key
-from ml.serving.champion import Champion, ChampionWatcher
+from ml.serving.champion import Champion, ChampionWatcher, one_blas_thread
 from ml.serving.feedback import ImpressionLog, impression_record, new_impression_id
 from ml.serving.history import HistoryReader
 from ml.serving.optouts import OptOutList
@@ -144,6 +150,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        one_blas_thread()
         service.watcher.start()
         service.history.warm_up()
         champion = service.watcher.current()
@@ -199,7 +206,7 @@ def create_app(
         dependencies=authorized,
         summary="Recommendations for one shopper",
     )
-    def recommendations(
+    async def recommendations(
         user_id: Annotated[
             str,
             Path(
@@ -258,7 +265,7 @@ def create_app(
         summary="Liveness and the served model",
         responses={503: {"model": HealthResponse, "description": "No champion loaded yet"}},
     )
-    def healthz(response: Response) -> HealthResponse:
+    async def healthz(response: Response) -> HealthResponse:
         champion = service.watcher.current()
         status = service.watcher.status()
         if champion is None:
@@ -282,7 +289,7 @@ def create_app(
         dependencies=authorized,
         summary="The served model version and its gate decision",
     )
-    def version() -> VersionResponse:
+    async def version() -> VersionResponse:
         champion = service.champion()
         tags = champion.tags
         rerank = champion.rerank
@@ -316,11 +323,57 @@ def _package_version() -> str:
         return "0"
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, poll_seconds: float = 10) -> None:
-    """Run the service with uvicorn, one worker (one process holds the model). Access logs stay off: request
-    paths carry raw user ids. FAISS runs one OpenMP thread per search (see `champion.one_faiss_thread`)."""
+DEFAULT_WORKERS = 1
+POLL_SECONDS_ENV = "VETTED_SERVE_POLL_SECONDS"  # how a worker process learns the poll interval
+
+
+def app_from_env() -> FastAPI:
+    """The app of one uvicorn worker process (`serve(..., workers=N)`): settings and keys from the
+    environment, as `vetted serve` reads them."""
+    return create_app(Settings.from_env(), poll_seconds=float(os.environ.get(POLL_SECONDS_ENV, "10")))
+
+
+def serve(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    poll_seconds: float = 10,
+    workers: int = DEFAULT_WORKERS,
+) -> None:
+    """Run the service with uvicorn. Access logs stay off: request paths carry raw user ids. BLAS and FAISS
+    run one thread per request (see `champion.one_blas_thread`, `champion.one_faiss_thread`).
+
+    One worker (the default) is one process holding the model. With `workers` > 1, uvicorn starts that
+    many processes on the same port, each loading and polling the champion on its own (so for up to one
+    poll interval after a promotion, two answers may come from different versions) and writing its own
+    impression file; they use more cores, at the cost of one model copy each. Worker processes read
+    their settings from the environment, so `settings` must be what `Settings.from_env()` gives.
+    """
     import uvicorn
 
-    app = create_app(settings, poll_seconds=poll_seconds)
-    log.info("Vetted serving on http://%s:%d (OpenAPI at /docs)", host, port)
-    uvicorn.run(app, host=host, port=port, workers=1, access_log=False, log_level="info")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if workers == 1:
+        app = create_app(settings, poll_seconds=poll_seconds)
+        log.info("Vetted serving on http://%s:%d (OpenAPI at /docs)", host, port)
+        uvicorn.run(app, host=host, port=port, workers=1, access_log=False, log_level="info")
+        return
+    if settings != Settings.from_env():
+        raise ValueError(
+            "with workers > 1 every worker reads its settings from the environment (VETTED_HOME, "
+            "MLFLOW_TRACKING_URI, ...), and these settings differ from them; set them in the environment"
+        )
+    # the keys are checked (and the demo's key files created) once here, before the workers could race
+    load_api_key(os.environ, settings.home, allow_demo_key=settings.demo)
+    load_key(os.environ, settings.home, allow_demo_key=settings.demo)
+    os.environ[POLL_SECONDS_ENV] = str(poll_seconds)
+    log.info("Vetted serving on http://%s:%d with %d workers (OpenAPI at /docs)", host, port, workers)
+    uvicorn.run(
+        "ml.serving.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_level="info",
+    )

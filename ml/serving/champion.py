@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +42,7 @@ from ml.config import Settings
 from ml.evaluation.fairness import catalogue_tail
 from ml.evaluation.rerank import RerankConfig
 from ml.registry.registration import CHAMPION, recommender_artifact_uri
+from ml.training.model import LEXICAL_DECAY, TRANSITION_DECAY
 from ml.training.recommender import Recommender
 
 log = logging.getLogger(__name__)
@@ -73,38 +74,202 @@ class ServingRerank:
 
 @dataclass(frozen=True)
 class HistoryTower:
-    """The model's history tower in numpy, for one shopper at a time (~30x cheaper than a torch call).
+    """The model's history path in numpy: the history tower's vector and the full score of every item
+    (several times cheaper than the torch call for one shopper; a batch of shoppers shares one matrix
+    product).
 
-    Same maths as `BiEncoder.history_vector`: softmax of the learned recency weights over the positions in
-    use (newest first), the weighted sum of the cached item vectors, the learned projection, L2 norm.
-    `build_champion` checks it against the torch tower and refuses to use it if they disagree.
+    Same maths as `BiEncoder.history_vector` and `BiEncoder.logits` (a history query, never a search):
+    softmax of the learned recency weights over the positions in use (newest first), the weighted sum of
+    the cached item vectors, the learned projection, L2 norm; then dot / temperature x content scale +
+    item bias + the behavioural part (category transition from the newest item, and the weighted
+    history-candidate features: shared brand, repeat, same category and brand as the newest item, item
+    transitions, and, when the model has them, the largest similarity to one history item and the
+    decayed lexical similarity to the history items). The query
+    vectors and the history items' vectors go through ONE matrix product with the item table; the
+    per-shopper parts are gathered from small per-category and per-brand tables instead of built as
+    [n_items, n_features]. `build_champion` checks it against the torch model and serves with the torch
+    model if they disagree (say, after a change of the model's features).
     """
+
+    FEATURES = (
+        "shared_brand",
+        "repeat",
+        "same_category",
+        "same_brand",
+        "transition",
+        "closest_similarity",
+        "lexical",
+    )
 
     recency: np.ndarray  # [max_history] recency logits, position 0 = newest
     weight: np.ndarray  # [D, D] projection (y = W x + b)
     bias: np.ndarray  # [D]
     item_vectors: np.ndarray  # [n_items, D]
+    temperature: float = 1.0
+    content_scale: float = 1.0  # the learned multiplier of the text similarity (1 once folded into temperature)
+    item_bias: np.ndarray | None = None  # [n_items]
+    item_category: np.ndarray | None = None  # [n_items] category codes
+    item_brand: np.ndarray | None = None  # [n_items] brand codes
+    category_transition: np.ndarray | None = None  # [n_cat, n_cat] newest item's category -> category
+    feature_weights: np.ndarray | None = None  # one weight per feature of FEATURES (the first 5, 6 or 7)
+    # the item x item features (a decayed sum of one table row per history item): (feature position,
+    # [n_items, n_items] table, decay); only those the model has (an unused table is [1, 1] in the model)
+    item_tables: tuple[tuple[int, np.ndarray, float], ...] = ()
+    n_brands: int = 1
+    item_norms: np.ndarray | None = None  # [n_items] L2 norms of item_vectors (bounds for `top`)
 
     @classmethod
     def of(cls, recommender: Recommender) -> HistoryTower:
+        """The tower of a loaded model; ValueError for a model whose features it does not know."""
         model = recommender.model
+
+        def array(t: Any, dtype: Any) -> np.ndarray:
+            return t.detach().cpu().numpy().astype(dtype)
+
+        n_items = len(recommender.item_ids)
+        brands = array(model.item_brand, np.int64)
+        weights = array(model.feature_weights.weight, np.float32)
+        if not 5 <= len(weights) <= len(cls.FEATURES):
+            raise ValueError(
+                f"the model has {len(weights)} history features; the numpy tower knows 5 to {len(cls.FEATURES)}"
+            )
+        tables = []
+        for position, name, decay in ((4, "transitions", TRANSITION_DECAY), (6, "lexical", LEXICAL_DECAY)):
+            table = getattr(model, name, None)
+            if position < len(weights) and table is not None and table.shape[0] == n_items:
+                tables.append((position, array(table, np.float32), decay))
+        scale = getattr(model, "content_scale", None)
         return cls(
-            recency=model.recency.weight.detach().cpu().numpy()[:, 0].astype(np.float64),
-            weight=model.history_proj.weight.detach().cpu().numpy().astype(np.float32),
-            bias=model.history_proj.bias.detach().cpu().numpy().astype(np.float32),
+            recency=array(model.recency.weight, np.float64)[:, 0],
+            weight=array(model.history_proj.weight, np.float32),
+            bias=array(model.history_proj.bias, np.float32),
             item_vectors=recommender.item_vectors,
+            temperature=float(model.temperature),
+            content_scale=float(np.exp(array(scale.log_scale, np.float64)[0])) if scale is not None else 1.0,
+            item_bias=recommender.item_bias,
+            item_category=array(model.item_category, np.int64),
+            item_brand=brands,
+            category_transition=array(model.category_transition.weight, np.float32),
+            feature_weights=weights,
+            item_tables=tuple(tables),
+            n_brands=int(brands.max()) + 1 if len(brands) else 1,
+            item_norms=np.linalg.norm(recommender.item_vectors, axis=1).astype(np.float32),
         )
 
     def vector(self, rows: list[int]) -> np.ndarray:
         """[1, D] query vector for item rows given oldest first (at least one)."""
-        recent = rows[-len(self.recency) :][::-1]
-        logits = self.recency[: len(recent)]
-        w = np.exp(logits - logits.max())
-        w = (w / w.sum()).astype(np.float32)
-        pooled = w @ self.item_vectors[recent]
-        y = self.weight @ pooled + self.bias
-        norm = float(np.linalg.norm(y))
-        return (y / max(norm, 1e-12))[None, :].astype(np.float32)
+        return self.vectors([rows])
+
+    def _recent(self, rows: Sequence[int]) -> list[int]:
+        """The rows the model looks at: the last max_history, newest first."""
+        return list(rows)[-len(self.recency) :][::-1]
+
+    def vectors(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """[B, D] query vectors, one per history of item rows (oldest first, at least one row each)."""
+        pooled = np.empty((len(histories), self.item_vectors.shape[1]), dtype=np.float32)
+        for b, rows in enumerate(histories):
+            recent = self._recent(rows)
+            logits = self.recency[: len(recent)]
+            w = np.exp(logits - logits.max())
+            pooled[b] = (w / w.sum()).astype(np.float32) @ self.item_vectors[recent]
+        y = pooled @ self.weight.T + self.bias
+        norms = np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+        return (y / norms).astype(np.float32)
+
+    @property
+    def uses_closest(self) -> bool:
+        return self.feature_weights is not None and len(self.feature_weights) >= 6
+
+    def scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """[B, n_items] full scores, one row per history of item rows (oldest first, at least one row each):
+        what `Recommender.history_scores` gives, with one matrix product for the whole batch."""
+        if self.item_bias is None or self.feature_weights is None:
+            raise ValueError("this HistoryTower was built without the scoring tables; use HistoryTower.of")
+        recents = [self._recent(rows) for rows in histories]
+        queries = self.vectors(histories)
+        if self.uses_closest:  # the history items' similarities come out of the same product
+            queries = np.vstack([queries, self.item_vectors[[r for recent in recents for r in recent]]])
+        products = queries @ self.item_vectors.T
+        out = products[: len(histories)]
+        out /= np.float32(self.temperature)
+        if self.content_scale != 1.0:
+            out *= np.float32(self.content_scale)
+        out += self.item_bias
+        start = len(histories)
+        for b, recent in enumerate(recents):
+            out[b] += self._behaviour(recent)
+            if self.uses_closest:
+                closest = products[start : start + len(recent)].max(axis=0)
+                out[b] += np.float32(self.feature_weights[5]) * closest
+                start += len(recent)
+        return out
+
+    def _behaviour(self, recent: list[int]) -> np.ndarray:
+        """[n_items] the behavioural part for one history (rows newest first, at most max_history), but the
+        closest-similarity feature (`scores` and `top` add it)."""
+        w_brand, w_repeat, w_same_cat, w_same_brand = (float(x) for x in self.feature_weights[:4])
+        cats, brands = self.item_category, self.item_brand
+        newest = recent[0]
+        by_category = self.category_transition[cats[newest]].copy()  # transition + same-category feature
+        by_category[cats[newest]] += w_same_cat
+        by_brand = np.zeros(self.n_brands, dtype=np.float32)  # shared-brand + same-as-newest-brand features
+        by_brand[brands[recent]] = w_brand
+        by_brand[brands[newest]] += w_same_brand
+        part = by_category[cats] + by_brand[brands]
+        part[np.unique(recent)] += w_repeat
+        for position, table, decay in self.item_tables:
+            weights = np.float32(decay) ** np.arange(len(recent), dtype=np.float32)
+            part += float(self.feature_weights[position]) * (weights @ table[recent])
+        return part
+
+    def top(self, rows: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The exact top-n item rows (best first) and their full scores for one history (oldest first).
+
+        The same ranking as `scores` followed by a top-n, without the [max_history, n_items] product the
+        closest-similarity feature needs for every item: the rest of the score takes one matrix-vector
+        product, and since |w x similarity| <= |w| x |history vector| x |item vector|, only the items whose
+        score can still reach the top-n with that bound get their similarities computed. If an item
+        outside those candidates could still make it, the candidates grow, and at worst every item is
+        computed: the answer is always exact.
+        """
+        if self.item_bias is None or self.feature_weights is None:
+            raise ValueError("this HistoryTower was built without the scoring tables; use HistoryTower.of")
+        recent = self._recent(rows)
+        base = self.item_vectors @ self.vectors([rows])[0]
+        base /= np.float32(self.temperature)
+        if self.content_scale != 1.0:
+            base *= np.float32(self.content_scale)
+        base += self.item_bias
+        base += self._behaviour(recent)
+        n_items = len(base)
+        n = min(n, n_items)
+        w = float(self.feature_weights[5]) if self.uses_closest else 0.0
+        if w == 0.0:  # the model adds 0 x similarity: nothing to compute
+            return _best(np.arange(n_items), base, n)
+        history = self.item_vectors[recent]
+        norms = self.item_norms if self.item_norms is not None else np.linalg.norm(self.item_vectors, axis=1)
+        reach = abs(w) * float(norms[recent].max()) * (1 + 1e-5)  # margin: float32 rounding of the products
+        upper = base + (reach * norms + 1e-5).astype(np.float32)
+        m = max(4 * n, TOP_CANDIDATES)
+        while m < n_items:
+            order = np.argpartition(-upper, m)
+            candidates, best_outside = order[:m], float(upper[order[m]])
+            exact = base[candidates] + np.float32(w) * (history @ self.item_vectors[candidates].T).max(axis=0)
+            if best_outside < float(np.partition(exact, m - n)[m - n]):  # the n-th best candidate
+                return _best(candidates, exact, n)
+            m *= 4
+        full = base + np.float32(w) * (history @ self.item_vectors.T).max(axis=0)
+        return _best(np.arange(n_items), full, n)
+
+
+TOP_CANDIDATES = 256  # the smallest candidate set `HistoryTower.top` computes similarities for
+
+
+def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n best (rows, scores), best first (equal scores: the lower row first)."""
+    top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+    top = top[np.lexsort((rows[top], -scores[top]))]
+    return rows[top], scores[top]
 
 
 @dataclass(frozen=True)
@@ -146,6 +311,22 @@ class Champion:
         rec = self.recommender
         return rec.history_vectors([[rec.item_ids[r] for r in rows]])
 
+    def top_for_history(self, rows: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The exact top-n item rows (best first) and full scores for one history of item rows (oldest
+        first, at least one)."""
+        if self.tower is not None:
+            return self.tower.top(rows, n)
+        full = self.history_scores([rows])[0]
+        return _best(np.arange(len(full)), full, min(n, len(full)))
+
+    def history_scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """[B, n_items] the model's full score of every item, one row per history of item rows (oldest
+        first, at least one each)."""
+        if self.tower is not None:
+            return self.tower.scores(histories)
+        rec = self.recommender
+        return rec.history_scores([[rec.item_ids[r] for r in rows] for rows in histories])
+
 
 # ---------------------------------------------------------------------------------------------- pure pieces
 _thread_state = threading.local()
@@ -161,6 +342,19 @@ def one_faiss_thread() -> None:
     if not getattr(_thread_state, "faiss_single", False):
         faiss.omp_set_num_threads(1)
         _thread_state.faiss_single = True
+
+
+def one_blas_thread() -> None:
+    """Make every BLAS library in the process (numpy's and FAISS's OpenBLAS) use one thread.
+
+    The scores are one matrix-vector product per request, too small to split, and requests already run
+    in parallel: measured on the 2-core machines, OpenBLAS's default of two threads per call spun both
+    cores under 16 concurrent requests and took 9 ms of CPU per 10k-item recommendation instead of 0.3.
+    OpenBLAS's setting is process-wide, so calling this once (at startup) is enough.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def _float_tag(
@@ -242,19 +436,29 @@ def build_champion(
 def checked_tower(
     recommender: Recommender, where: str, n_checks: int = 8, seed: int = 0
 ) -> HistoryTower | None:
-    """The numpy history tower if it reproduces the torch one on random histories, else None (and a warning)."""
-    tower = HistoryTower.of(recommender)
+    """The numpy history path if it reproduces the torch model (vectors and full scores) on random histories
+    (one with a repeated item), else None (and a warning)."""
+    try:
+        tower = HistoryTower.of(recommender)
+    except ValueError as err:
+        log.warning("%s: no numpy history path (%s); serving with the torch model", where, err)
+        return None
     n = len(recommender.item_ids)
     rng = np.random.default_rng(seed)
     max_h = recommender.settings.max_history
-    for length in [1, max_h, max_h + 3, *rng.integers(1, max_h + 1, size=n_checks)]:
-        rows = [int(r) for r in rng.integers(0, n, size=int(length))]
-        torch_vec = recommender.history_vectors([[recommender.item_ids[r] for r in rows]])
-        if not np.allclose(tower.vector(rows), torch_vec, atol=1e-5):
-            log.warning(
-                "%s: the numpy history tower differs from the model's; serving with the torch tower", where
-            )
-            return None
+    lengths = [1, max_h, max_h + 3, *rng.integers(1, max_h + 1, size=n_checks)]
+    histories = [[int(r) for r in rng.integers(0, n, size=int(length))] for length in lengths]
+    histories.append([histories[1][0], *histories[1]])  # a repeat: the repeat feature is exercised
+    as_ids = [[recommender.item_ids[r] for r in rows] for rows in histories]
+    same_vectors = np.allclose(tower.vectors(histories), recommender.history_vectors(as_ids), atol=1e-5)
+    same_scores = np.allclose(tower.scores(histories), recommender.history_scores(as_ids), rtol=1e-5, atol=1e-4)
+    if not (same_vectors and same_scores):
+        log.warning(
+            "%s: the numpy history path differs from the model's (%s); serving with the torch model",
+            where,
+            "vectors" if not same_vectors else "scores",
+        )
+        return None
     return tower
 
 

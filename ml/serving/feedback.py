@@ -1,6 +1,6 @@
 """Served impressions, logged for the next ingestion: what each shopper was shown, by which model.
 
-Format (one file per serving process per UTC day, JSON lines, appended and flushed per request):
+Format (one file per serving process per UTC day, JSON lines):
 
     <home>/feedback/impressions/date=YYYY-MM-DD/part-<pid>.jsonl
 
@@ -20,6 +20,12 @@ data; ingestion scrubs search events, this log does not), and any line for a sho
 deletion request (the service skips them). `user_id` is null for an anonymous search (no user_id sent):
 such lines count towards item exposure only. Readers should skip a last line without a newline (a
 process may have stopped mid-write) and read every `part-*.jsonl` of a date folder.
+
+Writing is off the request path: a request queues its record (microseconds), and one background thread
+writes what is queued every `flush_seconds` (one write and one flush for the lot). Nothing queued is lost
+on an orderly stop: `close()` (the app's shutdown) writes everything first; only a killed process loses
+its last `flush_seconds` of impressions. With `max_pending` records waiting (a stalled disk), `append`
+waits for the writer instead of growing without bound.
 """
 
 from __future__ import annotations
@@ -76,15 +82,106 @@ def impression_record(
 
 
 class ImpressionLog:
-    """Appends impressions to this process's file of the day; thread-safe; a failed write never fails a request."""
+    """Queues impressions and writes them to this process's file of the day from a background thread.
 
-    def __init__(self, home: Path) -> None:
+    Thread-safe; a failed write never fails a request (the error is kept in `last_error`, the lines
+    counted in `failed`).
+    """
+
+    def __init__(self, home: Path, flush_seconds: float = 0.2, max_pending: int = 50_000) -> None:
+        if flush_seconds <= 0:
+            raise ValueError(f"flush_seconds must be positive, got {flush_seconds}")
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, got {max_pending}")
         self.home = Path(home)
-        self._lock = threading.Lock()
+        self.flush_seconds = float(flush_seconds)
+        self.max_pending = max_pending
+        self._cond = threading.Condition()
+        self._pending: list[dict[str, Any]] = []
+        self._queued = 0  # records ever queued
+        self._done = 0  # records ever written or failed
+        self._flush_now = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
         self._day: str | None = None
-        self._fh: IO[str] | None = None
+        self._fh: IO[str] | None = None  # only the writer thread (or close, after it) touches the file
         self.written = 0
+        self.failed = 0
         self.last_error: str | None = None
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Queue one record (see `impression_record`); written within `flush_seconds`."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the impression log is closed")
+            while len(self._pending) >= self.max_pending:  # back-pressure: the writer is behind
+                self._flush_now = True
+                self._cond.notify_all()
+                self._cond.wait(self.flush_seconds)
+            self._pending.append(record)
+            self._queued += 1
+            if self._thread is None:  # started here, not in __init__: the serving process may be a fork
+                self._thread = threading.Thread(target=self._run, name="impression-log", daemon=True)
+                self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return self._queued - self._done
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Write everything queued so far now; True once it is on disk (or failed), False on timeout."""
+        with self._cond:
+            target = self._queued
+            if self._done >= target:
+                return True
+            self._flush_now = True
+            self._cond.notify_all()
+            return self._cond.wait_for(lambda: self._done >= target, timeout)
+
+    def close(self) -> None:
+        """Write everything queued, stop the writer and close the file. Later appends raise."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not (self._closed or self._flush_now):
+                    self._cond.wait(self.flush_seconds)
+                batch, self._pending = self._pending, []
+                self._flush_now = False
+                stop = self._closed
+            self._write(batch)
+            with self._cond:
+                self._done += len(batch)
+                self._cond.notify_all()
+                if stop and not self._pending:
+                    return
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        """Append the records to their day's file: one write per day, one flush."""
+        by_day: dict[str, list[dict[str, Any]]] = {}
+        for record in batch:
+            by_day.setdefault(str(record.get("ts", ""))[:10], []).append(record)
+        for day, records in sorted(by_day.items()):
+            try:
+                text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+                fh = self._file_for(day)
+                fh.write(text)
+                fh.flush()
+                self.written += len(records)
+            except Exception as err:  # the writer thread must survive anything one batch can throw
+                self.failed += len(records)
+                self.last_error = f"{type(err).__name__}: {err}"
+                log.warning("could not log %d impression(s): %s", len(records), self.last_error)
 
     def _file_for(self, day: str) -> IO[str]:
         if self._fh is None or self._day != day:
@@ -92,28 +189,9 @@ class ImpressionLog:
                 self._fh.close()
             path = impression_path(self.home, day, os.getpid())
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across requests
+            self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across batches
             self._day = day
         return self._fh
-
-    def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, separators=(",", ":")) + "\n"
-        day = record["ts"][:10]
-        try:
-            with self._lock:
-                fh = self._file_for(day)
-                fh.write(line)
-                fh.flush()
-                self.written += 1
-        except OSError as err:
-            self.last_error = f"{type(err).__name__}: {err}"
-            log.warning("could not log an impression: %s", self.last_error)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
 
 
 def read_impressions(home: Path, day: str | None = None) -> list[dict[str, Any]]:

@@ -1,9 +1,10 @@
 """From a champion and a shopper's inputs to k explained results (no HTTP, no stores).
 
-- recommendations: the model's full score of every item for the shopper's recent items (the history
-  tower's similarity, the item bias and the behavioural part: `Recommender.history_scores`, the same
-  function the evaluation measured); without usable history, the non-personalized order (the model's
-  learned item bias, trained under DP, so no extra privacy cost);
+- recommendations: the top of the model's full score over every item for the shopper's recent items
+  (the history tower's similarity, the item bias and the behavioural part: `Recommender.history_scores`,
+  the same function the evaluation measured; its exact top-n computed in numpy by
+  `Champion.top_for_history`); without usable history, the non-personalized order (the model's learned
+  item bias, trained under DP, so no extra privacy cost);
 - search: the query's text vector, optionally blended with the history vector (`search_history_weight`);
 - fair re-ranking (when the version's tags turn it on): `ml.evaluation.rerank.rerank` over
   `candidates_factor * k` candidates, the same function the evaluation measured.
@@ -81,11 +82,8 @@ def recommend(champion: Champion, history: Sequence[str], k: int, options: Ranki
     if not known:
         return popular(champion, k, options)
     rec = champion.recommender
-    full = rec.history_scores([[rec.item_ids[r] for r in known]])[0]
-    n = min(n_candidates(champion, k, options), len(full))
-    rows = np.argpartition(-full, n - 1)[:n]
-    rows = rows[np.argsort(-full[rows], kind="stable")]
-    chosen, chosen_scores = _select(champion, rows, full[rows], k)
+    rows, scores = champion.top_for_history(known, n_candidates(champion, k, options))
+    chosen, chosen_scores = _select(champion, rows, scores, k)
     matched = (
         explain.best_history_match(rec.item_vectors, known[-rec.settings.max_history :], chosen)
         if chosen

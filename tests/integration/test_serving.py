@@ -516,6 +516,7 @@ def test_impressions_are_logged_pseudonymized_and_never_for_opted_out_shoppers(s
     client.get(f"/recommendations/{OPTED_OUT}", headers=AUTH)
     client.post("/search", json={"query": "lamp", "k": 2, "user_id": OPTED_OUT}, headers=AUTH)
     client.post("/search", json={"query": "lamp", "k": 2}, headers=AUTH)
+    assert service.impressions.flush()  # written off the request path: wait for the writer
     lines = read_impressions(home)
     mine = [line for line in lines if line["impression_id"] == got["impression_id"]]
     assert mine == [
@@ -577,6 +578,57 @@ def _wait(condition, timeout: float = 60.0) -> float:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(0.05)
     return time.monotonic() - start
+
+
+@pytest.mark.slow
+def test_history_reads_the_same_values_as_feast_get_online_features(serving_world):
+    from ml.features import store as fs
+    from ml.features.build import decode_history
+    from ml.serving.history import RECENT_ITEMS, HistoryReader
+
+    settings = serving_world["settings"]
+    store = fs.open_store(fs.repo_config(settings.feast_dir, settings.profile))
+    reader = HistoryReader(store)
+    pseudo = _service(serving_world).pseudonymizer
+    for user in [*SHOPPERS, "someone-never-seen"]:
+        p = pseudo.pseudonym(user)
+        expected = decode_history(fs.online_features(store, [p], [RECENT_ITEMS])["recent_items"][0])
+        assert reader.recent_items(p) == expected
+    assert reader.recent_items(pseudo.pseudonym("alice")) == [f"i{r:02d}" for r in SHOPPERS["alice"]]
+    assert reader.last_error is None
+
+    broken = HistoryReader(store, feature="no_such_view:recent_items")
+    assert broken.recent_items(pseudo.pseudonym("alice")) == []  # degrades to no history, never raises
+    assert broken.last_error and broken.errors == 1
+
+
+@pytest.mark.slow
+def test_shutdown_writes_every_queued_impression(serving_world):
+    """The log writes in the background; the app's shutdown must not lose what is still queued."""
+    from ml.serving.app import create_app
+
+    service = _service(serving_world)
+    app = create_app(serving_world["settings"], watcher=service.watcher, env=ENV, history=service.history)
+    app.state.service.impressions.flush_seconds = 3600  # the timer never fires: only the shutdown writes
+    with TestClient(app) as client:
+        ids = [
+            client.get("/recommendations/bob", params={"k": 2}, headers=AUTH).json()["impression_id"]
+            for _ in range(5)
+        ]
+        assert app.state.service.impressions.pending == 5
+    assert service.watcher.current() is not None  # a watcher the app did not build is left running
+    logged = {line["impression_id"] for line in read_impressions(serving_world["home"])}
+    assert set(ids) <= logged
+
+
+def test_serve_refuses_bad_worker_settings(tmp_path, monkeypatch):
+    from ml.serving.app import serve
+
+    monkeypatch.setenv("VETTED_HOME", str(tmp_path / "elsewhere"))
+    with pytest.raises(ValueError, match="at least 1"):
+        serve(_settings(tmp_path), workers=0)
+    with pytest.raises(ValueError, match="environment"):  # workers would read other settings than these
+        serve(_settings(tmp_path), workers=2)
 
 
 @pytest.mark.slow
