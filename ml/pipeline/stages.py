@@ -23,13 +23,21 @@ log = logging.getLogger(__name__)
 TRAIN_SET, CASES, SEQUENCES = "train_set.parquet", "cases.parquet", "train_sequences.parquet"
 AUDIT_SHARE = 0.1  # shoppers kept out of training as the membership-inference audit's non-members
 TRANSITION_FLOOR = 2.0
+# DP noise (std) on each coordinate of a step's mean clipped gradient above which the projection and the item
+# bias stay fixed and the rest trains at NOISY_DP_LR_SCALE x the rate. amazon2018 at 256 shoppers a step has
+# 0.005 (trained, those heads left the model below the zero-shot encoder); the synthetic demo at 2,048 has
+# 0.0008 (they carry its popularity and category signal). Measured: benchmarks/results/quality.md.
+NOISY_DP_STEP = 0.004
+NOISY_DP_LR_SCALE = 0.1
 RERANK_POOL = 50  # candidates the fair re-ranker chooses from
 RERANK_SHARES = (0.0, 0.1, 0.2, 0.3, 0.4)  # settings of the NDCG-vs-exposure trade-off table  # noise deviations subtracted from the DP transition counts (post-processing)
 
 
 # ---------------------------------------------------------------------------------------------------
 def ingest(ctx: RunContext, raw: Any = None) -> dict[str, Any]:
-    """Source -> validated, pseudonymized, scrubbed, consent-filtered lake partition.
+    """Source -> validated, pseudonymized, scrubbed, consent-filtered lake partition of the run's date.
+
+    Re-running a date rewrites the same partitions; events after the date wait for a later run.
 
     `raw` (RawTables) replaces reading the configured source: for notebooks and tests."""
     from ml.data.ingest import ingest as run_ingest
@@ -45,27 +53,33 @@ def ingest(ctx: RunContext, raw: Any = None) -> dict[str, Any]:
     out = {**result.__dict__, "metrics": result.metrics()}
     ctx.write("ingest", out)
     return {"ingest_date": result.ingest_date, "accepted": result.accepted, "quarantined": result.quarantined,
-            "quarantine_path": result.quarantine_path}
+            "deferred": result.deferred, "quarantine_path": result.quarantine_path}
 
 
 # ---------------------------------------------------------------------------------------------------
 def features(ctx: RunContext) -> dict[str, Any]:
-    """Lake -> Feast (apply, materialize) -> point-in-time training set and hold-out cases."""
+    """Lake -> Feast (apply, materialize) -> point-in-time training set and hold-out cases.
+
+    The lake is read as it stood on the run's ingest date (a backfill never sees later partitions), and
+    the feature rows depend on the lake alone, not on the clock: re-running a date gives the same rows."""
     from ml.data.ingest import read_lake
     from ml.data.splits import temporal_split
     from ml.features import store as fs
     from ml.features.build import write_feature_tables
 
     cfg, settings = ctx.config, ctx.settings
-    tables = read_lake(settings.lake_dir)
-    split_time = pd.Timestamp(ctx.read("ingest")["split_time"])
+    ingested = ctx.read("ingest")
+    tables = read_lake(settings.lake_dir, as_of=ingested["ingest_date"])
+    split_time = pd.Timestamp(ingested["split_time"])
+    if tables["events"].empty:
+        raise ValueError(f"the lake holds no events up to {ingested['ingest_date']}: nothing to build features from")
     now = datetime.now(UTC)
     data_dir = settings.home / "features"
-    paths = write_feature_tables(data_dir, tables["items"], tables["events"], cfg.max_history, pd.Timestamp(now))
-    store = fs.open_store(fs.repo_config(settings.feast_dir, settings.profile, redis_url=settings.redis_url,
-                                         postgres_dsn=settings.postgres_dsn))
+    as_of = tables["events"]["ts"].max()  # the catalogue counts are as of the newest event they count
+    paths = write_feature_tables(data_dir, tables["items"], tables["events"], cfg.max_history, as_of)
+    store = fs.open_store(fs.repo_config_for(settings))
     applied = fs.apply_definitions(store, data_dir)
-    if ctx.read("ingest").get("deleted_users"):
+    if ingested.get("deleted_users"):
         fs.rebuild_online(store, data_dir, now)  # deleted shoppers must not survive in the online store
     else:
         fs.materialize(store, now)
@@ -75,6 +89,9 @@ def features(ctx: RunContext) -> dict[str, Any]:
     train = _with_history(store, split.train, feature, cfg.max_history)
     cases = _with_history(store, split.cases, feature, cfg.max_history)
     cases = cases[cases["history"].map(len) > 0].reset_index(drop=True)
+    if cases.empty:
+        raise ValueError(f"no hold-out cases: the events known on {ingested['ingest_date']} (before "
+                         f"{ingested.get('known_until') or 'its end'}) end before the source's split time {split_time}")
     n_all_cases = len(cases)
     if cfg.max_eval_cases and len(cases) > cfg.max_eval_cases:
         keep = np.sort(np.random.default_rng(cfg.seed).choice(len(cases), cfg.max_eval_cases, replace=False))
@@ -122,12 +139,13 @@ def train(ctx: RunContext) -> dict[str, Any]:
     import torch
 
     from ml.data.ingest import read_lake
-    from ml.privacy.accounting import default_delta, plan_budget
-    from ml.registry.tracking import configure, flat_params
+    from ml.privacy.accounting import MAX_DENSE_ITEMS, default_delta, plan_budget
+    from ml.registry.tracking import configure, flat_params, start_attempt
+    from ml.training.distributed import train_data_parallel, world_size_for
     from ml.training.encoder import item_texts, load_encoder
-    from ml.training.model import BiEncoder, catalogue_codes
+    from ml.training.model import BiEncoder, catalogue_codes, lexical_similarity
     from ml.training.recommender import Recommender, RecommenderSettings
-    from ml.training.train import DPSettings, Examples, planned_steps, train_bi_encoder
+    from ml.training.train import DPSettings, Examples, planned_steps
 
     cfg, settings = ctx.config, ctx.settings
     items = read_lake(settings.lake_dir)["items"]
@@ -165,9 +183,17 @@ def train(ctx: RunContext) -> dict[str, Any]:
                       item_brand=item_brand)
     if transitions is not None:
         model.set_transitions(model_transitions)
+    if len(items) <= MAX_DENSE_ITEMS:  # public catalogue text only: no privacy cost
+        model.set_lexical(lexical_similarity(items["title"].fillna("").astype(str).tolist(), texts))
+    learning_rate = cfg.dp.learning_rate if dp else cfg.learning_rate
+    if dp is not None and plan is not None and plan.noise_multiplier / (sample_rate * n_users) > NOISY_DP_STEP:
+        model.freeze_dense_heads()  # too few shoppers a step for per-item parameters (BiEncoder.freeze_dense_heads)
+        learning_rate *= NOISY_DP_LR_SCALE  # the scalar heads left: noise would swing them by several logits
+    elif dp is not None:
+        model.drop_text_features()  # the dense heads learn; the text features did not help then (measured)
     run_name = cfg.run_name or ctx.run_dir.name
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.set_tags({"vetted.run_dir": str(ctx.run_dir), "vetted.source": cfg.source})
+    # a retry first ends what a killed attempt left RUNNING (crash safety, ml.registry.tracking)
+    with start_attempt(experiment_id, run_name, str(ctx.run_dir), {"vetted.source": cfg.source}) as run:
         mlflow.log_params(flat_params("", cfg.to_dict()))
         mlflow.log_metrics(ctx.read("ingest")["metrics"])
         feats = ctx.read("features")
@@ -177,9 +203,10 @@ def train(ctx: RunContext) -> dict[str, Any]:
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             mlflow.log_metrics({f"epoch.{k}": v for k, v in metrics.items()}, step=epoch)
 
-        result = train_bi_encoder(
-            model, tokenizer, examples, texts, epochs=cfg.epochs, max_steps=cfg.max_steps,
-            batch_size=cfg.batch_size, learning_rate=cfg.dp.learning_rate if dp else cfg.learning_rate, max_history=cfg.max_history,
+        result = train_data_parallel(
+            model, tokenizer, examples, texts, world_size=world_size_for(torch.cuda.device_count(), cfg.world_size),
+            epochs=cfg.epochs, max_steps=cfg.max_steps,
+            batch_size=cfg.batch_size, learning_rate=learning_rate, max_history=cfg.max_history,
             max_query_tokens=cfg.max_query_tokens, max_item_tokens=cfg.max_item_tokens, seed=cfg.seed, dp=dp,
             on_epoch=on_epoch)
         privacy: dict[str, Any] = {"dp": cfg.dp.enabled, "unit": "user" if cfg.dp.enabled else "none",
@@ -205,7 +232,9 @@ def train(ctx: RunContext) -> dict[str, Any]:
                                 "privacy.max_grad_norm": cfg.dp.max_grad_norm})
         mlflow.log_metrics({"train.seconds": result.seconds, "train.seconds_per_step": result.seconds_per_step,
                             "train.final_loss": result.final_loss, "train.steps": result.steps})
-        rec = Recommender(model, tokenizer, items, RecommenderSettings(cfg.temperature, cfg.max_history,
+        model.zero_dropped_weights()
+        temperature = model.fold_content_scale()  # the learned text-similarity scale, saved as the temperature
+        rec = Recommender(model, tokenizer, items, RecommenderSettings(temperature, cfg.max_history,
                                                                        cfg.max_query_tokens, cfg.max_item_tokens))
         model_dir = rec.save(ctx.path("model"))
         run_id = run.info.run_id
@@ -444,7 +473,10 @@ def _version_tags(ctx: RunContext) -> dict[str, str]:
 
 
 def register(ctx: RunContext) -> dict[str, Any]:
-    """PII scan, log the pyfunc, register a version with its tags and card, smoke-test it in a fresh process."""
+    """PII scan, log the pyfunc, register a version with its tags and card, smoke-test it in a fresh process.
+
+    A retry is idempotent: the version already registered from this training run is reused, never a
+    second one made. Once the version exists, an error leaves it `gate.status=failed` (with the reason)."""
     import mlflow
 
     from ml.data.sources import read_source
@@ -460,6 +492,10 @@ def register(ctx: RunContext) -> dict[str, Any]:
     configure(settings)
     client = make_client(settings)
     trained = ctx.read("train")
+    run_id = trained["mlflow_run_id"]
+    status = client.get_run(run_id).info.status
+    if status not in ("FINISHED", "RUNNING"):  # RUNNING: a killed evaluate or register left it open
+        raise RuntimeError(f"training run {run_id} ended {status}: it is not registered; run train again")
     tags = _version_tags(ctx)
 
     raw = read_source(cfg.source, cfg.path or None, n_users=cfg.n_users, n_items=cfg.n_items, seed=cfg.seed)
@@ -476,19 +512,42 @@ def register(ctx: RunContext) -> dict[str, Any]:
     cases = pd.read_parquet(ctx.path(CASES))
     histories = [list(h) for h in cases["history"].head(5)]
     queries = _sample_queries(ctx)
-    with mlflow.start_run(run_id=trained["mlflow_run_id"]):
+    existing = reg.version_for_run(client, settings.model_name, run_id)
+    with mlflow.start_run(run_id=run_id):
         mlflow.log_metric("privacy.pii_findings", len(findings))
         mlflow.log_dict({"findings": scan, "count": len(findings)}, "pii_scan.json")
-        model_uri = reg.log_model(Path(trained["model_dir"]), input_example(histories, queries[0]))
-    version = reg.register(client, settings.model_name, model_uri, trained["mlflow_run_id"],
-                           {**tags, "gate.status": "pending"}, description="Gate not run yet.")
-    smoke = smoke_test(settings.tracking_uri, f"models:/{settings.model_name}/{version.version}",
-                       histories, queries, k=cfg.k)
-    reg.set_tags(client, settings.model_name, version.version, {"serving.smoke_ok": str(smoke["ok"]).lower()})
-    out = {"model_uri": model_uri, "version": str(version.version), "pii_findings": len(findings), "pii_scan": scan,
-           "smoke": smoke, "tags": tags}
-    ctx.write("register", out)
+        # a retry whose first attempt got as far as a version reuses that version's model
+        model_uri = existing.source if existing else reg.log_model(Path(trained["model_dir"]),
+                                                                    input_example(histories, queries[0]))
+    version = reg.register(client, settings.model_name, model_uri, run_id, {**tags, "gate.status": "pending"},
+                           description="Gate not run yet.")
+    with reg.failure_guard(client, settings.model_name, str(version.version), "register", settings=settings):
+        smoke = smoke_test(settings.tracking_uri, f"models:/{settings.model_name}/{version.version}",
+                           histories, queries, k=cfg.k)
+        reg.set_tags(client, settings.model_name, version.version, {"serving.smoke_ok": str(smoke["ok"]).lower()})
+        out = {"model_uri": model_uri, "version": str(version.version), "pii_findings": len(findings),
+               "pii_scan": scan, "smoke": smoke, "tags": tags}
+        ctx.write("register", out)
     return {"version": str(version.version), "pii_findings": len(findings), "smoke_ok": smoke["ok"]}
+
+
+def fail_version(ctx: RunContext, stage: str, reason: str) -> str | None:
+    """Mark this run's registered version failed (and not champion); returns it, or None if none exists.
+
+    For a failure no stage could catch (the DAG's on_failure_callback: a killed or timed-out task)."""
+    from ml.registry import registration as reg
+    from ml.registry.tracking import client as make_client
+    from ml.registry.tracking import configure
+
+    if not ctx.has("train"):
+        return None
+    configure(ctx.settings)
+    client = make_client(ctx.settings)
+    version = reg.version_for_run(client, ctx.settings.model_name, ctx.read("train")["mlflow_run_id"])
+    if version is None:
+        return None
+    reg.mark_failed(client, ctx.settings.model_name, str(version.version), stage, reason, settings=ctx.settings)
+    return str(version.version)
 
 
 def _sample_queries(ctx: RunContext) -> list[str]:
@@ -519,17 +578,29 @@ def _champion_metrics(ctx: RunContext, client: Any, version: str) -> dict[str, A
 
 
 def gate(ctx: RunContext) -> dict[str, Any]:
-    """Check the candidate against the policy; record the decision on the version (tags, card)."""
-    from ml.gate.decision import decide
-    from ml.gate.policy import load_policy
+    """Check the candidate against the policy; record the decision on the version (tags, card).
+
+    If anything here raises, the version is left `gate.status=failed` with the reason, never champion."""
     from ml.registry import registration as reg
     from ml.registry.tracking import client as make_client
     from ml.registry.tracking import configure
 
-    cfg, settings = ctx.config, ctx.settings
+    settings = ctx.settings
     configure(settings)
     client = make_client(settings)
     registered = ctx.read("register")
+    version = registered["version"]
+    with reg.failure_guard(client, settings.model_name, version, "gate", settings=settings):
+        reg.clear_failure(client, settings.model_name, version)  # a retry decides afresh
+        return _gate(ctx, client, registered)
+
+
+def _gate(ctx: RunContext, client: Any, registered: dict[str, Any]) -> dict[str, Any]:
+    from ml.gate.decision import decide
+    from ml.gate.policy import load_policy
+    from ml.registry import registration as reg
+
+    cfg, settings = ctx.config, ctx.settings
     version = registered["version"]
     champion = _champion_metrics(ctx, client, version)
     tr, ev = ctx.read("train"), ctx.read("evaluate")
@@ -568,7 +639,7 @@ def gate(ctx: RunContext) -> dict[str, Any]:
 
 
 def write_card(ctx: RunContext, client: Any) -> str:
-    from ml.registry.card import model_card
+    from ml.registry.card import CARD_ARTIFACT, fit_description, model_card
 
     registered = ctx.read("register")
     gate_out = ctx.read("gate") if ctx.has("gate") else None
@@ -590,16 +661,18 @@ def write_card(ctx: RunContext, client: Any) -> str:
         gate=None if gate_out is None else {"status": gate_out["status"], "policy_label": gate_out["policy"],
                                              "summary_markdown": gate_out["summary_markdown"]},
         champion=None if gate_out is None else gate_out["champion"], links=links)
-    client.update_model_version(ctx.settings.model_name, registered["version"], description=card)
+    client.update_model_version(ctx.settings.model_name, registered["version"], description=fit_description(card))
+    client.log_text(run_id, card, CARD_ARTIFACT)  # the whole card, whatever the registry's length limit
     ctx.path("model_card.md").write_text(card)
     return card
 
 
 # ---------------------------------------------------------------------------------------------------
 def promote(ctx: RunContext, actor: str = "vetted") -> dict[str, Any]:
-    """Move `champion` if the version's recorded gate status allows it; otherwise leave everything as it is."""
+    """Move `champion` if the version's recorded gate status allows it; otherwise leave everything as it is.
+
+    If anything here raises, the version is tagged failed and `champion` is put back where it was."""
     from ml.registry import registration as reg
-    from ml.registry.audit import append_event
     from ml.registry.tracking import client as make_client
     from ml.registry.tracking import configure
 
@@ -607,7 +680,17 @@ def promote(ctx: RunContext, actor: str = "vetted") -> dict[str, Any]:
     configure(settings)
     client = make_client(settings)
     version = ctx.read("register")["version"]
-    status = client.get_model_version(settings.model_name, version).tags.get("gate.status")
+    with reg.failure_guard(client, settings.model_name, version, "promote", settings=settings):
+        return _promote(ctx, client, version, actor)
+
+
+def _promote(ctx: RunContext, client: Any, version: str, actor: str) -> dict[str, Any]:
+    from ml.registry import registration as reg
+    from ml.registry.audit import append_event
+
+    settings = ctx.settings
+    tags = client.get_model_version(settings.model_name, version).tags
+    status = tags.get("gate.status")
     if status in reg.PROMOTABLE:
         moved = reg.promote(client, settings.model_name, version, actor=actor)
         append_event(settings, "promotion", settings.model_name, version, actor,
@@ -617,8 +700,9 @@ def promote(ctx: RunContext, actor: str = "vetted") -> dict[str, Any]:
         champ = reg.alias_version(client, settings.model_name, reg.CHAMPION)
         out = {"promoted": False, "champion": str(champ.version) if champ else None, "status": status}
         if status == "failed":
-            append_event(settings, "rejection", settings.model_name, version, "gate",
-                         "blocking checks failed: " + ", ".join(ctx.read("gate")["decision"]["blocking_failures"]))
+            why = (f"failed at {tags[reg.FAILED_AT]}: {tags.get(reg.FAILURE_REASON, '')}" if reg.FAILED_AT in tags
+                   else "blocking checks failed: " + ", ".join(ctx.read("gate")["decision"]["blocking_failures"]))
+            append_event(settings, "rejection", settings.model_name, version, "gate", why)
     ctx.write("promote", out)
     write_summary(ctx)
     return out

@@ -105,6 +105,7 @@ class TrainResult:
     final_loss: float
     epoch_metrics: list[dict[str, float]] = field(default_factory=list)
     dp: dict[str, float | str] | None = None
+    world_size: int = 1
 
 
 def planned_steps(n_users: int, batch_size: int, epochs: int, max_steps: int) -> tuple[int, float]:
@@ -117,17 +118,23 @@ def planned_steps(n_users: int, batch_size: int, epochs: int, max_steps: int) ->
 HEAD_LR_FACTOR = 50.0
 ENCODER_LR_FACTOR = 0.05
 HEADS = ("item_bias", "category_transition", "feature_weights", "recency")
+# the log content scale multiplies every text score: at the heads' rate under DP it ran off to 0 (measured)
+SCALAR_LR_FACTOR = 5.0
+SCALARS = ("content_scale",)
 
 
 def parameter_groups(model: BiEncoder, learning_rate: float) -> list[dict]:
-    """AdamW groups: behavioural heads fast, the history projection at the base rate, the encoder slow."""
-    groups: dict[str, list[torch.nn.Parameter]] = {"heads": [], "projection": [], "encoder": []}
+    """Optimizer groups: behavioural heads fast, the content scale at a tenth of that, the history projection
+    at the base rate, the encoder slow."""
+    groups: dict[str, list[torch.nn.Parameter]] = {"heads": [], "scalars": [], "projection": [], "encoder": []}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        key = "encoder" if name.startswith("bert.") else "heads" if name.split(".")[0] in HEADS else "projection"
+        top = name.split(".")[0]
+        key = ("encoder" if name.startswith("bert.") else "heads" if top in HEADS
+               else "scalars" if top in SCALARS else "projection")
         groups[key].append(p)
-    factor = {"heads": HEAD_LR_FACTOR, "projection": 1.0, "encoder": ENCODER_LR_FACTOR}
+    factor = {"heads": HEAD_LR_FACTOR, "scalars": SCALAR_LR_FACTOR, "projection": 1.0, "encoder": ENCODER_LR_FACTOR}
     return [{"params": ps, "lr": learning_rate * factor[k], "name": k} for k, ps in groups.items() if ps]
 
 
@@ -141,8 +148,14 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
                      item_texts: Sequence[str], *, epochs: int, max_steps: int, batch_size: int,
                      learning_rate: float, max_history: int, max_query_tokens: int, max_item_tokens: int,
                      seed: int, dp: DPSettings | None, refresh_every: int = 25, device: str = "auto",
-                     on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    """Fine-tune in place; the item table is refreshed every `refresh_every` steps and at the end."""
+                     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                     distributed: bool = False) -> TrainResult:
+    """Fine-tune in place; the item table is refreshed every `refresh_every` steps and at the end.
+
+    `distributed=True` makes this process one rank of the initialized default process group: it trains on
+    its share of each global batch and the gradients are summed across ranks (ml.training.distributed
+    explains why the DP guarantee is the single process's). Started by `train_data_parallel`.
+    """
     if len(examples) == 0:
         raise ValueError("no training examples: the training window holds no shopper with two interactions")
     torch.manual_seed(seed)
@@ -162,9 +175,16 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
             row_of = {q: i for i, q in enumerate(unique)}
             search_rows = [i for i, q in enumerate(examples.queries) if q]
             query_cache[search_rows] = vectors[[row_of[texts[i]] for i in search_rows]]
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                        collate_fn=make_collate(examples, tokenizer, max_history, max_query_tokens, query_cache),
-                        generator=torch.Generator().manual_seed(seed))
+    collate = make_collate(examples, tokenizer, max_history, max_query_tokens, query_cache)
+    world_size = 1
+    if distributed:
+        from ml.training import distributed as ddp
+
+        world_size = torch.distributed.get_world_size()
+        loader = ddp.shard_loader(dataset, collate, batch_size=batch_size, poisson=dp is not None, seed=seed)
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
+                            generator=torch.Generator().manual_seed(seed))
     groups = parameter_groups(model, learning_rate)
     # under DP, Adam turns the noise of low-signal coordinates into full-size steps; SGD keeps it small
     optimizer = (torch.optim.SGD(groups, lr=learning_rate, momentum=0.9) if dp is not None
@@ -177,35 +197,53 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
 
         engine = PrivacyEngine(accountant="rdp", secure_mode=False)
         model.train()
+        if distributed:  # DPDDP: rank 0's weights everywhere, and make_private picks the distributed optimizer
+            from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+
+            module = DPDDP(model)
+        # distributed: the shard loader already draws the global Poisson sample, so Opacus keeps it
         module, optimizer, criterion, loader = engine.make_private(
-            module=model, optimizer=optimizer, criterion=criterion, data_loader=loader,
-            noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm, poisson_sampling=True,
+            module=module, optimizer=optimizer, criterion=criterion, data_loader=loader,
+            noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm, poisson_sampling=not distributed,
             grad_sample_mode="ghost")
+        if distributed:
+            module.forbid_grad_accumulation()  # what poisson_sampling=True would have set
+    elif distributed:
+        for p in model.parameters():  # the ranks start from rank 0's weights
+            torch.distributed.broadcast(p.data, 0)
     module.train()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
     started = time.perf_counter()
     step, epoch, losses, epoch_metrics = 0, 0, [], []
-    bar = tqdm(total=steps, desc="train", unit="step", leave=False, disable=None)
+    show_progress = not distributed or torch.distributed.get_rank() == 0
+    bar = tqdm(total=steps, desc="train", unit="step", leave=False, disable=None if show_progress else True)
     while step < steps:
         epoch += 1
         epoch_losses = []
         for batch in loader:
             if step >= steps:
                 break
-            if len(batch["target"]) == 0:  # Poisson sampling can draw nobody
+            n_local = len(batch["target"])
+            if n_local == 0 and not distributed:  # Poisson sampling can draw nobody
                 continue
-            batch = {k: v.to(dev) for k, v in batch.items()}
-            target = batch.pop("target")
             optimizer.zero_grad(set_to_none=True)
-            with autocast:
-                logits = module(**batch)
-            loss = criterion(logits.float(), target)
-            loss.backward()
+            if n_local:
+                batch = {k: v.to(dev) for k, v in batch.items()}
+                target = batch.pop("target")
+                with autocast:
+                    logits = module(**batch)
+                loss = criterion(logits.float(), target)
+                loss.backward()
+                epoch_losses.append(float(loss.item()))
+            else:  # an empty share of a non-empty global batch: adds zero, joins the all-reduce
+                ddp.zero_gradients(optimizer)
+            if distributed and dp is None:
+                ddp.average_gradients(optimizer, n_local)
             optimizer.step()
             step += 1
-            epoch_losses.append(float(loss.item()))
             bar.update(1)
-            bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}")
+            if epoch_losses:
+                bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}")
             if step % refresh_every == 0 and model.bert.encoder.layer[-1].output.dense.weight.requires_grad:
                 refresh_item_table(model, tokenizer, item_texts, max_item_tokens)
                 module.train()
@@ -236,4 +274,4 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
             module._close()
     return TrainResult(steps=step, epochs=step * sample_rate, device=str(dev), seconds=seconds,
                        seconds_per_step=seconds / max(1, step), final_loss=float(np.mean(losses[-10:])) if losses else 0.0,
-                       epoch_metrics=epoch_metrics, dp=dp_info)
+                       epoch_metrics=epoch_metrics, dp=dp_info, world_size=world_size)

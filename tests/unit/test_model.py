@@ -1,0 +1,230 @@
+"""The bi-encoder's scoring: it starts as the zero-shot encoder, its learned text scale folds into the
+temperature without changing a score, the closest-history-item feature, and DP training of the small heads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from ml.evaluation.baselines import ZeroShot
+from ml.training.encoder import model_dir
+from ml.training.model import (
+    BiEncoder,
+    ContentScale,
+    _content_scale_grad_sample,
+    build_history_tensors,
+    lexical_similarity,
+)
+from ml.training.recommender import Recommender, RecommenderSettings
+from ml.training.train import DPSettings, Examples, train_bi_encoder
+
+N_ITEMS, N_SHOPPERS, MAX_HISTORY = 12, 40, 4
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(str(model_dir()), local_files_only=True)
+
+
+def _model(tokenizer, seed: int = 0) -> tuple[BiEncoder, list[str]]:
+    """A one-layer 16-wide BERT (frozen) with its item table filled from the catalogue text."""
+    torch.manual_seed(seed)
+    bert = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
+                                num_attention_heads=2, intermediate_size=32, max_position_embeddings=64),
+                     add_pooling_layer=False)
+    model = BiEncoder(bert, n_items=N_ITEMS, trainable_layers=0, max_history=MAX_HISTORY,
+                      item_category=torch.arange(N_ITEMS) % 3, item_brand=torch.arange(N_ITEMS) % 4)
+    texts = [f"item {i} colour {['red', 'blue', 'green'][i % 3]} size {i * 7 % 5}" for i in range(N_ITEMS)]
+    with torch.no_grad():
+        model.item_table.copy_(model.encode_texts(tokenizer, texts, 16))
+    return model.eval(), texts
+
+
+def _logits(model: BiEncoder, histories: list[list[int]]) -> torch.Tensor:
+    t = build_history_tensors(histories, model.max_history)
+    with torch.no_grad():
+        q = model.history_vector(t["hist_idx"], t["hist_pos"], t["hist_mask"])
+        return model.logits(q, t["hist_idx"], t["hist_mask"], torch.zeros(len(histories)))
+
+
+HISTORIES = [[3], [0, 5, 9], [1, 2, 3, 4, 5, 6], [11, 11, 7]]
+
+
+def test_the_untrained_model_ranks_exactly_as_the_zero_shot_encoder(tokenizer):
+    model, _ = _model(tokenizer)
+    ids = [f"i{j}" for j in range(N_ITEMS)]
+    zero_shot = ZeroShot(item_ids=ids, vectors=model.item_table.numpy())
+    as_ids = [[ids[j] for j in h] for h in HISTORIES]
+    ours = torch.argsort(_logits(model, HISTORIES), dim=1, descending=True)[:, :N_ITEMS].tolist()
+    assert [[ids[j] for j in row] for row in ours] == zero_shot.recommend(as_ids, N_ITEMS)
+
+
+def test_folding_the_content_scale_into_the_temperature_keeps_every_score(tokenizer):
+    model, texts = _model(tokenizer)
+    _with_tables(model, texts)
+    with torch.no_grad():
+        model.content_scale.log_scale.fill_(-1.5)
+    before = _logits(model, HISTORIES)
+    temperature = model.fold_content_scale()
+    assert temperature == pytest.approx(0.05 * np.exp(1.5), rel=1e-5)
+    assert model.content_scale.log_scale.item() == 0.0
+    torch.testing.assert_close(_logits(model, HISTORIES), before, rtol=1e-5, atol=1e-4)
+
+
+def test_closest_similarity_is_the_best_cosine_to_any_real_history_item(tokenizer):
+    model, _ = _model(tokenizer)
+    t = build_history_tensors([[2, 7], []], MAX_HISTORY)  # the empty row is padded with item 0
+    got = model.closest_similarity(t["hist_idx"], t["hist_mask"] > 0)
+    table = model.item_table
+    expected = torch.maximum(table @ table[2], table @ table[7])
+    torch.testing.assert_close(got[0], expected)
+    assert got[0, 2].item() == pytest.approx(1.0, abs=1e-5)  # an item is closest to itself
+    assert torch.equal(got[1], torch.zeros(N_ITEMS))  # no history: no similarity, not item 0's
+    feats = model.history_features(t["hist_idx"], t["hist_mask"])
+    assert feats.shape == (2, N_ITEMS, BiEncoder.N_FEATURES)
+    torch.testing.assert_close(feats[..., 5], got)
+    assert torch.equal(feats[..., 6], torch.zeros(2, N_ITEMS))  # no lexical table installed: the feature is off
+
+
+def test_content_scale_per_sample_gradient_matches_autograd():
+    layer = ContentScale()
+    with torch.no_grad():
+        layer.log_scale.fill_(0.3)
+    scores = torch.randn(3, 5)
+    upstream = torch.randn(3, 5)  # d loss / d output, one row per sample
+    per_sample = _content_scale_grad_sample(layer, [scores], upstream)[layer.log_scale]
+    for b in range(3):
+        layer.zero_grad()
+        (layer(scores[b : b + 1]) * upstream[b : b + 1]).sum().backward()
+        assert per_sample[b].item() == pytest.approx(layer.log_scale.grad.item(), rel=1e-5)
+
+
+def _examples() -> Examples:
+    """Next item = the item after the newest history item: a pattern the transition-free heads can half learn."""
+    users, histories, targets = [], [], []
+    for u in range(N_SHOPPERS):
+        for k in range(2):
+            last = (u + k) % N_ITEMS
+            users.append(f"u{u}")
+            histories.append([(last + 5) % N_ITEMS, last])
+            targets.append((last + 1) % N_ITEMS)
+    return Examples(users, histories, [None] * len(targets), targets)
+
+
+def test_dp_training_with_frozen_dense_heads_moves_only_the_small_heads(tokenizer):
+    model, texts = _model(tokenizer)
+    model.freeze_dense_heads()
+    proj, bias = model.history_proj.weight.detach().clone(), model.item_bias.weight.detach().clone()
+    result = train_bi_encoder(model, tokenizer, _examples(), texts, epochs=1, max_steps=4, batch_size=8,
+                              learning_rate=0.2, max_history=MAX_HISTORY, max_query_tokens=8, max_item_tokens=16,
+                              seed=3, dp=DPSettings(noise_multiplier=1.0, delta=1e-3, max_grad_norm=1.0))
+    assert result.dp is not None and result.steps == 4
+    assert torch.equal(model.history_proj.weight, proj) and torch.equal(model.item_bias.weight, bias)
+    assert model.feature_weights.weight.abs().sum() > 0  # started at zero
+    assert model.content_scale.log_scale.item() != 0.0
+    assert not any(p.requires_grad for p in (*model.history_proj.parameters(), *model.item_bias.parameters()))
+
+
+def test_lexical_similarity_matches_shared_words_both_ways():
+    fillers = [f"filler {w}" for w in ("lamp", "desk", "cable", "drill", "tape")]  # "shoe" is then a rare word
+    titles = ["red shoe", "shoe", "blue hat", "x", *fillers]
+    texts = ["red shoe. Brand: a", "shoe. Brand: b", "blue hat", "x", *fillers]
+    sim = lexical_similarity(titles, texts)
+    torch.testing.assert_close(sim, sim.T)  # the mean of both directions
+    assert sim[0, 1] > 0 and sim[0, 2] == 0  # "shoe" is shared; nothing with the hat
+    assert sim[2, 2] == pytest.approx(1.0)  # each query's own item is its best match
+    assert torch.equal(sim[3], torch.zeros(len(titles)))  # a one-letter title has no word to match
+    with pytest.raises(ValueError, match="one title per item text"):
+        lexical_similarity(titles, texts[:2])
+
+
+def _with_tables(model: BiEncoder, texts: list[str]) -> BiEncoder:
+    """Every feature in use: transitions, a lexical table and non-zero weights, a learned content scale."""
+    rng = np.random.default_rng(5)
+    model.set_transitions(torch.from_numpy(np.log1p(rng.poisson(0.3, (N_ITEMS, N_ITEMS))).astype(np.float32)))
+    model.set_lexical(lexical_similarity([t.split(" size")[0] for t in texts], texts))
+    with torch.no_grad():
+        model.feature_weights.weight.copy_(torch.tensor([0.4, -1.0, 0.2, 0.3, 0.8, 2.5, 1.5]))
+        model.content_scale.log_scale.fill_(-0.7)
+    return model
+
+
+def _items() -> pd.DataFrame:
+    return pd.DataFrame({"item_id": [f"i{j}" for j in range(N_ITEMS)], "title": [f"t{j}" for j in range(N_ITEMS)],
+                         "brand": [f"b{j % 4}" for j in range(N_ITEMS)], "category": [f"c{j % 3}" for j in range(N_ITEMS)]})
+
+
+def test_a_saved_model_scores_as_before_with_its_item_tables(tokenizer, tmp_path):
+    model, texts = _model(tokenizer)
+    _with_tables(model, texts)
+    temperature = model.fold_content_scale()
+    rec = Recommender(model, tokenizer, _items(), RecommenderSettings(temperature, MAX_HISTORY, 8, 16))
+    histories = [["i1", "i5"], ["i7", "i7", "i3", "i0", "i2"]]
+    loaded = Recommender.load(rec.save(tmp_path / "model"))
+    assert loaded.model.lexical.shape == (N_ITEMS, N_ITEMS)  # sized from the saved table
+    np.testing.assert_allclose(loaded.history_scores(histories), rec.history_scores(histories), rtol=1e-5, atol=1e-4)
+
+
+def test_serving_numpy_tower_reproduces_the_model_with_every_feature(tokenizer):
+    from ml.serving.champion import checked_tower
+
+    model, texts = _model(tokenizer)
+    _with_tables(model, texts)
+    temperature = model.fold_content_scale()
+    rec = Recommender(model, tokenizer, _items(), RecommenderSettings(temperature, MAX_HISTORY, 8, 16))
+    tower = checked_tower(rec, "test")
+    assert tower is not None
+    histories = [[1, 5], [7, 7, 3, 0, 2]]
+    np.testing.assert_allclose(tower.scores(histories), rec.history_scores([[f"i{j}" for j in h] for h in histories]),
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_parameter_groups_give_heads_content_scale_and_projection_their_own_rates(tokenizer):
+    from ml.training.train import HEAD_LR_FACTOR, SCALAR_LR_FACTOR, parameter_groups
+
+    model, _ = _model(tokenizer)
+    by_name = {g["name"]: g for g in parameter_groups(model, 0.2)}
+    assert set(by_name) == {"heads", "scalars", "projection"}  # the encoder is frozen
+    assert by_name["heads"]["lr"] == pytest.approx(0.2 * HEAD_LR_FACTOR)
+    assert by_name["scalars"]["lr"] == pytest.approx(0.2 * SCALAR_LR_FACTOR)
+    assert [id(p) for p in by_name["scalars"]["params"]] == [id(model.content_scale.log_scale)]
+    assert id(model.item_bias.weight) in {id(p) for p in by_name["heads"]["params"]}
+    model.freeze_dense_heads()
+    groups = {g["name"]: g for g in parameter_groups(model, 0.2)}
+    assert set(groups) == {"heads", "scalars"}  # no projection left
+    assert id(model.item_bias.weight) not in {id(p) for p in groups["heads"]["params"]}
+
+
+def test_dropped_text_features_score_nothing_and_save_as_zero_weights(tokenizer):
+    model, texts = _model(tokenizer)
+    _with_tables(model, texts)
+    model.drop_text_features()
+    t = build_history_tensors(HISTORIES, MAX_HISTORY)
+    feats = model.history_features(t["hist_idx"], t["hist_mask"])
+    assert torch.equal(feats[..., 5:], torch.zeros_like(feats[..., 5:]))
+    assert not model.content_scale.log_scale.requires_grad
+    before = _logits(model, HISTORIES)
+    model.zero_dropped_weights()
+    assert model.text_features and torch.equal(model.feature_weights.weight[5:], torch.zeros(2))
+    torch.testing.assert_close(_logits(model, HISTORIES), before)  # the flag is no longer needed
+
+
+def test_a_model_saved_with_five_features_and_no_content_scale_loads_and_scores_as_it_did(tokenizer, tmp_path):
+    model, texts = _model(tokenizer)
+    _with_tables(model, texts)
+    with torch.no_grad():
+        model.feature_weights.weight[5:] = 0.0
+        model.content_scale.log_scale.zero_()
+    model.lexical = torch.zeros(1, 1)
+    rec = Recommender(model, tokenizer, _items(), RecommenderSettings(0.05, MAX_HISTORY, 8, 16))
+    folder = rec.save(tmp_path / "model")
+    heads = torch.load(folder / "heads.pt", weights_only=True)  # as the earlier model saved it
+    heads["feature_weights.weight"] = heads["feature_weights.weight"][:5]
+    del heads["content_scale.log_scale"], heads["lexical"]
+    torch.save(heads, folder / "heads.pt")
+    loaded = Recommender.load(folder)
+    histories = [["i1", "i5"], ["i7", "i3", "i0"]]
+    np.testing.assert_allclose(loaded.history_scores(histories), rec.history_scores(histories), rtol=1e-5, atol=1e-4)
