@@ -25,8 +25,9 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
     cand = evaluation["candidate"]["metrics"]
     privacy = train["privacy"]
     lines = [f"# Model card: {name} v{version or '?'}", ""]
-    if gate:
-        lines += [f"**Gate: {gate['status'].upper()}** under policy `{gate['policy_label']}`.", ""]
+    if gate:  # the decision first, check by check: the rest of the card is its evidence
+        lines += [f"**Gate: {gate['status'].upper()}** under policy `{gate['policy_label']}`.", "",
+                  "## Gate decision", gate.get("summary_markdown", ""), ""]
     window = features["window"]
     lines += [
         "## Data",
@@ -105,8 +106,6 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
     if smoke:
         lines.append(f"- Serving smoke test: {'passed' if smoke.get('ok') else 'FAILED'} "
                      f"({smoke.get('error') or _f(smoke.get('max_latency_ms'), 0) + ' ms slowest answer'}).")
-    if gate:
-        lines += ["", "## Gate decision", gate.get("summary_markdown", "")]
     lines += ["", "## Reports"] + [f"- [{label}]({url})" for label, url in links.items()]
     return "\n".join(lines) + "\n"
 

@@ -34,7 +34,7 @@ def test_dp_candidate_passes_privacy_and_a_leaky_one_is_rejected(vetted_home, tm
     quiet = lambda *a, **k: None  # noqa: E731
     first = run_chain(settings, RunConfig.from_dict({**SMALL, "policy": policy}), echo=quiet)
     assert first["gate"]["status"] == "passed", first["gate"]["checks"]
-    client = MlflowClient(settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     champion = client.get_model_version_by_alias(settings.model_name, "champion")
     for check in PRIVACY:
         assert champion.tags[f"gate.{check}"].endswith("pass"), (check, champion.tags[f"gate.{check}"])

@@ -16,7 +16,7 @@ def test_dag_registers_gates_and_promotes_then_a_failing_gate_keeps_the_champion
 
     first = run_dag({**small_run, "policy": quality_policy("lenient", 0.0)})
     settings = Settings.from_env()
-    client = MlflowClient(settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     v1 = client.get_model_version_by_alias(settings.model_name, "champion")
     tags = v1.tags
     assert tags["gate.status"] == "passed"

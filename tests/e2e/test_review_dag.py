@@ -97,7 +97,7 @@ def test_a_reviewer_approves_one_version_and_rejects_the_next(vetted_home, monke
     sqlalchemy.orm.configure_mappers()
     conf = {**small_run, "policy": quality_policy("lenient", 0.0), "require_approval": True}
     settings = Settings.from_env()
-    client = MlflowClient(settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
 
     # first run: the gate passes, the run waits for a reviewer, who approves
     approved = _reviewed_run(run_dag, conf, "Approve", "card read, numbers fine")

@@ -33,7 +33,7 @@ def test_a_model_that_fails_to_load_is_registered_failed_and_not_promoted(vetted
     outcome = stages.promote(ctx)
     assert outcome["promoted"] is False and outcome["champion"] is None
 
-    client = MlflowClient(settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     version = client.get_model_version(settings.model_name, registered["version"])
     assert version.tags["serving.smoke_ok"] == "false"
     assert version.tags["gate.status"] == "failed"

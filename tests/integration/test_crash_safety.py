@@ -114,7 +114,7 @@ def _kill_training_once_its_run_exists(ctx: RunContext, client: MlflowClient) ->
 def retried(home, champion):
     """A second run on the same data: training killed mid-way, retried, then evaluated and registered."""
     settings = home.settings
-    client = MlflowClient(settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     ctx = RunContext.create(settings, SMALL.with_(policy=home.policy, seed=8), name=RETRIED)
     for name in ("ingest.json", "features.json", stages.TRAIN_SET, stages.CASES, stages.SEQUENCES):
         shutil.copy(champion.ctx.path(name), ctx.path(name))  # same date, same data: no need to rebuild it

@@ -25,7 +25,7 @@ def _setup(tmp_path):
     lake.write_partition(settings.lake_dir, "items", "2026-03-01", items)
     lake.write_partition(settings.lake_dir, "events", "2026-03-01", events)
     configure(settings)
-    client = MlflowClient(settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     source = tmp_path / "m"
     source.mkdir()
     window = f"{events['ts'].min()} .. {raw.split_time}"

@@ -14,7 +14,7 @@ from ml.registry.tracking import configure
 def registry(vetted_home, tmp_path):
     settings = Settings.from_env()
     configure(settings)
-    client = MlflowClient(settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     source = tmp_path / "model"
     source.mkdir()
 
