@@ -23,6 +23,11 @@ def _policy(tmp_path: Path) -> str:
     for check in policy["checks"]:
         if not check["name"].startswith("privacy_") and check["name"] != "serving_smoke":
             check["blocking"] = False
+        if check["name"] == "privacy_mia":
+            # 400 shoppers leave 36 audit shoppers a side: the AUC's standard error is about 0.07, so the
+            # house bar (0.60) would be a coin toss here. A wider bar keeps the check live (a model that
+            # memorizes still crosses it); the attack itself is tested in tests/unit/test_mia.py.
+            check["threshold"] = 0.75
     path = tmp_path / "privacy-only.yaml"
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
     return str(path)
