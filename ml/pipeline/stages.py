@@ -30,7 +30,7 @@ TRANSITION_FLOOR = 2.0
 NOISY_DP_STEP = 0.004
 NOISY_DP_LR_SCALE = 0.1
 RERANK_POOL = 50  # candidates the fair re-ranker chooses from
-RERANK_SHARES = (0.0, 0.1, 0.2, 0.3, 0.4)  # settings of the NDCG-vs-exposure trade-off table  # noise deviations subtracted from the DP transition counts (post-processing)
+RERANK_SHARES = (0.0, 0.1, 0.2, 0.3, 0.4)  # settings of the NDCG-vs-exposure trade-off table
 
 
 # ---------------------------------------------------------------------------------------------------
