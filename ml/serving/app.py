@@ -12,11 +12,12 @@ opt-out or deletion request get non-personalized answers (`personalized: false`)
 out of range gets a 4xx (FastAPI's 422 body: which field, what was wrong); a missing champion is a 503.
 The OpenAPI document is FastAPI's own, generated from `ml.serving.schemas`.
 
-Concurrency: /recommendations, /healthz and /version run on the event loop. A recommendation is about a
-millisecond of CPU (the Feast read, the numpy score, the explanation) that one process's GIL serializes
-anyway; a thread-pool hop per request cost more than it saved. /search (a MiniLM forward pass, tens of
-milliseconds, mostly outside the GIL) runs in FastAPI's thread pool. Impressions are written by a
-background thread (`ImpressionLog`), flushed at shutdown.
+Concurrency: /recommendations, /healthz and /version run on the event loop. A recommendation's Feast read
+and answer are built there; its scoring goes to the `RecommendationBatcher`'s thread, which scores every
+request waiting at that moment with one matrix product (`ml.serving.batching`), mostly outside the GIL, so
+it also uses the second core. /search (a MiniLM forward pass, tens of milliseconds, mostly outside the
+GIL) runs in FastAPI's thread pool. Impressions are written by a background thread (`ImpressionLog`),
+flushed at shutdown.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ml.config import Settings
 from ml.privacy.pseudonymize import Pseudonymizer, load_key
 from ml.serving import ranking
 from ml.serving.auth import API_KEY_HEADER, key_matches, load_api_key
+from ml.serving.batching import RecommendationBatcher
 from ml.serving.champion import Champion, ChampionWatcher, one_blas_thread
 from ml.serving.feedback import ImpressionLog, impression_record, new_impression_id
 from ml.serving.history import HistoryReader
@@ -81,6 +83,7 @@ class Service:
     pseudonymizer: Pseudonymizer
     impressions: ImpressionLog
     options: ranking.RankingOptions
+    batcher: RecommendationBatcher
 
     def champion(self) -> Champion:
         champion = self.watcher.current()
@@ -146,6 +149,7 @@ def create_app(
         pseudonymizer=pseudonymizer,
         impressions=ImpressionLog(settings.home),
         options=options or ranking.RankingOptions(),
+        batcher=RecommendationBatcher(),
     )
 
     @asynccontextmanager
@@ -158,6 +162,7 @@ def create_app(
             "serving %s", f"{champion.model_name} v{champion.version}" if champion else "no champion yet"
         )
         yield
+        service.batcher.close()
         if owns_watcher:
             service.watcher.close()
         service.impressions.close()
@@ -222,7 +227,7 @@ def create_app(
         pseudonym = service.pseudonymizer.pseudonym(user_id)
         opted_out = pseudonym in service.optouts
         history = [] if opted_out else service.history.recent_items(pseudonym)
-        ranked = ranking.recommend(champion, history, k, service.options)
+        ranked = await service.batcher.recommend(champion, history, k, service.options)
         impression_id, results = answered("recommendations", champion, pseudonym, opted_out, ranked)
         return _json(
             RecommendationResponse(

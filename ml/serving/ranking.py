@@ -78,11 +78,31 @@ def popular(champion: Champion, k: int, options: RankingOptions) -> Ranked:
 
 def recommend(champion: Champion, history: Sequence[str], k: int, options: RankingOptions) -> Ranked:
     """Personalized when the shopper has history the model knows; otherwise the non-personalized order."""
-    known = history_rows(champion, history)
-    if not known:
-        return popular(champion, k, options)
+    return recommend_many(champion, [(history, k)], options)[0]
+
+
+def recommend_many(
+    champion: Champion, jobs: Sequence[tuple[Sequence[str], int]], options: RankingOptions
+) -> list[Ranked]:
+    """`recommend` of several (history, k) jobs; the personalized ones share one matrix product per
+    number of candidates (`Champion.top_for_histories`). The same answers as one by one."""
+    out: list[Ranked | None] = [None] * len(jobs)
+    by_n: dict[int, list[tuple[int, list[int]]]] = {}
+    for j, (history, k) in enumerate(jobs):
+        known = history_rows(champion, history)
+        if known:
+            by_n.setdefault(n_candidates(champion, k, options), []).append((j, known))
+        else:
+            out[j] = popular(champion, k, options)
+    for n, group in by_n.items():
+        tops = champion.top_for_histories([known for _, known in group], n)
+        for (j, known), (rows, scores) in zip(group, tops, strict=True):
+            out[j] = _personalized(champion, known, rows, scores, jobs[j][1])
+    return out  # type: ignore[return-value]  # every job was answered above
+
+
+def _personalized(champion: Champion, known: list[int], rows: np.ndarray, scores: np.ndarray, k: int) -> Ranked:
     rec = champion.recommender
-    rows, scores = champion.top_for_history(known, n_candidates(champion, k, options))
     chosen, chosen_scores = _select(champion, rows, scores, k)
     matched = (
         explain.best_history_match(rec.item_vectors, known[-rec.settings.max_history :], chosen)

@@ -130,3 +130,17 @@ def test_the_numpy_path_reproduces_the_torch_model_with_every_feature_on():
         top_rows, top_scores = tower.top(rows, 15)
         assert top_rows.tolist() == np.argsort(-expected[b], kind="stable")[:15].tolist()
         assert top_scores == pytest.approx(np.sort(expected[b])[::-1][:15], rel=1e-5, abs=1e-4)
+
+
+@pytest.mark.parametrize("w_closest", [0.0, 1.5])
+def test_top_of_a_batch_is_the_top_of_each_history(w_closest):
+    """One matrix product for several shoppers (`top_many`) changes the cost, not the answers."""
+    tower = _tower(w_closest, seed=4)
+    rng = np.random.default_rng(5)
+    histories = [[int(r) for r in rng.integers(0, N_ITEMS, size=length)] for length in (1, 3, MAX_H, MAX_H + 2, 2)]
+    batch = tower.top_many(histories, 25)
+    assert len(batch) == len(histories)
+    for rows, (got_rows, got_scores) in zip(histories, batch, strict=True):
+        want_rows, want_scores = tower.top(rows, 25)
+        assert got_rows.tolist() == want_rows.tolist()
+        assert got_scores == pytest.approx(want_scores, rel=1e-5, abs=1e-4)

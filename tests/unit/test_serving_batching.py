@@ -1,0 +1,150 @@
+"""The recommendation batcher: concurrent requests scored together give exactly the answers scored one by
+one, a failing batch fails only its own requests, and a closed batcher refuses new work."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from ml.serving import batching, ranking
+from ml.serving.batching import BatcherClosedError, RecommendationBatcher
+from ml.serving.champion import HistoryTower
+
+N_ITEMS, DIM = 400, 8
+
+
+def _champion():
+    """The parts of a Champion that `ranking.recommend_many` reads, over a small numpy tower."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(N_ITEMS, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    tower = HistoryTower(
+        recency=np.array([0.0, -0.7, -1.4, -2.1]),
+        weight=np.eye(DIM, dtype=np.float32),
+        bias=np.zeros(DIM, dtype=np.float32),
+        item_vectors=vectors,
+        temperature=0.05,
+        item_bias=rng.normal(0, 0.3, size=N_ITEMS).astype(np.float32),
+        item_category=rng.integers(0, 5, size=N_ITEMS),
+        item_brand=rng.integers(0, 20, size=N_ITEMS),
+        category_transition=rng.normal(0, 0.3, size=(5, 5)).astype(np.float32),
+        feature_weights=np.array([0.4, -1.0, 0.3, 0.2, 0.0, 1.2], dtype=np.float32),
+        n_brands=20,
+        item_norms=np.linalg.norm(vectors, axis=1),
+    )
+    ids = [f"i{r}" for r in range(N_ITEMS)]
+    recommender = SimpleNamespace(
+        item_ids=ids,
+        index_of={i: r for r, i in enumerate(ids)},
+        item_vectors=vectors,
+        item_bias=tower.item_bias,
+        settings=SimpleNamespace(max_history=4),
+    )
+    return SimpleNamespace(
+        recommender=recommender,
+        tower=tower,
+        rerank=SimpleNamespace(enabled=False),
+        fallback_rows=np.argsort(-tower.item_bias)[:50],
+        titles=[f"title {r}" for r in range(N_ITEMS)],
+        top_for_histories=lambda histories, n: tower.top_many(histories, n),
+    )
+
+
+def _histories(n: int) -> list[list[str]]:
+    rng = np.random.default_rng(1)
+    out = [[f"i{r}" for r in rng.integers(0, N_ITEMS, size=int(rng.integers(1, 7)))] for _ in range(n)]
+    out[3] = []  # no history: the non-personalized order
+    out[5] = ["unknown-item"]  # nothing the model knows: the same
+    return out
+
+
+def test_concurrent_requests_get_the_answers_of_one_by_one_scoring(monkeypatch):
+    champion = _champion()
+    options = ranking.RankingOptions()
+    histories = _histories(40)
+    expected = [ranking.recommend(champion, h, k, options) for h, k in zip(histories, [10, 5] * 20, strict=True)]
+    seen_batches: list[int] = []
+    real = ranking.recommend_many
+
+    def recording(ch, jobs, opts):
+        if not seen_batches:  # hold the first batch until every other request is queued behind it
+            deadline = time.monotonic() + 10
+            while len(batcher._jobs) + len(jobs) < len(histories) and time.monotonic() < deadline:
+                time.sleep(0.005)
+        seen_batches.append(len(jobs))
+        return real(ch, jobs, opts)
+
+    monkeypatch.setattr(batching.ranking, "recommend_many", recording)
+    batcher = RecommendationBatcher(max_batch=16)
+
+    async def main():
+        return await asyncio.gather(
+            *(batcher.recommend(champion, h, k, options) for h, k in zip(histories, [10, 5] * 20, strict=True))
+        )
+
+    try:
+        got = asyncio.run(main())
+    finally:
+        batcher.close()
+    assert [g.rows for g in got] == [e.rows for e in expected]
+    assert [g.explanations for g in got] == [e.explanations for e in expected]
+    assert [g.personalized for g in got] == [e.personalized for e in expected]
+    assert got[3].personalized is False and got[5].personalized is False
+    for g, e in zip(got, expected, strict=True):
+        assert g.scores == pytest.approx(e.scores, rel=1e-5, abs=1e-5)
+    # the requests waiting together are scored in batches of at most 16, not one by one
+    assert sum(seen_batches) == 40 and max(seen_batches) == 16 and len(seen_batches) <= 4
+    assert batcher.jobs_done == 40
+
+
+def test_a_failing_batch_fails_its_requests_and_the_batcher_goes_on(monkeypatch):
+    champion = _champion()
+    options = ranking.RankingOptions()
+    calls = {"n": 0}
+    real = ranking.recommend_many
+
+    def first_fails(ch, jobs, opts):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ValueError("scoring broke")
+        return real(ch, jobs, opts)
+
+    monkeypatch.setattr(batching.ranking, "recommend_many", first_fails)
+    batcher = RecommendationBatcher()
+
+    async def main():
+        with pytest.raises(ValueError, match="scoring broke"):
+            await batcher.recommend(champion, ["i1"], 10, options)
+        return await batcher.recommend(champion, ["i1", "i2"], 10, options)
+
+    try:
+        after = asyncio.run(main())
+    finally:
+        batcher.close()
+    assert after.personalized and len(after.rows) == 10
+
+
+def test_close_answers_what_is_queued_and_refuses_new_work():
+    champion = _champion()
+    options = ranking.RankingOptions()
+    batcher = RecommendationBatcher()
+
+    async def main():
+        answer = await batcher.recommend(champion, ["i3"], 4, options)
+        batcher.close()
+        with pytest.raises(BatcherClosedError):
+            await batcher.recommend(champion, ["i3"], 4, options)
+        return answer
+
+    assert len(asyncio.run(main()).rows) == 4
+    assert not any(t.name == "recommendation-batcher" and t.is_alive() for t in threading.enumerate())
+
+
+def test_max_batch_must_be_positive():
+    with pytest.raises(ValueError, match="max_batch"):
+        RecommendationBatcher(max_batch=0)
