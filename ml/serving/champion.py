@@ -30,6 +30,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,11 @@ class HistoryTower:
             item_norms=np.linalg.norm(recommender.item_vectors, axis=1).astype(np.float32),
         )
 
+    @cached_property
+    def identity_projection(self) -> bool:
+        """The history projection is y = x (as the model starts, and stays when DP training freezes it)."""
+        return bool(np.array_equal(self.weight, np.eye(*self.weight.shape)) and not np.any(self.bias))
+
     def vector(self, rows: list[int]) -> np.ndarray:
         """[1, D] query vector for item rows given oldest first (at least one)."""
         return self.vectors([rows])
@@ -166,13 +172,19 @@ class HistoryTower:
 
     def vectors(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
         """[B, D] query vectors, one per history of item rows (oldest first, at least one row each)."""
-        pooled = np.empty((len(histories), self.item_vectors.shape[1]), dtype=np.float32)
-        for b, rows in enumerate(histories):
-            recent = self._recent(rows)
-            logits = self.recency[: len(recent)]
-            w = np.exp(logits - logits.max())
-            pooled[b] = (w / w.sum()).astype(np.float32) @ self.item_vectors[recent]
-        y = pooled @ self.weight.T + self.bias
+        positions = len(self.recency)
+        rows = np.zeros((len(histories), positions), dtype=np.int64)  # padded with row 0, weighted 0
+        used = np.zeros((len(histories), positions), dtype=bool)
+        for b, history in enumerate(histories):
+            recent = self._recent(history)
+            rows[b, : len(recent)] = recent
+            used[b, : len(recent)] = True
+        logits = np.where(used, self.recency[None, :], -np.inf)  # a softmax over the positions in use
+        w = np.exp(logits - logits.max(axis=1, keepdims=True))
+        w /= w.sum(axis=1, keepdims=True)
+        y = np.matmul(w.astype(np.float32)[:, None, :], self.item_vectors[rows])[:, 0, :]
+        if not self.identity_projection:
+            y = y @ self.weight.T + self.bias
         norms = np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
         return (y / norms).astype(np.float32)
 
@@ -232,43 +244,53 @@ class HistoryTower:
         The same ranking as `scores` followed by a top-n, without the [max_history, n_items] product the
         closest-similarity feature needs for every item. The rest of the score takes one matrix product
         for the whole batch (reading the item table once for every history: the table does not stay in
-        the CPU's cache, so one product for B shoppers costs far less than B matrix-vector products). Since
-        |w x similarity| <= |w| x |history vector| x |item vector|, only the items whose score can still
-        reach the top-n with that bound get their similarities computed. If an item outside those
-        candidates could still make it, the candidates grow, and at worst every item is computed: the
-        answer is always exact.
+        the CPU's cache, so one product for B shoppers costs far less than B matrix-vector products).
+        Since |w x similarity| <= |w| x |history item vector| x |item vector|, each item's score has an
+        upper bound without its similarities; the similarities are computed for the best candidates by
+        that bound, and then for every other item whose bound still reaches the n-th best exact score
+        found: the answer is always exact.
         """
         if self.item_bias is None or self.feature_weights is None:
             raise ValueError("this HistoryTower was built without the scoring tables; use HistoryTower.of")
-        products = _matmul_t(self.vectors(histories), self.item_vectors)
-        return [self._top_one(self._recent(rows), base, n) for rows, base in zip(histories, products, strict=True)]
-
-    def _top_one(self, recent: list[int], base: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """`top` of one history (rows newest first), given its query's dot products with every item."""
+        recents = [self._recent(rows) for rows in histories]
+        base = _matmul_t(self.vectors(histories), self.item_vectors)
         base /= np.float32(self.temperature)
         if self.content_scale != 1.0:
             base *= np.float32(self.content_scale)
         base += self.item_bias
-        base += self._behaviour(recent)
-        n_items = len(base)
+        for b, recent in enumerate(recents):
+            base[b] += self._behaviour(recent)
+        n_items = base.shape[1]
         n = min(n, n_items)
         w = float(self.feature_weights[5]) if self.uses_closest else 0.0
         if w == 0.0:  # the model adds 0 x similarity: nothing to compute
-            return _best(np.arange(n_items), base, n)
-        history = self.item_vectors[recent]
+            return [_best(np.arange(n_items), row, n) for row in base]
         norms = self.item_norms if self.item_norms is not None else np.linalg.norm(self.item_vectors, axis=1)
-        reach = abs(w) * float(norms[recent].max()) * (1 + 1e-5)  # margin: float32 rounding of the products
-        upper = base + (reach * norms + 1e-5).astype(np.float32)
         m = max(4 * n, TOP_CANDIDATES)
-        while m < n_items:
-            order = np.argpartition(-upper, m)
-            candidates, best_outside = order[:m], float(upper[order[m]])
-            exact = base[candidates] + np.float32(w) * (history @ self.item_vectors[candidates].T).max(axis=0)
-            if best_outside < float(np.partition(exact, m - n)[m - n]):  # the n-th best candidate
-                return _best(candidates, exact, n)
-            m *= 4
-        full = base + np.float32(w) * (history @ self.item_vectors.T).max(axis=0)
-        return _best(np.arange(n_items), full, n)
+        if m >= n_items:  # a small catalogue: every item's similarities
+            return [self._exact(recent, row, np.arange(n_items), w, n) for recent, row in zip(recents, base, strict=True)]
+        # margin: float32 rounding of the products
+        reach = np.array([abs(w) * float(norms[r].max()) * (1 + 1e-5) for r in recents], dtype=np.float32)
+        upper = base + reach[:, None] * norms[None, :] + np.float32(1e-5)
+        first = np.argpartition(-upper, m, axis=1)[:, :m]  # each row's m best bounds (unordered)
+        out = []
+        for recent, row, bound, candidates in zip(recents, base, upper, first, strict=True):
+            rows, exact = self._exact_rows(recent, row, candidates, w)
+            threshold = np.partition(exact, m - n)[m - n]  # the n-th best exact score so far
+            reachable = np.flatnonzero(bound >= threshold)  # every item that could still make the top n
+            if len(reachable) > m:
+                more, more_exact = self._exact_rows(recent, row, np.setdiff1d(reachable, candidates), w)
+                rows, exact = np.concatenate([rows, more]), np.concatenate([exact, more_exact])
+            out.append(_best(rows, exact, n))
+        return out
+
+    def _exact_rows(self, recent: list[int], base: np.ndarray, rows: np.ndarray, w: float) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, their full scores): `base` plus w x the largest similarity to one history item."""
+        similarity = (self.item_vectors[recent] @ self.item_vectors[rows].T).max(axis=0)
+        return rows, base[rows] + np.float32(w) * similarity
+
+    def _exact(self, recent: list[int], base: np.ndarray, rows: np.ndarray, w: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+        return _best(*self._exact_rows(recent, base, rows, w), n)
 
 
 def _matmul_t(queries: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -285,7 +307,7 @@ def _matmul_t(queries: np.ndarray, table: np.ndarray) -> np.ndarray:
     return (torch.from_numpy(np.ascontiguousarray(queries)) @ torch.from_numpy(table).T).numpy()
 
 
-TOP_CANDIDATES = 256  # the smallest candidate set `HistoryTower.top` computes similarities for
+TOP_CANDIDATES = 64  # the smallest first candidate set `HistoryTower.top_many` computes similarities for
 
 
 def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
