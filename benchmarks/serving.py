@@ -538,7 +538,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"{st.get('feature_weights')}), so the figures measure the service, not the model's quality. Each request is one shopper (of "
         f"{N_SHOPPERS}, {HISTORY} recent items each in the Feast SQLite online store), k={K}. The load "
         "generator is a separate process (asyncio, one keep-alive connection per closed-loop client) on the "
-        "same cores as the server. `/search` runs MiniLM on the query (with the shopper's history blended in). "
+        "same cores as the server. Recommendations waiting at the same moment are scored together "
+        "(`ml.serving.batching`: one matrix product per batch), so the server's CPU per request falls as clients "
+        "are added. `/search` runs MiniLM on the query (with the shopper's history blended in). "
         "`/healthz` (no model, no key) is the floor of the HTTP stack itself.",
         "",
         f"Target: p99 < {TARGET_P99_MS:.0f} ms for `/recommendations` with {TARGET_CLIENTS} clients, no error.",
