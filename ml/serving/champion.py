@@ -170,15 +170,20 @@ class HistoryTower:
         """The rows the model looks at: the last max_history, newest first."""
         return list(rows)[-len(self.recency) :][::-1]
 
-    def vectors(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
-        """[B, D] query vectors, one per history of item rows (oldest first, at least one row each)."""
-        positions = len(self.recency)
-        rows = np.zeros((len(histories), positions), dtype=np.int64)  # padded with row 0, weighted 0
-        used = np.zeros((len(histories), positions), dtype=bool)
-        for b, history in enumerate(histories):
-            recent = self._recent(history)
+    def _padded(self, recents: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """[B, max_history] rows of each recent list (newest first), padded with row 0, and which are real."""
+        rows = np.zeros((len(recents), len(self.recency)), dtype=np.int64)
+        used = np.zeros(rows.shape, dtype=bool)
+        for b, recent in enumerate(recents):
             rows[b, : len(recent)] = recent
             used[b, : len(recent)] = True
+        return rows, used
+
+    def vectors(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """[B, D] query vectors, one per history of item rows (oldest first, at least one row each)."""
+        return self._vectors(*self._padded([self._recent(h) for h in histories]))
+
+    def _vectors(self, rows: np.ndarray, used: np.ndarray) -> np.ndarray:
         logits = np.where(used, self.recency[None, :], -np.inf)  # a softmax over the positions in use
         w = np.exp(logits - logits.max(axis=1, keepdims=True))
         w /= w.sum(axis=1, keepdims=True)
@@ -207,31 +212,37 @@ class HistoryTower:
         if self.content_scale != 1.0:
             out *= np.float32(self.content_scale)
         out += self.item_bias
+        out += self._behaviours(recents)
         start = len(histories)
         for b, recent in enumerate(recents):
-            out[b] += self._behaviour(recent)
             if self.uses_closest:
                 closest = products[start : start + len(recent)].max(axis=0)
                 out[b] += np.float32(self.feature_weights[5]) * closest
                 start += len(recent)
         return out
 
-    def _behaviour(self, recent: list[int]) -> np.ndarray:
-        """[n_items] the behavioural part for one history (rows newest first, at most max_history), but the
-        closest-similarity feature (`scores` and `top` add it)."""
+    def _behaviours(self, recents: Sequence[list[int]]) -> np.ndarray:
+        """[B, n_items] the behavioural part for each history (rows newest first, at most max_history), but
+        the closest-similarity feature (`scores` and `top_many` add it). Per history, a row of the
+        category table and a row of a brand table, gathered for every item: one gather for the batch."""
         w_brand, w_repeat, w_same_cat, w_same_brand = (float(x) for x in self.feature_weights[:4])
         cats, brands = self.item_category, self.item_brand
-        newest = recent[0]
-        by_category = self.category_transition[cats[newest]].copy()  # transition + same-category feature
-        by_category[cats[newest]] += w_same_cat
-        by_brand = np.zeros(self.n_brands, dtype=np.float32)  # shared-brand + same-as-newest-brand features
-        by_brand[brands[recent]] = w_brand
-        by_brand[brands[newest]] += w_same_brand
-        part = by_category[cats] + by_brand[brands]
-        part[np.unique(recent)] += w_repeat
+        batch = np.arange(len(recents))
+        newest = np.array([recent[0] for recent in recents])
+        owner = np.repeat(batch, [len(recent) for recent in recents])  # (history, item) pairs
+        items = np.concatenate([np.asarray(recent, dtype=np.int64) for recent in recents])
+        by_category = self.category_transition[cats[newest]]  # [B, n_cat]: transition + same category
+        by_category[batch, cats[newest]] += w_same_cat
+        by_brand = np.zeros((len(recents), self.n_brands), dtype=np.float32)  # shared + same-as-newest brand
+        by_brand[owner, brands[items]] = w_brand
+        by_brand[batch, brands[newest]] += w_same_brand
+        part = np.take(by_category, cats, axis=1)
+        part += np.take(by_brand, brands, axis=1)
+        part.reshape(-1)[np.unique(owner * part.shape[1] + items)] += w_repeat  # once per item repeated
         for position, table, decay in self.item_tables:
-            weights = np.float32(decay) ** np.arange(len(recent), dtype=np.float32)
-            part += float(self.feature_weights[position]) * (weights @ table[recent])
+            for b, recent in enumerate(recents):
+                weights = np.float32(decay) ** np.arange(len(recent), dtype=np.float32)
+                part[b] += float(self.feature_weights[position]) * (weights @ table[recent])
         return part
 
     def top(self, rows: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -253,13 +264,13 @@ class HistoryTower:
         if self.item_bias is None or self.feature_weights is None:
             raise ValueError("this HistoryTower was built without the scoring tables; use HistoryTower.of")
         recents = [self._recent(rows) for rows in histories]
-        base = _matmul_t(self.vectors(histories), self.item_vectors)
+        padded, used = self._padded(recents)
+        base = _matmul_t(self._vectors(padded, used), self.item_vectors)
         base /= np.float32(self.temperature)
         if self.content_scale != 1.0:
             base *= np.float32(self.content_scale)
         base += self.item_bias
-        for b, recent in enumerate(recents):
-            base[b] += self._behaviour(recent)
+        base += self._behaviours(recents)
         n_items = base.shape[1]
         n = min(n, n_items)
         w = float(self.feature_weights[5]) if self.uses_closest else 0.0
@@ -273,13 +284,16 @@ class HistoryTower:
         reach = np.array([abs(w) * float(norms[r].max()) * (1 + 1e-5) for r in recents], dtype=np.float32)
         upper = base + reach[:, None] * norms[None, :] + np.float32(1e-5)
         first = np.argpartition(-upper, m, axis=1)[:, :m]  # each row's m best bounds (unordered)
+        # their similarities to every history item, for the batch at once: [B, max_history, m]
+        similarity = np.matmul(self.item_vectors[padded], self.item_vectors[first].transpose(0, 2, 1))
+        similarity[~used] = -np.inf  # padding is no history item
+        first_exact = np.take_along_axis(base, first, axis=1) + np.float32(w) * similarity.max(axis=1)
         out = []
-        for recent, row, bound, candidates in zip(recents, base, upper, first, strict=True):
-            rows, exact = self._exact_rows(recent, row, candidates, w)
+        for recent, row, bound, rows, exact in zip(recents, base, upper, first, first_exact, strict=True):
             threshold = np.partition(exact, m - n)[m - n]  # the n-th best exact score so far
             reachable = np.flatnonzero(bound >= threshold)  # every item that could still make the top n
             if len(reachable) > m:
-                more, more_exact = self._exact_rows(recent, row, np.setdiff1d(reachable, candidates), w)
+                more, more_exact = self._exact_rows(recent, row, np.setdiff1d(reachable, rows), w)
                 rows, exact = np.concatenate([rows, more]), np.concatenate([exact, more_exact])
             out.append(_best(rows, exact, n))
         return out
