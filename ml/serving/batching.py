@@ -104,20 +104,29 @@ class RecommendationBatcher:
             groups.setdefault((id(job.champion), job.options), []).append(job)
         for jobs in groups.values():
             try:
-                answers: list[Any] = ranking.recommend_many(
-                    jobs[0].champion, [(j.history, j.k) for j in jobs], jobs[0].options
-                )
-                failed = False
-            except Exception as err:  # every job of the group gets the error; the thread goes on
-                log.exception("scoring a batch of %d recommendation(s) failed", len(jobs))
-                answers, failed = [err] * len(jobs), True
-            for job, answer in zip(jobs, answers, strict=True):
+                outcomes = [(answer, False) for answer in _recommend(jobs)]
+            except Exception:  # one bad job must not fail the others: score them one by one
+                log.exception("scoring a batch of %d recommendation(s) failed; scoring them one by one", len(jobs))
+                outcomes = [_alone(job) for job in jobs]
+            for job, (answer, failed) in zip(jobs, outcomes, strict=True):
                 try:
                     job.loop.call_soon_threadsafe(_settle, job.future, answer, failed)
                 except RuntimeError:  # its event loop is closed: nobody waits for this answer any more
                     pass
         self.batches += 1
         self.jobs_done += len(batch)
+
+
+def _recommend(jobs: list[_Job]) -> list[ranking.Ranked]:
+    return ranking.recommend_many(jobs[0].champion, [(j.history, j.k) for j in jobs], jobs[0].options)
+
+
+def _alone(job: _Job) -> tuple[Any, bool]:
+    """(answer, False), or (the exception, True) when this job alone fails too."""
+    try:
+        return _recommend([job])[0], False
+    except Exception as err:
+        return err, True
 
 
 def _settle(future: asyncio.Future, answer: Any, failed: bool) -> None:

@@ -102,31 +102,35 @@ def test_concurrent_requests_get_the_answers_of_one_by_one_scoring(monkeypatch):
     assert batcher.jobs_done == 40
 
 
-def test_a_failing_batch_fails_its_requests_and_the_batcher_goes_on(monkeypatch):
+def test_a_failing_job_fails_alone_and_the_batcher_goes_on(monkeypatch):
+    """A batch that fails is scored again one job at a time: only the job that fails alone gets the error."""
     champion = _champion()
     options = ranking.RankingOptions()
-    calls = {"n": 0}
     real = ranking.recommend_many
 
-    def first_fails(ch, jobs, opts):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise ValueError("scoring broke")
+    def poisoned(ch, jobs, opts):
+        if any("i13" in history for history, _ in jobs):
+            raise ValueError("scoring broke on i13")
         return real(ch, jobs, opts)
 
-    monkeypatch.setattr(batching.ranking, "recommend_many", first_fails)
+    monkeypatch.setattr(batching.ranking, "recommend_many", poisoned)
     batcher = RecommendationBatcher()
 
     async def main():
-        with pytest.raises(ValueError, match="scoring broke"):
-            await batcher.recommend(champion, ["i1"], 10, options)
-        return await batcher.recommend(champion, ["i1", "i2"], 10, options)
+        return await asyncio.gather(
+            *(batcher.recommend(champion, h, 10, options) for h in (["i1"], ["i13", "i2"], ["i3", "i4"])),
+            return_exceptions=True,
+        )
 
     try:
-        after = asyncio.run(main())
+        first, bad, last = asyncio.run(main())
+        later = asyncio.run(batcher.recommend(champion, ["i5"], 10, options))
     finally:
         batcher.close()
-    assert after.personalized and len(after.rows) == 10
+    assert isinstance(bad, ValueError) and "i13" in str(bad)
+    assert first.rows == ranking.recommend(champion, ["i1"], 10, options).rows
+    assert last.rows == ranking.recommend(champion, ["i3", "i4"], 10, options).rows
+    assert later.personalized and len(later.rows) == 10
 
 
 def test_close_answers_what_is_queued_and_refuses_new_work():
