@@ -373,6 +373,7 @@ def load_level(
         "seed": seed,
         "n_shoppers": N_SHOPPERS,
     }
+    counters_before = scoring_counters(port)
     load_before = [round(x, 2) for x in os.getloadavg()]
     meter = CpuMeter(server_pid)
     meter.start()
@@ -388,6 +389,7 @@ def load_level(
         raise RuntimeError(f"the load generator failed ({done.returncode}):\n{done.stderr[-2000:]}")
     got = json.loads(done.stdout)
     cpu = meter.stop(got["client_process_cpu_seconds"])
+    counters_after = scoring_counters(port)
     latencies = np.array(got["latencies_ms"])
     n = len(latencies)
     row = {
@@ -407,7 +409,18 @@ def load_level(
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "level_seconds": round(time.perf_counter() - t0, 1),
     }
+    batches = counters_after[0] - counters_before[0]
+    if kind == "recommendations" and batches > 0:  # warm-up included, as in the server's CPU
+        row["mean_scoring_batch"] = round((counters_after[1] - counters_before[1]) / batches, 2)
     return row
+
+
+def scoring_counters(port: int) -> tuple[int, int]:
+    """(batches, requests) the server has scored so far, from /healthz (one worker's, with several)."""
+    import httpx
+
+    body = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json()
+    return int(body.get("scoring_batches", 0)), int(body.get("scored_requests", 0))
 
 
 # ------------------------------------------------------------------------------------------------ the floors
@@ -546,8 +559,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Target: p99 < {TARGET_P99_MS:.0f} ms for `/recommendations` with {TARGET_CLIENTS} clients, no error.",
         "",
         "| items | endpoint | clients | requests | errors | p50 ms | p95 ms | p99 ms | max ms | req/s "
-        "| server CPU ms/req | other jobs (cores) | load before→after | target |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| server CPU ms/req | mean batch | other jobs (cores) | load before→after | target |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     flagged = 0
     for size in report["sizes"]:
@@ -561,12 +574,15 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {size['n_items']:,} | /{row['endpoint']} | {row['clients']} | {row['requests']} | "
                 f"{row['errors']} | {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | {row['p99_ms']:.2f} | "
                 f"{row['max_ms']:.2f} | {row['throughput_rps']:.0f} | {row['server_cpu_ms_per_request']:.2f} | "
+                f"{row['mean_scoring_batch'] if 'mean_scoring_batch' in row else ''} | "
                 f"{row['other_processes_cores']:.2f} | {row['load_average_before'][0]:.2f}→"
                 f"{row['load_average_after'][0]:.2f}{mark} | {target} |"
             )
     lines += [
         "",
         "Server CPU: the server processes' CPU time over the level divided by its requests (warm-up included). "
+        "Mean batch: recommendation requests per scoring batch over the level (from /healthz; with several "
+        "workers, one worker's). "
         "Other jobs: CPU used by every other process on the machine during the level, in cores (from "
         "/proc/stat, less the server's and the load generator's own time). Load: the 1-minute load average "
         "before and after the level (it also counts this benchmark's previous level).",

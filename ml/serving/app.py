@@ -285,6 +285,8 @@ def create_app(
             poll_seconds=service.watcher.poll_seconds,
             feature_store_error=service.history.last_error,
             privacy_requests_error=service.optouts.last_error,
+            scoring_batches=service.batcher.batches,
+            scored_requests=service.batcher.jobs_done,
         )
 
     @app.get(

@@ -79,6 +79,13 @@ class HealthResponse(BaseModel):
     privacy_requests_error: str | None = Field(
         description="Why opt-outs could not be read (nobody personalized)"
     )
+    scoring_batches: int = Field(
+        default=0, description="Recommendation batches this process has scored since it started"
+    )
+    scored_requests: int = Field(
+        default=0,
+        description="Recommendation requests in those batches (divided by scoring_batches: the mean batch size)",
+    )
 
 
 class GateSummary(BaseModel):

@@ -364,6 +364,17 @@ def test_healthz_and_version(serving_world):
 
 
 @pytest.mark.slow
+def test_healthz_counts_the_scoring_batches(serving_world):
+    """Every /recommendations request is scored in some batch; /healthz shows how many and in how many batches."""
+    client = serving_world["client"]
+    before = client.get("/healthz").json()
+    for user in ("alice", "nobody-known", "alice"):
+        assert client.get(f"/recommendations/{user}", headers=AUTH).status_code == 200
+    after = client.get("/healthz").json()
+    assert after["scored_requests"] - before["scored_requests"] == 3
+    assert 1 <= after["scoring_batches"] - before["scoring_batches"] <= 3
+
+
 def test_recommendations_are_personalized_from_feast_history_and_explained(serving_world):
     client, items = serving_world["client"], serving_world["items"]
     got = client.get("/recommendations/alice", params={"k": 7}, headers=AUTH)
