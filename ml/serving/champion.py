@@ -36,6 +36,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -203,7 +204,7 @@ class HistoryTower:
         if self.item_bias is None or self.feature_weights is None:
             raise ValueError("this HistoryTower was built without the scoring tables; use HistoryTower.of")
         recents = [self._recent(rows) for rows in histories]
-        queries = self.vectors(histories)
+        queries = self._vectors(*self._padded(recents))
         if self.uses_closest:  # the history items' similarities come out of the same product
             queries = np.vstack([queries, self.item_vectors[[r for recent in recents for r in recent]]])
         products = queries @ self.item_vectors.T
@@ -279,7 +280,8 @@ class HistoryTower:
         norms = self.item_norms if self.item_norms is not None else np.linalg.norm(self.item_vectors, axis=1)
         m = max(4 * n, TOP_CANDIDATES)
         if m >= n_items:  # a small catalogue: every item's similarities
-            return [self._exact(recent, row, np.arange(n_items), w, n) for recent, row in zip(recents, base, strict=True)]
+            every = np.arange(n_items)
+            return [_best(*self._exact_rows(r, row, every, w), n) for r, row in zip(recents, base, strict=True)]
         # margin: float32 rounding of the products
         reach = np.array([abs(w) * float(norms[r].max()) * (1 + 1e-5) for r in recents], dtype=np.float32)
         upper = base + reach[:, None] * norms[None, :] + np.float32(1e-5)
@@ -303,9 +305,6 @@ class HistoryTower:
         similarity = (self.item_vectors[recent] @ self.item_vectors[rows].T).max(axis=0)
         return rows, base[rows] + np.float32(w) * similarity
 
-    def _exact(self, recent: list[int], base: np.ndarray, rows: np.ndarray, w: float, n: int) -> tuple[np.ndarray, np.ndarray]:
-        return _best(*self._exact_rows(recent, base, rows, w), n)
-
 
 def _matmul_t(queries: np.ndarray, table: np.ndarray) -> np.ndarray:
     """queries @ table.T as a new float32 array [B, n_items], on the calling thread (one thread).
@@ -316,8 +315,6 @@ def _matmul_t(queries: np.ndarray, table: np.ndarray) -> np.ndarray:
     """
     if len(queries) == 1:
         return (table @ queries[0])[None, :]
-    import torch
-
     return (torch.from_numpy(np.ascontiguousarray(queries)) @ torch.from_numpy(table).T).numpy()
 
 
@@ -410,14 +407,13 @@ def one_faiss_thread() -> None:
 def one_blas_thread() -> None:
     """Make every BLAS library in the process (numpy's and FAISS's OpenBLAS) use one thread.
 
-    The scores are one matrix-vector product per request, too small to split, and requests already run
-    in parallel: measured on the 2-core machines, OpenBLAS's default of two threads per call spun both
+    The scores are one matrix product per batch of waiting requests, too small to split, and the event
+    loop needs the other core: measured on the 2-core machines, OpenBLAS's default of two threads per call spun both
     cores under 16 concurrent requests and took 9 ms of CPU per 10k-item recommendation instead of 0.3.
     OpenBLAS's setting is process-wide, so calling this once (at startup) is enough. The same holds for
     torch's intra-op pool (the batched scoring product and /search's MiniLM pass): one thread per call, the
     other core serving the event loop and the other requests.
     """
-    import torch
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
