@@ -16,12 +16,15 @@ Concurrency: /recommendations, /healthz and /version run on the event loop. A re
 and answer are built there; its scoring goes to the `RecommendationBatcher`'s thread, which scores every
 request waiting at that moment with one matrix product (`ml.serving.batching`), mostly outside the GIL, so
 it also uses the second core. /search (a MiniLM forward pass, tens of milliseconds, mostly outside the
-GIL) runs in FastAPI's thread pool. Impressions are written by a background thread (`ImpressionLog`),
-flushed at shutdown.
+GIL) runs in FastAPI's thread pool; every thread that runs torch or FAISS uses one OpenMP thread
+(`champion.one_openmp_thread`). Impressions are written by a background thread (`ImpressionLog`),
+flushed at shutdown. Once warmed up, what the process holds is frozen out of the garbage collector's full
+collections (`champion.settle_heap`), which otherwise stall every waiting request.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -40,7 +43,7 @@ from ml.privacy.pseudonymize import Pseudonymizer, load_key
 from ml.serving import ranking
 from ml.serving.auth import API_KEY_HEADER, key_matches, load_api_key
 from ml.serving.batching import RecommendationBatcher
-from ml.serving.champion import Champion, ChampionWatcher, one_blas_thread
+from ml.serving.champion import Champion, ChampionWatcher, one_blas_thread, settle_heap
 from ml.serving.feedback import ImpressionLog, impression_record, new_impression_id
 from ml.serving.history import HistoryReader
 from ml.serving.optouts import OptOutList
@@ -157,11 +160,13 @@ def create_app(
         one_blas_thread()
         service.watcher.start()
         service.history.warm_up()
+        settle_heap()  # after the warm-up: what the service holds from now on is never walked by the GC
         champion = service.watcher.current()
         log.info(
             "serving %s", f"{champion.model_name} v{champion.version}" if champion else "no champion yet"
         )
         yield
+        gc.unfreeze()
         service.batcher.close()
         if owns_watcher:
             service.watcher.close()
@@ -348,7 +353,7 @@ def serve(
     workers: int = DEFAULT_WORKERS,
 ) -> None:
     """Run the service with uvicorn. Access logs stay off: request paths carry raw user ids. BLAS and FAISS
-    run one thread per request (see `champion.one_blas_thread`, `champion.one_faiss_thread`).
+    run one thread per request (see `champion.one_blas_thread`, `champion.one_openmp_thread`).
 
     One worker (the default) is one process holding the model. With `workers` > 1, uvicorn starts that
     many processes on the same port, each loading and polling the champion on its own (so for up to one

@@ -22,6 +22,7 @@ events), with `ml.evaluation.fairness.brand_tiers`.
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 import tempfile
@@ -188,7 +189,7 @@ class HistoryTower:
         logits = np.where(used, self.recency[None, :], -np.inf)  # a softmax over the positions in use
         w = np.exp(logits - logits.max(axis=1, keepdims=True))
         w /= w.sum(axis=1, keepdims=True)
-        y = np.matmul(w.astype(np.float32)[:, None, :], self.item_vectors[rows])[:, 0, :]
+        y = np.einsum("bh,bhd->bd", w.astype(np.float32), self.item_vectors[rows])
         if not self.identity_projection:
             y = y @ self.weight.T + self.bias
         norms = np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
@@ -293,9 +294,11 @@ class HistoryTower:
         out = []
         for recent, row, bound, rows, exact in zip(recents, base, upper, first, first_exact, strict=True):
             threshold = np.partition(exact, m - n)[m - n]  # the n-th best exact score so far
-            reachable = np.flatnonzero(bound >= threshold)  # every item that could still make the top n
-            if len(reachable) > m:
-                more, more_exact = self._exact_rows(recent, row, np.setdiff1d(reachable, rows), w)
+            reachable = bound >= threshold  # every item that could still make the top n
+            reachable[rows] = False  # but those already scored
+            more = np.flatnonzero(reachable)
+            if len(more):
+                more, more_exact = self._exact_rows(recent, row, more, w)
                 rows, exact = np.concatenate([rows, more]), np.concatenate([exact, more_exact])
             out.append(_best(rows, exact, n))
         return out
@@ -355,7 +358,7 @@ class Champion:
 
     def search_rows(self, query_vectors: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-n item rows and exact scores (dot / temperature + bias) for each query vector."""
-        one_faiss_thread()
+        one_openmp_thread()
         n = min(n, self.index.ntotal)
         scores, rows = self.index.search(self.recommender.augmented_queries(query_vectors), n)
         return rows, scores
@@ -374,6 +377,7 @@ class Champion:
 
     def top_for_histories(self, histories: Sequence[Sequence[int]], n: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """`top_for_history` of several histories at once (one matrix product for the batch)."""
+        one_openmp_thread()
         if self.tower is not None:
             return self.tower.top_many(histories, n)
         full = self.history_scores(histories)
@@ -392,16 +396,37 @@ class Champion:
 _thread_state = threading.local()
 
 
-def one_faiss_thread() -> None:
-    """Make FAISS use one OpenMP thread in the calling thread (once per thread).
+def one_openmp_thread() -> None:
+    """Make FAISS and torch use one OpenMP thread in the calling thread (once per thread).
 
     OpenMP's thread count is per calling thread, so setting it in the main thread does not reach the
-    server's worker threads. Measured on the 2-core machines: a single-query flat search over 10k items took
-    0.45 ms with one thread and 24 ms with the default two; requests already run in parallel.
+    server's other threads (the scoring thread, the thread pool that runs /search, the champion watcher):
+    in a thread it has not seen, OpenMP starts a team of one thread per core, and between parallel regions
+    the idle team member spins on the other core. Measured on the 2-core machines: a single-query flat
+    FAISS search over 10k items took 0.45 ms with one thread and 24 ms with the default two; under 16
+    concurrent recommendation requests, the scoring thread's torch team kept a second thread spinning at
+    40-60% of a core, the core the event loop needs. Requests already run in parallel.
     """
-    if not getattr(_thread_state, "faiss_single", False):
+    if not getattr(_thread_state, "openmp_single", False):
         faiss.omp_set_num_threads(1)
-        _thread_state.faiss_single = True
+        torch.set_num_threads(1)
+        _thread_state.openmp_single = True
+
+
+def settle_heap() -> None:
+    """Collect garbage once, then exempt every object alive now from later collections (`gc.freeze`).
+
+    The serving process holds millions of long-lived objects (torch, transformers, MLflow, Feast, the
+    model), and each of CPython's full collections walks them all: measured on the 2-core machines under
+    16 concurrent clients, one took 420 ms, a stall every few thousand requests for every request waiting
+    (it was the benchmark's maximum latency). Frozen, they are not walked again, and collections cover
+    what requests allocate. Called once the service has warmed up, and after each champion swap: the
+    heap is unfrozen first so the replaced champion's reference cycles are reclaimed, one pause per
+    promotion instead of one every few thousand requests.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def one_blas_thread() -> None:
@@ -410,9 +435,9 @@ def one_blas_thread() -> None:
     The scores are one matrix product per batch of waiting requests, too small to split, and the event
     loop needs the other core: measured on the 2-core machines, OpenBLAS's default of two threads per call spun both
     cores under 16 concurrent requests and took 9 ms of CPU per 10k-item recommendation instead of 0.3.
-    OpenBLAS's setting is process-wide, so calling this once (at startup) is enough. The same holds for
-    torch's intra-op pool (the batched scoring product and /search's MiniLM pass): one thread per call, the
-    other core serving the event loop and the other requests.
+    OpenBLAS's setting is process-wide, so calling this once (at startup) is enough. torch's intra-op
+    pool is set to one thread here for the calling thread; its OpenMP setting does not reach other
+    threads, which call `one_openmp_thread` before their first product.
     """
     from threadpoolctl import threadpool_limits
 
@@ -668,6 +693,7 @@ class ChampionWatcher:
         )
         if current is not None:
             shutil.rmtree(current.folder, ignore_errors=True)  # requests in flight hold the loaded object
+            settle_heap()  # reclaim the replaced champion, freeze the new one
         return True
 
     def _retag(self, current: Champion, tags: dict[str, str], now: datetime) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ml.evaluation.rerank import rerank
 from ml.serving import explain
-from ml.serving.champion import Champion
+from ml.serving.champion import Champion, one_openmp_thread
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,7 @@ def _personalized(champion: Champion, known: list[int], rows: np.ndarray, scores
 
 def search(champion: Champion, query: str, history: Sequence[str], k: int, options: RankingOptions) -> Ranked:
     """The query's vector, blended with the shopper's history vector when there is one and the weight is > 0."""
+    one_openmp_thread()  # MiniLM's forward pass: one thread per request
     rec = champion.recommender
     vector = rec.query_vectors([query])
     known = history_rows(champion, history) if options.search_history_weight > 0 else []

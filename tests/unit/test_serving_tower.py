@@ -3,6 +3,9 @@ of every item followed by a top-n, whatever the closest-similarity weight (no mo
 
 from __future__ import annotations
 
+import os
+import threading
+
 import numpy as np
 import pytest
 
@@ -144,3 +147,39 @@ def test_top_of_a_batch_is_the_top_of_each_history(w_closest):
         want_rows, want_scores = tower.top(rows, 25)
         assert got_rows.tolist() == want_rows.tolist()
         assert got_scores == pytest.approx(want_scores, rel=1e-5, abs=1e-4)
+
+
+def _openmp_threads_here() -> int:
+    """OpenMP's thread count for the calling thread, from the OpenMP runtime torch runs on."""
+    import ctypes
+    from pathlib import Path
+
+    import torch
+
+    runtime = Path(torch.__file__).parent / "lib" / "libgomp.so.1"
+    if not runtime.exists():
+        pytest.skip(f"this torch build has no bundled GNU OpenMP runtime ({runtime})")
+    return int(ctypes.CDLL(str(runtime)).omp_get_max_threads())
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenMP's default is already one thread on one core")
+def test_the_scoring_path_runs_torch_on_one_openmp_thread_in_any_thread():
+    """OpenMP's thread count is per thread: a thread torch has not seen starts with one per core, and
+    the team's idle member spins on the other core. The serving path sets one thread where it runs."""
+    from types import SimpleNamespace
+
+    from ml.serving.champion import Champion
+
+    champion = SimpleNamespace(tower=_tower(0.5))
+    seen: dict[str, int] = {}
+
+    def scoring_thread() -> None:
+        seen["before"] = _openmp_threads_here()
+        Champion.top_for_histories(champion, [[1, 2, 3], [4]], 10)  # type: ignore[arg-type]
+        seen["after"] = _openmp_threads_here()
+
+    thread = threading.Thread(target=scoring_thread)
+    thread.start()
+    thread.join()
+    assert seen["before"] > 1  # the default the service must not run with
+    assert seen["after"] == 1
