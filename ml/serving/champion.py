@@ -205,16 +205,13 @@ class HistoryTower:
         if self.item_bias is None or self.feature_weights is None:
             raise ValueError("this HistoryTower was built without the scoring tables; use HistoryTower.of")
         recents = [self._recent(rows) for rows in histories]
-        queries = self._vectors(*self._padded(recents))
+        queries = self._vectors(*self._padded(recents)) * self._content_factor
         if self.uses_closest:  # the history items' similarities come out of the same product
             queries = np.vstack([queries, self.item_vectors[[r for recent in recents for r in recent]]])
         products = queries @ self.item_vectors.T
         out = products[: len(histories)]
-        out /= np.float32(self.temperature)
-        if self.content_scale != 1.0:
-            out *= np.float32(self.content_scale)
         out += self.item_bias
-        out += self._behaviours(recents)
+        self._add_behaviours(out, recents)
         start = len(histories)
         for b, recent in enumerate(recents):
             if self.uses_closest:
@@ -223,10 +220,17 @@ class HistoryTower:
                 start += len(recent)
         return out
 
-    def _behaviours(self, recents: Sequence[list[int]]) -> np.ndarray:
-        """[B, n_items] the behavioural part for each history (rows newest first, at most max_history), but
-        the closest-similarity feature (`scores` and `top_many` add it). Per history, a row of the
-        category table and a row of a brand table, gathered for every item: one gather for the batch."""
+    @cached_property
+    def _content_factor(self) -> np.float32:
+        """The text similarity's factor (content scale / temperature), applied to the query vectors: the
+        same product as scaling every item's score, at the cost of B x D multiplications, not B x n_items."""
+        return np.float32(self.content_scale / self.temperature)
+
+    def _add_behaviours(self, out: np.ndarray, recents: Sequence[list[int]]) -> None:
+        """Add to `out` [B, n_items] the behavioural part for each history (rows newest first, at most
+        max_history), but the closest-similarity feature (`scores` and `top_many` add it). Per history, a
+        row of the category table and a row of a brand table, gathered for every item: one gather each for
+        the batch."""
         w_brand, w_repeat, w_same_cat, w_same_brand = (float(x) for x in self.feature_weights[:4])
         cats, brands = self.item_category, self.item_brand
         batch = np.arange(len(recents))
@@ -238,14 +242,13 @@ class HistoryTower:
         by_brand = np.zeros((len(recents), self.n_brands), dtype=np.float32)  # shared + same-as-newest brand
         by_brand[owner, brands[items]] = w_brand
         by_brand[batch, brands[newest]] += w_same_brand
-        part = np.take(by_category, cats, axis=1)
-        part += np.take(by_brand, brands, axis=1)
-        part.reshape(-1)[np.unique(owner * part.shape[1] + items)] += w_repeat  # once per item repeated
+        out += np.take(by_category, cats, axis=1)
+        out += np.take(by_brand, brands, axis=1)
+        out.reshape(-1)[np.unique(owner * out.shape[1] + items)] += w_repeat  # once per item repeated
         for position, table, decay in self.item_tables:
             for b, recent in enumerate(recents):
                 weights = np.float32(decay) ** np.arange(len(recent), dtype=np.float32)
-                part[b] += float(self.feature_weights[position]) * (weights @ table[recent])
-        return part
+                out[b] += float(self.feature_weights[position]) * (weights @ table[recent])
 
     def top(self, rows: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
         """The exact top-n item rows (best first) and their full scores for one history (oldest first)."""
@@ -267,12 +270,9 @@ class HistoryTower:
             raise ValueError("this HistoryTower was built without the scoring tables; use HistoryTower.of")
         recents = [self._recent(rows) for rows in histories]
         padded, used = self._padded(recents)
-        base = _matmul_t(self._vectors(padded, used), self.item_vectors)
-        base /= np.float32(self.temperature)
-        if self.content_scale != 1.0:
-            base *= np.float32(self.content_scale)
+        base = _matmul_t(self._vectors(padded, used) * self._content_factor, self.item_vectors)
         base += self.item_bias
-        base += self._behaviours(recents)
+        self._add_behaviours(base, recents)
         n_items = base.shape[1]
         n = min(n, n_items)
         w = float(self.feature_weights[5]) if self.uses_closest else 0.0
@@ -291,15 +291,19 @@ class HistoryTower:
         similarity = np.matmul(self.item_vectors[padded], self.item_vectors[first].transpose(0, 2, 1))
         similarity[~used] = -np.inf  # padding is no history item
         first_exact = np.take_along_axis(base, first, axis=1) + np.float32(w) * similarity.max(axis=1)
+        # every item that could still make its history's top n: a bound reaching the n-th best exact score
+        # found, and not scored yet (one operation for the batch: each costs a round of the GIL)
+        thresholds = np.partition(first_exact, m - n, axis=1)[:, m - n]
+        reachable = upper >= thresholds[:, None]
+        np.put_along_axis(reachable, first, False, axis=1)
+        owners, more = np.nonzero(reachable)  # by history, then by row
+        bounds = np.searchsorted(owners, np.arange(len(recents) + 1))
         out = []
-        for recent, row, bound, rows, exact in zip(recents, base, upper, first, first_exact, strict=True):
-            threshold = np.partition(exact, m - n)[m - n]  # the n-th best exact score so far
-            reachable = bound >= threshold  # every item that could still make the top n
-            reachable[rows] = False  # but those already scored
-            more = np.flatnonzero(reachable)
-            if len(more):
-                more, more_exact = self._exact_rows(recent, row, more, w)
-                rows, exact = np.concatenate([rows, more]), np.concatenate([exact, more_exact])
+        for b, (recent, row) in enumerate(zip(recents, base, strict=True)):
+            rows, exact = first[b], first_exact[b]
+            if bounds[b + 1] > bounds[b]:
+                extra, extra_exact = self._exact_rows(recent, row, more[bounds[b] : bounds[b + 1]], w)
+                rows, exact = np.concatenate([rows, extra]), np.concatenate([exact, extra_exact])
             out.append(_best(rows, exact, n))
         return out
 
