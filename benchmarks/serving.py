@@ -198,7 +198,10 @@ def start_server(home: Path, port: int, log_path: Path, workers: int = 1) -> sub
         )
 
 
-def wait_healthy(port: int, proc: subprocess.Popen, timeout: float, log_path: Path) -> float:
+def wait_healthy(port: int, proc: subprocess.Popen, timeout: float, log_path: Path, workers: int = 1) -> float:
+    """Seconds until /healthz answers 200 and every worker has started. With several workers, the first
+    to answer is not enough: the clients' keep-alive connections opened before the others start would
+    all go to it (seen: all 16 to one of two workers)."""
     import httpx
 
     start = time.monotonic()
@@ -209,10 +212,11 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float, log_path: Pa
                 + "\n".join(log_path.read_text().splitlines()[-15:])
             )
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return time.monotonic() - start
+            healthy = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
         except httpx.HTTPError:
-            pass
+            healthy = False
+        if healthy and log_path.read_text().count("Application startup complete") >= workers:
+            return time.monotonic() - start
         time.sleep(0.5)
     raise RuntimeError(f"the server was not healthy within {timeout:.0f} s; see {log_path}")
 
@@ -658,7 +662,7 @@ def run_size(n: int, base: Path, args: argparse.Namespace, encoder: Any, levels:
     plan.append(("healthz", TARGET_CLIENTS, args.requests, 100))  # the HTTP stack alone: the floor under the rest
     rows = []
     try:
-        startup = wait_healthy(port, proc, timeout=600, log_path=log_path)
+        startup = wait_healthy(port, proc, timeout=600, log_path=log_path, workers=args.workers)
         for i, (kind, clients, count, warmup) in enumerate(plan):
             row = load_level(port, proc.pid, kind, clients, count, args.max_seconds, warmup, args.seed + 1000 * i)
             log.info("%d items %s", n, {k: row[k] for k in row if k != "error_examples"})
