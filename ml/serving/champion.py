@@ -697,6 +697,7 @@ class ChampionWatcher:
         )
         if current is not None:
             shutil.rmtree(current.folder, ignore_errors=True)  # requests in flight hold the loaded object
+            current = None  # this poll's reference to the replaced champion, dropped before the collection
             settle_heap()  # reclaim the replaced champion, freeze the new one
         return True
 
