@@ -439,14 +439,14 @@ def one_blas_thread() -> None:
     The scores are one matrix product per batch of waiting requests, too small to split, and the event
     loop needs the other core: measured on the 2-core machines, OpenBLAS's default of two threads per call spun both
     cores under 16 concurrent requests and took 9 ms of CPU per 10k-item recommendation instead of 0.3.
-    OpenBLAS's setting is process-wide, so calling this once (at startup) is enough. torch's intra-op
-    pool is set to one thread here for the calling thread; its OpenMP setting does not reach other
-    threads, which call `one_openmp_thread` before their first product.
+    OpenBLAS's setting is process-wide, so calling this once (at startup) is enough. torch and FAISS use
+    OpenMP, whose setting is per thread: this sets it for the calling thread (`one_openmp_thread`), and
+    every other thread sets its own before its first product.
     """
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
-    torch.set_num_threads(1)
+    one_openmp_thread()
 
 
 def _float_tag(

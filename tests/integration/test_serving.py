@@ -375,6 +375,7 @@ def test_healthz_counts_the_scoring_batches(serving_world):
     assert 1 <= after["scoring_batches"] - before["scoring_batches"] <= 3
 
 
+@pytest.mark.slow
 def test_the_running_service_keeps_what_it_holds_out_of_full_collections(serving_world):
     """A full collection walks every object the process holds (torch, MLflow, Feast, the model): one took
     420 ms under load. Once warmed up, the service freezes them (`champion.settle_heap`)."""
@@ -384,6 +385,7 @@ def test_the_running_service_keeps_what_it_holds_out_of_full_collections(serving
     assert gc.get_freeze_count() > 0
 
 
+@pytest.mark.slow
 def test_recommendations_are_personalized_from_feast_history_and_explained(serving_world):
     client, items = serving_world["client"], serving_world["items"]
     got = client.get("/recommendations/alice", params={"k": 7}, headers=AUTH)
