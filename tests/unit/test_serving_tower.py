@@ -183,3 +183,61 @@ def test_the_scoring_path_runs_torch_on_one_openmp_thread_in_any_thread():
     thread.join()
     assert seen["before"] > 1  # the default the service must not run with
     assert seen["after"] == 1
+
+
+@pytest.mark.parametrize("dim", [16, 13, 384])
+def test_the_int8_products_stay_within_their_error_bound(dim):
+    """`QuantizedItems`: |approximate - exact| <= the bound, for items and queries of any scale, rows of
+    zeros and a width that is not a multiple of 8 (the first pass of `top_many` relies on it)."""
+    from ml.serving.champion import QuantizedItems
+
+    rng = np.random.default_rng(dim)
+    items = rng.normal(size=(500, dim)).astype(np.float32) * rng.lognormal(0, 2, size=(500, 1)).astype(np.float32)
+    items[7] = 0.0
+    items[8] = 0.0
+    items[8, 3] = -4.5  # one non-zero component: exact in int8
+    queries = rng.normal(size=(9, dim)).astype(np.float32) * np.float32(20)
+    queries[2] = 0.0
+    quantized = QuantizedItems.of(items)
+    approx, factors = quantized.products(queries)
+    exact = queries.astype(np.float64) @ items.astype(np.float64).T
+    bound = factors.astype(np.float64) @ quantized.slack.astype(np.float64)
+    assert approx.shape == exact.shape == bound.shape
+    assert np.all(np.abs(approx - exact) <= bound)
+    assert np.all(approx[2] == 0) and np.all(approx[:, 7] == 0)
+    # the bound is a bound, not a blanket: well under the products' own size
+    assert np.median(bound / (np.abs(exact) + 1e-3)) < 0.5
+
+
+def test_top_is_exact_where_the_int8_pass_cannot_tell_items_apart():
+    """Items that differ by less than the int8 codes can resolve: the first pass's order among them is
+    noise, and the exact pass must still return the exact top (rows and order) of the full score."""
+    tower = _tower(0.0, seed=6)  # no closest-similarity term: only the int8 bound decides what is rescored
+    rng = np.random.default_rng(7)
+    centre = tower.item_vectors[0]
+    near = centre + rng.normal(0, 1e-4, size=(400, DIM)).astype(np.float32)
+    vectors = tower.item_vectors.copy()
+    vectors[100:500] = near / np.linalg.norm(near, axis=1, keepdims=True)
+    bias = tower.item_bias.copy()
+    bias[100:500] = 3.0  # all at the top, of one category and brand: told apart by their text alone
+    categories, brands = tower.item_category.copy(), tower.item_brand.copy()
+    categories[100:500], brands[100:500] = categories[0], brands[0]
+    near_ties = HistoryTower(
+        **{
+            **tower.__dict__,
+            "item_vectors": vectors,
+            "item_bias": bias,
+            "item_category": categories,
+            "item_brand": brands,
+            "item_norms": np.linalg.norm(vectors, axis=1),
+        }
+    )
+    for rows in ([0, 5], [100, 7, 250], [3]):
+        full = near_ties.scores([rows])[0]
+        for n in (1, 10, 60):
+            _, want_scores = _best(np.arange(N_ITEMS), full, n)
+            got_rows, got_scores = near_ties.top(rows, n)
+            # items whose scores differ by a rounding may come in either order; the scores may not
+            assert len(set(got_rows.tolist())) == n
+            assert got_scores == pytest.approx(want_scores, rel=1e-6, abs=1e-6)
+            assert full[got_rows] == pytest.approx(got_scores, rel=1e-6, abs=1e-6)
