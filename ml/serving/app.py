@@ -12,6 +12,10 @@ opt-out or deletion request get non-personalized answers (`personalized: false`)
 out of range gets a 4xx (FastAPI's 422 body: which field, what was wrong); a missing champion is a 503.
 The OpenAPI document is FastAPI's own, generated from `ml.serving.schemas`.
 
+Plainly valid recommendation requests (GET /recommendations/<id>[?k=N] with the right key) are answered
+by `fastpath.ServiceApp` past FastAPI's routing and parameter solving, with the function the route calls;
+every other request, valid or not, goes through FastAPI, whose error bodies and OpenAPI stay the reference.
+
 Concurrency: /recommendations, /healthz and /version run on the event loop. A recommendation's Feast read
 and answer are built there; its scoring goes to the `RecommendationBatcher`'s thread, which scores every
 request waiting at that moment with one matrix product (`ml.serving.batching`), mostly outside the GIL, so
@@ -44,6 +48,7 @@ from ml.serving import ranking
 from ml.serving.auth import API_KEY_HEADER, key_matches, load_api_key
 from ml.serving.batching import RecommendationBatcher
 from ml.serving.champion import Champion, ChampionWatcher, one_blas_thread, settle_heap
+from ml.serving.fastpath import ServiceApp
 from ml.serving.feedback import ImpressionLog, impression_record, new_impression_id
 from ml.serving.history import HistoryReader
 from ml.serving.optouts import OptOutList
@@ -123,6 +128,10 @@ class Service:
         self.impressions.append(record)
 
 
+def _json_body(body: bytes) -> Response:
+    return Response(content=body, media_type="application/json")
+
+
 def _json(model: BaseModel) -> Response:
     """The model as JSON, serialized once (the route's response_model still documents it in OpenAPI;
     returning a Response skips FastAPI's second validation of an object pydantic already validated)."""
@@ -172,7 +181,7 @@ def create_app(
             service.watcher.close()
         service.impressions.close()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="Vetted search and recommendations",
         version=_package_version(),
         description=__doc__.split("\n\n", 1)[0] if __doc__ else "",
@@ -209,6 +218,29 @@ def create_app(
             )
         return impression_id, results
 
+    async def recommendation_body(champion: Champion, user_id: str, k: int) -> bytes:
+        """The JSON body of GET /recommendations/{user_id}?k= (the route's and `ServiceApp`'s shortcut's)."""
+        pseudonym = service.pseudonymizer.pseudonym(user_id)
+        opted_out = pseudonym in service.optouts
+        history = [] if opted_out else service.history.recent_items(pseudonym)
+        ranked = await service.batcher.recommend(champion, history, k, service.options)
+        impression_id, results = answered("recommendations", champion, pseudonym, opted_out, ranked)
+        response = RecommendationResponse(
+            impression_id=impression_id,
+            model_name=champion.model_name,
+            model_version=champion.version,
+            personalized=ranked.personalized,
+            results=results,
+        )
+        return response.model_dump_json().encode()
+
+    async def fast_answer(user_id: str, k: int) -> bytes | None:
+        champion = service.watcher.current()
+        return None if champion is None else await recommendation_body(champion, user_id, k)
+
+    app.fast_answer = fast_answer
+    app.api_key = api_key
+
     @app.get(
         "/recommendations/{user_id}",
         response_model=RecommendationResponse,
@@ -228,21 +260,7 @@ def create_app(
         ],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many results")] = DEFAULT_K,
     ) -> Response:
-        champion = service.champion()
-        pseudonym = service.pseudonymizer.pseudonym(user_id)
-        opted_out = pseudonym in service.optouts
-        history = [] if opted_out else service.history.recent_items(pseudonym)
-        ranked = await service.batcher.recommend(champion, history, k, service.options)
-        impression_id, results = answered("recommendations", champion, pseudonym, opted_out, ranked)
-        return _json(
-            RecommendationResponse(
-                impression_id=impression_id,
-                model_name=champion.model_name,
-                model_version=champion.version,
-                personalized=ranked.personalized,
-                results=results,
-            )
-        )
+        return _json_body(await recommendation_body(service.champion(), user_id, k))
 
     @app.post(
         "/search",

@@ -417,6 +417,39 @@ def test_recommendations_are_personalized_from_feast_history_and_explained(servi
 
 
 @pytest.mark.slow
+def test_the_recommendation_shortcut_answers_as_the_fastapi_route_does(serving_world):
+    """`ServiceApp` answers plainly valid recommendation requests itself (`ml.serving.fastpath`): the same
+    status, headers and body (but the impression id) as FastAPI's route, which answers the rest."""
+    app, client = serving_world["app"], serving_world["client"]
+    shortcut = app.fast_answer
+    taken: list[str] = []
+
+    async def counted(user_id: str, k: int) -> bytes | None:
+        taken.append(user_id)
+        return await shortcut(user_id, k)
+
+    cases = [("alice", {"k": 7}), ("bob", {}), (OPTED_OUT, {"k": 3}), ("stranger", {"k": 5})]
+    try:
+        for user, params in cases:
+            app.fast_answer = counted
+            fast = client.get(f"/recommendations/{user}", params=params, headers=AUTH)
+            app.fast_answer = None
+            routed = client.get(f"/recommendations/{user}", params=params, headers=AUTH)
+            assert fast.status_code == routed.status_code == 200
+            assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
+            fast_body, routed_body = fast.json(), routed.json()
+            assert fast_body.pop("impression_id") != routed_body.pop("impression_id")
+            assert fast_body == routed_body
+        assert taken == [user for user, _ in cases]
+        app.fast_answer = counted
+        refused = client.get("/recommendations/alice", params={"k": 0}, headers=AUTH)
+        assert refused.status_code == 422 and "greater than or equal to 1" in refused.text
+        assert len(taken) == len(cases)  # FastAPI's route answered it, with FastAPI's 422 body
+    finally:
+        app.fast_answer = shortcut
+
+
+@pytest.mark.slow
 def test_unknown_and_opted_out_shoppers_get_the_non_personalized_order(serving_world):
     client = serving_world["client"]
     champion = _service(serving_world).watcher.current()

@@ -1,0 +1,89 @@
+"""The shortcut for plainly valid recommendation requests, past FastAPI's routing and parameter solving.
+
+Under load the event loop's Python is what limits the service (one thread holds the GIL), and for a
+recommendation half of it was FastAPI's and Starlette's own work around the endpoint: the middleware
+layers, the router, solving the route's dependency and parameters (with typing introspection on every
+request), and the response object. `plain_request` recognises the requests that route would accept as
+they are: GET /recommendations/<id> with an id of ordinary characters, no query or `k=<1..MAX_K>` alone,
+and exactly one `X-API-Key` header that matches. `ServiceApp` answers those itself, with the same
+function the route calls, so both give the same answer. Anything else, valid or not (a percent-encoded
+or very long id, another parameter, a missing or wrong key, no champion yet), goes through FastAPI
+unchanged: its 4xx bodies and the OpenAPI document stay the one reference for the API.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI
+
+from ml.serving.auth import API_KEY_HEADER, key_matches
+from ml.serving.schemas import DEFAULT_K, MAX_K, MAX_USER_ID_CHARS
+
+PREFIX = "/recommendations/"
+# ids that pass the route's checks (1 to MAX_USER_ID_CHARS characters, not only spaces) at a glance;
+# other ids are not refused, they take FastAPI's path
+_PLAIN_ID = re.compile(r"[A-Za-z0-9._~@+:=-]+")
+_K_ONLY = re.compile(rb"k=([0-9]{1,4})")
+_KEY_HEADER = API_KEY_HEADER.lower().encode("latin-1")
+
+Scope = MutableMapping[str, Any]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+# answers (user_id, k) with the response body, or None when it cannot (say, no champion yet)
+Answer = Callable[[str, int], Awaitable[bytes | None]]
+
+
+def plain_request(scope: Scope, api_key: str) -> tuple[str, int] | None:
+    """(user_id, k) when `scope` is a request the recommendations route would accept as it is, else None."""
+    if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):
+        return None
+    path = scope["path"]
+    if not path.startswith(PREFIX):
+        return None
+    user_id = path[len(PREFIX) :]
+    if len(user_id) > MAX_USER_ID_CHARS or not _PLAIN_ID.fullmatch(user_id):
+        return None
+    query = scope["query_string"]
+    if not query:
+        k = DEFAULT_K
+    else:
+        match = _K_ONLY.fullmatch(query)
+        if match is None:
+            return None
+        k = int(match[1])
+        if not 1 <= k <= MAX_K:
+            return None
+    given = [value for name, value in scope["headers"] if name == _KEY_HEADER]
+    if len(given) != 1 or not key_matches(given[0].decode("latin-1"), api_key):  # as Starlette decodes it
+        return None
+    return user_id, k
+
+
+class ServiceApp(FastAPI):
+    """The service's FastAPI app, with `plain_request`'s requests answered by `answer` directly (set by
+    `ml.serving.app.create_app`); every other request, and every other scope, is FastAPI's."""
+
+    fast_answer: Answer | None = None
+    api_key: str = ""
+
+    async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
+        if self.fast_answer is not None:
+            request = plain_request(scope, self.api_key)
+            if request is not None:
+                body = await self.fast_answer(*request)
+                if body is not None:
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 200,
+                            "headers": [
+                                (b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode("ascii")),
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await super().__call__(scope, receive, send)
