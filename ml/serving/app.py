@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Annotated, Any
 
+import pydantic_core
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Response, Security
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
@@ -224,15 +225,29 @@ def create_app(
         opted_out = pseudonym in service.optouts
         history = [] if opted_out else service.history.recent_items(pseudonym)
         ranked = await service.batcher.recommend(champion, history, k, service.options)
-        impression_id, results = answered("recommendations", champion, pseudonym, opted_out, ranked)
-        response = RecommendationResponse(
-            impression_id=impression_id,
-            model_name=champion.model_name,
-            model_version=champion.version,
-            personalized=ranked.personalized,
-            results=results,
-        )
-        return response.model_dump_json().encode()
+        ids, titles, brands = champion.recommender.item_ids, champion.titles, champion.brands
+        results = [  # RecommendationResponse's fields as plain values: pydantic's models cost the event loop
+            {"item_id": ids[r], "title": titles[r], "brand": brands[r], "score": s, "explanation": e}
+            for r, s, e in zip(ranked.rows, ranked.scores, ranked.explanations, strict=True)
+        ]
+        impression_id = new_impression_id()
+        if not opted_out:
+            service.log_impression(
+                impression_id,
+                pseudonym,
+                "recommendations",
+                champion,
+                [ids[r] for r in ranked.rows],
+                ranked.personalized,
+            )
+        response = {
+            "impression_id": impression_id,
+            "model_name": champion.model_name,
+            "model_version": champion.version,
+            "personalized": ranked.personalized,
+            "results": results,
+        }
+        return pydantic_core.to_json(response)
 
     async def fast_answer(user_id: str, k: int) -> bytes | None:
         champion = service.watcher.current()

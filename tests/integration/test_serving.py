@@ -420,6 +420,8 @@ def test_recommendations_are_personalized_from_feast_history_and_explained(servi
 def test_the_recommendation_shortcut_answers_as_the_fastapi_route_does(serving_world):
     """`ServiceApp` answers plainly valid recommendation requests itself (`ml.serving.fastpath`): the same
     status, headers and body (but the impression id) as FastAPI's route, which answers the rest."""
+    from ml.serving.schemas import RecommendationResponse
+
     app, client = serving_world["app"], serving_world["client"]
     shortcut = app.fast_answer
     taken: list[str] = []
@@ -438,6 +440,8 @@ def test_the_recommendation_shortcut_answers_as_the_fastapi_route_does(serving_w
             assert fast.status_code == routed.status_code == 200
             assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
             fast_body, routed_body = fast.json(), routed.json()
+            # the body is the documented model, field for field (it is built without the model's class)
+            assert RecommendationResponse.model_validate_json(fast.content).model_dump(mode="json") == fast_body
             assert fast_body.pop("impression_id") != routed_body.pop("impression_id")
             assert fast_body == routed_body
         assert taken == [user for user, _ in cases]
