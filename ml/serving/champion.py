@@ -290,16 +290,18 @@ class HistoryTower:
                 _best(*self._exact_rows(r, q, row, every, w), n)
                 for r, q, row in zip(recents, queries, rest, strict=True)
             ]
-        approx, slack = self.quantized.products(queries)
-        upper = rest + approx
+        approx, factors = self.quantized.products(queries)
         norms = self.item_norms if self.item_norms is not None else np.linalg.norm(self.item_vectors, axis=1)
         # the closest-similarity feature's bound, (1 + 1e-5): float32 rounding of its products
         reach = [abs(w) * float(norms[r].max()) * (1 + 1e-5) for r in recents]
-        terms = np.column_stack([slack, np.asarray(reach, dtype=np.float32)])  # [B, 3]
-        bound = terms @ np.vstack([self.quantized.slack, norms[None, :]])  # [B, 3] @ [3, n_items], >= 0
         # float32 rounding of the sums here and in the exact score: 1e-6 of their size, and 1e-5
-        upper += bound * np.float32(1 + 1e-6) + np.float32(1e-6) * (np.abs(rest) + np.abs(approx))
-        upper += np.float32(1e-5)
+        # (|approx| <= (|q| + |e|) |s_i c_i|, |rest| <= its row's largest)
+        size = np.maximum(rest.max(axis=1), -rest.min(axis=1)).astype(np.float64)
+        q_norm, q_missed = factors[:, 0].astype(np.float64), factors[:, 1].astype(np.float64)
+        terms = np.column_stack([q_norm, q_missed + 1e-6 * (q_norm + q_missed), reach, 1e-6 * size + 1e-5])
+        upper = approx  # the bound is built in place: [B, 4] @ [4, n_items] adds every item's margin
+        upper += rest
+        upper += (terms * (1 + 1e-6)).astype(np.float32) @ self._bound_rows
         # each row's m best bounds, unordered (torch's top-k: 4x faster here than numpy's argpartition)
         first = torch.topk(torch.from_numpy(upper), m, dim=1, sorted=False).indices.numpy()
         # their exact text similarity and similarities to every history item, for the batch at once:
@@ -326,6 +328,14 @@ class HistoryTower:
                 rows, exact = np.concatenate([rows, extra]), np.concatenate([exact, extra_exact])
             out.append(_best(rows, exact, n))
         return out
+
+    @cached_property
+    def _bound_rows(self) -> np.ndarray:
+        """[4, n_items] what `top_many`'s per-history terms multiply: the int8 pass's two error terms, the
+        item norms (the closest-similarity bound) and ones (the rounding margin)."""
+        norms = self.item_norms if self.item_norms is not None else np.linalg.norm(self.item_vectors, axis=1)
+        ones = np.ones(len(self.item_vectors), dtype=np.float32)
+        return np.vstack([self.quantized.slack, norms[None, :], ones[None, :]]).astype(np.float32)
 
     @cached_property
     def quantized(self) -> QuantizedItems:
