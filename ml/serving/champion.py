@@ -238,13 +238,16 @@ class HistoryTower:
         max_history), but the closest-similarity feature (`scores` and `top_many` add it). Per history, a
         row of the category table and a row of a brand table, gathered for every item: one gather each for
         the batch."""
-        w_brand, w_repeat, w_same_cat, w_same_brand = (float(x) for x in self.feature_weights[:4])
-        cats, brands = self.item_category, self.item_brand
+        weights, cats, brands = self.feature_weights, self.item_category, self.item_brand
+        transition = self.category_transition
+        if weights is None or cats is None or brands is None or transition is None:
+            raise ValueError("this HistoryTower was built without the scoring tables; use HistoryTower.of")
+        w_brand, w_repeat, w_same_cat, w_same_brand = (float(x) for x in weights[:4])
         batch = np.arange(len(recents))
         newest = np.array([recent[0] for recent in recents])
         owner = np.repeat(batch, [len(recent) for recent in recents])  # (history, item) pairs
         items = np.concatenate([np.asarray(recent, dtype=np.int64) for recent in recents])
-        by_category = self.category_transition[cats[newest]]  # [B, n_cat]: transition + same category
+        by_category = transition[cats[newest]]  # [B, n_cat]: transition + same category
         by_category[batch, cats[newest]] += w_same_cat
         by_brand = np.zeros((len(recents), self.n_brands), dtype=np.float32)  # shared + same-as-newest brand
         by_brand[owner, brands[items]] = w_brand
@@ -254,8 +257,8 @@ class HistoryTower:
         out.reshape(-1)[np.unique(owner * out.shape[1] + items)] += w_repeat  # once per item repeated
         for position, table, decay in self.item_tables:
             for b, recent in enumerate(recents):
-                weights = np.float32(decay) ** np.arange(len(recent), dtype=np.float32)
-                out[b] += float(self.feature_weights[position]) * (weights @ table[recent])
+                decays = np.float32(decay) ** np.arange(len(recent), dtype=np.float32)
+                out[b] += float(weights[position]) * (decays @ table[recent])
 
     def top(self, rows: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
         """The exact top-n item rows (best first) and their full scores for one history (oldest first)."""
