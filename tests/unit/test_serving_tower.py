@@ -78,7 +78,7 @@ def test_best_orders_by_score_then_row():
     assert got_rows.tolist() == [11, 12, 13] and got_scores.tolist() == [3.0, 3.0, 2.0]
 
 
-def test_the_numpy_path_reproduces_the_torch_model_with_every_feature_on():
+def test_the_numpy_path_reproduces_the_torch_model_with_every_feature_on(monkeypatch, caplog):
     """`checked_tower` accepts the numpy path only if it matches the model: with non-zero weights on every
     feature, the item x item tables installed and a content scale, it must still match."""
     import pandas as pd
@@ -133,6 +133,13 @@ def test_the_numpy_path_reproduces_the_torch_model_with_every_feature_on():
         top_rows, top_scores = tower.top(rows, 15)
         assert top_rows.tolist() == np.argsort(-expected[b], kind="stable")[:15].tolist()
         assert top_scores == pytest.approx(np.sort(expected[b])[::-1][:15], rel=1e-5, abs=1e-4)
+
+    def no_int8_product(*args, **kwargs):
+        raise RuntimeError("no int8 matrix product in this build")
+
+    monkeypatch.setattr(torch, "_int_mm", no_int8_product)  # the first pass of the served top fails at load:
+    assert checked_tower(recommender, "test v1") is None  # the torch model serves instead
+    assert "no int8 matrix product" in caplog.text
 
 
 @pytest.mark.parametrize("w_closest", [0.0, 1.5])
