@@ -11,7 +11,7 @@ import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -516,9 +516,10 @@ def register(ctx: RunContext) -> dict[str, Any]:
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metric("privacy.pii_findings", len(findings))
         mlflow.log_dict({"findings": scan, "count": len(findings)}, "pii_scan.json")
-        # a retry whose first attempt got as far as a version reuses that version's model
-        model_uri = existing.source if existing else reg.log_model(Path(trained["model_dir"]),
-                                                                    input_example(histories, queries[0]))
+        # a retry whose first attempt got as far as a version reuses that version's model (a registered
+        # version always has a source, though MLflow's ModelVersion types it as optional)
+        model_uri = cast(str, existing.source) if existing else reg.log_model(Path(trained["model_dir"]),
+                                                                              input_example(histories, queries[0]))
     version = reg.register(client, settings.model_name, model_uri, run_id, {**tags, "gate.status": "pending"},
                            description="Gate not run yet.")
     with reg.failure_guard(client, settings.model_name, str(version.version), "register", settings=settings):

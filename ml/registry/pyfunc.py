@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
+from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
 ARTIFACT_KEY = "recommender"
@@ -25,7 +25,7 @@ SIGNATURE = ModelSignature(
 )
 
 
-class VettedRecommender(mlflow.pyfunc.PythonModel):
+class VettedRecommender(PythonModel):
     def load_context(self, context: Any) -> None:
         from pathlib import Path
 
@@ -38,7 +38,7 @@ class VettedRecommender(mlflow.pyfunc.PythonModel):
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         n = len(model_input)
-        queries = model_input["query"].tolist() if "query" in model_input else [None] * n
+        queries: list[Any] = model_input["query"].tolist() if "query" in model_input else [None] * n
         histories = model_input["history"].tolist() if "history" in model_input else [[]] * n
         is_search = [isinstance(q, str) and q.strip() != "" for q in queries]
         ids: list[list[str]] = [[] for _ in range(n)]

@@ -48,6 +48,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ml.training.model import BiEncoder
 from ml.training.train import TrainResult, train_bi_encoder
 
 BACKENDS = ("nccl", "gloo")
@@ -158,6 +159,7 @@ def average_gradients(optimizer: torch.optim.Optimizer, n_local: int) -> None:
     dist.all_reduce(total)
     weight = n_local / float(total.item())
     for p in params:
+        assert p.grad is not None  # set by the backward pass, or by zero_gradients for an empty share
         p.grad.mul_(weight)
         dist.all_reduce(p.grad)
 
@@ -235,7 +237,7 @@ def run_ranks(model: torch.nn.Module, tokenizer: Any, examples: Any, item_texts:
     return RankOutputs(result=out["result"], state=out["state"], rank_params=rank_params)
 
 
-def train_data_parallel(model: torch.nn.Module, tokenizer: Any, examples: Any, item_texts: Sequence[str], *,
+def train_data_parallel(model: BiEncoder, tokenizer: Any, examples: Any, item_texts: Sequence[str], *,
                         world_size: int, backend: str = "nccl",
                         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                         **train_kwargs: Any) -> TrainResult:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -106,6 +107,13 @@ class BiEncoder(nn.Module):
     # and the lexical (BM25) match between the candidate and the history items (model numbers, sizes and part
     # names that the sentence encoder smooths over); both from the public catalogue alone
     N_FEATURES = 7
+
+    # buffers (register_buffer), declared so that they read as tensors
+    item_table: torch.Tensor
+    item_category: torch.Tensor
+    item_brand: torch.Tensor
+    transitions: torch.Tensor
+    lexical: torch.Tensor
 
     def __init__(self, bert: BertModel, n_items: int, trainable_layers: int = 1, max_history: int = 10,
                  temperature: float = 0.05, item_category: torch.Tensor | None = None,
@@ -230,9 +238,11 @@ class BiEncoder(nn.Module):
                 position_ids: torch.Tensor | None = None, query_vec: torch.Tensor | None = None) -> torch.Tensor:
         """Logits over the whole catalogue, one row per example. Search text comes as tokens, or as
         precomputed vectors (`query_vec`) when the encoder is frozen."""
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
-                 "position_ids": position_ids, "hist_idx": hist_idx, "hist_pos": hist_pos,
-                 "hist_mask": hist_mask, "is_search": is_search, "query_vec": query_vec}
+        # the token entries are None only when `query_vec` is given, and query_vectors then does not read them
+        batch = cast(dict[str, torch.Tensor], {
+            "input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
+            "position_ids": position_ids, "hist_idx": hist_idx, "hist_pos": hist_pos,
+            "hist_mask": hist_mask, "is_search": is_search, "query_vec": query_vec})
         q = self.query_vectors(batch)
         return self.logits(q, hist_idx, hist_mask, is_search)
 

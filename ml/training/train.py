@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypedDict, cast
 
 import numpy as np
 import torch
@@ -24,6 +25,10 @@ from transformers import PreTrainedTokenizerBase
 
 from ml.training.encoder import tokenize
 from ml.training.model import BiEncoder, build_history_tensors
+
+if TYPE_CHECKING:  # Opacus is imported only when DP is on (serving does not need it)
+    from opacus.grad_sample import AbstractGradSampleModule
+    from opacus.optimizers import DPOptimizer
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +100,19 @@ class DPSettings:
     max_grad_norm: float
 
 
+class DPInfo(TypedDict):
+    """The DP-SGD run as trained: what the privacy report and the composed epsilon read."""
+
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+    steps: int
+    accountant: str
+    epsilon_sgd: float
+    delta: float
+    clipping: str
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -104,7 +122,7 @@ class TrainResult:
     seconds_per_step: float
     final_loss: float
     epoch_metrics: list[dict[str, float]] = field(default_factory=list)
-    dp: dict[str, float | str] | None = None
+    dp: DPInfo | None = None
     world_size: int = 1
 
 
@@ -206,8 +224,8 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
             module=module, optimizer=optimizer, criterion=criterion, data_loader=loader,
             noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm, poisson_sampling=not distributed,
             grad_sample_mode="ghost")
-        if distributed:
-            module.forbid_grad_accumulation()  # what poisson_sampling=True would have set
+        if distributed:  # what poisson_sampling=True would have set
+            cast("AbstractGradSampleModule", module).forbid_grad_accumulation()
     elif distributed:
         for p in model.parameters():  # the ranks start from rank 0's weights
             torch.distributed.broadcast(p.data, 0)
@@ -258,10 +276,10 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
     refresh_item_table(model, tokenizer, item_texts, max_item_tokens)
     model.eval()
     seconds = time.perf_counter() - started
-    dp_info = None
+    dp_info: DPInfo | None = None
     if engine is not None and dp is not None:
         dp_info = {
-            "noise_multiplier": float(optimizer.noise_multiplier),  # type: ignore[attr-defined]
+            "noise_multiplier": float(cast("DPOptimizer", optimizer).noise_multiplier),
             "max_grad_norm": dp.max_grad_norm,
             "sample_rate": sample_rate,
             "steps": step,
@@ -271,7 +289,7 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
             "clipping": "ghost (per shopper)",
         }
         if hasattr(module, "_close"):
-            module._close()
+            cast("AbstractGradSampleModule", module)._close()
     return TrainResult(steps=step, epochs=step * sample_rate, device=str(dev), seconds=seconds,
                        seconds_per_step=seconds / max(1, step), final_loss=float(np.mean(losses[-10:])) if losses else 0.0,
                        epoch_metrics=epoch_metrics, dp=dp_info, world_size=world_size)
