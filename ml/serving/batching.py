@@ -1,9 +1,9 @@
 """Recommendations scored together: the requests waiting at the same moment share one matrix product.
 
-A shopper's recommendation is dominated by one product of the history vector with the whole item table,
-and on the 2-core machines that product is bound by memory, not arithmetic: the table (15 MB at 10k items)
-does not stay in the CPU's cache, so a product for 16 shoppers at once costs about what 2 single products
-cost. The `RecommendationBatcher` turns concurrent requests into such batches without making anyone
+A shopper's recommendation is dominated by one product of the history vector with the whole item table
+(its int8 copy: `champion.QuantizedItems`), and that product is bound by reading the table, not by
+arithmetic, so one product for a batch of shoppers costs far less than one per shopper (on the 2-core
+machines, 0.28 ms for 7 shoppers over 10k items, 0.08 ms for one). The `RecommendationBatcher` turns concurrent requests into such batches without making anyone
 wait for a batch to fill:
 
 - a request hands its job (the champion it took, the shopper's history, k) to the batcher and awaits it;
