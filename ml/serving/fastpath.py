@@ -62,14 +62,16 @@ def plain_request(scope: Scope, api_key: str) -> tuple[str, int] | None:
 
 
 class ServiceApp(FastAPI):
-    """The service's FastAPI app, with `plain_request`'s requests answered by `answer` directly (set by
-    `ml.serving.app.create_app`); every other request, and every other scope, is FastAPI's."""
+    """The service's FastAPI app, with `plain_request`'s requests answered by `fast_answer` directly (set
+    by `ml.serving.app.create_app`); every other request, and every other scope, is FastAPI's, and so is
+    every request once middleware has been added to the app."""
 
     fast_answer: Answer | None = None
     api_key: str = ""
 
     async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
-        if self.fast_answer is not None:
+        # middleware added to the app (CORS, metrics, ...) must see every request: no shortcut then
+        if self.fast_answer is not None and not self.user_middleware:
             request = plain_request(scope, self.api_key)
             if request is not None:
                 body = await self.fast_answer(*request)

@@ -65,3 +65,56 @@ def test_plainly_valid_requests_are_taken(scope, expected):
 )
 def test_anything_else_is_left_to_fastapi(scope):
     assert plain_request(scope, KEY) is None
+
+
+def _app_with_shortcut(taken: list[str]):
+    from fastapi.responses import PlainTextResponse
+
+    from ml.serving.fastpath import ServiceApp
+
+    app = ServiceApp()
+
+    async def answer(user_id: str, k: int) -> bytes:
+        taken.append(user_id)
+        return b'{"from": "shortcut"}'
+
+    app.fast_answer = answer
+    app.api_key = KEY
+
+    @app.get("/recommendations/{user_id}")
+    def route(user_id: str) -> PlainTextResponse:
+        return PlainTextResponse("from the route")
+
+    return app
+
+
+def test_the_shortcut_answers_plain_requests_and_leaves_the_rest_to_the_routes():
+    from fastapi.testclient import TestClient
+
+    taken: list[str] = []
+    client = TestClient(_app_with_shortcut(taken))
+    fast = client.get("/recommendations/alice", headers={"X-API-Key": KEY})
+    assert fast.status_code == 200 and fast.json() == {"from": "shortcut"}
+    assert fast.headers["content-type"] == "application/json"
+    assert int(fast.headers["content-length"]) == len(fast.content)
+    assert client.get("/recommendations/al%20ice", headers={"X-API-Key": KEY}).text == "from the route"
+    assert taken == ["alice"]
+
+
+def test_no_shortcut_once_middleware_is_added():
+    """Middleware added to the app (CORS, metrics, ...) must see every request."""
+    from fastapi.testclient import TestClient
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    taken: list[str] = []
+    seen: list[str] = []
+    app = _app_with_shortcut(taken)
+
+    async def record(request, call_next):  # type: ignore[no-untyped-def]
+        seen.append(request.url.path)
+        return await call_next(request)
+
+    app.add_middleware(BaseHTTPMiddleware, dispatch=record)
+    got = TestClient(app).get("/recommendations/alice", headers={"X-API-Key": KEY})
+    assert got.text == "from the route"
+    assert seen == ["/recommendations/alice"] and taken == []
