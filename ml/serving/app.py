@@ -209,15 +209,20 @@ def create_app(
 
     authorized = [Depends(require_key)]
 
-    def answered(kind: str, champion, pseudonym: str | None, opted_out: bool, ranked) -> tuple[str, list]:
-        """The results to send, and the impression logged for them (never for an opted-out shopper)."""
-        results = service.results(champion, ranked)
+    def impression(
+        kind: str, champion: Champion, pseudonym: str | None, opted_out: bool, item_ids: list[str], personalized: bool
+    ) -> str:
+        """A new impression id, logged with the items served (never for an opted-out shopper)."""
         impression_id = new_impression_id()
         if not opted_out:
-            service.log_impression(
-                impression_id, pseudonym, kind, champion, [r.item_id for r in results], ranked.personalized
-            )
-        return impression_id, results
+            service.log_impression(impression_id, pseudonym, kind, champion, item_ids, personalized)
+        return impression_id
+
+    def answered(kind: str, champion, pseudonym: str | None, opted_out: bool, ranked) -> tuple[str, list]:
+        """The results to send, and the impression logged for them."""
+        results = service.results(champion, ranked)
+        item_ids = [r.item_id for r in results]
+        return impression(kind, champion, pseudonym, opted_out, item_ids, ranked.personalized), results
 
     async def recommendation_body(champion: Champion, user_id: str, k: int) -> bytes:
         """The JSON body of GET /recommendations/{user_id}?k= (the route's and `ServiceApp`'s shortcut's)."""
@@ -230,18 +235,11 @@ def create_app(
             {"item_id": ids[r], "title": titles[r], "brand": brands[r], "score": s, "explanation": e}
             for r, s, e in zip(ranked.rows, ranked.scores, ranked.explanations, strict=True)
         ]
-        impression_id = new_impression_id()
-        if not opted_out:
-            service.log_impression(
-                impression_id,
-                pseudonym,
-                "recommendations",
-                champion,
-                [ids[r] for r in ranked.rows],
-                ranked.personalized,
-            )
+        served = [ids[r] for r in ranked.rows]
         response = {
-            "impression_id": impression_id,
+            "impression_id": impression(
+                "recommendations", champion, pseudonym, opted_out, served, ranked.personalized
+            ),
             "model_name": champion.model_name,
             "model_version": champion.version,
             "personalized": ranked.personalized,
