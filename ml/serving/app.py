@@ -62,7 +62,6 @@ from ml.serving.schemas import (
     HealthResponse,
     RecommendationResponse,
     RerankSummary,
-    Result,
     SearchRequest,
     SearchResponse,
     VersionResponse,
@@ -100,10 +99,12 @@ class Service:
             raise HTTPException(status_code=503, detail=NO_CHAMPION)
         return champion
 
-    def results(self, champion: Champion, ranked: ranking.Ranked) -> list[Result]:
+    def results(self, champion: Champion, ranked: ranking.Ranked) -> list[dict[str, Any]]:
+        """The `Result` fields of each answer, as plain values (building pydantic models per result costs
+        the event loop; the response model validates them where one is built, as for /search)."""
         ids, titles, brands = champion.recommender.item_ids, champion.titles, champion.brands
         return [
-            Result(item_id=ids[r], title=titles[r], brand=brands[r], score=s, explanation=e)
+            {"item_id": ids[r], "title": titles[r], "brand": brands[r], "score": s, "explanation": e}
             for r, s, e in zip(ranked.rows, ranked.scores, ranked.explanations, strict=True)
         ]
 
@@ -209,20 +210,14 @@ def create_app(
 
     authorized = [Depends(require_key)]
 
-    def impression(
-        kind: str, champion: Champion, pseudonym: str | None, opted_out: bool, item_ids: list[str], personalized: bool
-    ) -> str:
-        """A new impression id, logged with the items served (never for an opted-out shopper)."""
+    def answered(kind: str, champion, pseudonym: str | None, opted_out: bool, ranked) -> tuple[str, list]:
+        """The results to send, and the impression logged for them (never for an opted-out shopper)."""
+        results = service.results(champion, ranked)
         impression_id = new_impression_id()
         if not opted_out:
-            service.log_impression(impression_id, pseudonym, kind, champion, item_ids, personalized)
-        return impression_id
-
-    def answered(kind: str, champion, pseudonym: str | None, opted_out: bool, ranked) -> tuple[str, list]:
-        """The results to send, and the impression logged for them."""
-        results = service.results(champion, ranked)
-        item_ids = [r.item_id for r in results]
-        return impression(kind, champion, pseudonym, opted_out, item_ids, ranked.personalized), results
+            item_ids = [r["item_id"] for r in results]
+            service.log_impression(impression_id, pseudonym, kind, champion, item_ids, ranked.personalized)
+        return impression_id, results
 
     async def recommendation_body(champion: Champion, user_id: str, k: int) -> bytes:
         """The JSON body of GET /recommendations/{user_id}?k= (the route's and `ServiceApp`'s shortcut's)."""
@@ -230,16 +225,9 @@ def create_app(
         opted_out = pseudonym in service.optouts
         history = [] if opted_out else service.history.recent_items(pseudonym)
         ranked = await service.batcher.recommend(champion, history, k, service.options)
-        ids, titles, brands = champion.recommender.item_ids, champion.titles, champion.brands
-        results = [  # RecommendationResponse's fields as plain values: pydantic's models cost the event loop
-            {"item_id": ids[r], "title": titles[r], "brand": brands[r], "score": s, "explanation": e}
-            for r, s, e in zip(ranked.rows, ranked.scores, ranked.explanations, strict=True)
-        ]
-        served = [ids[r] for r in ranked.rows]
-        response = {
-            "impression_id": impression(
-                "recommendations", champion, pseudonym, opted_out, served, ranked.personalized
-            ),
+        impression_id, results = answered("recommendations", champion, pseudonym, opted_out, ranked)
+        response = {  # RecommendationResponse's fields as plain values, serialized without building the model
+            "impression_id": impression_id,
             "model_name": champion.model_name,
             "model_version": champion.version,
             "personalized": ranked.personalized,

@@ -3,8 +3,8 @@
 A shopper's recommendation is dominated by one product of the history vector with the whole item table
 (its int8 copy: `champion.QuantizedItems`), and that product is bound by reading the table, not by
 arithmetic, so one product for a batch of shoppers costs far less than one per shopper (on the 2-core
-machines, 0.28 ms for 7 shoppers over 10k items, 0.08 ms for one). The `RecommendationBatcher` turns concurrent requests into such batches without making anyone
-wait for a batch to fill:
+machines, 0.28 ms for 7 shoppers over 10k items, 0.08 ms for one). The `RecommendationBatcher` turns
+concurrent requests into such batches without making anyone wait for a batch to fill:
 
 - a request hands its job (the champion it took, the shopper's history, k) to the batcher and awaits it;
 - one scoring thread takes every job waiting when it is free (at most `max_batch`), scores them with
