@@ -130,14 +130,12 @@ class Service:
         self.impressions.append(record)
 
 
-def _json_body(body: bytes) -> Response:
-    return Response(content=body, media_type="application/json")
-
-
-def _json(model: BaseModel) -> Response:
-    """The model as JSON, serialized once (the route's response_model still documents it in OpenAPI;
-    returning a Response skips FastAPI's second validation of an object pydantic already validated)."""
-    return Response(content=model.model_dump_json(), media_type="application/json")
+def _json(body: BaseModel | bytes) -> Response:
+    """The model (or a body already serialized) as JSON, serialized once (the route's response_model still
+    documents it in OpenAPI; returning a Response skips FastAPI's second validation of an object pydantic
+    already validated)."""
+    content = body if isinstance(body, bytes) else body.model_dump_json()
+    return Response(content=content, media_type="application/json")
 
 
 def create_app(
@@ -261,7 +259,7 @@ def create_app(
         ],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many results")] = DEFAULT_K,
     ) -> Response:
-        return _json_body(await recommendation_body(service.champion(), user_id, k))
+        return _json(await recommendation_body(service.champion(), user_id, k))
 
     @app.post(
         "/search",

@@ -294,7 +294,7 @@ class HistoryTower:
                 for r, q, row in zip(recents, queries, rest, strict=True)
             ]
         approx, factors = self.quantized.products(queries)
-        norms = self.item_norms if self.item_norms is not None else np.linalg.norm(self.item_vectors, axis=1)
+        norms = self._norms
         # the closest-similarity feature's bound, (1 + 1e-5): float32 rounding of its products
         reach = [abs(w) * float(norms[r].max()) * (1 + 1e-5) for r in recents]
         # float32 rounding of the sums here and in the exact score: 1e-6 of their size, and 1e-5
@@ -336,9 +336,15 @@ class HistoryTower:
     def _bound_rows(self) -> np.ndarray:
         """[4, n_items] what `top_many`'s per-history terms multiply: the int8 pass's two error terms, the
         item norms (the closest-similarity bound) and ones (the rounding margin)."""
-        norms = self.item_norms if self.item_norms is not None else np.linalg.norm(self.item_vectors, axis=1)
         ones = np.ones(len(self.item_vectors), dtype=np.float32)
-        return np.vstack([self.quantized.slack, norms[None, :], ones[None, :]]).astype(np.float32)
+        return np.vstack([self.quantized.slack, self._norms[None, :], ones[None, :]]).astype(np.float32)
+
+    @cached_property
+    def _norms(self) -> np.ndarray:
+        """[n_items] the item vectors' L2 norms (`item_norms`, or computed once)."""
+        if self.item_norms is not None:
+            return self.item_norms
+        return np.linalg.norm(self.item_vectors, axis=1).astype(np.float32)
 
     @cached_property
     def quantized(self) -> QuantizedItems:
