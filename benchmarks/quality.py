@@ -1,11 +1,15 @@
 """The model against every baseline, all ranking metrics, and fairness before and after re-ranking,
 on amazon2018-industrial and Coat.
 
-    python benchmarks/quality.py
+    python benchmarks/quality.py              # the test splits
+    python benchmarks/quality.py --split dev  # amazon2018's development split (no test row read)
 
 Every test row of amazon2018-industrial is one case ranked against all items (the published protocol);
 MiniOneRec's published figures on that split are put beside ours. Writes benchmarks/results/quality.json
 and quality.md.
+
+A change to the model or its settings is compared on the development split first (`dev_split`, written to
+quality-dev.json and quality-dev.md), so that choices are not fitted to the test rows the target is read on.
 """
 
 from __future__ import annotations
@@ -21,21 +25,73 @@ DATASETS = {"amazon2018": "amazon2018-industrial", "coat": "coat"}
 PUBLISHED = {"amazon2018": {"name": "MiniOneRec (1.5B+ LLM, GPUs)", "hr_at_10": 0.1586, "ndcg_at_10": 0.1167}}
 
 
-def run(source: str, folder: str) -> dict:
+def dev_split(folder: Path, out: Path) -> Path:
+    """amazon2018-industrial's development split, from its valid file alone, in the same format.
+
+    Each shopper's valid rows (in file order, which is time order) are cut in two: the earlier half stays
+    valid rows (training), the later half become the test rows (cases); a shopper with one row keeps it as a
+    case, its history being training data. So training precedes the cases as on the real split, and the test
+    file is never read. Written to `out` (the data's terms forbid copying it into the repository).
+    """
+    import pandas as pd
+
+    from ml.data.amazon2018 import ITEM_SUFFIX, SOURCE, TEST_SUFFIX, VALID_SUFFIX
+    from ml.data.sources import find_one
+
+    items, valid = find_one(folder, ITEM_SUFFIX, SOURCE), find_one(folder, VALID_SUFFIX, SOURCE)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / items.name).symlink_to(items)
+    rows = pd.read_csv(valid, dtype=str, keep_default_na=False)
+    order = rows.groupby("user_id").cumcount()
+    earlier = order < rows.groupby("user_id")["user_id"].transform("size") // 2
+    stem = valid.name[: -len(VALID_SUFFIX)]
+    rows[earlier].to_csv(out / f"{stem}{VALID_SUFFIX}", index=False)
+    rows[~earlier].to_csv(out / f"{stem}{TEST_SUFFIX}", index=False)
+    return out
+
+
+def run(source: str, folder: str | Path, seed: int) -> dict:
     from ml.pipeline import stages
 
-    ctx = new_context(f"quality-{source}", {"source": source, "path": str(SHARED_DATA / folder),
+    ctx = new_context(f"quality-{source}", {"source": source, "path": str(SHARED_DATA / folder), "seed": seed,
                                             "max_eval_cases": 0, "batch_size": 256, "slice_reports": False})
     for stage in ("ingest", "features", "train", "evaluate"):
         getattr(stages, stage)(ctx)
     ev, tr = ctx.read("evaluate"), ctx.read("train")
-    return {"n_cases": ev["n_cases"], "privacy": {k: tr["privacy"].get(k) for k in ("dp", "epsilon", "delta")},
+    return {"seed": seed, "n_cases": ev["n_cases"], "privacy": {k: tr["privacy"].get(k) for k in ("dp", "epsilon", "delta")},
             "candidate": ev["candidate"], "baselines": ev["baselines"], "best_baseline": ev["best_baseline"],
-            "user_ndcg_ratio": ev["user_ndcg_ratio"], "rerank": ev["rerank"], "published": PUBLISHED.get(source)}
+            "user_ndcg_ratio": ev["user_ndcg_ratio"], "rerank": ev["rerank"]}
+
+
+def seed_summary(r: dict) -> dict:
+    """One seed's headline: the candidate re-ranked and not, against the best baseline of that seed."""
+    k = 10
+    plain = next(t["ndcg"] for t in r["rerank"]["tradeoff"] if t["min_tail_share"] == 0.0)
+    best = r["baselines"][r["best_baseline"]]["metrics"][f"ndcg_at_{k}"]
+    ndcg = r["candidate"]["metrics"][f"ndcg_at_{k}"]
+    return {"seed": r["seed"], "candidate_ndcg": ndcg, "candidate_ndcg_no_rerank": plain,
+            "best_baseline": r["best_baseline"], "best_baseline_ndcg": best,
+            "ratio": ndcg / best, "ratio_no_rerank": plain / best}
+
+
+def seeds_table(summaries: list[dict]) -> list[str]:
+    out = ["", "Across seeds (each seed draws its own DP noise and its own membership-audit shoppers, whom "
+           "neither the candidate nor the baselines learn from):", "",
+           "| seed | candidate (re-ranked) | candidate (not re-ranked) | best baseline | x best (re-ranked) | "
+           "x best (not re-ranked) |", "|---|---|---|---|---|---|"]
+    out += [f"| {s['seed']} | {s['candidate_ndcg']:.4f} | {s['candidate_ndcg_no_rerank']:.4f} | "
+            f"{s['best_baseline']} {s['best_baseline_ndcg']:.4f} | {s['ratio']:.3f} | {s['ratio_no_rerank']:.3f} |"
+            for s in summaries]
+    mean = {key: sum(s[key] for s in summaries) / len(summaries)
+            for key in ("candidate_ndcg", "candidate_ndcg_no_rerank", "best_baseline_ndcg", "ratio", "ratio_no_rerank")}
+    out.append(f"| mean | {mean['candidate_ndcg']:.4f} | {mean['candidate_ndcg_no_rerank']:.4f} | "
+               f"{mean['best_baseline_ndcg']:.4f} | {mean['ratio']:.3f} | {mean['ratio_no_rerank']:.3f} |")
+    return out
 
 
 def markdown(results: dict) -> str:
-    out = [f"# Quality benchmark ({results['machine']['date']}, {results['machine']['cores']} cores)", ""]
+    title = "Quality benchmark" if results.get("split", "test") == "test" else "Quality benchmark, amazon2018 development split"
+    out = [f"# {title} ({results['machine']['date']}, {results['machine']['cores']} cores)", ""]
     for source, r in results["datasets"].items():
         if "skipped" in r:
             out += [f"## {source}", r["skipped"], ""]
@@ -63,19 +119,37 @@ def markdown(results: dict) -> str:
                 "| min tail share | NDCG@10 | NDCG lost | tail exposure share | exposure/relevance |", "|---|---|---|---|---|"]
         out += [f"| {t['min_tail_share']:.1f} | {t['ndcg']:.4f} | {t['ndcg_loss']:.4f} | {t['tail_exposure_share']:.3f} | "
                 f"{(t['provider_exposure_ratio'] or 0):.3f} |" for t in r["rerank"]["tradeoff"]]
+        if len(r.get("seeds", [])) > 1:
+            out += seeds_table(r["seeds"])
         out.append("")
     return "\n".join(out) + "\n"
 
 
 def main() -> None:
-    results = {"machine": machine(), "datasets": {}}
-    for source, folder in DATASETS.items():
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--split", choices=("test", "dev"), default="test",
+                        help="test: both datasets' hold-outs; dev: amazon2018's development split only")
+    parser.add_argument("--seeds", default="7",
+                        help="comma-separated run seeds; the tables detail the first, a last table compares all")
+    args = parser.parse_args()
+    split, seeds = args.split, [int(s) for s in args.seeds.split(",")]
+    results = {"machine": machine(), "split": split, "seeds": seeds, "datasets": {}}
+    datasets = DATASETS if split == "test" else {"amazon2018": DATASETS["amazon2018"]}
+    for source, folder in datasets.items():
         if not (SHARED_DATA / folder).exists():
             results["datasets"][source] = {"skipped": f"{SHARED_DATA / folder} is absent"}
             continue
         print(f"{source} ...", flush=True)
-        results["datasets"][source] = run(source, folder)
-    write("quality", results, markdown(results))
+        path = (dev_split(SHARED_DATA / folder, Path(tempfile.mkdtemp(prefix="vetted-dev-split-")) / "data")
+                if split == "dev" else folder)
+        runs = [run(source, path, seed) for seed in seeds]
+        published = PUBLISHED.get(source) if split == "test" else None
+        results["datasets"][source] = {**runs[0], "published": published, "seeds": [seed_summary(r) for r in runs]}
+    name = "quality" if split == "test" else "quality-dev"
+    write(name, results, markdown(results))
     print(markdown(results))
 
 
