@@ -91,7 +91,9 @@ def seeds_table(summaries: list[dict]) -> list[str]:
 
 def markdown(results: dict) -> str:
     title = "Quality benchmark" if results.get("split", "test") == "test" else "Quality benchmark, amazon2018 development split"
-    out = [f"# {title} ({results['machine']['date']}, {results['machine']['cores']} cores)", ""]
+    out = [f"# {title} ({results['machine']['date']}, {results['machine']['cores']} cores)", "",
+           f"`python benchmarks/quality.py --split {results.get('split', 'test')} "
+           f"--seeds {','.join(str(s) for s in results.get('seeds', [7]))}`; the tables detail the first seed.", ""]
     for source, r in results["datasets"].items():
         if "skipped" in r:
             out += [f"## {source}", r["skipped"], ""]
