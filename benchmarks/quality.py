@@ -8,8 +8,8 @@ Every test row of amazon2018-industrial is one case ranked against all items (th
 MiniOneRec's published figures on that split are put beside ours. Writes benchmarks/results/quality.json
 and quality.md.
 
-A change to the model or its settings is compared on the development split first (`dev_split`, written to
-quality-dev.json and quality-dev.md), so that choices are not fitted to the test rows the target is read on.
+A change to the model or its settings is compared on the development split first
+(`ml.data.amazon2018.development_split`, written to quality-dev.json and quality-dev.md), so that choices are not fitted to the test rows the target is read on.
 """
 
 from __future__ import annotations
@@ -25,35 +25,10 @@ DATASETS = {"amazon2018": "amazon2018-industrial", "coat": "coat"}
 PUBLISHED = {"amazon2018": {"name": "MiniOneRec (1.5B+ LLM, GPUs)", "hr_at_10": 0.1586, "ndcg_at_10": 0.1167}}
 
 
-def dev_split(folder: Path, out: Path) -> Path:
-    """amazon2018-industrial's development split, from its valid file alone, in the same format.
-
-    Each shopper's valid rows (in file order, which is time order) are cut in two: the earlier half stays
-    valid rows (training), the later half become the test rows (cases); a shopper with one row keeps it as a
-    case, its history being training data. So training precedes the cases as on the real split, and the test
-    file is never read. Written to `out` (the data's terms forbid copying it into the repository).
-    """
-    import pandas as pd
-
-    from ml.data.amazon2018 import ITEM_SUFFIX, SOURCE, TEST_SUFFIX, VALID_SUFFIX
-    from ml.data.sources import find_one
-
-    items, valid = find_one(folder, ITEM_SUFFIX, SOURCE), find_one(folder, VALID_SUFFIX, SOURCE)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / items.name).symlink_to(items)
-    rows = pd.read_csv(valid, dtype=str, keep_default_na=False)
-    order = rows.groupby("user_id").cumcount()
-    earlier = order < rows.groupby("user_id")["user_id"].transform("size") // 2
-    stem = valid.name[: -len(VALID_SUFFIX)]
-    rows[earlier].to_csv(out / f"{stem}{VALID_SUFFIX}", index=False)
-    rows[~earlier].to_csv(out / f"{stem}{TEST_SUFFIX}", index=False)
-    return out
-
-
-def run(source: str, folder: str | Path, seed: int) -> dict:
+def run(source: str, path: Path, seed: int) -> dict:
     from ml.pipeline import stages
 
-    ctx = new_context(f"quality-{source}", {"source": source, "path": str(SHARED_DATA / folder), "seed": seed,
+    ctx = new_context(f"quality-{source}", {"source": source, "path": str(path), "seed": seed,
                                             "max_eval_cases": 0, "batch_size": 256, "slice_reports": False})
     for stage in ("ingest", "features", "train", "evaluate"):
         getattr(stages, stage)(ctx)
@@ -131,6 +106,8 @@ def main() -> None:
     import argparse
     import tempfile
 
+    from ml.data.amazon2018 import development_split
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", choices=("test", "dev"), default="test",
                         help="test: both datasets' hold-outs; dev: amazon2018's development split only")
@@ -145,8 +122,9 @@ def main() -> None:
             results["datasets"][source] = {"skipped": f"{SHARED_DATA / folder} is absent"}
             continue
         print(f"{source} ...", flush=True)
-        path = (dev_split(SHARED_DATA / folder, Path(tempfile.mkdtemp(prefix="vetted-dev-split-")) / "data")
-                if split == "dev" else folder)
+        path = SHARED_DATA / folder
+        if split == "dev":  # written to a temporary folder: the data's terms forbid copying it into the repository
+            path = development_split(path, Path(tempfile.mkdtemp(prefix="vetted-dev-split-")) / "data")
         runs = [run(source, path, seed) for seed in seeds]
         published = PUBLISHED.get(source) if split == "test" else None
         results["datasets"][source] = {**runs[0], "published": published, "seeds": [seed_summary(r) for r in runs]}

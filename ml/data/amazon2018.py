@@ -288,3 +288,24 @@ def load(path: str | Path) -> RawTables:
         privacy_requests=schema.empty("privacy_requests"),
         split_time=SPLIT_TIME,
     )
+
+
+def development_split(path: str | Path, out: Path) -> Path:
+    """A development split of an `amazon2018-industrial` folder, from its valid file alone, in the same format.
+
+    Each shopper's valid rows (in file order, which is time order) are cut in two: the earlier half stay valid
+    rows (training), the later half become the test rows (cases); a shopper with one row keeps it as a case,
+    its history being training data. So training precedes the cases as on the real split, and the test file
+    is never read: model changes can be compared without fitting them to the rows the results are read on
+    (benchmarks/quality.py --split dev). Written to `out`; the item file is linked, not copied.
+    """
+    folder = require_folder(path, SOURCE)
+    items, valid = find_one(folder, ITEM_SUFFIX, SOURCE), find_one(folder, VALID_SUFFIX, SOURCE)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / items.name).symlink_to(items.resolve())
+    rows = pd.read_csv(valid, dtype=str, keep_default_na=False)
+    earlier = rows.groupby("user_id").cumcount() < rows.groupby("user_id")["user_id"].transform("size") // 2
+    stem = valid.name[: -len(VALID_SUFFIX)]
+    rows[earlier].to_csv(out / f"{stem}{VALID_SUFFIX}", index=False)
+    rows[~earlier].to_csv(out / f"{stem}{TEST_SUFFIX}", index=False)
+    return out

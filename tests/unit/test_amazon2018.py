@@ -285,19 +285,14 @@ def transition_ndcg(sequences: dict[str, list[str]], rows: list[tuple[str, tuple
     return float(np.mean(gains))
 
 
-# --- the quality benchmark's development split ------------------------------------------------------------
+# --- the development split (benchmarks/quality.py --split dev) ------------------------------------------------------------
 
 
 def test_the_development_split_is_cut_from_the_valid_rows_and_never_reads_the_test_file(tmp_path):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
-    from quality import dev_split
-
     valid = [("A", [1], 2), ("A", [1, 2], 3), ("A", [1, 2, 3], 4), ("B", [5], 6), ("C", [7], 8), ("C", [7, 8], 9)]
     folder = write_folder(tmp_path / "real", valid, test=[("A", [1, 2, 3, 4], 99)])
     (folder / "Shop.test.csv").write_text("not read")  # a test file the split must not touch
-    dev = dev_split(folder, tmp_path / "dev")
+    dev = amazon2018.development_split(folder, tmp_path / "dev")
     raw = amazon2018.load(dev)
     # A: 3 rows, the earliest 1 trains and the later 2 are cases; B: its only row is a case; C: 1 and 1
     assert sorted(cases(raw)) == [("A", ("1", "2"), "3"), ("A", ("1", "2", "3"), "4"), ("B", ("5",), "6"),
