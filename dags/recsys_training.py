@@ -36,6 +36,8 @@ PARAMS = {
     "epochs": Param(D.epochs, type="integer", minimum=1, maximum=100),
     "max_steps": Param(D.max_steps, type="integer", minimum=1, maximum=100_000),
     "batch_size": Param(D.batch_size, type="integer", minimum=1, maximum=4096, description="Expected shoppers per step"),
+    "examples_per_user": Param(D.examples_per_user, type="integer", minimum=1, maximum=64,
+                               description="Examples of each sampled shopper per step; under DP its gradient over them is clipped once"),
     "dp_enabled": Param(D.dp.enabled, type="boolean", description="User-level DP-SGD (the default policy refuses a non-DP model)"),
     "dp_target_epsilon": Param(D.dp.target_epsilon, type="number", exclusiveMinimum=0, maximum=100),
     "dp_delta": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=0.01,

@@ -208,7 +208,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
             epochs=cfg.epochs, max_steps=cfg.max_steps,
             batch_size=cfg.batch_size, learning_rate=learning_rate, max_history=cfg.max_history,
             max_query_tokens=cfg.max_query_tokens, max_item_tokens=cfg.max_item_tokens, seed=cfg.seed, dp=dp,
-            on_epoch=on_epoch)
+            examples_per_user=cfg.examples_per_user, on_epoch=on_epoch)
         privacy: dict[str, Any] = {"dp": cfg.dp.enabled, "unit": "user" if cfg.dp.enabled else "none",
                                    "n_users": n_users}
         if plan is not None and result.dp is not None:
@@ -221,7 +221,8 @@ def train(ctx: RunContext) -> dict[str, Any]:
                                             "epsilon_alone": result.dp["epsilon_sgd"],
                                             "noise_multiplier": result.dp["noise_multiplier"],
                                             "max_grad_norm": result.dp["max_grad_norm"],
-                                            "sample_rate": sample_rate, "steps": result.steps}]
+                                            "sample_rate": sample_rate, "steps": result.steps,
+                                            "examples_per_user": result.dp["examples_per_user"]}]
                             + ([{"name": "item-transition counts (Gaussian mechanism, per-shopper pairs capped)",
                                  "epsilon_alone": plan.epsilon_transitions, "sigma": plan.transitions_sigma,
                                  "pairs_per_shopper": cfg.dp.transitions_per_user}] if transitions is not None else []),

@@ -2,8 +2,9 @@
 
 The reported epsilon covers everything the model learned from shoppers (house plan, "What the epsilon
 covers"). Two mechanisms touch shoppers' data:
-1. DP-SGD on the encoder, one example per Poisson-sampled shopper, clipped per shopper: the sampled Gaussian
-   mechanism, `steps` times at `sample_rate` with `noise_multiplier`;
+1. DP-SGD on the model, each Poisson-sampled shopper's gradient (of its mean loss over up to
+   `examples_per_user` of its examples) clipped as one: the sampled Gaussian mechanism, `steps` times at
+   `sample_rate` with `noise_multiplier`;
 2. the item-transition counts blended into the score: each shopper adds at most `per_user` distinct
    (previous, next) pairs, 1 each, so one shopper moves the count matrix by at most sqrt(per_user) in L2; the
    Gaussian mechanism adds N(0, (sigma_t * sqrt(per_user))^2) to every cell, once (sample rate 1).

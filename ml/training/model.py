@@ -18,14 +18,15 @@ only adds to that prior; under DP the dense heads stay fixed (`freeze_dense_head
 transition counts are composed into one epsilon.
 
 The loss is a softmax over the whole catalogue per example, so no example's loss depends on another's:
-what DP-SGD's per-sample clipping needs. Only the top `trainable_layers` encoder layers and the heads
+what DP-SGD's per-sample clipping needs. A batch may group each shopper's examples in one row (`forward`),
+and the sample clipped is then the shopper. Only the top `trainable_layers` encoder layers and the heads
 train (parameter-efficient fine-tuning).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import numpy as np
@@ -63,7 +64,8 @@ class FeatureWeights(nn.Module):
 
 def _feature_weights_grad_sample(layer: FeatureWeights, activations: list[torch.Tensor],
                                  backprops: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
-    return {layer.weight: torch.einsum("bnf,bn->bf", activations[0], backprops)}
+    # [B, ..., F] features and [B, ...] backprops: one gradient per leading row (per shopper when grouped)
+    return {layer.weight: torch.einsum("b...f,b...->bf", activations[0], backprops)}
 
 
 class ContentScale(nn.Module):
@@ -84,7 +86,7 @@ class ContentScale(nn.Module):
 
 def _content_scale_grad_sample(layer: ContentScale, activations: list[torch.Tensor],
                                backprops: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
-    per_sample = (activations[0] * backprops).sum(dim=1, keepdim=True) * layer.log_scale.exp()
+    per_sample = (activations[0] * backprops).flatten(1).sum(dim=1, keepdim=True) * layer.log_scale.exp()
     return {layer.log_scale: per_sample}
 
 
@@ -208,11 +210,12 @@ class BiEncoder(nn.Module):
         return mean_pool(out.last_hidden_state, attention_mask)
 
     def history_vector(self, hist_idx: torch.Tensor, hist_pos: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
-        """hist_idx [B,H] item indices (newest first), hist_pos [B,H] positions, hist_mask [B,H] 1 = real item."""
+        """hist_idx [B,H] item indices (newest first), hist_pos [B,H] positions, hist_mask [B,H] 1 = real item
+        (or [B,K,H] each: K examples per row, see `forward`)."""
         weights = self.recency(hist_pos).squeeze(-1).masked_fill(hist_mask == 0, -1e4)
         weights = torch.softmax(weights, dim=-1) * hist_mask
         vectors = self.item_table[hist_idx]  # [B,H,D], no gradient: the cached table
-        pooled = (weights.unsqueeze(-1) * vectors).sum(dim=1)
+        pooled = (weights.unsqueeze(-1) * vectors).sum(dim=-2)
         return F.normalize(self.history_proj(pooled), dim=-1)
 
     @property
@@ -232,12 +235,33 @@ class BiEncoder(nn.Module):
     def item_biases(self, batch_size: int, device: torch.device) -> torch.Tensor:
         return self.item_bias(torch.ones(batch_size, 1, device=device))
 
+    @staticmethod
+    def _per_example(table_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], hist_idx: torch.Tensor,
+                     hist_mask: torch.Tensor) -> torch.Tensor:
+        """table_fn over [B, H] histories, for [B, H] or grouped [B, K, H] ones (the result keeps B, K).
+
+        Grouped, it runs on the slots with a history only (padding slots have none): table_fn must give 0
+        for an empty history, as history_features does."""
+        if hist_idx.dim() == 2:
+            return table_fn(hist_idx, hist_mask)
+        lead = hist_idx.shape[:2]
+        flat_idx, flat_mask = hist_idx.reshape(-1, hist_idx.shape[-1]), hist_mask.reshape(-1, hist_mask.shape[-1])
+        rows = (flat_mask[:, 0] > 0).nonzero().squeeze(1)
+        part = table_fn(flat_idx[rows], flat_mask[rows])
+        out = part.new_zeros(flat_idx.shape[0], *part.shape[1:]).index_copy(0, rows, part)
+        return out.reshape(*lead, *out.shape[1:])
+
     def forward(self, hist_idx: torch.Tensor, hist_pos: torch.Tensor, hist_mask: torch.Tensor,
                 is_search: torch.Tensor, input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, query_vec: torch.Tensor | None = None) -> torch.Tensor:
         """Logits over the whole catalogue, one row per example. Search text comes as tokens, or as
-        precomputed vectors (`query_vec`) when the encoder is frozen."""
+        precomputed vectors (`query_vec`) when the encoder is frozen.
+
+        Grouped: with a frozen encoder every input may carry a second axis of examples ([B, K, H] histories,
+        [B, K] flags, [B, K, D] query vectors; logits [B, K, n_items]). Each row is then one shopper's K
+        examples, and every trained layer sees the shopper as its batch axis, so DP-SGD's per-sample gradient
+        is the shopper's gradient over all K (ml.training.train)."""
         # the token entries are None only when `query_vec` is given, and query_vectors then does not read them
         batch = cast(dict[str, torch.Tensor], {
             "input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
@@ -310,11 +334,14 @@ class BiEncoder(nn.Module):
     def logits(self, q: torch.Tensor, hist_idx: torch.Tensor, hist_mask: torch.Tensor,
                is_search: torch.Tensor) -> torch.Tensor:
         """The full score of every catalogue item for each query vector and its history."""
-        scores = self.content_scale(q @ self.item_table.T / self.temperature) + self.item_biases(q.shape[0], q.device)
-        has_history = (hist_mask[:, :1] > 0).to(q.dtype) * (1 - is_search.unsqueeze(-1).to(q.dtype))
-        last_cat = self.item_category[hist_idx[:, 0]]
-        transition = self.category_transition(last_cat)[:, self.item_category]  # [B, n_items]
-        features = self.feature_weights(self.history_features(hist_idx, hist_mask))
+        bias = self.item_biases(q.shape[0], q.device)  # [B, n_items]
+        if q.dim() == 3:  # grouped: one bias row per shopper, shared by its K examples
+            bias = bias.unsqueeze(1)
+        scores = self.content_scale(q @ self.item_table.T / self.temperature) + bias
+        has_history = (hist_mask[..., :1] > 0).to(q.dtype) * (1 - is_search.unsqueeze(-1).to(q.dtype))
+        last_cat = self.item_category[hist_idx[..., 0]]
+        transition = self.category_transition(last_cat)[..., self.item_category]  # [B, (K,) n_items]
+        features = self.feature_weights(self._per_example(self.history_features, hist_idx, hist_mask))
         return scores + has_history * (transition + features)
 
     @torch.no_grad()

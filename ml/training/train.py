@@ -1,9 +1,11 @@
 """The training loop: device auto (CUDA with bf16 autocast, else CPU), DP-SGD with Opacus or not.
 
-The training set is indexed by shopper: item u of the dataset is one example drawn from shopper u's
-examples. With DP on, Opacus' Poisson sampler picks shoppers, each sampled shopper brings exactly one
-example, and ghost clipping bounds each example's (so each shopper's) gradient: the (epsilon, delta) it
-reports is user-level. Without DP the same dataset is shuffled, so the two runs differ only in privacy.
+The training set is indexed by shopper: item u of the dataset is up to `examples_per_user` examples drawn
+from shopper u's examples. With DP on, Opacus' Poisson sampler picks shoppers, and ghost clipping bounds
+each sampled shopper's gradient, the gradient of the mean loss over that shopper's examples (the model
+takes them as one grouped row, `BiEncoder.forward`): the (epsilon, delta) it reports is user-level, and a
+shopper's whole gradient is clipped once instead of one of its examples standing for it. Without DP the
+same dataset is shuffled and the loss is the same, so the two runs differ only in privacy.
 """
 
 from __future__ import annotations
@@ -47,33 +49,47 @@ class Examples:
 
 
 class PerUserDataset(Dataset):
-    """Item u = one example of shopper u, drawn afresh (seeded) each time it is read."""
+    """Item u = up to `per_user` distinct examples of shopper u (all of them when it has fewer), drawn afresh
+    (seeded) each time it is read."""
 
-    def __init__(self, examples: Examples, seed: int) -> None:
+    def __init__(self, examples: Examples, seed: int, per_user: int = 1) -> None:
+        if per_user < 1:
+            raise ValueError(f"per_user must be at least 1, got {per_user}")
         by_user: dict[str, list[int]] = {}
         for i, user in enumerate(examples.users):
             by_user.setdefault(user, []).append(i)
         self.users = sorted(by_user)
         self.example_ids = [np.asarray(by_user[u]) for u in self.users]
+        self.per_user = per_user
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.users)
 
-    def __getitem__(self, u: int) -> tuple[int]:
+    def __getitem__(self, u: int) -> tuple[int, ...]:
         ids = self.example_ids[u]
-        return (int(ids[self.rng.integers(len(ids))]),)
+        if self.per_user == 1:
+            return (int(ids[self.rng.integers(len(ids))]),)
+        return tuple(int(i) for i in self.rng.choice(ids, size=min(self.per_user, len(ids)), replace=False))
+
+
+IGNORE = -100  # target of a padding slot in a grouped batch (CrossEntropyLoss' default ignore_index)
 
 
 def make_collate(examples: Examples, tokenizer: PreTrainedTokenizerBase, max_history: int,
-                 max_query_tokens: int, query_cache: torch.Tensor | None = None
-                 ) -> Callable[[Sequence[tuple[int]]], dict[str, torch.Tensor]]:
-    """Batches of examples; with `query_cache` (frozen encoder) search text comes as its cached vector."""
+                 max_query_tokens: int, query_cache: torch.Tensor | None = None, per_user: int = 1
+                 ) -> Callable[[Sequence[tuple[int, ...]]], dict[str, torch.Tensor]]:
+    """Batches of examples; with `query_cache` (frozen encoder) search text comes as its cached vector.
 
-    def collate(rows: Sequence[tuple[int]]) -> dict[str, torch.Tensor]:
-        ids = [r[0] for r in rows]
+    per_user = 1: one example per row, tensors [B, ...]. per_user = K > 1 (needs `query_cache`): one shopper
+    per row with a second axis of K example slots, [B, K, ...]; a shopper with fewer examples has padding
+    slots, whose target is IGNORE (and whose history is empty)."""
+    if per_user > 1 and query_cache is None:
+        raise ValueError("grouped batches (per_user > 1) need the cached query vectors of a frozen encoder")
+
+    def flat(ids: Sequence[int]) -> dict[str, torch.Tensor]:
         if query_cache is not None:
-            batch = {"query_vec": query_cache[ids]}
+            batch = {"query_vec": query_cache[list(ids)]}
         else:
             batch = tokenize(tokenizer, [examples.queries[i] or "" for i in ids], max_query_tokens)
         batch.update(build_history_tensors([examples.histories[i] for i in ids], max_history))
@@ -81,7 +97,31 @@ def make_collate(examples: Examples, tokenizer: PreTrainedTokenizerBase, max_his
         batch["target"] = torch.tensor([examples.targets[i] for i in ids], dtype=torch.long)
         return batch
 
+    def collate(rows: Sequence[tuple[int, ...]]) -> dict[str, torch.Tensor]:
+        if per_user == 1:
+            return flat([r[0] for r in rows])
+        slots = [i for r in rows for i in r]
+        batch = flat(slots)
+        position = torch.tensor([b * per_user + j for b, r in enumerate(rows) for j in range(len(r))], dtype=torch.long)
+        grouped = {}
+        for key, value in batch.items():
+            fill = IGNORE if key == "target" else 0
+            out = value.new_full((len(rows) * per_user, *value.shape[1:]), fill)
+            out[position] = value
+            grouped[key] = out.view(len(rows), per_user, *value.shape[1:])
+        return grouped
+
     return collate
+
+
+def per_user_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per row: the cross-entropy of [B, n] logits, or of grouped [B, K, n] ones the mean over the row's real
+    (not IGNORE) slots. What Opacus' ghost-clipping loss computes with `shape` (the DP path)."""
+    if logits.dim() == 2:
+        return nn.functional.cross_entropy(logits, target, reduction="none")
+    per_slot = nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none",
+                                           ignore_index=IGNORE).view(target.shape)
+    return per_slot.sum(dim=1) / (target != IGNORE).sum(dim=1).clamp(min=1)
 
 
 def pick_device(prefer: str = "auto") -> torch.device:
@@ -111,6 +151,7 @@ class DPInfo(TypedDict):
     epsilon_sgd: float
     delta: float
     clipping: str
+    examples_per_user: int
 
 
 @dataclass
@@ -165,7 +206,8 @@ def refresh_item_table(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, ite
 def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examples: Examples,
                      item_texts: Sequence[str], *, epochs: int, max_steps: int, batch_size: int,
                      learning_rate: float, max_history: int, max_query_tokens: int, max_item_tokens: int,
-                     seed: int, dp: DPSettings | None, refresh_every: int = 25, device: str = "auto",
+                     seed: int, dp: DPSettings | None, examples_per_user: int = 1, refresh_every: int = 25,
+                     device: str = "auto",
                      on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                      distributed: bool = False) -> TrainResult:
     """Fine-tune in place; the item table is refreshed every `refresh_every` steps and at the end.
@@ -173,6 +215,10 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
     `distributed=True` makes this process one rank of the initialized default process group: it trains on
     its share of each global batch and the gradients are summed across ranks (ml.training.distributed
     explains why the DP guarantee is the single process's). Started by `train_data_parallel`.
+
+    `examples_per_user` > 1 gives each sampled shopper up to that many of its examples in a step (its loss is
+    their mean); it needs a frozen encoder (its search queries are then cached vectors), and with a trained
+    encoder each step takes one example per shopper.
     """
     if len(examples) == 0:
         raise ValueError("no training examples: the training window holds no shopper with two interactions")
@@ -181,8 +227,6 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
     model.to(dev)
     if not model.item_table.abs().sum():
         refresh_item_table(model, tokenizer, item_texts, max_item_tokens)
-    dataset = PerUserDataset(examples, seed)
-    steps, sample_rate = planned_steps(len(dataset), batch_size, epochs, max_steps)
     query_cache = None
     if model.text_tower_frozen:  # the text tower cannot change: encode each search query once
         texts = [q or "" for q in examples.queries]
@@ -193,7 +237,10 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
             row_of = {q: i for i, q in enumerate(unique)}
             search_rows = [i for i, q in enumerate(examples.queries) if q]
             query_cache[search_rows] = vectors[[row_of[texts[i]] for i in search_rows]]
-    collate = make_collate(examples, tokenizer, max_history, max_query_tokens, query_cache)
+    per_user = examples_per_user if query_cache is not None else 1
+    dataset = PerUserDataset(examples, seed, per_user)
+    steps, sample_rate = planned_steps(len(dataset), batch_size, epochs, max_steps)
+    collate = make_collate(examples, tokenizer, max_history, max_query_tokens, query_cache, per_user)
     world_size = 1
     if distributed:
         from ml.training import distributed as ddp
@@ -250,7 +297,13 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
                 target = batch.pop("target")
                 with autocast:
                     logits = module(**batch)
-                loss = criterion(logits.float(), target)
+                logits = logits.float()
+                if engine is None:
+                    loss = per_user_loss(logits, target).mean()
+                elif logits.dim() == 3:  # grouped: Opacus averages each shopper's real slots (ignore_index)
+                    loss = criterion(logits.flatten(0, 1), target.flatten(), shape=logits.shape)
+                else:
+                    loss = criterion(logits, target)
                 loss.backward()
                 epoch_losses.append(float(loss.item()))
             else:  # an empty share of a non-empty global batch: adds zero, joins the all-reduce
@@ -287,6 +340,7 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
             "epsilon_sgd": float(engine.get_epsilon(dp.delta)),
             "delta": dp.delta,
             "clipping": "ghost (per shopper)",
+            "examples_per_user": per_user,
         }
         if hasattr(module, "_close"):
             cast("AbstractGradSampleModule", module)._close()

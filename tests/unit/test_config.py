@@ -13,6 +13,7 @@ def test_flat_dp_params_map_onto_the_nested_config():
     ({"source": "csv"}, "not one of"),
     ({"source": "amazon2018"}, "needs path"),
     ({"epochs": 0}, "epochs must be at least 1"),
+    ({"examples_per_user": 0}, "examples_per_user must be at least 1"),
     ({"trainable_layers": 9}, "trainable_layers"),
     ({"dp": {"delta": 2.0}}, "delta must be in"),
     ({"colour": "red"}, "unknown run parameter"),

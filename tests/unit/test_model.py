@@ -228,3 +228,101 @@ def test_a_model_saved_with_five_features_and_no_content_scale_loads_and_scores_
     loaded = Recommender.load(folder)
     histories = [["i1", "i5"], ["i7", "i3", "i0"]]
     np.testing.assert_allclose(loaded.history_scores(histories), rec.history_scores(histories), rtol=1e-5, atol=1e-4)
+
+
+def _grouped(model: BiEncoder, examples: Examples, rows: list[tuple[int, ...]], per_user: int) -> dict:
+    from ml.training.train import make_collate
+
+    cache = torch.zeros(len(examples), model.dim)
+    return make_collate(examples, None, MAX_HISTORY, 8, cache, per_user)(rows)
+
+
+def test_a_grouped_batch_scores_each_slot_as_its_own_example_and_pads_with_ignored_targets(tokenizer):
+    model, texts = _model(tokenizer)
+    _with_tables(model, texts)
+    with torch.no_grad():  # the dense heads and the category table too, away from their start
+        model.history_proj.weight.add_(0.1 * torch.randn_like(model.history_proj.weight))
+        model.item_bias.weight.copy_(torch.randn_like(model.item_bias.weight))
+        model.category_transition.weight.copy_(torch.randn_like(model.category_transition.weight))
+    examples = _examples()
+    rows = [(0, 1), (4,), (6, 7)]  # shoppers with 2, 1 and 2 examples in 2 slots
+    flat = _grouped(model, examples, [(i,) for r in rows for i in r], per_user=1)
+    grouped = _grouped(model, examples, rows, per_user=2)
+    assert grouped["hist_idx"].shape == (3, 2, MAX_HISTORY)
+    assert grouped["target"].tolist() == [[examples.targets[0], examples.targets[1]], [examples.targets[4], -100],
+                                          [examples.targets[6], examples.targets[7]]]
+    with torch.no_grad():
+        want = model(**{k: v for k, v in flat.items() if k != "target"})
+        got = model(**{k: v for k, v in grouped.items() if k != "target"})
+    assert got.shape == (3, 2, N_ITEMS)
+    real = grouped["target"] != -100
+    torch.testing.assert_close(got[real], want)
+
+
+def test_per_user_dataset_draws_distinct_examples_of_one_shopper_up_to_the_limit():
+    from ml.training.train import PerUserDataset
+
+    examples = Examples(["a", "a", "a", "b"], [[1], [2], [3], [4]], [None] * 4, [5, 6, 7, 8])
+    dataset = PerUserDataset(examples, seed=0, per_user=2)
+    for _ in range(20):
+        a, b = dataset[0], dataset[1]
+        assert len(a) == 2 and len(set(a)) == 2 and set(a) <= {0, 1, 2}
+        assert b == (3,)
+    assert len(PerUserDataset(examples, seed=0, per_user=5)[0]) == 3
+    with pytest.raises(ValueError, match="at least 1"):
+        PerUserDataset(examples, seed=0, per_user=0)
+
+
+def test_under_ghost_clipping_a_grouped_row_is_one_shopper_whose_mean_loss_gradient_is_clipped_once(tokenizer):
+    """What DP-SGD sums before its noise: for each shopper, the gradient of the mean loss over its slots,
+    clipped to max_grad_norm as a whole (not per example), compared with autograd on a copy of the model."""
+    import copy
+
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader
+
+    from ml.training.train import per_user_loss
+
+    model, texts = _model(tokenizer)
+    _with_tables(model, texts)
+    model.freeze_dense_heads()
+    reference = copy.deepcopy(model)
+    examples = _examples()
+    rows = [(0, 1), (4,), (6, 7), (10, 11)]
+    batch = _grouped(model, examples, rows, per_user=2)
+    target = batch.pop("target")
+    clip = 0.05  # small enough that every shopper's gradient is clipped
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    module, optimizer, criterion, _ = PrivacyEngine(accountant="rdp").make_private(
+        module=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(), data_loader=DataLoader(range(4)),
+        noise_multiplier=0.0, max_grad_norm=clip, poisson_sampling=False, grad_sample_mode="ghost")
+    logits = module(**batch)
+    criterion(logits.flatten(0, 1), target.flatten(), shape=logits.shape).backward()
+    trained = [(n, p) for n, p in reference.named_parameters() if p.requires_grad]
+    want = {n: torch.zeros_like(p) for n, p in trained}
+    norms = []
+    for r in range(len(rows)):
+        one = {k: v[r : r + 1] for k, v in batch.items()}
+        grads = torch.autograd.grad(per_user_loss(reference(**one), target[r : r + 1]).sum(), [p for _, p in trained])
+        norm = torch.sqrt(sum((g**2).sum() for g in grads))
+        norms.append(float(norm))
+        for (n, _), g in zip(trained, grads, strict=True):
+            want[n] += g * min(1.0, clip / float(norm))
+    assert min(norms) > clip
+    got = dict(model.named_parameters())
+    for n, _ in trained:
+        torch.testing.assert_close(got[n].grad, want[n], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dp", [True, False])
+def test_training_with_several_examples_per_shopper_learns_with_and_without_dp(tokenizer, dp):
+    model, texts = _model(tokenizer)
+    model.freeze_dense_heads()
+    settings = DPSettings(noise_multiplier=0.5, delta=1e-3, max_grad_norm=1.0) if dp else None
+    result = train_bi_encoder(model, tokenizer, _examples(), texts, epochs=1, max_steps=3, batch_size=8,
+                              learning_rate=0.2, max_history=MAX_HISTORY, max_query_tokens=8, max_item_tokens=16,
+                              seed=3, dp=settings, examples_per_user=2)
+    assert result.steps == 3 and (result.dp is not None) == dp
+    assert np.isfinite(result.final_loss)
+    assert model.feature_weights.weight.abs().sum() > 0  # started at zero
