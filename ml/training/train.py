@@ -326,7 +326,8 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
         if on_epoch:
             on_epoch(epoch, metrics)
     bar.close()
-    refresh_item_table(model, tokenizer, item_texts, max_item_tokens)
+    if not model.text_tower_frozen:  # a frozen encoder gives the table it started with (a catalogue pass saved)
+        refresh_item_table(model, tokenizer, item_texts, max_item_tokens)
     model.eval()
     seconds = time.perf_counter() - started
     dp_info: DPInfo | None = None
