@@ -238,6 +238,9 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
             search_rows = [i for i, q in enumerate(examples.queries) if q]
             query_cache[search_rows] = vectors[[row_of[texts[i]] for i in search_rows]]
     per_user = examples_per_user if query_cache is not None else 1
+    if per_user != examples_per_user:
+        log.warning("examples_per_user=%d needs a frozen encoder: with trained encoder layers each step takes "
+                    "one example per shopper", examples_per_user)
     dataset = PerUserDataset(examples, seed, per_user)
     steps, sample_rate = planned_steps(len(dataset), batch_size, epochs, max_steps)
     collate = make_collate(examples, tokenizer, max_history, max_query_tokens, query_cache, per_user)
