@@ -326,3 +326,16 @@ def test_training_with_several_examples_per_shopper_learns_with_and_without_dp(t
     assert result.steps == 3 and (result.dp is not None) == dp
     assert np.isfinite(result.final_loss)
     assert model.feature_weights.weight.abs().sum() > 0  # started at zero
+
+
+def test_with_trained_encoder_layers_a_step_takes_one_example_per_shopper_and_says_so(tokenizer, caplog):
+    model, texts = _model(tokenizer)
+    for p in model.bert.encoder.layer[-1].parameters():
+        p.requires_grad = True
+    with caplog.at_level("WARNING", logger="ml.training.train"):
+        result = train_bi_encoder(model, tokenizer, _examples(), texts, epochs=1, max_steps=2, batch_size=8,
+                                  learning_rate=0.2, max_history=MAX_HISTORY, max_query_tokens=8,
+                                  max_item_tokens=16, seed=3, examples_per_user=4,
+                                  dp=DPSettings(noise_multiplier=0.5, delta=1e-3, max_grad_norm=1.0))
+    assert result.dp is not None and result.dp["examples_per_user"] == 1
+    assert "needs a frozen encoder" in caplog.text
