@@ -210,7 +210,8 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
                      device: str = "auto",
                      on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                      distributed: bool = False) -> TrainResult:
-    """Fine-tune in place; the item table is refreshed every `refresh_every` steps and at the end.
+    """Fine-tune in place; with trained encoder layers the item table is refreshed every `refresh_every` steps
+    and at the end (a frozen encoder keeps the table it started with).
 
     `distributed=True` makes this process one rank of the initialized default process group: it trains on
     its share of each global batch and the gradients are summed across ranks (ml.training.distributed
