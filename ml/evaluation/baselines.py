@@ -115,20 +115,15 @@ class BM25(Baseline):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from rank_bm25 import BM25Okapi
+        from ml.lexical import BM25Index
 
-        self._bm25 = BM25Okapi([_tokens(t) for t in self.texts])
+        self._bm25 = BM25Index(self.texts)
 
     def _scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
-        rows = []
-        for hist in histories:
-            query = _tokens(" ".join(self.titles[i] for i in hist[-3:]))
-            rows.append(self._bm25.get_scores(query) if query else np.zeros(len(self.item_ids)))
-        return np.asarray(rows, dtype=np.float32)
+        from ml.lexical import words
 
-
-def _tokens(text: str) -> list[str]:
-    return [t for t in "".join(c.lower() if c.isalnum() else " " for c in text).split() if len(t) > 1]
+        queries = [words(" ".join(self.titles[i] for i in hist[-3:])) for hist in histories]
+        return self._bm25.scores(queries).astype(np.float32)
 
 
 @dataclass

@@ -376,24 +376,14 @@ def lexical_similarity(titles: Sequence[str], texts: Sequence[str]) -> torch.Ten
     queries are comparable; a title without a word of two letters matches nothing).
 
     Only public catalogue text goes in: it costs no privacy."""
-    from rank_bm25 import BM25Okapi
+    from ml.lexical import BM25Index, words
 
     if len(titles) != len(texts):
         raise ValueError(f"need one title per item text, got {len(titles)} titles and {len(texts)} texts")
-    bm25 = BM25Okapi([_words(t) for t in texts])
-    rows = np.zeros((len(titles), len(texts)), dtype=np.float32)
-    for i, title in enumerate(titles):
-        query = _words(title)
-        if query:
-            rows[i] = bm25.get_scores(query)
+    rows = BM25Index(texts).scores([words(t) for t in titles]).astype(np.float32)
     top = rows.max(axis=1, keepdims=True)
     rows = np.divide(rows, top, out=np.zeros_like(rows), where=top > 0)
     return torch.from_numpy((rows + rows.T) / 2)
-
-
-def _words(text: str) -> list[str]:
-    """Lower-case alphanumeric words of two characters or more (as the BM25 baseline tokenizes)."""
-    return [t for t in "".join(c.lower() if c.isalnum() else " " for c in str(text)).split() if len(t) > 1]
 
 
 def build_history_tensors(histories: Sequence[Sequence[int]], max_history: int) -> dict[str, torch.Tensor]:

@@ -1,0 +1,58 @@
+"""The batched BM25 scorer gives rank_bm25's own scores, and the BM25 baseline ranks with it."""
+
+import numpy as np
+import pytest
+from rank_bm25 import BM25Okapi
+
+from ml.evaluation.baselines import BM25
+from ml.lexical import BM25Index, words
+
+DOCUMENTS = [
+    "Stanley 1/2-inch staples, steel (1000 count)",
+    "Stanley staple gun, heavy duty",
+    "Gorilla heavy duty construction adhesive",
+    "3D printer PLA filament 1.75 mm, red",
+    "3D printer PLA filament 1.75 mm, white. PLA PLA",  # a word repeated within a document
+    "Super glue, 12-pack",
+    "x",  # no word of two letters: an empty document
+]
+
+
+def test_scores_equal_rank_bm25_get_scores():
+    queries = [
+        words("stanley staples"),
+        words("pla pla filament"),  # a word repeated in the query counts twice, as in get_scores
+        words("heavy duty glue"),
+        words("printer"),  # a word of 2 of the 7 documents
+        words("unknown words only"),  # nothing matches
+        [],  # an empty query
+        words("mm 3d filament duty"),
+    ]
+    okapi = BM25Okapi([words(d) for d in DOCUMENTS])
+    got = BM25Index(DOCUMENTS).scores(queries)
+    assert got.shape == (len(queries), len(DOCUMENTS))
+    for row, query in zip(got, queries, strict=True):
+        np.testing.assert_allclose(row, okapi.get_scores(query), rtol=1e-12, atol=1e-12)
+    assert got[1, 4] > got[1, 3] > 0  # the document that says PLA three times scores higher
+    assert not got[4].any() and not got[5].any()
+
+
+def test_a_word_in_most_documents_gets_rank_bm25s_idf_floor():
+    documents = ["tape red", "tape blue", "tape green", "glue"]  # "tape" in 3 of 4: a negative raw idf
+    okapi = BM25Okapi([words(d) for d in documents])
+    np.testing.assert_allclose(BM25Index(documents).scores([["tape"]])[0], okapi.get_scores(["tape"]), rtol=1e-12)
+    assert BM25Index(documents).scores([["tape"]])[0, 0] > 0
+
+
+def test_an_empty_catalogue_is_refused():
+    with pytest.raises(ValueError, match="at least one document"):
+        BM25Index([])
+
+
+def test_the_bm25_baseline_ranks_by_the_last_three_titles():
+    items = [f"i{k}" for k in range(len(DOCUMENTS))]
+    baseline = BM25(item_ids=items, texts=DOCUMENTS, titles=DOCUMENTS)
+    top = baseline.recommend([["i3"], ["i0"], []], k=2)
+    assert set(top[0]) == {"i3", "i4"}  # the filaments
+    assert set(top[1]) == {"i0", "i1"}  # the Stanley staples
+    assert len(top[2]) == 2  # no history: every score is 0, still k items
