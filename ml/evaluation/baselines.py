@@ -13,14 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ml.ranking import top_k
+
 log = logging.getLogger(__name__)
-
-
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
-    return np.take_along_axis(top, order, axis=1)
 
 
 @dataclass
@@ -41,7 +36,7 @@ class Baseline:
         idx = [[self.index_of[i] for i in h if i in self.index_of] for h in histories]
         out: list[list[str]] = []
         for start in range(0, len(idx), batch):
-            top = _top(self._scores(idx[start : start + batch]), k)
+            top = top_k(self._scores(idx[start : start + batch]), k)
             out.extend([[self.item_ids[j] for j in row] for row in top])
         return out
 

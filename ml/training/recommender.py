@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ml.ranking import top_k
 from ml.training.encoder import load_encoder
 from ml.training.model import BiEncoder, build_history_tensors
 
@@ -80,10 +81,7 @@ class Recommender:
         return self.augmented_queries(vectors) @ self.augmented_items().T
 
     def _top(self, s: np.ndarray, k: int) -> tuple[list[list[str]], np.ndarray]:
-        k = min(k, s.shape[1])
-        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        order = np.take_along_axis(s, top, axis=1).argsort(axis=1, kind="stable")[:, ::-1]
-        top = np.take_along_axis(top, order, axis=1)
+        top = top_k(s, k)  # equal scores: the lower item index first, on every CPU
         return [[self.item_ids[j] for j in row] for row in top], np.take_along_axis(s, top, axis=1)
 
     def recommend(self, histories: Sequence[Sequence[str]], k: int, batch: int = 256) -> tuple[list[list[str]], np.ndarray]:
