@@ -65,7 +65,7 @@ def markdown(results: dict) -> str:
     current = results["variants"].get("current", {}).get("mean_ndcg_at_10")
     for name, v in results["variants"].items():
         cells = " | ".join(f"{r['ndcg_at_10']:.4f}" for r in v["runs"])
-        delta = "" if current is None else f"{v['mean_ndcg_at_10'] - current:+.4f}"
+        delta = "" if current is None or name == "current" else f"{v['mean_ndcg_at_10'] - current:+.4f}"
         out.append(f"| {name} | {v['change']} | {cells} | {v['mean_ndcg_at_10']:.4f} | {delta} |")
     out += ["", "Train stage seconds per variant (mean over seeds): "
             + ", ".join(f"{n} {v['mean_train_seconds']:.0f}" for n, v in results["variants"].items()), ""]
