@@ -3,10 +3,10 @@
 Shared by the model's lexical feature (`ml.training.model.lexical_similarity`) and the BM25 baseline
 (`ml.evaluation.baselines.BM25`). The index is rank_bm25's `BM25Okapi` (its idf with the floor on
 negative values, k1 = 1.5, b = 0.75); only the scoring differs: `BM25Okapi.get_scores` loops in Python over
-every document for every query word, which took about a minute for amazon2018's 3,686 titles against its
-3,686 item texts. Here each document's term weights are precomputed into a sparse matrix and a batch of
-queries is one sparse product: the same sums, in another order (equal to float rounding; tested against
-`get_scores`).
+every document for every query word (amazon2018's 3,686 titles against its 3,686 item texts: 11.7 s, and
+44.6 s for the BM25 baseline's 4,533 cases). Here each document's term weights are precomputed into a sparse
+matrix and a batch of queries is one sparse product: the same sums, in another order (0.5 s and 0.8 s, the
+same values; tested against `get_scores`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Top-k selection that gives the same answer on every machine.
 
 numpy's `argpartition` and its default `argsort` leave the order of equal values to the sorting kernel, and
-that kernel depends on the CPU (numpy picks an AVX-512 one where the CPU has it). Equal scores are common
-(items with the same text, items a baseline knows nothing about), so the same code and data ranked some
-cases differently on another machine: the BM25 baseline's NDCG@10 on amazon2018 read 0.0755 on one and
-0.0752 on another, with the same HR@10. Here equal scores go to the lower column, whatever the CPU.
+numpy picks that kernel by what the CPU offers (AVX-512 or not). Equal scores are common (items with the same
+text, items a baseline knows nothing about), and the same code and data ranked some cases differently from
+one machine to the next: the BM25 baseline's NDCG@10 on amazon2018 read 0.0755 on one day's machine and
+0.0752 on the next, with the same HR@10. Here equal scores go to the lower column, whatever the CPU.
 """
 
 from __future__ import annotations
