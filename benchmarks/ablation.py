@@ -55,9 +55,11 @@ def score(ctx) -> dict:
 
 def markdown(results: dict) -> str:
     seeds = results["seeds"]
+    ran = list(results["variants"])
+    only = "" if set(ran) == set(VARIANTS) else f" --only {','.join(ran)}"
     out = [f"# Ablation, amazon2018 {results['split']} split ({results['machine']['date']}, "
            f"{results['machine']['cores']} cores)", "",
-           f"`python benchmarks/ablation.py --split {results['split']} --seeds {','.join(map(str, seeds))}`: the "
+           f"`python benchmarks/ablation.py --split {results['split']} --seeds {','.join(map(str, seeds))}{only}`: the "
            "candidate retrained with one setting changed, on the same features; NDCG@10 over every case, not "
            "re-ranked.", "",
            "| variant | change | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | vs current |",
