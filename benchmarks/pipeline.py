@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BENCHMARK_PSEUDONYM_KEY, RESULTS, SHARED_DATA, machine, measure, write  # noqa: E402
+from common import RESULTS, SHARED_DATA, machine, measure, new_context, write  # noqa: E402
 
 POSTGRES = os.environ.get("VETTED_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("VETTED_BENCH_REDIS", "redis://127.0.0.1:6379/15")
@@ -52,18 +51,11 @@ def run_one(name: str, overrides: dict) -> dict:
 
 def _run_stages(name: str, overrides: dict):
     """The whole chain in a fresh home under the current environment's profile; (result, settings)."""
-    from ml.config import RunConfig, Settings
     from ml.pipeline import stages
-    from ml.pipeline.context import RunContext
-    from ml.privacy.pseudonymize import KEY_ENV
 
-    home = Path(tempfile.mkdtemp(prefix=f"vetted-bench-{name}-"))
-    os.environ["VETTED_HOME"] = str(home)
-    os.environ["VETTED_DEMO"] = "1"
-    # the benchmarks' one pseudonym key: a fresh demo key per run draws other audit shoppers, and the model and
-    # co-occurrence figures moved with it between runs (amazon2018 candidate 0.0829 and 0.0790)
-    os.environ.setdefault(KEY_ENV, BENCHMARK_PSEUDONYM_KEY)
-    ctx = RunContext.create(Settings.from_env(), RunConfig.from_dict(overrides))
+    # a fresh home, and the benchmarks' one pseudonym key (with a fresh demo key per run the audit shoppers, and
+    # so the model and co-occurrence figures, moved between runs: amazon2018 candidate 0.0829 and 0.0790)
+    ctx = new_context(name, overrides)
     timings: dict[str, dict] = {}
     for stage in stages.STAGES:
         with measure(timings.setdefault(stage, {})):

@@ -31,10 +31,10 @@ class BM25Index:
 
         if not documents:
             raise ValueError("BM25Index needs at least one document")
-        self.okapi = BM25Okapi([words(d) for d in documents])
-        self.vocabulary = {w: j for j, w in enumerate(self.okapi.idf)}
-        ok = self.okapi
+        ok = BM25Okapi([words(d) for d in documents])
+        self.vocabulary = {w: j for j, w in enumerate(ok.idf)}
         doc_len = np.asarray(ok.doc_len, dtype=np.float64)
+        # (every document empty: avgdl 0, and no word has a weight to normalize)
         length_norm = ok.k1 * (1 - ok.b + ok.b * doc_len / ok.avgdl) if ok.avgdl > 0 else np.full(len(doc_len), ok.k1)
         rows, cols, vals = [], [], []
         for d, freqs in enumerate(ok.doc_freqs):
@@ -45,9 +45,11 @@ class BM25Index:
         # [n_documents, vocabulary]: what each word of a query adds to each document's score
         self.weights = sparse.csr_matrix((vals, (rows, cols)), shape=(len(documents), len(self.vocabulary)))
 
-    def scores(self, queries: Sequence[Sequence[str]]) -> np.ndarray:
+    def scores(self, queries: Sequence[Sequence[str]], dtype: type = np.float64, block: int = 1024) -> np.ndarray:
         """BM25 score of every document for each query (a list of words; a word counts as often as it
-        appears, and a word no document holds adds nothing), float64 [n_queries, n_documents]."""
+        appears, and a word no document holds adds nothing), [n_queries, n_documents] in `dtype`.
+
+        Summed in float64, `block` queries at a time: beside the result, memory holds one block's scores."""
         rows, cols, vals = [], [], []
         for q, query in enumerate(queries):
             for word, n in Counter(w for w in query if w in self.vocabulary).items():
@@ -55,4 +57,7 @@ class BM25Index:
                 cols.append(self.vocabulary[word])
                 vals.append(float(n))
         counts = sparse.csr_matrix((vals, (rows, cols)), shape=(len(queries), len(self.vocabulary)))
-        return np.asarray((counts @ self.weights.T).todense(), dtype=np.float64)
+        out = np.empty((len(queries), self.weights.shape[0]), dtype=dtype)
+        for start in range(0, len(queries), block):
+            out[start:start + block] = (counts[start:start + block] @ self.weights.T).toarray()
+        return out

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ml.lexical import BM25Index, words
 from ml.ranking import top_k
 
 log = logging.getLogger(__name__)
@@ -110,15 +111,11 @@ class BM25(Baseline):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from ml.lexical import BM25Index
-
         self._bm25 = BM25Index(self.texts)
 
     def _scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
-        from ml.lexical import words
-
         queries = [words(" ".join(self.titles[i] for i in hist[-3:])) for hist in histories]
-        return self._bm25.scores(queries).astype(np.float32)
+        return self._bm25.scores(queries, dtype=np.float32)
 
 
 @dataclass

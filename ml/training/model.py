@@ -380,7 +380,7 @@ def lexical_similarity(titles: Sequence[str], texts: Sequence[str]) -> torch.Ten
 
     if len(titles) != len(texts):
         raise ValueError(f"need one title per item text, got {len(titles)} titles and {len(texts)} texts")
-    rows = BM25Index(texts).scores([words(t) for t in titles]).astype(np.float32)
+    rows = BM25Index(texts).scores([words(t) for t in titles], dtype=np.float32)
     top = rows.max(axis=1, keepdims=True)
     rows = np.divide(rows, top, out=np.zeros_like(rows), where=top > 0)
     return torch.from_numpy((rows + rows.T) / 2)

@@ -35,6 +35,10 @@ def test_scores_equal_rank_bm25_get_scores():
         np.testing.assert_allclose(row, okapi.get_scores(query), rtol=1e-12, atol=1e-12)
     assert got[1, 4] > got[1, 3] > 0  # the document that says PLA three times scores higher
     assert not got[4].any() and not got[5].any()
+    # scored a few queries at a time, into float32: the same values, rounded once
+    blocked = BM25Index(DOCUMENTS).scores(queries, dtype=np.float32, block=2)
+    assert blocked.dtype == np.float32
+    np.testing.assert_array_equal(blocked, got.astype(np.float32))
 
 
 def test_a_word_in_most_documents_gets_rank_bm25s_idf_floor():
