@@ -7,8 +7,8 @@ changed at a time, on fixed features, before re-ranking.
 Per seed, ingestion and features run once (`ml.pipeline.stages`, as in the DAG); every variant then trains on
 that same split (`branch_context`) and ranks every case against all items. Only the candidate is scored
 (NDCG@10 and HR@10, not re-ranked): the baselines and the fairness and privacy audits do not depend on these
-settings and are in quality-dev.md. The development split is cut from the valid file alone
-(`ml.data.amazon2018.development_split`): no test row is read. Writes benchmarks/results/ablation.json and .md.
+settings and are in quality-dev.md. The development split is the test split's training data with each
+shopper's last item held out (`ml.data.amazon2018.development_split`): no test target is read. Writes benchmarks/results/ablation.json and .md.
 
 Each seed draws its own DP noise, and a variant that changes which transitions a shopper contributes draws
 other noise too: differences under about 0.002 are within what one seed's noise moves.

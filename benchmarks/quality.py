@@ -2,14 +2,16 @@
 on amazon2018-industrial and Coat.
 
     python benchmarks/quality.py              # the test splits
-    python benchmarks/quality.py --split dev  # amazon2018's development split (no test row read)
+    python benchmarks/quality.py --split dev  # amazon2018's development split (no test target read)
 
 Every test row of amazon2018-industrial is one case ranked against all items (the published protocol);
 MiniOneRec's published figures on that split are put beside ours. Writes benchmarks/results/quality.json
 and quality.md.
 
 A change to the model or its settings is compared on the development split first
-(`ml.data.amazon2018.development_split`, written to quality-dev.json and quality-dev.md), so that choices are not fitted to the test rows the target is read on.
+(`ml.data.amazon2018.development_split`: the test split's training data, each shopper's last item held out;
+written to quality-dev.json and quality-dev.md), so that choices are not fitted to the test rows the target is
+read on.
 """
 
 from __future__ import annotations

@@ -291,21 +291,43 @@ def load(path: str | Path) -> RawTables:
 
 
 def development_split(path: str | Path, out: Path) -> Path:
-    """A development split of an `amazon2018-industrial` folder, from its valid file alone, in the same format.
+    """A development split of an `amazon2018-industrial` folder shaped like its test split, in the same format.
 
-    Each shopper's valid rows (in file order, which is time order) are cut in two: the earlier half stay valid
-    rows (training), the later half become the test rows (cases); a shopper with one row keeps it as a case,
-    its history being training data. So training precedes the cases as on the real split, and the test file
-    is never read: model changes can be compared without fitting them to the rows the results are read on
-    (benchmarks/quality.py --split dev). Written to `out`; the item file is linked, not copied.
+    Its data is what the model trains on for the test split: each shopper's sequence before `SPLIT_TIME`, as
+    `load` recovers it (the valid rows, and each test row's history up to that shopper's first test target).
+    Each shopper's last item there is held out as that shopper's case, its history the <= 10 items before it;
+    the rest is training data. So the cases are next items of the same shoppers the test split trains on, over
+    nearly the same item transitions, and no test target is read: model changes can be compared without fitting
+    them to the rows the results are read on (benchmarks/quality.py --split dev). A shopper with one item
+    before the test period has no case. Written to `out`; the item file is linked, not copied.
     """
     folder = require_folder(path, SOURCE)
-    items, valid = find_one(folder, ITEM_SUFFIX, SOURCE), find_one(folder, VALID_SUFFIX, SOURCE)
+    items = find_one(folder, ITEM_SUFFIX, SOURCE)
+    valid, test = find_one(folder, VALID_SUFFIX, SOURCE), find_one(folder, TEST_SUFFIX, SOURCE)
+    sequences, _ = merge_sequences(read_rows(valid, "valid") + read_rows(test, "test"))
+    train_rows, case_rows = [], []
+    for user, seq in sequences.items():
+        before = [p.item_id for p in seq if p.period != "test"]  # periods run train, valid, test along a sequence
+        if len(before) >= 2:
+            case_rows.append((user, before[-HISTORY_LEN - 1 : -1], before[-1]))
+            before = before[:-1]
+        train_rows += _chain_rows(user, before)
     out.mkdir(parents=True, exist_ok=True)
     (out / items.name).symlink_to(items.resolve())
-    rows = pd.read_csv(valid, dtype=str, keep_default_na=False)
-    earlier = rows.groupby("user_id").cumcount() < rows.groupby("user_id")["user_id"].transform("size") // 2
     stem = valid.name[: -len(VALID_SUFFIX)]
-    rows[earlier].to_csv(out / f"{stem}{VALID_SUFFIX}", index=False)
-    rows[~earlier].to_csv(out / f"{stem}{TEST_SUFFIX}", index=False)
+    for suffix, rows in ((VALID_SUFFIX, train_rows), (TEST_SUFFIX, case_rows)):
+        frame = pd.DataFrame(
+            [(u, repr(list(h)), t) for u, h, t in rows], columns=["user_id", "history_item_id", "item_id"]
+        )
+        frame.to_csv(out / f"{stem}{suffix}", index=False)
     return out
+
+
+def _chain_rows(user: str, items: list[str]) -> list[tuple[str, list[str], str]]:
+    """Rows in the file format whose chaining (`merge_sequences`) gives back `items`, however long."""
+    if len(items) <= 1:  # no item (a shopper first seen in the test period), or one: a row with no history
+        return [(user, [], item) for item in items]
+    start = min(HISTORY_LEN, len(items) - 1)  # the first row's history opens the sequence
+    rows = [(user, items[:start], items[start])]
+    rows += [(user, items[j - HISTORY_LEN : j], items[j]) for j in range(start + 1, len(items))]
+    return rows

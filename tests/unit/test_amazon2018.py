@@ -288,14 +288,28 @@ def transition_ndcg(sequences: dict[str, list[str]], rows: list[tuple[str, tuple
 # --- the development split (benchmarks/quality.py --split dev) ------------------------------------------------------------
 
 
-def test_the_development_split_is_cut_from_the_valid_rows_and_never_reads_the_test_file(tmp_path):
-    valid = [("A", [1], 2), ("A", [1, 2], 3), ("A", [1, 2, 3], 4), ("B", [5], 6), ("C", [7], 8), ("C", [7, 8], 9)]
-    folder = write_folder(tmp_path / "real", valid, test=[("A", [1, 2, 3, 4], 99)])
-    (folder / "Shop.test.csv").write_text("not read")  # a test file the split must not touch
-    dev = amazon2018.development_split(folder, tmp_path / "dev")
-    raw = amazon2018.load(dev)
-    # A: 3 rows, the earliest 1 trains and the later 2 are cases; B: its only row is a case; C: 1 and 1
-    assert sorted(cases(raw)) == [("A", ("1", "2"), "3"), ("A", ("1", "2", "3"), "4"), ("B", ("5",), "6"),
-                                  ("C", ("7", "8"), "9")]
-    assert before_split(raw) == {"A": ["1", "2"], "B": ["5"], "C": ["7", "8"]}
-    assert "99" not in set(raw.events["item_id"])
+def test_the_development_split_holds_out_each_shoppers_last_item_before_the_test_period(tmp_path):
+    valid = [("A", [1], 2), ("A", [1, 2], 3), ("B", [5], 6), ("C", [7], 8)]
+    test = [("A", [1, 2, 3], 91), ("A", [1, 2, 3, 91], 92),  # a valid shopper's test rows
+            ("D", [10, 11, 12], 93), ("D", [10, 11, 12, 93], 94),  # a shopper first seen in the test file
+            ("E", [], 95),  # no item before the test period
+            ("F", list(range(20, 32)), 96)]  # 12 items before the test period: longer than one row's history
+    real = amazon2018.load(write_folder(tmp_path / "real", valid, test))
+    dev = amazon2018.load(amazon2018.development_split(tmp_path / "real", tmp_path / "dev"))
+    f = [str(i) for i in range(20, 32)]
+    # each shopper's sequence before the test period, its last item held out as the one case
+    assert before_split(real) == {"A": ["1", "2", "3"], "B": ["5", "6"], "C": ["7", "8"],
+                                  "D": ["10", "11", "12"], "F": f}
+    assert sorted(cases(dev)) == [("A", ("1", "2"), "3"), ("B", ("5",), "6"), ("C", ("7",), "8"),
+                                  ("D", ("10", "11"), "12"), ("F", tuple(f[:-1][-10:]), f[-1])]
+    assert before_split(dev) == {"A": ["1", "2"], "B": ["5"], "C": ["7"], "D": ["10", "11"], "F": f[:-1]}
+    # no test target reaches the development split, as training data or as a case
+    assert not {"91", "92", "93", "94", "95", "96"} & set(dev.events["item_id"])
+    assert (tmp_path / "dev" / "Shop.item.json").is_symlink()
+
+
+def test_the_development_split_keeps_a_shopper_with_one_item_as_training_data(tmp_path):
+    folder = write_folder(tmp_path / "real", [("A", [1], 2), ("B", [], 5)], [("A", [1, 2], 9)])
+    dev = amazon2018.load(amazon2018.development_split(folder, tmp_path / "dev"))
+    assert cases(dev) == [("A", ("1",), "2")]
+    assert before_split(dev) == {"A": ["1"], "B": ["5"]}
