@@ -172,8 +172,10 @@ def train(ctx: RunContext) -> dict[str, Any]:
 
     transitions = None
     if cfg.dp.transitions_share > 0:
-        transitions = _transition_feature(pd.read_parquet(ctx.path(SEQUENCES)), members, index_of, cfg, plan)
+        transitions, own = transition_feature(pd.read_parquet(ctx.path(SEQUENCES)), members, index_of, cfg, plan)
         model_transitions = torch.as_tensor(transitions)
+        examples.transition_own = [own_transitions(h, own.get(u, {}), cfg.max_history)
+                                   for u, h in zip(examples.users, examples.histories, strict=True)]
     experiment_id = configure(settings)
     texts = item_texts(items)
     bert, tokenizer = load_encoder()
@@ -248,24 +250,52 @@ def train(ctx: RunContext) -> dict[str, Any]:
     return {k: out[k] for k in ("mlflow_run_id", "model_dir", "steps", "seconds")}
 
 
-def _transition_feature(sequences: pd.DataFrame, members: set[str], index_of: dict[str, int], cfg: Any,
-                        plan: Any) -> np.ndarray:
-    """log1p of item -> next-item counts over the training shoppers' sequences, for the hybrid score.
+def transition_feature(sequences: pd.DataFrame, members: set[str], index_of: dict[str, int], cfg: Any,
+                       plan: Any) -> tuple[np.ndarray, dict[str, dict[int, list[tuple[int, float]]]]]:
+    """log1p of item -> next-item counts over the training shoppers' sequences, for the hybrid score, and per
+    shopper what its own pairs add to that table (item -> [(next item, value)]).
 
     With DP, each shopper adds at most `transitions_per_user` distinct pairs and every cell gets Gaussian
     noise (the plan's sigma); a floor of TRANSITION_FLOOR noise deviations is then subtracted (post-processing, free
     under DP) so that noise alone rarely scores.
+
+    The second part is for training only (`own_transitions`): a training example reads the table without its
+    own shopper's pairs, as a case reads the counts of other shoppers. With them in, the pair from an example's
+    last item to its target is in the counts whenever that shopper's pairs are, and the feature's learned weight
+    fits that. Privacy: the table is released by its own Gaussian mechanism; a shopper's correction comes from
+    that shopper's data and the released table, and enters only that shopper's clipped DP-SGD gradient, so the
+    accounting is unchanged. The saved model holds the table alone.
     """
-    from ml.privacy.accounting import dp_transition_counts
+    from ml.privacy.accounting import capped_pairs, noisy_counts
 
     rows = sequences[sequences["user_id"].isin(members)].sort_values(["user_id", "position"])
-    per_user = [[index_of[i] for i in items if i in index_of] for items in rows.groupby("user_id")["item_id"].agg(list)]
+    by_user = rows.groupby("user_id")["item_id"].agg(list)
+    per_user = [[index_of[i] for i in items if i in index_of] for items in by_user]
     sigma = plan.transitions_sigma if plan is not None else None
-    counts = dp_transition_counts(per_user, len(index_of), cfg.dp.transitions_per_user, sigma,
-                                  np.random.default_rng(cfg.seed + 1))
-    if sigma is not None:
-        counts = np.maximum(counts - TRANSITION_FLOOR * sigma * np.sqrt(cfg.dp.transitions_per_user), 0.0)
-    return np.log1p(counts).astype(np.float32)
+    rng = np.random.default_rng(cfg.seed + 1)
+    pairs = capped_pairs(per_user, len(index_of), cfg.dp.transitions_per_user, rng)
+    counts = noisy_counts(pairs, len(index_of), cfg.dp.transitions_per_user, sigma, rng)
+    floor = TRANSITION_FLOOR * sigma * np.sqrt(cfg.dp.transitions_per_user) if sigma is not None else 0.0
+    table = np.log1p(np.maximum(counts - floor, 0.0)).astype(np.float32)
+    own: dict[str, dict[int, list[tuple[int, float]]]] = {}
+    for user, user_pairs in zip(by_user.index, pairs, strict=True):
+        entries: dict[int, list[tuple[int, float]]] = {}
+        for a, b in user_pairs:
+            without = float(np.log1p(max(float(counts[a, b]) - 1.0 - floor, 0.0)))
+            if without != table[a, b]:
+                entries.setdefault(a, []).append((b, without - float(table[a, b])))
+        own[str(user)] = entries
+    return table, own
+
+
+def own_transitions(history: list[int], own: dict[int, list[tuple[int, float]]], max_history: int
+                    ) -> list[tuple[int, float]]:
+    """The (item, value) entries that take a shopper's own pairs (`transition_feature`) out of the transition
+    feature of one history (oldest first), weighted as the model weighs history items (TRANSITION_DECAY)."""
+    from ml.training.model import TRANSITION_DECAY
+
+    recent = history[-max_history:][::-1]  # newest first, as build_history_tensors orders them
+    return [(b, TRANSITION_DECAY**p * value) for p, item in enumerate(recent) for b, value in own.get(item, ())]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -210,6 +210,57 @@ def _user_pairs(seq: Sequence[int], n_items: int, which: int) -> list[tuple[int,
     return list(dict.fromkeys(zip(items[:-1], items[1:], strict=True)))
 
 
+def capped_pairs(
+    sequences: Sequence[Sequence[int]], n_items: int, per_user: int, rng: np.random.Generator
+) -> list[list[tuple[int, int]]]:
+    """What each shopper adds to the transition counts: its distinct consecutive (prev, next) pairs, a random
+    `per_user` of them (drawn with `rng`) when it has more. Each sequence is one shopper's items in time order."""
+    if n_items < 1 or per_user < 1:
+        raise ValueError(f"need n_items >= 1 and per_user >= 1, got {n_items} and {per_user}")
+    out = []
+    capped = 0
+    for which, seq in enumerate(sequences):
+        pairs = _user_pairs(seq, n_items, which)
+        if len(pairs) > per_user:
+            capped += 1
+            keep = np.sort(rng.choice(len(pairs), size=per_user, replace=False))
+            pairs = [pairs[k] for k in keep]
+        out.append(pairs)
+    if capped:
+        log.info("transition counts: %d shopper(s) capped at %d distinct pairs", capped, per_user)
+    return out
+
+
+def noisy_counts(
+    pairs: Sequence[Sequence[tuple[int, int]]], n_items: int, per_user: int, sigma: float | None,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The n_items x n_items (float32) counts of the shoppers' pairs (`capped_pairs`: at most `per_user` each)
+    and, when `sigma` is given, Gaussian noise of std sigma * sqrt(per_user) on every cell, clipped at 0."""
+    if n_items > MAX_DENSE_ITEMS:
+        raise ValueError(
+            f"dp_transition_counts adds noise to every cell of a dense {n_items} x {n_items} matrix, too big "
+            f"above {MAX_DENSE_ITEMS} items; set transitions_share=0 to train without the transition signal"
+        )
+    if sigma is not None and sigma <= 0:
+        raise ValueError(f"sigma must be positive (or None for no noise), got {sigma}")
+    too_many = next((i for i, p in enumerate(pairs) if len(p) > per_user), None)
+    if too_many is not None:
+        raise ValueError(f"shopper {too_many} adds {len(pairs[too_many])} pairs, more than per_user={per_user}")
+    rows = np.asarray([a for p in pairs for a, _ in p], dtype=np.int64)
+    cols = np.asarray([b for p in pairs for _, b in p], dtype=np.int64)
+    counts = np.zeros((n_items, n_items), dtype=np.float32)
+    np.add.at(counts, (rows, cols), 1.0)
+    if sigma is not None:
+        scale = np.float32(sigma * math.sqrt(per_user))
+        block = max(1, (1 << 22) // n_items)  # noise drawn in blocks of rows: bounded extra memory
+        for r0 in range(0, n_items, block):
+            r1 = min(n_items, r0 + block)
+            counts[r0:r1] += rng.standard_normal((r1 - r0, n_items), dtype=np.float32) * scale
+        np.maximum(counts, 0.0, out=counts)
+    return counts
+
+
 def dp_transition_counts(
     sequences: Sequence[Sequence[int]],
     n_items: int,
@@ -221,37 +272,8 @@ def dp_transition_counts(
     `sigma` is given, Gaussian noise of std sigma * sqrt(per_user) on every cell, clipped at 0.
 
     Each sequence is one shopper's items in time order; a shopper with more than `per_user` distinct pairs
-    contributes a random `per_user` of them (drawn with `rng`).
+    contributes a random `per_user` of them (drawn with `rng`). `capped_pairs` then `noisy_counts`.
     """
-    if n_items > MAX_DENSE_ITEMS:
-        raise ValueError(
-            f"dp_transition_counts adds noise to every cell of a dense {n_items} x {n_items} matrix, too big "
-            f"above {MAX_DENSE_ITEMS} items; set transitions_share=0 to train without the transition signal"
-        )
-    if n_items < 1 or per_user < 1:
-        raise ValueError(f"need n_items >= 1 and per_user >= 1, got {n_items} and {per_user}")
-    if sigma is not None and sigma <= 0:
-        raise ValueError(f"sigma must be positive (or None for no noise), got {sigma}")
-    rows: list[int] = []
-    cols: list[int] = []
-    capped = 0
-    for which, seq in enumerate(sequences):
-        pairs = _user_pairs(seq, n_items, which)
-        if len(pairs) > per_user:
-            capped += 1
-            keep = np.sort(rng.choice(len(pairs), size=per_user, replace=False))
-            pairs = [pairs[k] for k in keep]
-        rows.extend(a for a, _ in pairs)
-        cols.extend(b for _, b in pairs)
-    counts = np.zeros((n_items, n_items), dtype=np.float32)
-    np.add.at(counts, (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)), 1.0)
-    if capped:
-        log.info("transition counts: %d shopper(s) capped at %d distinct pairs", capped, per_user)
-    if sigma is not None:
-        scale = np.float32(sigma * math.sqrt(per_user))
-        block = max(1, (1 << 22) // n_items)  # noise drawn in blocks of rows: bounded extra memory
-        for r0 in range(0, n_items, block):
-            r1 = min(n_items, r0 + block)
-            counts[r0:r1] += rng.standard_normal((r1 - r0, n_items), dtype=np.float32) * scale
-        np.maximum(counts, 0.0, out=counts)
-    return counts
+    if n_items > MAX_DENSE_ITEMS:  # refused before any work
+        return noisy_counts([], n_items, per_user, sigma, rng)
+    return noisy_counts(capped_pairs(sequences, n_items, per_user, rng), n_items, per_user, sigma, rng)

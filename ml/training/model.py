@@ -236,27 +236,30 @@ class BiEncoder(nn.Module):
         return self.item_bias(torch.ones(batch_size, 1, device=device))
 
     @staticmethod
-    def _per_example(table_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], hist_idx: torch.Tensor,
-                     hist_mask: torch.Tensor) -> torch.Tensor:
-        """table_fn over [B, H] histories, for [B, H] or grouped [B, K, H] ones (the result keeps B, K).
+    def _per_example(table_fn: Callable[..., torch.Tensor], hist_idx: torch.Tensor, hist_mask: torch.Tensor,
+                     *extra: torch.Tensor) -> torch.Tensor:
+        """table_fn(hist_idx, hist_mask, *extra) over [B, H] histories, for [B, H] or grouped [B, K, H] ones (the
+        result keeps B, K); each `extra` tensor has the same leading axes.
 
         Grouped, it runs on the slots with a history only (padding slots have none): table_fn must give 0
         for an empty history, as history_features does."""
         if hist_idx.dim() == 2:
-            return table_fn(hist_idx, hist_mask)
+            return table_fn(hist_idx, hist_mask, *extra)
         lead = hist_idx.shape[:2]
         flat_idx, flat_mask = hist_idx.reshape(-1, hist_idx.shape[-1]), hist_mask.reshape(-1, hist_mask.shape[-1])
         rows = (flat_mask[:, 0] > 0).nonzero().squeeze(1)
-        part = table_fn(flat_idx[rows], flat_mask[rows])
+        part = table_fn(flat_idx[rows], flat_mask[rows], *(e.reshape(-1, *e.shape[2:])[rows] for e in extra))
         out = part.new_zeros(flat_idx.shape[0], *part.shape[1:]).index_copy(0, rows, part)
         return out.reshape(*lead, *out.shape[1:])
 
     def forward(self, hist_idx: torch.Tensor, hist_pos: torch.Tensor, hist_mask: torch.Tensor,
                 is_search: torch.Tensor, input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, query_vec: torch.Tensor | None = None) -> torch.Tensor:
+                position_ids: torch.Tensor | None = None, query_vec: torch.Tensor | None = None,
+                own_idx: torch.Tensor | None = None, own_val: torch.Tensor | None = None) -> torch.Tensor:
         """Logits over the whole catalogue, one row per example. Search text comes as tokens, or as
-        precomputed vectors (`query_vec`) when the encoder is frozen.
+        precomputed vectors (`query_vec`) when the encoder is frozen. In training, `own_idx`/`own_val` take the
+        example's shopper's own pairs out of its transition feature (`history_features`).
 
         Grouped: with a frozen encoder every input may carry a second axis of examples ([B, K, H] histories,
         [B, K] flags, [B, K, D] query vectors; logits [B, K, n_items]). Each row is then one shopper's K
@@ -268,10 +271,14 @@ class BiEncoder(nn.Module):
             "position_ids": position_ids, "hist_idx": hist_idx, "hist_pos": hist_pos,
             "hist_mask": hist_mask, "is_search": is_search, "query_vec": query_vec})
         q = self.query_vectors(batch)
-        return self.logits(q, hist_idx, hist_mask, is_search)
+        return self.logits(q, hist_idx, hist_mask, is_search, own_idx, own_val)
 
-    def history_features(self, hist_idx: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
-        """[B, n_items, N_FEATURES] features of each candidate against the history (no learned part)."""
+    def history_features(self, hist_idx: torch.Tensor, hist_mask: torch.Tensor, own_idx: torch.Tensor | None = None,
+                         own_val: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, n_items, N_FEATURES] features of each candidate against the history (no learned part).
+
+        `own_idx`, `own_val` ([B, M]) are added to the transition feature at those items: in training, what the
+        example's own shopper put into the counts is taken out (ml.pipeline.stages.transition_feature)."""
         real = hist_mask > 0
         hist_brand = self.item_brand[hist_idx].masked_fill(~real, -1)  # [B,H]
         brand_match = (hist_brand.unsqueeze(-1) == self.item_brand.view(1, 1, -1)).any(dim=1)
@@ -281,6 +288,8 @@ class BiEncoder(nn.Module):
         same_cat = (self.item_category[last].unsqueeze(-1) == self.item_category.view(1, -1)) & real[:, :1]
         last_brand = (self.item_brand[last].unsqueeze(-1) == self.item_brand.view(1, -1)) & real[:, :1]
         transition = self._decayed_rows(self.transitions, hist_idx, real, TRANSITION_DECAY)
+        if own_idx is not None and own_val is not None:
+            transition = transition.scatter_add(1, own_idx, own_val.to(transition.dtype))
         closest = self.closest_similarity(hist_idx, real) if self.text_features else torch.zeros_like(repeat)
         lexical = self._decayed_rows(self.lexical, hist_idx, real, LEXICAL_DECAY)
         return torch.stack([brand_match.float(), repeat, same_cat.float(), last_brand.float(), transition, closest,
@@ -332,7 +341,8 @@ class BiEncoder(nn.Module):
         self.transitions = log_counts.to(self.item_table.device, torch.float32)
 
     def logits(self, q: torch.Tensor, hist_idx: torch.Tensor, hist_mask: torch.Tensor,
-               is_search: torch.Tensor) -> torch.Tensor:
+               is_search: torch.Tensor, own_idx: torch.Tensor | None = None,
+               own_val: torch.Tensor | None = None) -> torch.Tensor:
         """The full score of every catalogue item for each query vector and its history."""
         bias = self.item_biases(q.shape[0], q.device)  # [B, n_items]
         if q.dim() == 3:  # grouped: one bias row per shopper, shared by its K examples
@@ -341,7 +351,8 @@ class BiEncoder(nn.Module):
         has_history = (hist_mask[..., :1] > 0).to(q.dtype) * (1 - is_search.unsqueeze(-1).to(q.dtype))
         last_cat = self.item_category[hist_idx[..., 0]]
         transition = self.category_transition(last_cat)[..., self.item_category]  # [B, (K,) n_items]
-        features = self.feature_weights(self._per_example(self.history_features, hist_idx, hist_mask))
+        own = () if own_idx is None or own_val is None else (own_idx, own_val)
+        features = self.feature_weights(self._per_example(self.history_features, hist_idx, hist_mask, *own))
         return scores + has_history * (transition + features)
 
     @torch.no_grad()

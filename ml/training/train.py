@@ -37,12 +37,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Examples:
-    """Training examples in index space: history (item indices, oldest first) or query -> target item."""
+    """Training examples in index space: history (item indices, oldest first) or query -> target item.
+
+    `transition_own`, when given, holds per example the (item index, value) entries added to its transition
+    feature in training: its shopper's own pairs taken out of the counts (ml.pipeline.stages.transition_feature).
+    """
 
     users: list[str]
     histories: list[list[int]]
     queries: list[str | None]
     targets: list[int]
+    transition_own: list[list[tuple[int, float]]] | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -95,6 +100,15 @@ def make_collate(examples: Examples, tokenizer: PreTrainedTokenizerBase, max_his
         batch.update(build_history_tensors([examples.histories[i] for i in ids], max_history))
         batch["is_search"] = torch.tensor([1.0 if examples.queries[i] else 0.0 for i in ids])
         batch["target"] = torch.tensor([examples.targets[i] for i in ids], dtype=torch.long)
+        if examples.transition_own is not None:
+            own = [examples.transition_own[i] for i in ids]
+            width = max(1, max(map(len, own)))  # padding entries add 0.0 to item 0
+            batch["own_idx"] = torch.zeros((len(ids), width), dtype=torch.long)
+            batch["own_val"] = torch.zeros((len(ids), width), dtype=torch.float32)
+            for row, entries in enumerate(own):
+                if entries:
+                    batch["own_idx"][row, : len(entries)] = torch.tensor([j for j, _ in entries], dtype=torch.long)
+                    batch["own_val"][row, : len(entries)] = torch.tensor([v for _, v in entries])
         return batch
 
     def collate(rows: Sequence[tuple[int, ...]]) -> dict[str, torch.Tensor]:

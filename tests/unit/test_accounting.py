@@ -8,9 +8,11 @@ import pytest
 from ml.privacy.accounting import (
     MAX_DENSE_ITEMS,
     PrivacyPlan,
+    capped_pairs,
     composed_epsilon,
     default_delta,
     dp_transition_counts,
+    noisy_counts,
     plan_budget,
 )
 
@@ -129,3 +131,17 @@ def test_counts_refuse_what_they_cannot_do():
         dp_transition_counts([], MAX_DENSE_ITEMS + 1, 8, 1.0, np.random.default_rng(0))
     with pytest.raises(ValueError, match="sequence 1 holds item index 7"):
         dp_transition_counts([[0, 1], [1, 7]], 5, 8, None, np.random.default_rng(0))
+
+
+def test_capped_pairs_then_noisy_counts_are_the_transition_counts():
+    sequences = [list(range(30)), [3, 4, 5, 3, 4], [9, 8]]
+    pairs = capped_pairs(sequences, 30, 5, np.random.default_rng(3))
+    assert [len(p) for p in pairs] == [5, 3, 1]  # the long shopper is capped; (3, 4) counts once
+    assert pairs[1] == [(3, 4), (4, 5), (5, 3)]
+    counts = noisy_counts(pairs, 30, 5, 0.8, np.random.default_rng(3))
+    rng = np.random.default_rng(3)  # one generator through both steps, as dp_transition_counts draws
+    both = noisy_counts(capped_pairs(sequences, 30, 5, rng), 30, 5, 0.8, rng)
+    np.testing.assert_array_equal(both, dp_transition_counts(sequences, 30, 5, 0.8, np.random.default_rng(3)))
+    assert counts.shape == (30, 30)
+    with pytest.raises(ValueError, match="shopper 0 adds 6 pairs, more than per_user=5"):
+        noisy_counts([[(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 6)]], 30, 5, None, np.random.default_rng(0))

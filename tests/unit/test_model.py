@@ -339,3 +339,28 @@ def test_with_trained_encoder_layers_a_step_takes_one_example_per_shopper_and_sa
                                   dp=DPSettings(noise_multiplier=0.5, delta=1e-3, max_grad_norm=1.0))
     assert result.dp is not None and result.dp["examples_per_user"] == 1
     assert "needs a frozen encoder" in caplog.text
+
+
+def test_a_shoppers_own_transition_entries_are_added_to_its_feature_in_flat_and_grouped_batches(tokenizer):
+    model, texts = _model(tokenizer)
+    _with_tables(model, texts)
+    examples = _examples()
+    own = {0: [(3, -0.5), (3, -0.25), (7, -1.0)], 1: [(2, -0.3)], 6: [(11, -0.7)]}  # a repeated item adds up
+    examples.transition_own = [own.get(i, []) for i in range(len(examples))]
+    rows = [(0, 1), (4,), (6, 7)]
+    flat = _grouped(model, examples, [(i,) for r in rows for i in r], per_user=1)
+    grouped = _grouped(model, examples, rows, per_user=2)
+    with torch.no_grad():
+        plain = model.history_features(flat["hist_idx"], flat["hist_mask"])
+        taken = model.history_features(flat["hist_idx"], flat["hist_mask"], flat["own_idx"], flat["own_val"])
+        want = model(**{k: v for k, v in flat.items() if k != "target"})
+        got = model(**{k: v for k, v in grouped.items() if k != "target"})
+    expected = plain[..., 4].clone()
+    for row, i in enumerate(i for r in rows for i in r):
+        for item, value in own.get(i, []):
+            expected[row, item] += value
+    torch.testing.assert_close(taken[..., 4], expected)  # the transition feature only
+    torch.testing.assert_close(taken[..., :4], plain[..., :4])
+    torch.testing.assert_close(taken[..., 5:], plain[..., 5:])
+    torch.testing.assert_close(got[grouped["target"] != -100], want)
+    assert not torch.allclose(want, _logits(model, [examples.histories[i] for r in rows for i in r]))
