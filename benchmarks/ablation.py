@@ -32,6 +32,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "one_example_per_shopper": ("examples_per_user 1 (the pipeline's default)", {"examples_per_user": 1}),
     "no_transition_counts": ("transitions_share 0: DP-SGD takes the whole budget, no item-transition counts",
                              {"dp": {"enabled": True, "transitions_share": 0.0}}),
+    "transitions_floor_2": ("transitions_floor 2 (1): two noise deviations off each count, the pipeline's default",
+                            {"dp": {"enabled": True, "transitions_floor": 2.0}}),
     "transitions_per_user_5": ("each shopper adds at most 5 transitions (8): less noise, fewer pairs",
                                {"dp": {"enabled": True, "transitions_per_user": 5}}),
     "more_dp_sgd_steps": ("max_steps 300 (100): 220 steps at the same epsilon, more noise each",

@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 TRAIN_SET, CASES, SEQUENCES = "train_set.parquet", "cases.parquet", "train_sequences.parquet"
 AUDIT_SHARE = 0.1  # shoppers kept out of training as the membership-inference audit's non-members
-TRANSITION_FLOOR = 2.0
 # DP noise (std) on each coordinate of a step's mean clipped gradient above which the projection and the item
 # bias stay fixed and the rest trains at NOISY_DP_LR_SCALE x the rate. amazon2018 at 256 shoppers a step has
 # 0.005 (trained, those heads left the model below the zero-shot encoder); the synthetic demo at 2,048 has
@@ -256,8 +255,8 @@ def transition_feature(sequences: pd.DataFrame, members: set[str], index_of: dic
     shopper what its own pairs add to that table (item -> [(next item, value)]).
 
     With DP, each shopper adds at most `transitions_per_user` distinct pairs and every cell gets Gaussian
-    noise (the plan's sigma); a floor of TRANSITION_FLOOR noise deviations is then subtracted (post-processing, free
-    under DP) so that noise alone rarely scores.
+    noise (the plan's sigma); a floor of `transitions_floor` noise deviations is then subtracted (post-processing,
+    free under DP) so that noise alone seldom scores.
 
     The second part is for training only (`own_transitions`): a training example reads the table without its
     own shopper's pairs, as a case reads the counts of other shoppers. With them in, the pair from an example's
@@ -275,7 +274,7 @@ def transition_feature(sequences: pd.DataFrame, members: set[str], index_of: dic
     rng = np.random.default_rng(cfg.seed + 1)
     pairs = capped_pairs(per_user, len(index_of), cfg.dp.transitions_per_user, rng)
     counts = noisy_counts(pairs, len(index_of), cfg.dp.transitions_per_user, sigma, rng)
-    floor = TRANSITION_FLOOR * sigma * np.sqrt(cfg.dp.transitions_per_user) if sigma is not None else 0.0
+    floor = cfg.dp.transitions_floor * sigma * np.sqrt(cfg.dp.transitions_per_user) if sigma is not None else 0.0
     table = np.log1p(np.maximum(counts - floor, 0.0)).astype(np.float32)
     own: dict[str, dict[int, list[tuple[int, float]]]] = {}
     for user, user_pairs in zip(by_user.index, pairs, strict=True):

@@ -16,6 +16,7 @@ def test_flat_dp_params_map_onto_the_nested_config():
     ({"examples_per_user": 0}, "examples_per_user must be at least 1"),
     ({"trainable_layers": 9}, "trainable_layers"),
     ({"dp": {"delta": 2.0}}, "delta must be in"),
+    ({"dp": {"transitions_floor": -1}}, "transitions_floor must be in"),
     ({"colour": "red"}, "unknown run parameter"),
 ])
 def test_bad_parameters_say_what_is_wrong(bad, match):

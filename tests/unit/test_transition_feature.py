@@ -29,7 +29,7 @@ def _decayed(table: np.ndarray, history: list[int]) -> np.ndarray:
 @pytest.mark.parametrize("sigma", [None, 0.01])
 def test_a_shoppers_own_entries_give_the_feature_of_the_counts_without_that_shopper(sigma):
     # with DP both tables draw the same noise (no shopper is capped, so the generator draws nothing else)
-    cfg = SimpleNamespace(seed=3, dp=SimpleNamespace(transitions_per_user=8))
+    cfg = SimpleNamespace(seed=3, dp=SimpleNamespace(transitions_per_user=8, transitions_floor=2.0))
     plan = None if sigma is None else SimpleNamespace(transitions_sigma=sigma)
     index_of = {f"i{j}": j for j in range(N_ITEMS)}
     frame = _frame(SEQUENCES)
