@@ -42,6 +42,9 @@ PARAMS = {
     "dp_target_epsilon": Param(D.dp.target_epsilon, type="number", exclusiveMinimum=0, maximum=100),
     "dp_delta": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=0.01,
                       description="Empty means n_users ** -1.1"),
+    "dp_transitions_floor": Param(D.dp.transitions_floor, type="number", minimum=0, maximum=10,
+                                  description="Noise deviations taken off each noised item-transition count; "
+                                              "lower keeps pairs few shoppers share (the amazon2018 benchmarks use 1)"),
     "policy": Param("", type="string", description="Gate policy YAML path; empty for the packaged default"),
     "require_approval": Param(os.environ.get("VETTED_PROFILE", "local") == "prod", type="boolean",
                               description="Hold promotion for a reviewer (default on in the prod profile)"),

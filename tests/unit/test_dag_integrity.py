@@ -25,7 +25,8 @@ def test_recsys_training_wiring(dagbag):
     gate = dag.get_task("gate")
     assert gate.downstream_task_ids >= {"promote", "keep_champion"}
     assert dag.get_task("promote").trigger_rule == "none_failed_min_one_success"
-    assert {"source", "epochs", "max_steps", "batch_size", "policy", "dp_target_epsilon"} <= set(dag.params.keys())
+    assert {"source", "epochs", "max_steps", "batch_size", "policy", "dp_target_epsilon",
+            "dp_transitions_floor"} <= set(dag.params.keys())
     assert dag.get_task("train").queue == "gpu"
 
 
