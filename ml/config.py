@@ -149,7 +149,7 @@ class RunConfig:
     trainable_layers: int = 0
     # examples of each sampled shopper in a training step (all its examples when it has fewer): under DP the
     # shopper's gradient over them is clipped once. A step does up to that many times the work: the quality benchmark
-    # sets 8 for amazon2018's 2,717 shoppers (NDCG@10 up 1.8% on its development split); the demo's 20,000 keep
+    # sets 8 for amazon2018's 2,717 shoppers (NDCG@10 up 1.8% on an earlier development split); the demo's 20,000 keep
     # 1. With trainable_layers > 0 a step takes one per shopper
     examples_per_user: int = 1
     temperature: float = 0.05
