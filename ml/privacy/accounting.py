@@ -239,7 +239,7 @@ def noisy_counts(
     and, when `sigma` is given, Gaussian noise of std sigma * sqrt(per_user) on every cell, clipped at 0."""
     if n_items > MAX_DENSE_ITEMS:
         raise ValueError(
-            f"dp_transition_counts adds noise to every cell of a dense {n_items} x {n_items} matrix, too big "
+            f"the transition counts add noise to every cell of a dense {n_items} x {n_items} matrix, too big "
             f"above {MAX_DENSE_ITEMS} items; set transitions_share=0 to train without the transition signal"
         )
     if sigma is not None and sigma <= 0:
@@ -274,6 +274,4 @@ def dp_transition_counts(
     Each sequence is one shopper's items in time order; a shopper with more than `per_user` distinct pairs
     contributes a random `per_user` of them (drawn with `rng`). `capped_pairs` then `noisy_counts`.
     """
-    if n_items > MAX_DENSE_ITEMS:  # refused before any work
-        return noisy_counts([], n_items, per_user, sigma, rng)
     return noisy_counts(capped_pairs(sequences, n_items, per_user, rng), n_items, per_user, sigma, rng)
