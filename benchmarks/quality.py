@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REAL_CORPUS_SETTINGS, SHARED_DATA, machine, new_context, write  # noqa: E402
+from common import REAL_CORPUS_SETTINGS, SHARED_DATA, branch_context, machine, new_context, write  # noqa: E402
 
 DATASETS = {"amazon2018": "amazon2018-industrial", "coat": "coat"}
 PUBLISHED = {"amazon2018": {"name": "MiniOneRec (1.5B+ LLM, GPUs)", "hr_at_10": 0.1586, "ndcg_at_10": 0.1167}}
@@ -35,34 +35,56 @@ def run(source: str, path: Path, seed: int) -> dict:
     for stage in ("ingest", "features", "train", "evaluate"):
         getattr(stages, stage)(ctx)
     ev, tr = ctx.read("evaluate"), ctx.read("train")
+    # the same model trained without DP on the same features: what user-level DP costs against non-private baselines
+    # (it cannot ship: the gate requires DP)
+    no_dp = branch_context(ctx, f"quality-{source}-no-dp", {"dp": {"enabled": False}})
+    stages.train(no_dp)
+    stages.evaluate(no_dp)
+    ev_no_dp = no_dp.read("evaluate")
     return {"seed": seed, "n_cases": ev["n_cases"], "privacy": {k: tr["privacy"].get(k) for k in ("dp", "epsilon", "delta")},
             "candidate": ev["candidate"], "baselines": ev["baselines"], "best_baseline": ev["best_baseline"],
-            "user_ndcg_ratio": ev["user_ndcg_ratio"], "rerank": ev["rerank"]}
+            "user_ndcg_ratio": ev["user_ndcg_ratio"], "rerank": ev["rerank"],
+            "no_dp": {"candidate": ev_no_dp["candidate"], "rerank": ev_no_dp["rerank"]}}
+
+
+def _not_reranked(rerank: dict) -> float:
+    return next(t["ndcg"] for t in rerank["tradeoff"] if t["min_tail_share"] == 0.0)
 
 
 def seed_summary(r: dict) -> dict:
     """One seed's headline: the candidate re-ranked and not, against the best baseline of that seed."""
     k = 10
-    plain = next(t["ndcg"] for t in r["rerank"]["tradeoff"] if t["min_tail_share"] == 0.0)
+    plain = _not_reranked(r["rerank"])
     best = r["baselines"][r["best_baseline"]]["metrics"][f"ndcg_at_{k}"]
     ndcg = r["candidate"]["metrics"][f"ndcg_at_{k}"]
+    no_dp = r["no_dp"]["candidate"]["metrics"][f"ndcg_at_{k}"]
+    no_dp_plain = _not_reranked(r["no_dp"]["rerank"])
     return {"seed": r["seed"], "candidate_ndcg": ndcg, "candidate_ndcg_no_rerank": plain,
             "best_baseline": r["best_baseline"], "best_baseline_ndcg": best,
-            "ratio": ndcg / best, "ratio_no_rerank": plain / best}
+            "ratio": ndcg / best, "ratio_no_rerank": plain / best,
+            "no_dp_ndcg": no_dp, "no_dp_ndcg_no_rerank": no_dp_plain,
+            "no_dp_ratio": no_dp / best, "no_dp_ratio_no_rerank": no_dp_plain / best}
 
 
 def seeds_table(summaries: list[dict]) -> list[str]:
     out = ["", "Across seeds (each seed draws its own DP noise and its own membership-audit shoppers, whom "
-           "neither the candidate nor the baselines learn from):", "",
+           "neither the candidate nor the baselines learn from). Without DP: the same model and settings trained "
+           "without DP on the same features, as the baselines are; it cannot ship (the gate requires DP), and it "
+           "measures what user-level DP costs:", "",
            "| seed | candidate (re-ranked) | candidate (not re-ranked) | best baseline | x best (re-ranked) | "
-           "x best (not re-ranked) |", "|---|---|---|---|---|---|"]
+           "x best (not re-ranked) | without DP (re-ranked) | without DP (not re-ranked) | x best without DP "
+           "(re-ranked / not) |", "|---|---|---|---|---|---|---|---|---|"]
     out += [f"| {s['seed']} | {s['candidate_ndcg']:.4f} | {s['candidate_ndcg_no_rerank']:.4f} | "
-            f"{s['best_baseline']} {s['best_baseline_ndcg']:.4f} | {s['ratio']:.3f} | {s['ratio_no_rerank']:.3f} |"
-            for s in summaries]
-    mean = {key: sum(s[key] for s in summaries) / len(summaries)
-            for key in ("candidate_ndcg", "candidate_ndcg_no_rerank", "best_baseline_ndcg", "ratio", "ratio_no_rerank")}
+            f"{s['best_baseline']} {s['best_baseline_ndcg']:.4f} | {s['ratio']:.3f} | {s['ratio_no_rerank']:.3f} | "
+            f"{s['no_dp_ndcg']:.4f} | {s['no_dp_ndcg_no_rerank']:.4f} | {s['no_dp_ratio']:.3f} / "
+            f"{s['no_dp_ratio_no_rerank']:.3f} |" for s in summaries]
+    keys = ("candidate_ndcg", "candidate_ndcg_no_rerank", "best_baseline_ndcg", "ratio", "ratio_no_rerank",
+            "no_dp_ndcg", "no_dp_ndcg_no_rerank", "no_dp_ratio", "no_dp_ratio_no_rerank")
+    mean = {key: sum(s[key] for s in summaries) / len(summaries) for key in keys}
     out.append(f"| mean | {mean['candidate_ndcg']:.4f} | {mean['candidate_ndcg_no_rerank']:.4f} | "
-               f"{mean['best_baseline_ndcg']:.4f} | {mean['ratio']:.3f} | {mean['ratio_no_rerank']:.3f} |")
+               f"{mean['best_baseline_ndcg']:.4f} | {mean['ratio']:.3f} | {mean['ratio_no_rerank']:.3f} | "
+               f"{mean['no_dp_ndcg']:.4f} | {mean['no_dp_ndcg_no_rerank']:.4f} | {mean['no_dp_ratio']:.3f} / "
+               f"{mean['no_dp_ratio_no_rerank']:.3f} |")
     return out
 
 
@@ -87,6 +109,9 @@ def markdown(results: dict) -> str:
                     f"{beyond.get('gini_exposure') or 0:.3f} | {provider.get('ratio') or 0:.3f} |")
 
         out.append(row("**candidate** (re-ranked)", m, r["candidate"]["beyond"], r["candidate"]["provider"]))
+        if r.get("no_dp"):
+            c = r["no_dp"]["candidate"]
+            out.append(row("the same model without DP (re-ranked; cannot ship)", c["metrics"], c["beyond"], c["provider"]))
         for name, b in r["baselines"].items():
             out.append(row(name, b["metrics"], b["beyond"], b["provider"]))
         if r.get("published"):
