@@ -27,6 +27,12 @@ AUDIT_SHARE = 0.1  # shoppers kept out of training as the membership-inference a
 # 0.005 (trained, those heads left the model below the zero-shot encoder); the synthetic demo at 2,048 has
 # 0.0008 (they carry its popularity and category signal). Measured: benchmarks/results/quality.md.
 NOISY_DP_STEP = 0.004
+# The same noise against what one item's bias sees in a step: the expected number of sampled shoppers per catalogue
+# item. Above this the item bias (one coordinate per item) is mostly noise however quiet the step is overall:
+# amazon2018 (3,686 items, 256 shoppers a step) has 13.7 at epsilon 16 (0.0037 on the rule above, so the heads
+# trained, and NDCG@10 fell to 0.0777 against 0.1050 at epsilon 8, measured) and 19.6 at epsilon 8; the synthetic
+# demo (1,200 items, 2,048 shoppers a step) has 0.97 at epsilon 8.
+NOISY_DP_ITEM_STEP = 4.0
 NOISY_DP_LR_SCALE = 0.1
 RERANK_POOL = 50  # candidates the fair re-ranker chooses from
 RERANK_SHARES = (0.0, 0.1, 0.2, 0.3, 0.4)  # settings of the NDCG-vs-exposure trade-off table
@@ -132,6 +138,16 @@ def split_audit_users(users: np.ndarray, seed: int) -> tuple[set[str], set[str]]
     return set(users) - audit, audit
 
 
+def dense_heads_too_noisy(noise_multiplier: float, shoppers_per_step: float, n_items: int) -> bool:
+    """Whether DP-SGD's noise would drown the dense heads (history projection, item bias), which then stay fixed
+    (BiEncoder.freeze_dense_heads): too much noise on each coordinate of a step's mean gradient (NOISY_DP_STEP), or
+    too much against the shoppers a step brings each item (NOISY_DP_ITEM_STEP)."""
+    if shoppers_per_step <= 0:
+        raise ValueError(f"shoppers_per_step must be positive, got {shoppers_per_step}")
+    return (noise_multiplier / shoppers_per_step > NOISY_DP_STEP
+            or noise_multiplier * n_items / shoppers_per_step > NOISY_DP_ITEM_STEP)
+
+
 def train(ctx: RunContext) -> dict[str, Any]:
     """Fine-tune the bi-encoder (DP-SGD at user level when on); log to MLflow; save the model folder."""
     import mlflow
@@ -187,7 +203,8 @@ def train(ctx: RunContext) -> dict[str, Any]:
     if len(items) <= MAX_DENSE_ITEMS:  # public catalogue text only: no privacy cost
         model.set_lexical(lexical_similarity(items["title"].fillna("").astype(str).tolist(), texts))
     learning_rate = cfg.dp.learning_rate if dp else cfg.learning_rate
-    if dp is not None and plan is not None and plan.noise_multiplier / (sample_rate * n_users) > NOISY_DP_STEP:
+    if dp is not None and plan is not None and dense_heads_too_noisy(plan.noise_multiplier, sample_rate * n_users,
+                                                                     len(items)):
         model.freeze_dense_heads()  # too few shoppers a step for per-item parameters (BiEncoder.freeze_dense_heads)
         learning_rate *= NOISY_DP_LR_SCALE  # the scalar heads left: noise would swing them by several logits
     elif dp is not None:
