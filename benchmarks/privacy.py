@@ -21,7 +21,7 @@ from common import REAL_CORPUS_SETTINGS, SHARED_DATA, branch_context, machine, m
 SETTINGS = {"eps1": {"dp": {"enabled": True, "target_epsilon": 1.0}},
             "eps3": {"dp": {"enabled": True, "target_epsilon": 3.0}},
             "eps8": {"dp": {"enabled": True, "target_epsilon": 8.0}},
-            # above the gate's epsilon 8: where the privacy-utility curve meets the quality target (issue 4)
+            # above the gate's epsilon 8: what twice the budget buys toward the quality target on this corpus
             "eps16": {"dp": {"enabled": True, "target_epsilon": 16.0}},
             "no_dp": {"dp": {"enabled": False}}}
 

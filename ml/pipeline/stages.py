@@ -29,9 +29,9 @@ AUDIT_SHARE = 0.1  # shoppers kept out of training as the membership-inference a
 NOISY_DP_STEP = 0.004
 # The same noise against what one item's bias sees in a step: the expected number of sampled shoppers per catalogue
 # item. Above this the item bias (one coordinate per item) is mostly noise however quiet the step is overall:
-# amazon2018 (3,686 items, 256 shoppers a step) has 13.7 at epsilon 16 (0.0037 on the rule above, so the heads
-# trained, and NDCG@10 fell to 0.0777 against 0.1050 at epsilon 8, measured) and 19.6 at epsilon 8; the synthetic
-# demo (1,200 items, 2,048 shoppers a step) has 0.97 at epsilon 8.
+# amazon2018 (3,686 items, 256 shoppers a step) has 19.6 at epsilon 8 and 13.7 at epsilon 16, where the rule above
+# alone (0.0037) let the heads train and NDCG@10 fell to 0.0777 (0.1077 with them fixed; 0.1050 at epsilon 8:
+# benchmarks/results/privacy.md); the synthetic demo (1,200 items, 2,048 shoppers a step) has 0.97 at epsilon 8.
 NOISY_DP_ITEM_STEP = 4.0
 NOISY_DP_LR_SCALE = 0.1
 RERANK_POOL = 50  # candidates the fair re-ranker chooses from
