@@ -5,8 +5,9 @@ on amazon2018-industrial and Coat.
     python benchmarks/quality.py --split dev  # amazon2018's development split (no test target read)
 
 Every test row of amazon2018-industrial is one case ranked against all items (the published protocol);
-MiniOneRec's published figures on that split are put beside ours. Writes benchmarks/results/quality.json
-and quality.md.
+MiniOneRec's published figures on that split are put beside ours. Each seed also trains the same model without DP
+on the same features, as the baselines are trained: what user-level DP costs (that model cannot pass the gate).
+Writes benchmarks/results/quality.json and quality.md.
 
 A change to the model or its settings is compared on the development split first
 (`ml.data.amazon2018.development_split`: the test split's training data, each shopper's last item held out;
@@ -52,7 +53,8 @@ def _not_reranked(rerank: dict) -> float:
 
 
 def seed_summary(r: dict) -> dict:
-    """One seed's headline: the candidate re-ranked and not, against the best baseline of that seed."""
+    """One seed's headline: the candidate, and the same model without DP, re-ranked and not, against the best
+    baseline of that seed."""
     k = 10
     plain = _not_reranked(r["rerank"])
     best = r["baselines"][r["best_baseline"]]["metrics"][f"ndcg_at_{k}"]

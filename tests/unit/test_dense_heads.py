@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from ml.config import RunConfig
 from ml.pipeline.stages import NOISY_DP_ITEM_STEP, NOISY_DP_STEP, dense_heads_too_noisy
 from ml.privacy.accounting import plan_budget
 from ml.training.train import planned_steps
 
 
 def _noise(n_users: int, batch_size: int, epsilon: float) -> tuple[float, float]:
-    """The pipeline's DP-SGD noise multiplier and expected shoppers a step (default budget split, 100 steps)."""
-    steps, sample_rate = planned_steps(n_users, batch_size, 20, 100)
-    plan = plan_budget(epsilon, n_users**-1.1, sample_rate, steps, 0.85, 8)
+    """The pipeline's DP-SGD noise multiplier and expected shoppers a step, at the default training budget and split."""
+    cfg = RunConfig()
+    steps, sample_rate = planned_steps(n_users, batch_size, cfg.epochs, cfg.max_steps)
+    plan = plan_budget(epsilon, n_users**-1.1, sample_rate, steps, cfg.dp.transitions_share, cfg.dp.transitions_per_user)
     return plan.noise_multiplier, sample_rate * n_users
 
 
