@@ -129,6 +129,9 @@ class DPConfig:
     # 1.5 0.1151, 2 0.1108, 3 0.1093; seed 8: 1 0.1161, 1.5 0.1149, 2 0.1092. The synthetic demo (20,000 shoppers,
     # many pairs each) wants more: candidate 0.2257 at 2, 0.2073 at 1 (below its co-occurrence baseline, 0.2069 x 1.05)
     transitions_floor: float = 2.0
+    # DP noise and DP-SGD's sample of shoppers from the OS CSPRNG (ml.privacy.noise) instead of a seeded generator:
+    # None = on in the prod profile, off in local (reproducible from the seed, faster); `secure_rng_on` decides
+    secure_rng: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
 
     from ml.data.ingest import read_lake
     from ml.privacy.accounting import MAX_DENSE_ITEMS, default_delta, plan_budget
+    from ml.privacy.noise import SECURE_SOURCE, secure_rng_on
     from ml.registry.tracking import configure, flat_params, start_attempt
     from ml.training.distributed import train_data_parallel, world_size_for
     from ml.training.encoder import item_texts, load_encoder
@@ -179,15 +180,18 @@ def train(ctx: RunContext) -> dict[str, Any]:
     steps, sample_rate = planned_steps(n_users, cfg.batch_size, cfg.epochs, cfg.max_steps)
     plan = None
     dp = None
+    secure = cfg.dp.enabled and secure_rng_on(cfg.dp.secure_rng, settings.profile)
     if cfg.dp.enabled:
         delta = cfg.dp.delta or default_delta(n_users)
         plan = plan_budget(cfg.dp.target_epsilon, delta, sample_rate, steps, cfg.dp.transitions_share,
                            cfg.dp.transitions_per_user)
-        dp = DPSettings(noise_multiplier=plan.noise_multiplier, delta=delta, max_grad_norm=cfg.dp.max_grad_norm)
+        dp = DPSettings(noise_multiplier=plan.noise_multiplier, delta=delta, max_grad_norm=cfg.dp.max_grad_norm,
+                        secure_rng=secure)
 
     transitions = None
     if cfg.dp.transitions_share > 0:
-        transitions, own = transition_feature(pd.read_parquet(ctx.path(SEQUENCES)), members, index_of, cfg, plan)
+        transitions, own = transition_feature(pd.read_parquet(ctx.path(SEQUENCES)), members, index_of, cfg, plan,
+                                              secure)
         model_transitions = torch.as_tensor(transitions)
         examples.transition_own = [own_transitions(h, own.get(u, {}), cfg.max_history)
                                    for u, h in zip(examples.users, examples.histories, strict=True)]
@@ -228,7 +232,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
             max_query_tokens=cfg.max_query_tokens, max_item_tokens=cfg.max_item_tokens, seed=cfg.seed, dp=dp,
             examples_per_user=cfg.examples_per_user, on_epoch=on_epoch)
         privacy: dict[str, Any] = {"dp": cfg.dp.enabled, "unit": "user" if cfg.dp.enabled else "none",
-                                   "n_users": n_users}
+                                   "n_users": n_users, "secure_rng": secure}
         if plan is not None and result.dp is not None:
             from ml.privacy.accounting import composed_epsilon
 
@@ -243,7 +247,9 @@ def train(ctx: RunContext) -> dict[str, Any]:
                                             "examples_per_user": result.dp["examples_per_user"]}]
                             + ([{"name": "item-transition counts (Gaussian mechanism, per-shopper pairs capped)",
                                  "epsilon_alone": plan.epsilon_transitions, "sigma": plan.transitions_sigma,
-                                 "pairs_per_shopper": cfg.dp.transitions_per_user}] if transitions is not None else []),
+                                 "pairs_per_shopper": cfg.dp.transitions_per_user,
+                                 "noise_source": SECURE_SOURCE if secure else "seeded numpy generator"}]
+                               if transitions is not None else []),
                             "accountant": "rdp", **{k: v for k, v in result.dp.items() if k != "epsilon_sgd"}})
             mlflow.log_metrics({"privacy.epsilon": total, "privacy.delta": plan.delta,
                                 "privacy.noise_multiplier": result.dp["noise_multiplier"],
@@ -267,13 +273,15 @@ def train(ctx: RunContext) -> dict[str, Any]:
 
 
 def transition_feature(sequences: pd.DataFrame, members: set[str], index_of: dict[str, int], cfg: Any,
-                       plan: Any) -> tuple[np.ndarray, dict[str, dict[int, list[tuple[int, float]]]]]:
+                       plan: Any, secure: bool = False
+                       ) -> tuple[np.ndarray, dict[str, dict[int, list[tuple[int, float]]]]]:
     """log1p of item -> next-item counts over the training shoppers' sequences, for the hybrid score, and per
     shopper what its own pairs add to that table (item -> [(next item, value)]).
 
     With DP, each shopper adds at most `transitions_per_user` distinct pairs and every cell gets Gaussian
     noise (the plan's sigma); a floor of `transitions_floor` noise deviations is then subtracted (post-processing,
-    free under DP) so that noise alone seldom scores.
+    free under DP) so that noise alone seldom scores. The noise comes from the OS CSPRNG when `secure`, else from
+    a generator seeded with the run's seed (ml.privacy.noise).
 
     The second part is for training only (`own_transitions`): a training example reads the table without its
     own shopper's pairs, as a case reads the counts of other shoppers. With them in, the pair from an example's
@@ -283,6 +291,7 @@ def transition_feature(sequences: pd.DataFrame, members: set[str], index_of: dic
     accounting is unchanged. The saved model holds the table alone.
     """
     from ml.privacy.accounting import capped_pairs, noisy_counts
+    from ml.privacy.noise import SecureRandom
 
     rows = sequences[sequences["user_id"].isin(members)].sort_values(["user_id", "position"])
     by_user = rows.groupby("user_id")["item_id"].agg(list)
@@ -290,7 +299,7 @@ def transition_feature(sequences: pd.DataFrame, members: set[str], index_of: dic
     sigma = plan.transitions_sigma if plan is not None else None
     rng = np.random.default_rng(cfg.seed + 1)
     pairs = capped_pairs(per_user, len(index_of), cfg.dp.transitions_per_user, rng)
-    counts = noisy_counts(pairs, len(index_of), cfg.dp.transitions_per_user, sigma, rng)
+    counts = noisy_counts(pairs, len(index_of), cfg.dp.transitions_per_user, sigma, SecureRandom() if secure else rng)
     floor = cfg.dp.transitions_floor * sigma * np.sqrt(cfg.dp.transitions_per_user) if sigma is not None else 0.0
     table = np.log1p(np.maximum(counts - floor, 0.0)).astype(np.float32)
     own: dict[str, dict[int, list[tuple[int, float]]]] = {}
@@ -503,6 +512,7 @@ def _version_tags(ctx: RunContext) -> dict[str, str]:
         "quality.best_baseline_ndcg_at_10": ev["best_baseline_ndcg"],
         "privacy.dp": str(bool(privacy["dp"])).lower(),
         "privacy.unit": privacy["unit"],
+        "privacy.secure_rng": str(bool(privacy.get("secure_rng"))).lower(),
         "privacy.mia_auc": ev["mia"]["auc"],
         "fairness.provider_exposure_ratio": ev["provider_exposure_ratio"],
         "drift.share": ev["drift"]["share_drifted"],

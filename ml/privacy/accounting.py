@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from ml.privacy.noise import NoiseSource
+
 log = logging.getLogger(__name__)
 
 ACCOUNTANT = "rdp"  # opacus.accountants.RDPAccountant, default orders
@@ -233,10 +235,13 @@ def capped_pairs(
 
 def noisy_counts(
     pairs: Sequence[Sequence[tuple[int, int]]], n_items: int, per_user: int, sigma: float | None,
-    rng: np.random.Generator,
+    noise: NoiseSource,
 ) -> np.ndarray:
     """The n_items x n_items (float32) counts of the shoppers' pairs (`capped_pairs`: at most `per_user` each)
-    and, when `sigma` is given, Gaussian noise of std sigma * sqrt(per_user) on every cell, clipped at 0."""
+    and, when `sigma` is given, Gaussian noise of std sigma * sqrt(per_user) on every cell, clipped at 0.
+
+    `noise` is where the Gaussians come from: `ml.privacy.noise.SecureRandom` in production, a seeded numpy
+    generator where the counts must be reproducible (`ml.privacy.noise.noise_source`)."""
     if n_items > MAX_DENSE_ITEMS:
         raise ValueError(
             f"the transition counts add noise to every cell of a dense {n_items} x {n_items} matrix, too big "
@@ -256,7 +261,7 @@ def noisy_counts(
         block = max(1, (1 << 22) // n_items)  # noise drawn in blocks of rows: bounded extra memory
         for r0 in range(0, n_items, block):
             r1 = min(n_items, r0 + block)
-            counts[r0:r1] += rng.standard_normal((r1 - r0, n_items), dtype=np.float32) * scale
+            counts[r0:r1] += noise.standard_normal((r1 - r0, n_items), dtype=np.float32) * scale
         np.maximum(counts, 0.0, out=counts)
     return counts
 
@@ -267,11 +272,14 @@ def dp_transition_counts(
     per_user: int,
     sigma: float | None,
     rng: np.random.Generator,
+    noise: NoiseSource | None = None,
 ) -> np.ndarray:
     """Item-transition counts (n_items x n_items, float32) with per-shopper contributions bounded and, when
     `sigma` is given, Gaussian noise of std sigma * sqrt(per_user) on every cell, clipped at 0.
 
     Each sequence is one shopper's items in time order; a shopper with more than `per_user` distinct pairs
-    contributes a random `per_user` of them (drawn with `rng`). `capped_pairs` then `noisy_counts`.
+    contributes a random `per_user` of them (drawn with `rng`). The noise comes from `noise` (default `rng`).
+    `capped_pairs` then `noisy_counts`.
     """
-    return noisy_counts(capped_pairs(sequences, n_items, per_user, rng), n_items, per_user, sigma, rng)
+    pairs = capped_pairs(sequences, n_items, per_user, rng)
+    return noisy_counts(pairs, n_items, per_user, sigma, rng if noise is None else noise)

@@ -53,6 +53,8 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
         lines += [
             f"- User-level DP-SGD: **epsilon {_f(privacy.get('epsilon'), 3)} at delta {privacy.get('delta'):.3g}** "
             f"(unit: one shopper; accountant {privacy.get('accountant')}).",
+            "- DP noise and sampling from " + ("the OS CSPRNG (secure RNG on)." if privacy.get("secure_rng")
+                                               else "a seeded generator (secure RNG off: not for production)."),
             "- What the epsilon covers: everything the model learned from shoppers. Mechanisms:",
         ]
         for m in privacy.get("mechanisms", []):

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypedDict, cast
@@ -21,10 +22,11 @@ from typing import TYPE_CHECKING, TypedDict, cast
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from ml.privacy.noise import SECURE_SOURCE, SecureRandom
 from ml.training.encoder import tokenize
 from ml.training.model import BiEncoder, build_history_tensors
 
@@ -152,6 +154,9 @@ class DPSettings:
     noise_multiplier: float
     delta: float
     max_grad_norm: float
+    # the Gaussian noise and the Poisson sample of shoppers from the OS CSPRNG (ml.privacy.noise): not reproducible
+    # from the seed; off, Opacus draws from torch's generator seeded with the run's seed
+    secure_rng: bool = False
 
 
 class DPInfo(TypedDict):
@@ -166,6 +171,8 @@ class DPInfo(TypedDict):
     delta: float
     clipping: str
     examples_per_user: int
+    secure_rng: bool
+    noise_source: str
 
 
 @dataclass
@@ -179,6 +186,48 @@ class TrainResult:
     epoch_metrics: list[dict[str, float]] = field(default_factory=list)
     dp: DPInfo | None = None
     world_size: int = 1
+
+
+class SecurePoissonBatches(Sampler[list[int]]):
+    """DP-SGD's sample of shoppers from the OS CSPRNG: each shopper joins each of the `batches_per_epoch`
+    batches independently with probability 1 / batches_per_epoch (Opacus' Poisson sampling; its own needs
+    torchcsprng for a secure generator). A batch may be empty."""
+
+    def __init__(self, n: int, batches_per_epoch: int) -> None:
+        self.n, self.batches_per_epoch = n, batches_per_epoch
+        self.source = SecureRandom()
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rate = 1.0 / self.batches_per_epoch
+        for _ in range(self.batches_per_epoch):
+            yield np.flatnonzero(self.source.random(self.n) < rate).tolist()
+
+
+def use_secure_noise(optimizer: DPOptimizer) -> None:
+    """Make a single-process Opacus optimizer draw its Gaussian noise from the OS CSPRNG.
+
+    Opacus' `secure_mode` would do this with torchcsprng, which is not installed; this replaces the optimizer's
+    `add_noise` (DPOptimizer and its ghost-clipping subclass, Opacus 1.6) by the same step with
+    `ml.privacy.noise.SecureRandom`'s draws: same standard deviation, same bookkeeping of processed gradients,
+    and, like `secure_mode`, each value a sum of Gaussians that resists floating-point attacks."""
+    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+    source = SecureRandom()
+
+    def add_noise() -> None:
+        multiplier = getattr(optimizer, "_adjusted_noise_multiplier", optimizer.noise_multiplier)
+        std = float(multiplier) * float(cast(float, optimizer.max_grad_norm))
+        for p in optimizer.params:
+            _check_processed_flag(p.summed_grad)
+            noise = torch.from_numpy(source.standard_normal(tuple(p.summed_grad.shape)) * std)
+            p.grad = (p.summed_grad + noise.to(p.summed_grad.device, p.summed_grad.dtype)).view_as(p)
+            _mark_as_processed(p.summed_grad)
+
+    setattr(optimizer, "add_noise", add_noise)  # noqa: B010 (an instance attribute overrides the method)
+    optimizer.secure_mode = True
 
 
 def planned_steps(n_users: int, batch_size: int, epochs: int, max_steps: int) -> tuple[int, float]:
@@ -237,6 +286,11 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
     """
     if len(examples) == 0:
         raise ValueError("no training examples: the training window holds no shopper with two interactions")
+    secure = dp is not None and dp.secure_rng
+    if secure and distributed:
+        raise ValueError("dp.secure_rng draws DP-SGD's sample of shoppers from the OS in one process, but the ranks "
+                         "of a data-parallel run share a seeded sample: train with world_size=1, or set "
+                         "dp.secure_rng=false for a data-parallel run")
     torch.manual_seed(seed)
     dev = pick_device(device)
     model.to(dev)
@@ -265,6 +319,13 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
 
         world_size = torch.distributed.get_world_size()
         loader = ddp.shard_loader(dataset, collate, batch_size=batch_size, poisson=dp is not None, seed=seed)
+    elif secure:  # Opacus keeps this sample (poisson_sampling=False below): an empty draw gives an empty target
+
+        def collate_or_empty(rows: Sequence[tuple[int, ...]]) -> dict[str, torch.Tensor]:
+            return collate(rows) if rows else {"target": torch.zeros(0, dtype=torch.long)}
+
+        loader = DataLoader(dataset, batch_sampler=SecurePoissonBatches(len(dataset), math.ceil(len(dataset) / batch_size)),
+                            collate_fn=collate_or_empty)
     else:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
                             generator=torch.Generator().manual_seed(seed))
@@ -278,7 +339,10 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
     if dp is not None:
         from opacus import PrivacyEngine
 
-        engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+        with warnings.catch_warnings():
+            if secure:  # its warning is about Opacus' own generator, which secure_rng replaces below
+                warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            engine = PrivacyEngine(accountant="rdp", secure_mode=False)
         model.train()
         if distributed:  # DPDDP: rank 0's weights everywhere, and make_private picks the distributed optimizer
             from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
@@ -287,10 +351,12 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
         # distributed: the shard loader already draws the global Poisson sample, so Opacus keeps it
         module, optimizer, criterion, loader = engine.make_private(
             module=module, optimizer=optimizer, criterion=criterion, data_loader=loader,
-            noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm, poisson_sampling=not distributed,
-            grad_sample_mode="ghost")
-        if distributed:  # what poisson_sampling=True would have set
+            noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+            poisson_sampling=not (distributed or secure), grad_sample_mode="ghost")
+        if distributed or secure:  # what poisson_sampling=True would have set
             cast("AbstractGradSampleModule", module).forbid_grad_accumulation()
+        if secure:
+            use_secure_noise(cast("DPOptimizer", optimizer))
     elif distributed:
         for p in model.parameters():  # the ranks start from rank 0's weights
             torch.distributed.broadcast(p.data, 0)
@@ -360,6 +426,8 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
             "delta": dp.delta,
             "clipping": "ghost (per shopper)",
             "examples_per_user": per_user,
+            "secure_rng": secure,
+            "noise_source": SECURE_SOURCE if secure else f"torch generator seeded with {seed}",
         }
         if hasattr(module, "_close"):
             cast("AbstractGradSampleModule", module)._close()

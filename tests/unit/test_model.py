@@ -364,3 +364,18 @@ def test_a_shoppers_own_transition_entries_are_added_to_its_feature_in_flat_and_
     torch.testing.assert_close(taken[..., 5:], plain[..., 5:])
     torch.testing.assert_close(got[grouped["target"] != -100], want)
     assert not torch.allclose(want, _logits(model, [examples.histories[i] for r in rows for i in r]))
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_dp_training_is_reproducible_from_the_seed_only_with_secure_rng_off(tokenizer, secure):
+    trained = []
+    for _ in range(2):
+        model, texts = _model(tokenizer)
+        model.freeze_dense_heads()
+        result = train_bi_encoder(model, tokenizer, _examples(), texts, epochs=1, max_steps=3, batch_size=8,
+                                  learning_rate=0.2, max_history=MAX_HISTORY, max_query_tokens=8, max_item_tokens=16,
+                                  seed=3, dp=DPSettings(noise_multiplier=1.0, delta=1e-3, max_grad_norm=1.0,
+                                                        secure_rng=secure))
+        assert result.dp is not None and result.dp["secure_rng"] is secure and result.steps == 3
+        trained.append(model.feature_weights.weight.detach().clone())
+    assert torch.equal(trained[0], trained[1]) is not secure
