@@ -2,11 +2,21 @@
 
 Two kinds of finding:
 - PII: whatever the PIIScrubber finds in text (e-mail, phone, card, ...), kind = the scrubber's kind;
-- RAW_ID: one of the shoppers' raw ids, found as a whole token (not glued to letters, digits or "_") in
-  text; in binary files, ids of 8+ bytes as whole tokens and shorter ones where stored as strings (quoted or
-  pickled), since 5 letters turn up by chance in megabytes of weights. After ingestion only pseudonyms may
-  appear anywhere. Ids shorter than 4 characters, and ids that are also words of the public catalog text
-  (when given), cannot be told from ordinary text and are not searched (a warning says how many).
+- RAW_ID: one of the shoppers' raw ids. After ingestion only pseudonyms may appear anywhere.
+
+Raw ids are checked in one of two ways, by how well they can be told apart from other text:
+- "token" ids (4+ characters, not only digits, and not a word of the public catalogue text) are searched as
+  whole tokens (not glued to letters, digits or "_") in all text; in binary files, ids of 8+ bytes as whole
+  tokens and shorter ones where stored as strings (quoted or pickled), since 5 letters turn up by chance in
+  megabytes of weights.
+- "shopper-field" ids: shorter ones ("A7"), numbers of under 12 digits ("4521": counts, indices and item ids
+  look the same) and ids that are also words of the catalogue's titles, descriptions, brands or item ids
+  ("A276" in "ASTM A276": public item text, not a leak) are checked only where shopper data flows: as the
+  whole value of a shopper field (a parquet or CSV column, JSON key, param or tag named for shoppers: user,
+  shopper, customer, ...) and as the token right after such a name in text ("user A276", "user_id=A276",
+  '"customer": "A276"'). Searched everywhere, they would flag every artifact holding item text or numbers.
+A value that is one whole catalogue text (a title, a brand) is public: the PII analyzer is not run on it.
+`RawIdMatcher.report()` counts the ids checked each way and the shopper fields and mentions checked.
 
 Files are read by type: text-like files line by line in bounded windows; parquet by string column and row
 batch; HTML by its visible text and its JSON data payloads (an Evidently report embeds a multi-megabyte
@@ -71,6 +81,21 @@ class PIIFinding:
 
 # --------------------------------------------------------------------------------------------- raw ids
 MAX_PREFIXES = 5000  # ids with punctuation inside ("shopper-00042") are found from their first word
+MIN_TOKEN_DIGITS = 12  # all-digit ids shorter than this look like counts, indices, timestamps and item ids
+# a name that says a field holds shoppers: user, user_id, userId, shopper-ids, customer, reviewer, ...
+SHOPPER_NAME = r"(?:user|shopper|customer|reviewer|buyer|member|client|visitor|account|person)(?:[ _-]?ids?)?"
+_SHOPPER_FIELD = re.compile(rf"(?:raw[ _-]?)?{SHOPPER_NAME}s?", re.IGNORECASE)
+# a shopper name, then up to 5 separator characters (quotes, ":", "=", spaces), then the value
+_SHOPPER_MENTION = re.compile(
+    rf"(?<![A-Za-z0-9_]){SHOPPER_NAME}s?(?![A-Za-z0-9_])[\"'\s:=]{{1,5}}([^\s\"'<>,;:=(){{}}\[\]]+)", re.IGNORECASE
+)
+
+
+def is_shopper_field(name: str) -> bool:
+    """Whether a column, key, param or tag name says it holds shoppers: its last part ("tag:data.user_id" ->
+    "user_id") is a shopper name ("user_id", "userId", "shopper", "raw_customer_ids"); "n_users" is a count."""
+    last = re.split(r"[:./]", str(name).strip().strip("\"'"))[-1]
+    return bool(_SHOPPER_FIELD.fullmatch(re.sub(r"(?<=[a-z])(?=[A-Z])", "_", last)))  # userId -> user_Id
 
 
 class _WholeTokens:
@@ -147,39 +172,43 @@ class _WholeTokens:
 
 
 class RawIdMatcher:
-    """Finds raw ids as whole tokens in text and in bytes, fast for any number of ids.
+    """Finds raw ids: as whole tokens in text and bytes (token ids), and as values of shopper fields (all ids).
 
-    `public_texts` (the catalog's titles and descriptions): ids that are also words there ("A312", a steel
-    standard) would flag every artifact holding item text, so they are not searched, and a warning says so.
+    `public_texts` (the catalogue's item ids, titles, descriptions, brands): ids that are also words there
+    ("A312", a steel standard) are checked as shopper-field values only, like short and numeric ids (module
+    docstring). `report()` says how many ids were checked which way, and how many shopper values were compared.
     """
 
     def __init__(
         self, raw_ids: Collection[str], min_chars: int = MIN_RAW_ID_CHARS, public_texts: Iterable[str] = ()
     ) -> None:
-        ids = {str(i) for i in raw_ids if i is not None and str(i)}
-        kept = {i for i in ids if len(i) >= min_chars and "\n" not in i}
-        self.skipped = len(ids) - len(kept)
-        if self.skipped:
-            log.warning(
-                "%d raw id(s) shorter than %d characters are not searched (they cannot be told apart from "
-                "ordinary numbers and words)",
-                self.skipped,
-                min_chars,
-            )
+        ids = {str(i).strip() for i in raw_ids if i is not None and str(i).strip() and "\n" not in str(i)}
+        numeric = {i for i in ids if i.isdigit() and len(i) < MIN_TOKEN_DIGITS}
+        short = {i for i in ids - numeric if len(i) < min_chars}
+        kept = ids - numeric - short
         public: set[str] = set()
-        if public_texts:
-            finder = _WholeTokens(kept, binary=False)
-            for text in public_texts:
-                public.update(text[s:e] for s, e in finder.find(text))
-        if public:
-            log.warning(
-                "%d raw id(s) also occur as words of the public catalog text and are not searched (e.g. %s)",
-                len(public),
-                ", ".join(sorted(public)[:3]),
-            )
-            kept -= public
-        self.ambiguous = len(public)
+        self._public_texts: set[str] = set()
+        finder = _WholeTokens(kept, binary=False)
+        for text in public_texts:
+            self._public_texts.add(str(text))
+            public.update(text[s:e] for s, e in finder.find(str(text)))
+        n_public_texts = len(self._public_texts)
+        kept -= public
+        self.reasons = {f"shorter_than_{min_chars}_chars": len(short),
+                        f"digits_only_under_{MIN_TOKEN_DIGITS}": len(numeric),
+                        "words_of_the_catalogue_text": len(public)}
+        self.n_public_texts = n_public_texts
         self._ids = frozenset(kept)
+        self._field_ids = frozenset(ids)
+        self.checked = {"shopper_values": 0, "shopper_mentions": 0, "catalogue_values": 0}
+        weak = len(ids) - len(kept)
+        if weak:
+            log.info(
+                "%d of %d raw id(s) are checked only as shopper-field values and mentions (%s; e.g. %s): as "
+                "tokens anywhere they would match item text and numbers",
+                weak, len(ids), ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.reasons.items() if v),
+                ", ".join(sorted(public)[:3] or sorted(ids - kept)[:3]),
+            )
         self.max_chars = max((len(i) for i in kept), default=0)
         self.has_numeric = any(i.isdigit() for i in kept)
         self._text = _WholeTokens(kept, binary=False)
@@ -196,6 +225,53 @@ class RawIdMatcher:
             if encoded
             else None
         )
+
+    @property
+    def skipped(self) -> int:
+        """Ids not searched as tokens (checked as shopper-field values and mentions only)."""
+        return len(self._field_ids) - len(self._ids)
+
+    def report(self) -> dict[str, Any]:
+        """What was checked how: for the scan's record (pii_scan.json) and the log."""
+        return {
+            "raw_ids": len(self._field_ids),
+            "searched_as_tokens": len(self._ids),
+            "checked_as_shopper_fields_only": self.skipped,
+            "why_shopper_fields_only": dict(self.reasons),
+            "catalogue_texts_read": self.n_public_texts,
+            "shopper_values_compared": self.checked["shopper_values"],
+            "shopper_mentions_read": self.checked["shopper_mentions"],
+            "catalogue_values_not_analyzed_for_pii": self.checked["catalogue_values"],
+        }
+
+    def is_public_text(self, text: str) -> bool:
+        """Whether `text` is one whole catalogue text (a title, a brand): public item text, which the PII
+        analyzer is not run on ("XBOX 360 Slim" is no street address); raw ids are still checked in it."""
+        if text in self._public_texts:
+            self.checked["catalogue_values"] += 1
+            return True
+        return False
+
+    def is_field_id(self, value: object) -> bool:
+        """Whether `value`, a whole shopper-field value, is a raw id (any raw id: short and numeric ones too)."""
+        self.checked["shopper_values"] += 1
+        return str(value).strip() in self._field_ids
+
+    def find_mentions(self, text: str) -> list[tuple[int, int]]:
+        """Spans of raw ids right after a shopper name in `text` ("user A276", "user_id=42"): the ids that
+        `find` does not search (token ids are found there already)."""
+        if len(self._field_ids) == len(self._ids) or not text:
+            return []
+        spans = []
+        for m in _SHOPPER_MENTION.finditer(text):
+            self.checked["shopper_mentions"] += 1
+            start, end = m.span(1)
+            while end > start and text[end - 1] in ".!?":
+                end -= 1
+            value = text[start:end]
+            if value in self._field_ids and value not in self._ids:
+                spans.append((start, end))
+        return spans
 
     def __bool__(self) -> bool:
         return bool(self._ids)
@@ -229,6 +305,19 @@ class RawIdMatcher:
                 if m.group(2) in self._all_b:
                     spans.add(m.span(2))
         return sorted(spans)
+
+
+CATALOGUE_COLUMNS = ("item_id", "title", "description", "brand", "category")
+
+
+def catalogue_texts(items: Any) -> Iterator[str]:
+    """The public text of a catalogue (a data frame of the items table): every non-empty item id, title,
+    description, brand and category, for `RawIdMatcher(public_texts=...)`."""
+    for column in CATALOGUE_COLUMNS:
+        if column in items:
+            for value in items[column].dropna().astype(str):
+                if value:
+                    yield value
 
 
 def _framing_prefixes(lengths: Collection[int]) -> list[tuple[bytes, int]]:
@@ -374,8 +463,8 @@ def _scan_units(units: Iterable[_Unit], scrubber: Scrubber, matcher: RawIdMatche
             yield from _findings_for_unit(unit, pii, raw)
 
     for unit in units:
-        raw = matcher.find(unit.text)
-        if not may_hold_pii(unit.text):
+        raw = sorted(set(matcher.find(unit.text)) | set(matcher.find_mentions(unit.text)))
+        if not may_hold_pii(unit.text) or matcher.is_public_text(unit.text):
             yield from _findings_for_unit(unit, [], raw)
             continue
         batch.append((unit, raw))
@@ -388,7 +477,8 @@ def _scan_units(units: Iterable[_Unit], scrubber: Scrubber, matcher: RawIdMatche
 
 
 # --------------------------------------------------------------------------------------------- public API
-def scan_texts(texts: Mapping[str, str], scrubber: Scrubber, raw_ids: Collection[str]) -> list[PIIFinding]:
+def scan_texts(texts: Mapping[str, str], scrubber: Scrubber, raw_ids: Collection[str] | RawIdMatcher
+) -> list[PIIFinding]:
     """Findings in named texts (params, tags, feature values); a finding's location is the text's name."""
     matcher = raw_ids if isinstance(raw_ids, RawIdMatcher) else RawIdMatcher(raw_ids)
     units = (
@@ -397,10 +487,16 @@ def scan_texts(texts: Mapping[str, str], scrubber: Scrubber, raw_ids: Collection
         if value is not None
         for unit in _string_units(str(value), str(name))
     )
-    return list(_scan_units(units, scrubber, matcher))
+    findings = list(_scan_units(units, scrubber, matcher))
+    seen = {f.location for f in findings if f.kind == RAW_ID}
+    for name, value in texts.items():  # a shopper-named param or tag whose whole value is a raw id
+        if value is not None and is_shopper_field(name) and name not in seen and matcher.is_field_id(value):
+            findings.append(PIIFinding(str(name), RAW_ID, f"<{RAW_ID}> (the whole value)"))
+    return findings
 
 
-def scan_paths(paths: Iterable[Path], scrubber: Scrubber, raw_ids: Collection[str]) -> list[PIIFinding]:
+def scan_paths(paths: Iterable[Path], scrubber: Scrubber, raw_ids: Collection[str] | RawIdMatcher
+) -> list[PIIFinding]:
     """Findings in files, walking directories; every file gets at least the raw-id byte scan."""
     matcher = raw_ids if isinstance(raw_ids, RawIdMatcher) else RawIdMatcher(raw_ids)
     findings: list[PIIFinding] = []
@@ -461,6 +557,8 @@ def scan_file(path: Path, scrubber: Scrubber, matcher: RawIdMatcher) -> Iterator
     if kind == "text":
         with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
             yield from _scan_units(_text_units(fh.read, str(path)), scrubber, matcher)
+        if path.suffix.lower() in (".csv", ".tsv"):
+            yield from _scan_csv_shopper_columns(path, matcher)
     elif kind == "html":
         with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
             yield from _scan_units(_html_units(fh.read, str(path)), scrubber, matcher)
@@ -499,6 +597,22 @@ def _scan_binary(path: Path, matcher: RawIdMatcher) -> Iterator[PIIFinding]:
             first = False
 
 
+def _scan_csv_shopper_columns(path: Path, matcher: RawIdMatcher) -> Iterator[PIIFinding]:
+    """Whole values of a CSV's shopper-named columns (its text lines were scanned for token ids already)."""
+    import csv
+
+    with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+        reader = csv.reader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        header = next(reader, [])
+        columns = [(k, name) for k, name in enumerate(header) if is_shopper_field(name)]
+        if not columns:
+            return
+        for row_no, row in enumerate(reader):
+            for k, name in columns:
+                if k < len(row) and matcher.is_field_id(row[k]) and row[k].strip() not in matcher:
+                    yield PIIFinding(f"{path}:{name}[{row_no}]", RAW_ID, f"<{RAW_ID}> (the whole value)")
+
+
 def _npy_is_text(path: Path) -> bool:
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -531,7 +645,9 @@ def _scan_parquet(path: Path, scrubber: Scrubber, matcher: RawIdMatcher) -> Iter
         return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
     text_cols = [f.name for f in schema if not is_numeric(f.type) and not pa.types.is_temporal(f.type)]
-    int_cols = [f.name for f in schema if pa.types.is_integer(f.type)] if matcher.has_numeric else []
+    shopper_cols = {f.name for f in schema if is_shopper_field(f.name)}
+    int_cols = [f.name for f in schema if pa.types.is_integer(f.type)
+                and (matcher.has_numeric or f.name in shopper_cols)]
     if not text_cols and not int_cols:
         return
     row0 = 0
@@ -548,11 +664,28 @@ def _scan_parquet(path: Path, scrubber: Scrubber, matcher: RawIdMatcher) -> Iter
                         yield from _string_units(text, f"{path}:{name}[{first + k}]")
 
             yield from _scan_units(units(), scrubber, matcher)
+            if name in shopper_cols:
+                yield from _whole_values(values, f"{path}:{name}", row0, matcher, skip_token_ids=True)
         for name in int_cols:
-            for k, value in enumerate(batch.column(name).to_pylist()):
+            values = batch.column(name).to_pylist()
+            if name in shopper_cols:
+                yield from _whole_values(values, f"{path}:{name}", row0, matcher, skip_token_ids=False)
+                continue
+            for k, value in enumerate(values):
                 if value is not None and str(value) in matcher:
                     yield PIIFinding(f"{path}:{name}[{row0 + k}]", RAW_ID, f"<{RAW_ID}>")
         row0 += batch.num_rows
+
+
+def _whole_values(values: Iterable[object], where: str, first: int, matcher: RawIdMatcher,
+                  skip_token_ids: bool) -> Iterator[PIIFinding]:
+    """Cells of a shopper column whose whole value is a raw id (the token scan already found token ids in text
+    cells: `skip_token_ids`)."""
+    for k, value in enumerate(values):
+        if value is None or isinstance(value, list | dict | tuple):
+            continue
+        if matcher.is_field_id(value) and not (skip_token_ids and str(value).strip() in matcher):
+            yield PIIFinding(f"{where}[{first + k}]", RAW_ID, f"<{RAW_ID}> (the whole value)")
 
 
 def _cell_text(value: object) -> str:

@@ -206,10 +206,13 @@ def test_ids_with_punctuation_inside_in_text_and_pickles():
     assert [data[s:e] for s, e in matcher.find_bytes(data)] == [b"shopper-00042"]
 
 
-def test_ids_that_are_catalog_words_are_not_searched():
+def test_ids_that_are_catalog_words_are_checked_only_where_shoppers_are_named():
     matcher = RawIdMatcher(["A312", "A4042"], public_texts=["Pipe meets ASTM A312 for quality"])
-    assert matcher.ambiguous == 1
+    assert matcher.report()["why_shopper_fields_only"]["words_of_the_catalogue_text"] == 1
     assert matcher.find("ASTM A312 pipe bought by A4042") == [(25, 30)]
+    assert matcher.find_mentions("ASTM A312 pipe bought by A4042") == []
+    text = "ASTM A312 pipe bought by user A312."
+    assert [text[s:e] for s, e in matcher.find_mentions(text)] == ["A312"]
 
 
 # ----------------------------------------------------------------------------------------------- scan_paths
@@ -329,3 +332,151 @@ def test_real_evidently_report(tmp_path, scrubber):
     findings = scan_paths([leaky], scrubber, RAW_IDS)
     assert findings and {f.kind for f in findings} == {EMAIL}
     assert_redacted(findings, EMAIL_VALUE)
+
+
+# ----------------------------------------------------------------------------------------------- shopper fields
+MODEL_NUMBER_IDS = ["A276", "A3144", "A7", "A4042", "42", "4521", "0", "A2X3Y4Z5QQ"]
+MODEL_NUMBER_TITLES = [
+    "Stainless Steel Round Bar, ASTM A276, 0.625 in Diameter",
+    "CTA Tools A3144 25-Blade Feeler Gauge",
+    "Hall Effect Sensor A3144 10 pcs, 42 mm",
+    "Model 4521 Torque Wrench, 0 to 150 ft-lb",
+    "Dremel A7 Cutting Wheel, pack of 42",
+]
+
+
+def write_model_number_corpus(root: Path) -> None:
+    """A run's artifacts over a catalogue whose model numbers and numbers equal short raw ids: no leak in it."""
+    root.mkdir(parents=True)
+    items = pd.DataFrame({"item_id": [str(i) for i in range(len(MODEL_NUMBER_TITLES))], "title": MODEL_NUMBER_TITLES})
+    items.to_parquet(root / "items.parquet", index=False)
+    items.to_csv(root / "items.csv", index=False)
+    (root / "item_index.json").write_text(json.dumps({str(i): i for i in range(5000)}))
+    (root / "metrics.json").write_text(json.dumps({"n_users": 4521, "k": 42, "user_ndcg_ratio": 0.93, "steps": 0}))
+    (root / "card.md").write_text("Trained on 4521 shoppers, 42 steps.\n- users: pseudonymized\n")
+    pd.DataFrame({"user_id": [PSEUDONYM] * 3, "item_id": [0, 42, 4521], "n": [4521, 42, 7]}).to_parquet(
+        root / "events.parquet", index=False
+    )
+
+
+def test_a_catalogue_of_model_numbers_gives_no_finding_and_says_how_ids_were_checked(tmp_path, scrubber):
+    matcher = RawIdMatcher(MODEL_NUMBER_IDS, public_texts=MODEL_NUMBER_TITLES)
+    write_model_number_corpus(tmp_path / "run")
+    texts = {"param:n_users": "4521", "param:k": "42", "tag:data.source": "ASTM A276 bars"}
+    assert scan_texts(texts, scrubber, matcher) + scan_paths([tmp_path / "run"], scrubber, matcher) == []
+    report = matcher.report()
+    assert report["raw_ids"] == 8 and report["searched_as_tokens"] == 2  # A4042, A2X3Y4Z5QQ
+    assert report["why_shopper_fields_only"] == {
+        "shorter_than_4_chars": 1, "digits_only_under_12": 3, "words_of_the_catalogue_text": 2,
+    }
+    assert report["shopper_values_compared"] >= 3  # events.parquet's user_id cells
+    assert report["catalogue_texts_read"] == len(MODEL_NUMBER_TITLES)
+
+
+def test_short_numeric_and_catalogue_ids_are_caught_as_shopper_values_and_mentions(tmp_path, scrubber):
+    matcher = RawIdMatcher(MODEL_NUMBER_IDS, public_texts=MODEL_NUMBER_TITLES)
+    run = tmp_path / "run"
+    write_model_number_corpus(run)
+    pd.DataFrame({"user_id": ["A276", PSEUDONYM], "title": ["x", "y"]}).to_parquet(run / "leak1.parquet")
+    pd.DataFrame({"userId": [42, 7]}).to_parquet(run / "leak2.parquet")
+    pd.DataFrame({"shopper": ["u_1", "A7"], "title": MODEL_NUMBER_TITLES[:2]}).to_csv(run / "leak3.csv", index=False)
+    (run / "train.log").write_text("step 3 loss 0.5\nslow batch for user A3144 (12 ms)\n")
+    (run / "cases.jsonl").write_text(json.dumps({"user_id": "0", "item_id": "42"}) + "\n")
+    findings = scan_paths([run], scrubber, matcher)
+    findings += scan_texts({"tag:customer_id": "4521", "param:note": "rerun for user_id=A276"}, scrubber, matcher)
+    assert kinds_and_locations(findings) == sorted([
+        (f"{run}/leak1.parquet:user_id[0]", RAW_ID),
+        (f"{run}/leak2.parquet:userId[0]", RAW_ID),
+        (f"{run}/leak3.csv:shopper[1]", RAW_ID),
+        (f"{run}/train.log:2", RAW_ID),
+        (f"{run}/cases.jsonl:1", RAW_ID),
+        ("tag:customer_id", RAW_ID),
+        ("param:note", RAW_ID),
+    ])
+    assert_redacted([f for f in findings if "log" in f.location], "A3144")
+
+
+def test_token_ids_are_still_found_anywhere_and_pii_in_any_field(tmp_path, scrubber):
+    matcher = RawIdMatcher(MODEL_NUMBER_IDS, public_texts=MODEL_NUMBER_TITLES)
+    run = tmp_path / "run"
+    write_model_number_corpus(run)
+    (run / "notes.txt").write_text(f"A4042 wrote {EMAIL_VALUE}, {PHONE_VALUE}\n")
+    kinds = {f.kind for f in scan_paths([run], scrubber, matcher)}
+    assert kinds == {RAW_ID, EMAIL, PHONE}
+
+
+@pytest.mark.parametrize(("name", "shopper"), [
+    ("user_id", True), ("userId", True), ("tag:data.shopper", True), ("raw_customer_ids", True), ("users", True),
+    ("n_users", False), ("data.n_train_users", False), ("user_ndcg_ratio", False), ("item_id", False),
+    ("username_hint", False),
+])
+def test_shopper_field_names(name, shopper):
+    assert scan.is_shopper_field(name) is shopper
+
+
+def shopper_mention_cases() -> list[tuple[str, list[str]]]:
+    return [
+        ("user 42 bought", ["42"]), ('{"user_id": 42}', ["42"]), ("user_id='A7'", ["A7"]),
+        ("n_users: 42", []), ("42 users", []), ("users are 42", []), ("user_group 42", []),
+    ]
+
+
+@pytest.mark.parametrize(("text", "want"), shopper_mention_cases())
+def test_shopper_mentions(text, want):
+    matcher = RawIdMatcher(["42", "A7"])
+    assert [text[s:e] for s, e in matcher.find_mentions(text)] == want
+
+
+# ----------------------------------------------------------------------------------------------- real corpora
+def _corpus_run(root: Path, items: pd.DataFrame) -> Path:
+    """What a run publishes about a real catalogue: its items (as the saved model holds them), an item index,
+    metrics, and a feature table keyed by pseudonyms."""
+    run = root / "run"
+    run.mkdir()
+    items.to_parquet(run / "items.parquet", index=False)
+    items.head(2000).to_csv(run / "items.csv", index=False)
+    (run / "item_index.json").write_text(json.dumps({str(i): k for k, i in enumerate(items["item_id"])}))
+    (run / "metrics.json").write_text(json.dumps({"n_users": 2000, "n_items": len(items), "k": 10}))
+    pd.DataFrame({"user_id": [PSEUDONYM] * 50, "item_id": items["item_id"].head(50)}).to_parquet(
+        run / "features.parquet", index=False
+    )
+    return run
+
+
+def _zero_then_planted(tmp_path: Path, scrubber, ids: set[str], items: pd.DataFrame, planted: str) -> None:
+    matcher = RawIdMatcher(ids, public_texts=scan.catalogue_texts(items))
+    run = _corpus_run(tmp_path, items)
+    assert scan_paths([run], scrubber, matcher) == []
+    pd.DataFrame({"user_id": [PSEUDONYM, planted]}).to_parquet(run / "leak.parquet", index=False)
+    (run / "serve.log").write_text(f"GET /recommend 200\nno history for user {planted}\n")
+    found = kinds_and_locations(scan_paths([run], scrubber, matcher))
+    assert found == [(f"{run}/leak.parquet:user_id[1]", RAW_ID), (f"{run}/serve.log:2", RAW_ID)]
+
+
+@pytest.mark.data
+def test_amazon2018_industrial_catalogue_gives_no_finding_and_a_planted_id_is_caught(tmp_path, scrubber):
+    from conftest import shared_data
+
+    from ml.data import amazon2018
+
+    raw = amazon2018.load(shared_data("amazon2018-industrial"))
+    ids = set(raw.events["user_id"].dropna().astype(str)) | set(raw.users["user_id"].astype(str))
+    items = raw.items[["item_id", "title", "brand", "category"]]
+    matcher = RawIdMatcher(ids, public_texts=scan.catalogue_texts(raw.items))
+    public = matcher.report()["why_shopper_fields_only"]["words_of_the_catalogue_text"]
+    assert public > 0  # model numbers such as "ASTM A276" equal raw ids here
+    planted = next(i for i in sorted(ids) if i not in matcher and len(i) >= 4)  # a model number too, then a token id
+    _zero_then_planted(tmp_path, scrubber, ids, items, "A276" if "A276" in ids else planted)
+
+
+@pytest.mark.data
+def test_amazon2018_games_numeric_ids_give_no_finding_and_a_planted_id_is_caught(tmp_path, scrubber):
+    from conftest import shared_data
+
+    folder = shared_data("amazon2018-games")
+    users = pd.read_csv(folder / "Games-6k.test.inter", sep="\t", usecols=[0], dtype=str).iloc[:, 0]
+    titles = pd.read_csv(folder / "Games-6k.item", sep="\t", dtype=str, quoting=3)
+    items = pd.DataFrame({"item_id": titles.iloc[:, 0], "title": titles.iloc[:, 1].fillna("")})
+    ids = set(users)
+    assert len(ids) > 50_000 and all(i.isdigit() for i in ids)  # 0, 1, ...: the same numbers as item ids
+    _zero_then_planted(tmp_path, scrubber, ids, items, "4521")
