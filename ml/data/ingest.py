@@ -9,7 +9,9 @@ Ingestion is incremental by the run's logical date: a run for date D writes D's 
 the events that had happened by the end of D (`ts` before D + 1 day); later events wait for the run of
 their own date (`deferred`). So a backfill of an older date writes what was known on that date, into that
 date's partitions only, and re-running a date rewrites the same bytes. Privacy requests are never
-deferred: a deletion known today holds in every partition written today, whatever its date.
+deferred: a deletion known today holds in every partition written today, whatever its date. They are an
+append-only ledger (`lake.append_privacy_requests`): re-running a date with a source that carries fewer or
+other requests keeps every request received before.
 accepted + quarantined + deferred = read, per table.
 """
 
@@ -136,8 +138,10 @@ def ingest(
     if "user_id" in quarantined.columns and consent.deleted:
         quarantined = quarantined[~quarantined["user_id"].isin(consent.deleted)]
 
-    for table in TABLE_ORDER:
+    for table in ("items", "users", "events"):
         lake.write_partition(lake_dir, table, ingest_date, accepted[table])
+    # an append-only ledger: a re-run with fewer or other requests adds to the date's requests, never drops one
+    lake.append_privacy_requests(lake_dir, ingest_date, accepted["privacy_requests"])
     result.quarantine_path = str(lake.write_partition(lake_dir, lake.QUARANTINE, ingest_date, quarantined))
     if consent.deleted:
         result.lake_rows_purged = lake.purge_users(lake_dir, consent.deleted)
