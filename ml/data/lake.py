@@ -67,12 +67,33 @@ def write_partition(lake: Path, table: str, ingest_date: str, df: pd.DataFrame) 
         df = df.sort_values(keys, kind="mergesort")
     df = df.reset_index(drop=True)
     if table == QUARANTINE:
-        # quarantined rows mix types as read: store every value as text so nothing is lost or coerced
-        df = df.astype(object).where(df.notna(), None).map(lambda v: None if v is None else str(v))
+        df = as_text(df)
     tmp = path.with_suffix(".parquet.tmp")
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
     os.replace(tmp, path)
     return path
+
+
+def _text(value: object, max_chars: int | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value).decode("utf-8", errors="replace")
+    else:
+        text = str(value)
+    # a lone surrogate cannot be stored as UTF-8: it becomes "?"
+    text = text.encode("utf-8", errors="replace").decode("utf-8")
+    if max_chars is not None and len(text) > max_chars:
+        text = f"{text[:max_chars]}[... {len(text) - max_chars} more characters cut]"
+    return text
+
+
+def as_text(df: pd.DataFrame, max_chars: int | None = None) -> pd.DataFrame:
+    """Every value as text (missing stays None): quarantined rows mix types as read, so they are stored as text,
+    nothing coerced; bytes are decoded (invalid bytes and lone surrogates become replacement characters) and,
+    with `max_chars`, longer texts are cut (their reason says how long they were)."""
+    df = df.astype(object).where(df.notna(), None)
+    return df.map(lambda v: _text(v, max_chars))
 
 
 REQUEST_COLUMNS = ("user_id", "request", "ts")
