@@ -33,6 +33,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -110,30 +111,67 @@ def clean_description(raw: str) -> str:
     return clean_text(" ".join(str(part) for part in parsed))
 
 
+ITEM_FIELDS = ("title", "description", "brand", "categories")
+
+
 def load_items(path: Path) -> pd.DataFrame:
-    """The catalog from `*.item.json`: item_id = the item index as a string."""
+    """The catalog from `*.item.json`: item_id = the item index as a string.
+
+    Each item is an object whose `title`, `description` and `brand` are strings (or null) and whose
+    `categories` is a string or a list (of lists) of strings; anything else is a `SourceError` naming the
+    item and the field, as a guessed text (a bool's "True") would reach the model as the item's words."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SourceError(
-            f"source {SOURCE!r}: {path} is not valid JSON ({err}); expected index -> item"
+            f"source {SOURCE!r}: {path} is not valid UTF-8 JSON ({err}); expected index -> item"
         ) from err
     if not isinstance(data, dict):
         raise SourceError(f"source {SOURCE!r}: {path} must hold an object mapping item index -> item fields")
     records = []
     for key, item in data.items():
-        item = item or {}
+        item = _item_fields(path, key, item)
         records.append(
             {
                 "item_id": str(key),
-                "title": clean_text(str(item.get("title") or "")),
-                "description": clean_description(str(item.get("description") or "")),
-                "brand": clean_text(str(item.get("brand") or "")),
-                "category": _category(item.get("categories")),
+                "title": clean_text(item["title"]),
+                "description": clean_description(item["description"]),
+                "brand": clean_text(item["brand"]),
+                "category": _category(item["categories"]),
                 "price": np.nan,
             }
         )
     return pd.DataFrame.from_records(records, columns=[c.name for c in schema.TABLES["items"]])
+
+
+def _item_fields(path: Path, key: str, item: object) -> dict[str, Any]:
+    """One item's fields, checked (see `load_items`); missing or null text fields are ""."""
+    where = f"source {SOURCE!r}: {path} item {key!r}"
+    if item is None:
+        item = {}
+    if not isinstance(item, dict):
+        raise SourceError(
+            f"{where} is a {type(item).__name__} ({str(item)[:60]!r}); expected an object with {list(ITEM_FIELDS)}"
+        )
+    out: dict[str, Any] = {}
+    for name in ("title", "description", "brand"):
+        value = item.get(name)
+        if value is not None and not isinstance(value, str):
+            raise SourceError(f"{where}: {name} is a {type(value).__name__} ({str(value)[:60]!r}); expected a string")
+        out[name] = value or ""
+    categories = item.get("categories")
+    if not _is_categories(categories):
+        raise SourceError(
+            f"{where}: categories is {str(categories)[:60]!r}; expected a string or a list (of lists) of strings"
+        )
+    out["categories"] = categories
+    return out
+
+
+def _is_categories(value: object) -> bool:
+    if value is None or isinstance(value, str):
+        return True
+    return isinstance(value, list) and all(_is_categories(v) for v in value)
 
 
 def _category(value: object) -> str:
@@ -148,7 +186,13 @@ def _category(value: object) -> str:
 
 def read_rows(path: Path, period: str) -> list[Row]:
     """The rows of one csv file (`user_id`, `history_item_id` as a list literal, `item_id`)."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise SourceError(
+            f"source {SOURCE!r}: {path} is not a UTF-8 csv with columns user_id, history_item_id, item_id "
+            f"({' '.join(str(err).split())[:200]})"
+        ) from err
     missing = {"user_id", "history_item_id", "item_id"} - set(frame.columns)
     if missing:
         raise SourceError(
@@ -164,8 +208,15 @@ def read_rows(path: Path, period: str) -> list[Row]:
             raise SourceError(
                 f"source {SOURCE!r}: {path} line {i + 2}: history_item_id {history[:60]!r} is not a list"
             ) from err
-        if isinstance(ids, int | str):
+        if isinstance(ids, int | str) and not isinstance(ids, bool):
             ids = [ids]
+        if not isinstance(ids, list | tuple) or not all(
+            isinstance(x, int | str) and not isinstance(x, bool) for x in ids
+        ):
+            raise SourceError(
+                f"source {SOURCE!r}: {path} line {i + 2}: history_item_id {history[:60]!r} is not a list of item "
+                "indices (integers or strings)"
+            )
         rows.append(Row(str(user), tuple(str(x) for x in ids), str(target).strip(), period, i + 2))
     return rows
 

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 SOURCE = "coat"
 MIN_RATING = 4  # ratings at or above this become events
+RATINGS = (0, 5)  # 0 = not rated
+ONE_HOT = (0, 1)
 START = pd.Timestamp("2016-01-04", tz="UTC")
 SPLIT_TIME = pd.Timestamp("2016-03-01", tz="UTC")
 END = pd.Timestamp("2016-03-15", tz="UTC")
@@ -65,7 +67,11 @@ COLOURS = {"multi": "multicolour"}  # "other" stays "other"; the rest keep their
 def read_map(path: Path) -> list[tuple[str, str]]:
     """The column names of a one-hot feature file: one "group:value" a line (CRLF tolerated)."""
     names = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SourceError(f"source {SOURCE!r}: {path} is not UTF-8 text ({err}); expected 'group:value' lines") from err
+    for n, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line:
             continue
@@ -76,11 +82,11 @@ def read_map(path: Path) -> list[tuple[str, str]]:
     return names
 
 
-def read_matrix(path: Path, columns: int | None = None) -> np.ndarray:
-    """A whitespace-separated integer matrix; `columns` checks its width."""
+def read_matrix(path: Path, columns: int | None = None, values: tuple[int, int] | None = None) -> np.ndarray:
+    """A whitespace-separated integer matrix; `columns` checks its width, `values` (lowest, highest) its cells."""
     try:
         matrix = np.loadtxt(path, dtype=np.int64, ndmin=2)
-    except ValueError as err:
+    except (ValueError, UnicodeDecodeError) as err:
         raise SourceError(
             f"source {SOURCE!r}: {path} is not a whitespace-separated integer matrix ({err})"
         ) from err
@@ -88,6 +94,15 @@ def read_matrix(path: Path, columns: int | None = None) -> np.ndarray:
         raise SourceError(
             f"source {SOURCE!r}: {path} has {matrix.shape[1]} columns; its map names {columns} features"
         )
+    if values is not None and matrix.size:
+        lo, hi = values
+        bad = np.argwhere((matrix < lo) | (matrix > hi))
+        if len(bad):
+            row, col = (int(x) for x in bad[0])
+            raise SourceError(
+                f"source {SOURCE!r}: {path} line {row + 1}, column {col + 1} holds {int(matrix[row, col])}; "
+                f"expected {lo} to {hi} ({len(bad)} such cell(s))"
+            )
     return matrix
 
 
@@ -183,8 +198,8 @@ def load(path: str | Path, seed: int = 7) -> RawTables:
     feats = folder / "user_item_features"
     user_names = read_map(require_file(feats / "user_features_map.txt", SOURCE))
     item_names = read_map(require_file(feats / "item_features_map.txt", SOURCE))
-    user_matrix = read_matrix(require_file(feats / "user_features.ascii", SOURCE), len(user_names))
-    item_matrix = read_matrix(require_file(feats / "item_features.ascii", SOURCE), len(item_names))
+    user_matrix = read_matrix(require_file(feats / "user_features.ascii", SOURCE), len(user_names), ONE_HOT)
+    item_matrix = read_matrix(require_file(feats / "item_features.ascii", SOURCE), len(item_names), ONE_HOT)
     users = build_users(decode_one_hot(user_matrix, user_names))
     items = build_items(decode_one_hot(item_matrix, item_names))
     rng = np.random.default_rng(seed)
@@ -193,7 +208,7 @@ def load(path: str | Path, seed: int = 7) -> RawTables:
         ("train", "train.ascii", (START, SPLIT_TIME)),
         ("test", "test.ascii", (SPLIT_TIME, END)),
     ):
-        ratings = read_matrix(require_file(folder / name, SOURCE))
+        ratings = read_matrix(require_file(folder / name, SOURCE), values=RATINGS)
         if ratings.shape != (len(users), len(items)):
             raise SourceError(
                 f"source {SOURCE!r}: {folder / name} is {ratings.shape[0]} x {ratings.shape[1]}; expected "

@@ -5,6 +5,12 @@ partition whole (write to a temporary file, then rename), and rows are sorted by
 so re-running a date rewrites it to the same content. Reading unions every partition and keeps, for
 each key, the row of the newest partition; `as_of` limits a read to the partitions of that date and
 earlier, so a backfilled run sees the lake as it was on its own date, not rows ingested after it.
+
+Privacy requests are the exception to "replaces whole": they are an append-only ledger. Writing a date's
+requests (`append_privacy_requests`) keeps every request that date's partition already holds, so no re-run,
+backfill or change of source loses an opt-out or a deletion once received; re-running with the same requests
+still rewrites the same bytes. Only `purge_users` removes requests (a deleted shopper's opt-outs: the deletion
+itself stays).
 """
 
 from __future__ import annotations
@@ -61,12 +67,58 @@ def write_partition(lake: Path, table: str, ingest_date: str, df: pd.DataFrame) 
         df = df.sort_values(keys, kind="mergesort")
     df = df.reset_index(drop=True)
     if table == QUARANTINE:
-        # quarantined rows mix types as read: store every value as text so nothing is lost or coerced
-        df = df.astype(object).where(df.notna(), None).map(lambda v: None if v is None else str(v))
+        df = as_text(df)
     tmp = path.with_suffix(".parquet.tmp")
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
     os.replace(tmp, path)
     return path
+
+
+def _text(value: object, max_chars: int | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value).decode("utf-8", errors="replace")
+    else:
+        text = str(value)
+    # a lone surrogate cannot be stored as UTF-8: it becomes "?"
+    text = text.encode("utf-8", errors="replace").decode("utf-8")
+    if max_chars is not None and len(text) > max_chars:
+        text = f"{text[:max_chars]}[... {len(text) - max_chars} more characters cut]"
+    return text
+
+
+def as_text(df: pd.DataFrame, max_chars: int | None = None) -> pd.DataFrame:
+    """Every value as text (missing stays None): quarantined rows mix types as read, so they are stored as text,
+    nothing coerced; bytes are decoded (invalid bytes and lone surrogates become replacement characters) and,
+    with `max_chars`, longer texts are cut (their reason says how long they were)."""
+    df = df.astype(object).where(df.notna(), None)
+    return df.map(lambda v: _text(v, max_chars))
+
+
+REQUEST_COLUMNS = ("user_id", "request", "ts")
+
+
+def append_privacy_requests(lake: Path, ingest_date: str, requests: pd.DataFrame) -> Path:
+    """Add `requests` (pseudonymized, validated) to the date's ledger partition; return its path.
+
+    The partition becomes the union of what it held and `requests`, one row per (user_id, request, ts): a
+    re-run whose source carries fewer or other requests adds to the ledger and never shrinks it (a smaller
+    list would give opted-out or deleted shoppers personalized answers again, as serving reads this table)."""
+    missing = [c for c in REQUEST_COLUMNS if c not in requests.columns]
+    if missing:
+        raise ValueError(f"privacy requests lack column(s) {missing}; they have {list(requests.columns)}")
+    path = partition_path(lake, "privacy_requests", ingest_date)
+    columns = list(REQUEST_COLUMNS)
+    held = pq.read_table(path).to_pandas()[columns] if path.exists() else requests[columns].iloc[:0]
+    ledger = pd.concat([held, requests[columns]], ignore_index=True)
+    ledger["ts"] = pd.to_datetime(ledger["ts"], utc=True, format="mixed").astype("datetime64[ns, UTC]")
+    ledger = ledger.drop_duplicates(columns)
+    kept_from_before = len(held.drop_duplicates(columns))
+    if len(ledger) > kept_from_before and kept_from_before:
+        log.info("privacy requests of %s: %d held, %d added to the ledger", ingest_date, kept_from_before,
+                 len(ledger) - kept_from_before)
+    return write_partition(lake, "privacy_requests", ingest_date, ledger)
 
 
 def partitions(lake: Path, table: str, as_of: str | None = None) -> list[Path]:

@@ -165,6 +165,17 @@ def may_hold_pii(text: str) -> bool:
     return bool(_MAY_HOLD_PII.search(text))
 
 
+# an id (item_id, event_id) is a key, not text: it is only analyzed when it has the shape some PII needs (an "@",
+# "::", a "+" before a digit, three groups of digits, a run of 9+ digits, two letters and two digits as an IBAN
+# starts), so plain keys such as "e0001234", "A6424-12" or "c001" never reach the analyzer
+_ID_GATE = re.compile(r"@|::|\+\d|\d{1,4}[^\w]{1,3}\d{1,4}[^\w]{1,3}\d|\d{9}|[A-Za-z]{2}\d{2}[A-Za-z0-9]{8}")
+
+
+def id_may_hold_pii(value: str) -> bool:
+    """Cheap pre-filter for keys: False means the key has none of the shapes PII in a key would have."""
+    return bool(_ID_GATE.search(value))
+
+
 def _build_analyzer() -> AnalyzerEngine:
     """A Presidio analyzer with our recognizers only, no NLP model, no network."""
     import tldextract
@@ -375,6 +386,20 @@ class PIIScrubber:
             cursor = f.end
         parts.append(text[cursor:])
         return "".join(parts), counts
+
+    def kinds_in_ids(self, ids: pd.Series) -> pd.Series:
+        """Per key, the PII kinds it holds joined by "," ("" for none): a key holding PII cannot be scrubbed
+        (two keys could become one), so ingestion quarantines its row instead."""
+        cache: dict[str, str] = {}
+
+        def kinds(value: object) -> str:
+            if not isinstance(value, str) or not id_may_hold_pii(value):
+                return ""
+            if value not in cache:
+                cache[value] = ",".join(sorted({f.kind for f in self.find(value)}))
+            return cache[value]
+
+        return ids.map(kinds).astype(object)
 
     def scrub_series(self, s: pd.Series) -> tuple[pd.Series, Counter[str]]:
         """Scrub every text of a column (None/NaN stay as they are); each distinct text is analyzed once."""

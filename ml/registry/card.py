@@ -33,8 +33,9 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
         "## Data",
         f"- Source `{config['source']}`; training window {window['train_start']} to {window['split_time']}; "
         f"hold-out from {window['split_time']} to {window['holdout_end']}.",
-        "- Rows read / accepted / quarantined: " + ", ".join(
-            f"{t} {ingest['read'][t]}/{ingest['accepted'][t]}/{ingest['quarantined'][t]}" for t in ingest["read"]) + ".",
+        "- Rows read = accepted + quarantined + deferred (events after the ingest date): " + ", ".join(
+            f"{t} {ingest['read'][t]} = {ingest['accepted'][t]} + {ingest['quarantined'][t]} + "
+            f"{ingest.get('deferred', {}).get(t, 0)}" for t in ingest["read"]) + ".",
         f"- {features['n_train_examples']} training examples ({features['n_train_search_examples']} searches) from "
         f"{train['n_users']} shoppers; {len(train['audit_users'])} shoppers held out for the membership audit; "
         f"{evaluation['n_cases']} hold-out cases.",

@@ -18,8 +18,11 @@ import pytest
 from ml.config import RunConfig, Settings
 from ml.data import lake
 from ml.data.ingest import read_lake
+from ml.data.sources import read_source
 from ml.pipeline import stages
 from ml.pipeline.context import RunContext
+from ml.privacy.pseudonymize import Pseudonymizer, load_key
+from ml.serving.optouts import OptOutList
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = RunConfig(n_users=400, n_items=200, epochs=1, max_steps=6, batch_size=64, slice_reports=False)
@@ -71,6 +74,46 @@ def test_rerunning_a_date_rewrites_identical_lake_partitions_and_feature_rows(ve
         pd.testing.assert_frame_equal(frames_after[name], frame, obj=name)
     assert {k: v for k, v in second.read("features").items() if k != "feature_files"} == \
         {k: v for k, v in first.read("features").items() if k != "feature_files"}
+
+
+def test_rerunning_a_date_with_fewer_or_other_privacy_requests_loses_none(vetted_home):
+    import os
+
+    settings = Settings.from_env()
+    raw = read_source("synthetic", None, n_users=SMALL.n_users, n_items=SMALL.n_items, seed=SMALL.seed)
+    requests = raw.privacy_requests
+    assert set(requests["request"]) == {"opt_out", "delete"}
+    ctx = RunContext.create(settings, SMALL.with_(ingest_date=CURRENT), name="full")
+    stages.ingest(ctx, raw=raw)
+    pseudonym = Pseudonymizer(load_key(os.environ, settings.home, allow_demo_key=True)).pseudonym
+    received = {pseudonym(u) for u in requests["user_id"]}
+
+    # the same date again, from a source that lost most requests and carries one new one
+    requested = set(requests["user_id"])
+    newcomer = next(u for u in raw.events["user_id"] if u not in requested)
+    late = pd.DataFrame({"user_id": [newcomer], "request": ["opt_out"], "ts": ["2026-01-01T00:00:00Z"]})
+    raw.privacy_requests = pd.concat([requests.iloc[:2], late], ignore_index=True)
+    for name in ("fewer", "fewer-again"):  # twice: the second run reads the lake the first one wrote
+        stages.ingest(RunContext.create(settings, SMALL.with_(ingest_date=CURRENT), name=name), raw=raw)
+
+    ledger = read_lake(settings.lake_dir)["privacy_requests"]
+    assert received | {pseudonym(newcomer)} <= set(ledger["user_id"])
+    optouts = OptOutList(settings.lake_dir)  # what serving reads: every shopper who ever asked is in it
+    assert optouts.loaded and all(p in optouts for p in received | {pseudonym(newcomer)})
+    tables = read_lake(settings.lake_dir)
+    for kind, group in requests.groupby("request"):
+        for user, ts in zip(group["user_id"], pd.to_datetime(group["ts"], utc=True), strict=True):
+            mine = tables["events"][tables["events"]["user_id"] == pseudonym(user)]
+            if kind == "delete":
+                assert mine.empty and pseudonym(user) not in set(tables["users"]["user_id"])
+            else:
+                assert (mine["ts"] < ts).all(), "an opted-out shopper's later events came back"
+    assert tables["events"][tables["events"]["user_id"] == pseudonym(newcomer)].empty  # opted out before any
+
+    # identical data once more: the same bytes
+    before = _digests(settings.lake_dir)
+    stages.ingest(RunContext.create(settings, SMALL.with_(ingest_date=CURRENT), name="same"), raw=raw)
+    assert _digests(settings.lake_dir) == before
 
 
 def test_a_backfill_writes_only_its_own_date_with_the_events_known_then(vetted_home):

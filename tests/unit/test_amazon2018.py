@@ -313,3 +313,34 @@ def test_the_development_split_keeps_a_shopper_with_one_item_as_training_data(tm
     dev = amazon2018.load(amazon2018.development_split(folder, tmp_path / "dev"))
     assert cases(dev) == [("A", ("1",), "2")]
     assert before_split(dev) == {"A": ["1"], "B": ["5"]}
+
+@pytest.mark.parametrize(
+    ("items", "says"),
+    [
+        ({"1": "a string, not an object", "2": {"title": "t"}}, r"item '1' is a str .*expected an object"),
+        ({"1": {"title": True, "brand": "B"}, "2": {"title": "t"}}, r"item '1': title is a bool .*expected a string"),
+        ({"1": {"title": "t", "brand": ["B"]}, "2": {"title": "t"}}, r"item '1': brand is a list"),
+        ({"1": {"title": "t", "categories": [["a", 3]]}, "2": {"title": "t"}}, r"item '1': categories is"),
+        ([["1", {"title": "t"}]], r"must hold an object mapping item index"),
+    ],
+)
+def test_a_malformed_item_file_is_a_source_error_naming_the_file_the_item_and_what_was_expected(tmp_path, items, says):
+    folder = write_folder(tmp_path / "shop", [("u", ["1"], "2")], [("u", ["1", "2"], "1")])
+    (folder / "Shop.item.json").write_text(json.dumps(items))
+    with pytest.raises(SourceError, match=says) as err:
+        amazon2018.load(folder)
+    assert "Shop.item.json" in str(err.value)
+
+
+def test_undecodable_or_ragged_files_are_source_errors_not_tracebacks(tmp_path):
+    folder = write_folder(tmp_path / "shop", [("u", ["1"], "2")], [("u", ["1", "2"], "1")])
+    (folder / "Shop.item.json").write_bytes(b'{"1": {"title": "\xff\xfe"}}')
+    with pytest.raises(SourceError, match=r"Shop.item.json is not valid UTF-8 JSON"):
+        amazon2018.load(folder)
+    folder = write_folder(tmp_path / "shop2", [("u", ["1"], "2")], [("u", ["1", "2"], "1")])
+    (folder / "Shop.valid.csv").write_text(HEADER + 'u,"[]",t,"[1]",2,"[]",s\nv,1,2,3,4,5,6,7,8,9\n')
+    with pytest.raises(SourceError, match=r"Shop.valid.csv is not a UTF-8 csv"):
+        amazon2018.load(folder)
+    (folder / "Shop.valid.csv").write_text(HEADER + 'u,"[]",t,"[1.5, None]",2,"[]",s\n')
+    with pytest.raises(SourceError, match=r"Shop.valid.csv line 2: .* not a list of item indices"):
+        amazon2018.load(folder)

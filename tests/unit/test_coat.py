@@ -157,3 +157,14 @@ def test_real_coat_folder():
     assert raw.items["category"].nunique() == 16
     for table in ("items", "users", "events", "privacy_requests"):
         assert schema.validate(table, getattr(raw, table))[1].empty
+
+
+def test_cells_out_of_range_and_undecodable_maps_are_source_errors_naming_the_cell(tmp_path):
+    folder = write_folder(tmp_path / "coat", [[5, 0, 0, 4], [0, 0, 0, 0], [0, 0, 0, 0]], [[0] * 4] * 3)
+    (folder / "train.ascii").write_text("5 0 0 4\n0 0 7 0\n0 0 0 0\n")
+    with pytest.raises(SourceError, match=r"train.ascii line 2, column 3 holds 7; expected 0 to 5"):
+        coat.load(folder)
+    folder = write_folder(tmp_path / "coat2", [[5, 0, 0, 4], [0, 0, 0, 0], [0, 0, 0, 0]], [[0] * 4] * 3)
+    (folder / "user_item_features" / "user_features_map.txt").write_bytes(b"gender:\xffmen\n")
+    with pytest.raises(SourceError, match=r"user_features_map.txt is not UTF-8 text"):
+        coat.load(folder)

@@ -37,3 +37,20 @@ def test_purge_rewrites_every_partition_but_keeps_the_deletion_request(tmp_path)
     assert lake.purge_users(tmp_path, {"u1"}) == 1
     assert lake.read_table(tmp_path, "events")["user_id"].tolist() == ["u2"]
     assert lake.read_table(tmp_path, "privacy_requests")["user_id"].tolist() == ["u1"]
+
+
+def _requests(users, kinds, ts="2026-01-02"):
+    return pd.DataFrame({"user_id": users, "request": kinds, "ts": pd.to_datetime([ts] * len(users), utc=True)})
+
+
+def test_privacy_requests_are_a_ledger_a_rewrite_of_the_date_never_shrinks(tmp_path):
+    path = lake.append_privacy_requests(tmp_path, "2026-01-02", _requests(["u1", "u2"], ["opt_out", "delete"]))
+    first = path.read_bytes()
+    lake.append_privacy_requests(tmp_path, "2026-01-02", _requests(["u2", "u1"], ["delete", "opt_out"]))
+    assert path.read_bytes() == first  # the same requests again: the same bytes
+    lake.append_privacy_requests(tmp_path, "2026-01-02", _requests(["u3"], ["opt_out"], ts="2026-01-03"))
+    lake.append_privacy_requests(tmp_path, "2026-01-02", _requests([], []))
+    got = lake.read_table(tmp_path, "privacy_requests")
+    assert sorted(zip(got["user_id"], got["request"], strict=True)) == [
+        ("u1", "opt_out"), ("u2", "delete"), ("u3", "opt_out")]
+    assert str(got["ts"].dtype) == "datetime64[ns, UTC]"
