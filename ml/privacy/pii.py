@@ -18,6 +18,13 @@ matter as much as misses; the guards below are what keeps catalog text and metri
   nor is a dotted version after "==" or "v";
 - a street address needs a house number, a street word and no unit or hardware word ("1/4 Inch Drive",
   "USB 3 Hard Drive" are products).
+
+Presidio's matchers read a text left to right and do not overlap, so a number written just before a phone or
+card ("Item 1075 4012-8888-8888-1881", "(212) 555-1117 172.8") can swallow it into a longer match that then
+fails its check. A second pass (`_formatted_findings`) looks for the unmistakable written forms at every start:
+a card in four-digit groups with one separator that passes Luhn, a North American number with its area code in
+brackets or dashes, and a "+CC" number whose longest prefix of digit groups is a possible number for its
+country. benchmarks/results/robustness-ingest.md counts what reaches the lake.
 """
 
 from __future__ import annotations
@@ -295,6 +302,59 @@ def _plausible_phone(value: str, before: str, after: str) -> bool:
     return bool(_US_FORMAT.fullmatch(value))  # North American: (212) 431-6100, 212-431-6100, 1-800-814-5452
 
 
+_GROUPED_CARD = re.compile(r"[2-6]\d{3}([- ])\d{4}\1\d{4}\1\d{1,7}(?!\d)")
+_NANP_PHONE = re.compile(r"(?:1[ .-])?(?:\(\d{3}\) ?|\d{3}[.-])\d{3}[.-]\d{4}(?![\d]|[.-]\d)")
+_PLUS_PHONE = re.compile(r"\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){1,5}")
+_DIGIT_RUN_START = re.compile(r"(?<![\w+-])[\d(+]")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def _possible_phone_prefix(candidate: str) -> int:
+    """Length of the longest prefix of a "+CC ..." candidate, cut at a digit group, that is a possible phone
+    number for its country (libphonenumber); 0 when none is."""
+    import phonenumbers
+
+    ends = [m.end() for m in re.finditer(r"\d+\)?", candidate)]
+    for end in reversed(ends):
+        try:
+            number = phonenumbers.parse(candidate[:end], None)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_possible_number(number) and len(str(number.national_number)) >= 6:
+            return end
+    return 0
+
+
+def _formatted_findings(text: str) -> list[Finding]:
+    """Cards and phones in their unmistakable written forms, tried at every start of a digit run (see the
+    module docstring): what a left-to-right matcher misses when a number is written right before them."""
+    found: list[Finding] = []
+    for start in (m.start() for m in _DIGIT_RUN_START.finditer(text)):
+        card = _GROUPED_CARD.match(text, start)
+        if card:
+            digits = re.sub(r"\D", "", card.group())
+            if 13 <= len(digits) <= 19 and _luhn(digits):
+                found.append(Finding(CARD, start, card.end(), 1.0))
+                continue
+        phone = _NANP_PHONE.match(text, start)
+        if phone:
+            found.append(Finding(PHONE, start, phone.end(), 1.0))
+            continue
+        plus = _PLUS_PHONE.match(text, start)
+        if plus:
+            end = _possible_phone_prefix(plus.group())
+            if end:
+                found.append(Finding(PHONE, start, start + end, 1.0))
+    return found
+
+
 def _resolve_overlaps(findings: Iterable[Finding]) -> list[Finding]:
     """Keep the best of overlapping findings (higher score, then longer span), in text order."""
     kept: list[Finding] = []
@@ -338,8 +398,9 @@ class PIIScrubber:
             candidates = self._analyze_by_line(text)
         else:
             candidates = self._analyze(text, _kinds_in(text))
-        findings = (f for f in candidates if f.score >= self.thresholds.get(f.kind, 1.1))
-        return _resolve_overlaps(f for f in findings if _plausible(f.kind, text, f.start, f.end))
+        findings = [f for f in candidates if f.score >= self.thresholds.get(f.kind, 1.1)]
+        findings = [f for f in findings if _plausible(f.kind, text, f.start, f.end)]
+        return _resolve_overlaps(findings + _formatted_findings(text))
 
     def _analyze(self, text: str, kinds: tuple[str, ...]) -> list[Finding]:
         if not kinds:
