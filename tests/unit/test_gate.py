@@ -349,6 +349,129 @@ def test_default_policy_without_fairness_metrics_fails_the_user_group_check(poli
     assert decision.to_tags()["gate.fairness_user_groups"] == "missing / >= 0.8 / skipped (nothing to check)"
 
 
+# --- decisions on an interval bound ---------------------------------------------------------------------
+# Two resamples [x0, x1]: the 95% percentile interval (linear interpolation) is
+# [x0 + 0.025 (x1 - x0), x1 - 0.025 (x1 - x0)], so every bound below is worked by hand.
+
+VS_BASELINE = Check(name="q", metric="quality.ndcg_at_10", comparator=">=",
+                    reference="quality.best_baseline_ndcg_at_10", factor=1.05, decide_on="lower")
+VS_CHAMPION = Check(name="c", metric="quality.ndcg_at_10", comparator=">=", reference="champion.ndcg_at_10",
+                    offset=-0.01, decide_on="upper", skip_if_missing_reference=True)
+
+
+def test_the_lower_bound_fails_a_candidate_ahead_on_the_point_but_within_the_noise() -> None:
+    # point: 0.111 vs 0.10 x 1.05 = 0.105, margin +0.006; resampled margins 0.101 - 0.105 = -0.004 and
+    # 0.121 - 0.105 = 0.016, lower bound -0.004 + 0.025 x 0.02 = -0.0035 < 0: not better with confidence
+    metrics = {"quality.ndcg_at_10": 0.111, "quality.best_baseline_ndcg_at_10": 0.10}
+    draws = {"quality.ndcg_at_10": [0.101, 0.121], "quality.best_baseline_ndcg_at_10": [0.10, 0.10]}
+    (result,) = evaluate_check(VS_BASELINE, metrics, draws)
+    assert result.status == "fail"
+    assert result.margin == pytest.approx(0.006)
+    assert result.margin_interval == pytest.approx([-0.0035, 0.0155])
+    assert result.gap == pytest.approx(0.0035)
+    assert result.shortfall() == "the lower 95% bound of the margin is 0.0035 below 0"
+    point = Check(name="q", metric="quality.ndcg_at_10", comparator=">=", reference="quality.best_baseline_ndcg_at_10",
+                  factor=1.05)
+    assert evaluate_check(point, metrics, draws)[0].status == "pass"  # the point estimate alone would pass it
+
+
+def test_the_lower_bound_passes_when_the_paired_difference_is_steady() -> None:
+    # the same shoppers lift both: candidate 0.0985 / 0.1205 against baseline 0.09 / 0.11 gives margins
+    # 0.0985 - 0.0945 = 0.004 and 0.1205 - 0.1155 = 0.005, lower bound 0.004 + 0.025 x 0.001 = 0.004025 > 0
+    metrics = {"quality.ndcg_at_10": 0.1095, "quality.best_baseline_ndcg_at_10": 0.10}
+    draws = {"quality.ndcg_at_10": [0.0985, 0.1205], "quality.best_baseline_ndcg_at_10": [0.09, 0.11]}
+    (result,) = evaluate_check(VS_BASELINE, metrics, draws)
+    assert result.status == "pass"
+    assert result.margin_interval == pytest.approx([0.004025, 0.004975])
+    assert result.interval == pytest.approx([0.099050, 0.119950])  # the candidate's own interval, shown
+    assert "on the lower 95% bound / pass" in result.tag_value
+
+
+def test_the_upper_bound_lets_a_retrain_through_unless_the_champion_is_better_with_confidence() -> None:
+    # champion 0.135 - 0.01 = 0.125 against candidate 0.12: behind on the point (margin -0.005), but resampled
+    # margins -0.015 and 0.005 give the upper bound 0.005 - 0.025 x 0.02 = 0.0045 >= 0: not worse with confidence
+    metrics = {"quality.ndcg_at_10": 0.12, "champion.ndcg_at_10": 0.135}
+    (noisy,) = evaluate_check(VS_CHAMPION, metrics, {"quality.ndcg_at_10": [0.11, 0.13],
+                                                     "champion.ndcg_at_10": [0.135, 0.135]})
+    assert noisy.status == "pass" and noisy.margin_interval == pytest.approx([-0.0145, 0.0045])
+    # champion 0.15: margins -0.03 and -0.01, upper bound -0.01 - 0.025 x 0.02 = -0.0105 < 0: worse with confidence
+    (worse,) = evaluate_check(VS_CHAMPION, {**metrics, "champion.ndcg_at_10": 0.15},
+                              {"quality.ndcg_at_10": [0.11, 0.13], "champion.ndcg_at_10": [0.15, 0.15]})
+    assert worse.status == "fail"
+    assert worse.shortfall() == "the upper 95% bound of the margin is 0.0105 below 0"
+
+
+def test_a_bound_without_resamples_fails_and_says_why() -> None:
+    metrics = {"quality.ndcg_at_10": 0.2, "quality.best_baseline_ndcg_at_10": 0.1}
+    for draws in (None, {"quality.ndcg_at_10": [0.2, 0.2]}):  # none, or the reference's missing
+        (result,) = evaluate_check(VS_BASELINE, metrics, draws)
+        assert result.status == "fail"
+        assert "needs bootstrap resamples of quality.ndcg_at_10 and quality.best_baseline_ndcg_at_10" in result.message
+
+
+def test_confidence_sets_the_interval() -> None:
+    # confidence 0.5 on margins -0.004 and 0.016: lower bound -0.004 + 0.25 x 0.02 = 0.001 > 0
+    check = Check(name="q", metric="quality.ndcg_at_10", comparator=">=", reference="quality.best_baseline_ndcg_at_10",
+                  factor=1.05, decide_on="lower", confidence=0.5)
+    (result,) = evaluate_check(check, {"quality.ndcg_at_10": 0.111, "quality.best_baseline_ndcg_at_10": 0.10},
+                               {"quality.ndcg_at_10": [0.101, 0.121], "quality.best_baseline_ndcg_at_10": [0.1, 0.1]})
+    assert result.status == "pass" and result.margin_interval == pytest.approx([0.001, 0.011])
+
+
+# --- fairness: the no-worse-than-alternatives fallback ------------------------------------------------
+
+ACTIVITY = Check(name="a", metric="fairness.user_ndcg_ratio.activity", comparator=">=", threshold=0.8,
+                 fallback="no_worse_than_alternatives")
+BELOW = {"fairness.user_ndcg_ratio.activity": 0.70,
+         "alternative.best_baseline.fairness.user_ndcg_ratio.activity": 0.72}
+
+
+def test_below_the_bar_but_no_alternative_fairer_with_confidence_passes_by_the_fallback() -> None:
+    # candidate - baseline on two resamples: 0.65 - 0.70 = -0.05 and 0.75 - 0.74 = 0.01; upper bound
+    # 0.01 - 0.025 x 0.06 = 0.0085 >= 0: the baseline is not fairer with confidence
+    draws = {"fairness.user_ndcg_ratio.activity": [0.65, 0.75],
+             "alternative.best_baseline.fairness.user_ndcg_ratio.activity": [0.70, 0.74]}
+    (result,) = evaluate_check(ACTIVITY, BELOW, draws)
+    assert (result.status, result.passed, result.rule) == ("pass", True, "no_worse_than_alternatives")
+    assert "short by 0.1" in result.message  # the threshold's verdict stays on record
+    assert "passed by fallback no_worse_than_alternatives: no alternative is fairer with 95% confidence" in result.message
+    assert "candidate - best_baseline [-0.0485, 0.0085]" in result.message
+    assert result.tag_value.endswith(" / by no_worse_than_alternatives / pass")
+    decision = decide(Policy(name="p", checks=(ACTIVITY,), sha256="0" * 64), BELOW, draws)
+    assert decision.passed and "pass by no_worse_than_alternatives" in decision.summary_markdown()
+
+
+def test_the_fallback_fails_when_an_alternative_is_fairer_with_confidence() -> None:
+    # against the champion: 0.65 - 0.80 = -0.15 and 0.75 - 0.85 = -0.10, upper bound -0.10125 < 0
+    metrics = {**BELOW, "alternative.champion.fairness.user_ndcg_ratio.activity": 0.82}
+    draws = {"fairness.user_ndcg_ratio.activity": [0.65, 0.75],
+             "alternative.best_baseline.fairness.user_ndcg_ratio.activity": [0.70, 0.74],
+             "alternative.champion.fairness.user_ndcg_ratio.activity": [0.80, 0.85]}
+    (result,) = evaluate_check(ACTIVITY, metrics, draws)
+    assert result.status == "fail" and result.rule == "threshold"
+    assert "does not apply: champion fairer with 95% confidence" in result.message
+
+
+def test_the_fallback_needs_the_opt_in_and_an_alternative_with_resamples() -> None:
+    draws = {"fairness.user_ndcg_ratio.activity": [0.65, 0.75],
+             "alternative.best_baseline.fairness.user_ndcg_ratio.activity": [0.70, 0.74]}
+    plain = Check(name="a", metric="fairness.user_ndcg_ratio.activity", comparator=">=", threshold=0.8)
+    assert evaluate_check(plain, BELOW, draws)[0].status == "fail"  # the default: the threshold alone
+    (alone,) = evaluate_check(ACTIVITY, {"fairness.user_ndcg_ratio.activity": 0.7}, draws)
+    assert alone.status == "fail" and "no alternative carries" in alone.message
+    (blind,) = evaluate_check(ACTIVITY, BELOW, None)
+    assert blind.status == "fail" and "no bootstrap resamples" in blind.message
+
+
+def test_a_wildcard_leaves_out_its_exclusions_and_may_skip_when_nothing_is_left() -> None:
+    check = Check(name="g", metric="fairness.user_ndcg_ratio.*", comparator=">=", threshold=0.8,
+                  exclude=("activity",), skip_if_no_match=True)
+    metrics = {"fairness.user_ndcg_ratio.activity": 0.5, "fairness.user_ndcg_ratio.gender": 0.9}
+    assert [r.name for r in evaluate_check(check, metrics)] == ["g.gender"]
+    (skipped,) = evaluate_check(check, {"fairness.user_ndcg_ratio.activity": 0.5})
+    assert skipped.status == "skipped" and "other than activity" in skipped.message
+
+
 # --- values as they arrive: tags (text), NumPy scalars, NaN ---------------------------------------------
 
 
@@ -557,6 +680,31 @@ VALID_CHECK = '  - {name: eps, metric: privacy.epsilon, comparator: "<=", thresh
         (
             'name: p\nchecks:\n  - {name: a, metric: m, comparator: "<", reference: r, offset: x}\n',
             "field 'offset': must be a finite number, got 'x'",
+        ),
+        (
+            'name: p\nchecks:\n  - {name: a, metric: m, comparator: ">=", threshold: 1, decide_on: middle}\n',
+            "field 'decide_on': 'middle' is not one of point, lower, upper",
+        ),
+        (
+            'name: p\nchecks:\n  - {name: a, metric: m, comparator: ">=", threshold: 1, confidence: 95}\n',
+            "field 'confidence': must be a number between 0 and 1 (exclusive), got 95",
+        ),
+        (
+            'name: p\nchecks:\n  - {name: a, metric: m, comparator: "==", threshold: true, decide_on: lower}\n',
+            "field 'decide_on': 'lower' needs a numeric comparison",
+        ),
+        (
+            'name: p\nchecks:\n  - {name: a, metric: m, comparator: ">=", threshold: 1, fallback: kinder}\n',
+            "field 'fallback': 'kinder' is not one of none, no_worse_than_alternatives",
+        ),
+        (
+            'name: p\nchecks:\n  - {name: a, metric: m, comparator: "<=", threshold: 1, '
+            "fallback: no_worse_than_alternatives}\n",
+            "field 'fallback': no_worse_than_alternatives needs '>=' or '>'",
+        ),
+        (
+            'name: p\nchecks:\n  - {name: a, metric: m, comparator: ">=", threshold: 1, exclude: [x]}\n',
+            "field 'exclude': only makes sense with a wildcard",
         ),
         (
             'name: p\nchecks:\n  - {name: a, metric: m, comparator: "<", threshold: .nan}\n',
