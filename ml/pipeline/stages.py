@@ -822,7 +822,7 @@ def _uncertainty_tags(metrics: dict[str, Any], ev: dict[str, Any], decision: Any
         tags.update({"quality.best_non_private_baseline": best_np,
                      "quality.best_non_private_baseline_ndcg_at_10": f"{ev['best_non_private_baseline_ndcg']:.6g}",
                      "quality.best_non_private_baseline_ndcg_at_10_interval": _interval_text(unc["ndcg"][best_np]),
-                     "quality.price_of_privacy": f"{price['value']:.6g}",
+                     "quality.price_of_privacy": "n/a" if price["value"] is None else f"{price['value']:.6g}",
                      "quality.price_of_privacy_interval": _interval_text(price)})
     for attr, entry in unc["user_ndcg_ratio"]["candidate"].items():
         tags[f"fairness.user_ndcg_ratio_interval.{attr}"] = _interval_text(entry)
