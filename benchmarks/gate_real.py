@@ -89,12 +89,14 @@ def _ci(entry: dict[str, Any] | None) -> str:
     return f"{_fmt(entry.get('value'))} {_bounds([entry['lower'], entry['upper']]) if entry.get('lower') else ''}"
 
 
-def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
+def markdown(results: list[dict[str, Any]], info: dict[str, Any], note: str = "") -> str:
     lines = ["# The default gate on the shared real corpora", "",
              f"`benchmarks/gate_real.py`, {info['date']}, Python {info['python']}, {info['cores']} cores; "
              f"MLflow {info['versions'].get('mlflow')}, Opacus {info['versions'].get('opacus')}. Each corpus: "
              "`vetted run` with the defaults (packaged policy). Intervals: 95% paired bootstrap over shoppers "
              "(1,000 resamples; margin = value - threshold on each resample).", ""]
+    if note:
+        lines += [f"Note: {note}", ""]
     for res in results:
         boot = res.get("bootstrap") or {}
         lines += [f"## {res['corpus']}: gate {res['status']}", "",
@@ -128,6 +130,7 @@ def main() -> int:
     parser.add_argument("--only", choices=list(CORPORA), action="append")
     parser.add_argument("--summary", action="append", default=[], metavar="CORPUS=PATH",
                         help="table this run's summary.json instead of running the corpus")
+    parser.add_argument("--note", default="", help="how the tabled runs were made, when not by this script")
     args = parser.parse_args()
     given = dict(item.split("=", 1) for item in args.summary)
     results = []
@@ -141,7 +144,7 @@ def main() -> int:
         summary, seconds = run_chain(corpus, CORPORA[corpus])
         results.append(corpus_result(corpus, summary, seconds))
     info = machine()
-    write("gate-real", {"machine": info, "results": results}, markdown(results, info))
+    write("gate-real", {"machine": info, "note": args.note, "results": results}, markdown(results, info, args.note))
     return 0
 
 
