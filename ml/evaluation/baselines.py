@@ -1,7 +1,20 @@
-"""Baselines on exactly the candidate's split: popularity, item co-occurrence, BM25, zero-shot MiniLM.
+"""Baselines on exactly the candidate's split: popularity, item co-occurrence, BM25, zero-shot MiniLM, and the
+DP popularity and co-occurrence built on the candidate's own released transition counts.
 
 Each baseline is fitted on the training window only and answers `recommend(histories, k)` with top-k
 item ids per case, so the candidate and every baseline are measured by the same code on the same cases.
+
+Each baseline says what it learns from shoppers (`learns`), because the gate compares the candidate only with
+alternatives its policy would itself ship:
+
+- `public`: catalogue text only (BM25, zero-shot MiniLM); no shopper data, no privacy cost.
+- `private`: shoppers' data through a DP mechanism at the candidate's epsilon and delta. The DP baselines read the
+  train stage's DP transition feature, the capped, Gaussian-noised transition counts the model itself was given
+  (`ml.privacy.accounting.noisy_counts`). Ranking by those released counts, or by item popularity from their sums,
+  is post-processing of a released output: it spends no further epsilon, and the candidate's (epsilon, delta)
+  already covers it.
+- `non_private`: raw counts of shoppers' events (popularity, co-occurrence). The policy would refuse such a model
+  itself, so it is reported as the price of privacy, never used as the bar.
 """
 
 from __future__ import annotations
@@ -18,6 +31,10 @@ from ml.ranking import top_k
 
 log = logging.getLogger(__name__)
 
+PUBLIC, PRIVATE, NON_PRIVATE = "public", "private", "non_private"
+LEARNS = (PUBLIC, PRIVATE, NON_PRIVATE)
+SHIPPABLE = (PUBLIC, PRIVATE)  # what a policy requiring DP could itself ship
+
 
 @dataclass
 class Baseline:
@@ -25,9 +42,12 @@ class Baseline:
 
     item_ids: list[str]
     name: str = "baseline"
+    learns: str = NON_PRIVATE  # what it learns from shoppers: public | private | non_private (module docstring)
     index_of: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.learns not in LEARNS:
+            raise ValueError(f"baseline {self.name!r}: learns={self.learns!r} is not one of {', '.join(LEARNS)}")
         self.index_of = {item: i for i, item in enumerate(self.item_ids)}
 
     def _scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
@@ -106,6 +126,7 @@ class BM25(Baseline):
     """Text retrieval: the titles of the shopper's last items as the query against item text."""
 
     name: str = "bm25"
+    learns: str = PUBLIC
     texts: list[str] = field(default_factory=list)
     titles: list[str] = field(default_factory=list)
 
@@ -125,6 +146,7 @@ class ZeroShot(Baseline):
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     decay: float = 0.5
     name: str = "zero_shot_minilm"
+    learns: str = PUBLIC
 
     def _scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
         q = np.zeros((len(histories), self.vectors.shape[1]), dtype=np.float32)
@@ -132,3 +154,63 @@ class ZeroShot(Baseline):
             for age, item in enumerate(reversed(hist[-10:])):
                 q[row] += np.float32(self.decay**age) * self.vectors[item]
         return q @ self.vectors.T
+
+
+def released_counts(item_ids: list[str], log_counts: np.ndarray) -> np.ndarray:
+    """The transition counts the train stage released, from the model's table of their log1p (post-processing).
+
+    The table is ``log1p(max(noisy count - floor, 0))`` (ml.pipeline.stages.transition_feature); expm1 gives back
+    the floored noisy counts, which rank exactly as the table does."""
+    table = np.asarray(log_counts, dtype=np.float64)
+    n = len(item_ids)
+    if table.shape != (n, n):
+        raise ValueError(f"the transition table is {table.shape}, not {n} x {n} for the catalogue's {n} items; pass "
+                         "the table of the model trained on this catalogue (Recommender.model.transitions)")
+    return np.expm1(np.maximum(table, 0.0)).astype(np.float32)
+
+
+@dataclass
+class DPPopularity(Popularity):
+    """Items ranked by how often they follow another item in the released DP transition counts (column sums)."""
+
+    name: str = "dp_popularity"
+    learns: str = PRIVATE
+
+    @classmethod
+    def fit(cls, *args: object, **kwargs: object) -> DPPopularity:  # type: ignore[override]
+        raise TypeError(f"{cls.__name__} is built from released DP counts, never fitted on raw events: use "
+                        "from_transitions(item_ids, model.transitions)")
+
+    @classmethod
+    def from_transitions(cls, item_ids: list[str], log_counts: np.ndarray) -> DPPopularity:
+        model = cls(item_ids=item_ids)
+        model.counts = released_counts(item_ids, log_counts).sum(axis=0)
+        return model
+
+
+@dataclass
+class DPCooccurrence(Cooccurrence):
+    """Co-occurrence scoring (recency-weighted rows of the history's items) on the released DP transition counts,
+    ties broken by the DP popularity from the same counts."""
+
+    name: str = "dp_cooccurrence"
+    learns: str = PRIVATE
+
+    @classmethod
+    def fit(cls, *args: object, **kwargs: object) -> DPCooccurrence:  # type: ignore[override]
+        raise TypeError(f"{cls.__name__} is built from released DP counts, never fitted on raw events: use "
+                        "from_transitions(item_ids, model.transitions)")
+
+    @classmethod
+    def from_transitions(cls, item_ids: list[str], log_counts: np.ndarray) -> DPCooccurrence:
+        model = cls(item_ids=item_ids)
+        model.matrix = released_counts(item_ids, log_counts)
+        model.popularity = model.matrix.sum(axis=0)
+        return model
+
+
+def best_baseline(ndcg: dict[str, float], learns: dict[str, str], kinds: tuple[str, ...]) -> str | None:
+    """The name of the baseline with the highest NDCG among those whose `learns` is one of `kinds` (None if none);
+    ties go to the first in name order, so the choice never depends on dict order."""
+    eligible = sorted(name for name in ndcg if learns.get(name) in kinds)
+    return max(eligible, key=lambda name: ndcg[name]) if eligible else None

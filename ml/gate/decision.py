@@ -1,6 +1,6 @@
 """The gate's decision: every check of a policy evaluated against a candidate's metrics.
 
-``decide`` is pure. The decision is recorded (model version tags, ``summary.json``, XCom) and promotion
+``decide`` is pure: metrics and their bootstrap resamples in (``ml.gate.checks``), a decision out. The decision is recorded (model version tags, ``summary.json``, XCom) and promotion
 reads the recorded decision; it never recomputes it.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ml.gate.checks import CheckResult, evaluate_check, format_value
+from ml.gate.checks import THRESHOLD_RULE, CheckResult, Draws, evaluate_check, format_value
 from ml.gate.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,18 @@ class GateDecision:
             raise ValueError(f"not a recorded gate decision: field {exc.args[0]!r} is missing") from exc
 
     def summary_markdown(self) -> str:
-        """A reviewer's table: check | value | threshold | result, with how far off each failure is."""
+        """A reviewer's table: check | value [interval] | threshold | margin [interval] | decided on | result.
+
+        The margin is value - threshold (paired on the resamples); "decided on" names the point estimate or the
+        interval bound the check compared with 0, and a pass by the fallback rule says so."""
         lines = [
             f"**Gate {self.status}** (policy `{self.policy_label}`): "
             f"{sum(r.status == 'pass' for r in self.checks)} of {len(self.checks)} checks passed, "
             f"{len(self.blocking_failures)} blocking failure(s), {len(self.warnings)} warning(s), "
             f"{len(self.skipped)} skipped.",
             "",
-            "| check | value | threshold | result |",
-            "|---|---|---|---|",
+            "| check | value | threshold | margin | decided on | result |",
+            "|---|---|---|---|---|---|",
         ]
         for r in self.checks:
             threshold = "n/a" if r.threshold is None else format_value(r.threshold)
@@ -88,23 +91,34 @@ class GateDecision:
                     _cell(text)
                     for text in (
                         r.name,
-                        format_value(r.value),
+                        _with_interval(r.value, r.interval),
                         f"{r.comparator} {threshold}",
+                        _with_interval(r.margin, r.margin_interval) if r.margin_interval is not None else "",
+                        r.decided_on_text() if r.margin_interval is not None or r.decide_on != "point" else "",
                         _result_text(r),
                     )
                 )
                 + " |"
             )
-        notes = [r for r in self.checks if r.status != "pass"]
+        confidence = next((r.confidence for r in self.checks if r.interval is not None), None)
+        if confidence is not None:
+            lines += ["", f"Intervals: {confidence:.0%} paired bootstrap over shoppers; margin = value - threshold "
+                      "on each resample."]
+        notes = [r for r in self.checks if r.status != "pass" or r.rule != THRESHOLD_RULE]
         if notes:
             lines.append("")
             lines.extend(f"- `{r.name}` ({r.status}): {r.message}" for r in notes)
         return "\n".join(lines) + "\n"
 
 
+def _with_interval(value: Any, bounds: list[float] | None) -> str:
+    text = format_value(value)
+    return text if bounds is None else f"{text} [{format_value(bounds[0])}, {format_value(bounds[1])}]"
+
+
 def _result_text(result: CheckResult) -> str:
     if result.status == "pass":
-        return "pass"
+        return "pass" if result.rule == THRESHOLD_RULE else f"pass by {result.rule}"
     if result.status == "skipped":
         return f"skipped: {result.message.split(':', 1)[0]}"
     label = "**FAIL**" if result.status == "fail" else "warn"
@@ -115,9 +129,10 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def decide(policy: Policy, metrics: Mapping[str, Any]) -> GateDecision:
-    """Evaluate every check of ``policy`` on ``metrics``; failed if any blocking check failed."""
-    results = [result for check in policy.checks for result in evaluate_check(check, metrics)]
+def decide(policy: Policy, metrics: Mapping[str, Any], draws: Draws | None = None) -> GateDecision:
+    """Evaluate every check of ``policy`` on ``metrics`` (and their bootstrap ``draws``, paired resample by
+    resample); failed if any blocking check failed."""
+    results = [result for check in policy.checks for result in evaluate_check(check, metrics, draws)]
     blocking_failures = [r.name for r in results if r.status == "fail"]
     decision = GateDecision(
         status="failed" if blocking_failures else "passed",

@@ -17,7 +17,15 @@ A policy file looks like::
         threshold: 8                          # a fixed threshold instead of a reference
 
 A check's metric may end with ``.*`` (``fairness.user_ndcg_ratio.*``): it expands to one check per
-matching metric when evaluated. The policy is identified on the registry as ``name@sha256[:12]`` of the
+matching metric when evaluated, less the suffixes listed in ``exclude`` (those get a check of their own);
+``skip_if_no_match: true`` skips (and says so) instead of failing when nothing is left to match.
+
+Quality and fairness figures come with paired bootstrap resamples over shoppers (``ml.evaluation.bootstrap``).
+``decide_on`` says what a check compares: ``point`` (the hold-out figure), ``lower`` or ``upper`` (that end of
+the ``confidence`` interval of the margin, metric - threshold, taken resample by resample). ``lower`` on ``>=``
+passes only when the candidate clears the threshold with confidence; ``upper`` fails only when it misses it
+with confidence. ``fallback: no_worse_than_alternatives`` lets a failing fairness check pass when no
+alternative (best shippable baseline, champion) is fairer with confidence (``ml.gate.checks``). The policy is identified on the registry as ``name@sha256[:12]`` of the
 file's bytes, so any edit to the file changes the label.
 """
 
@@ -55,7 +63,15 @@ _CHECK_KEYS = (
     "blocking",
     "description",
     "skip_if_missing_reference",
+    "decide_on",
+    "confidence",
+    "fallback",
+    "exclude",
+    "skip_if_no_match",
 )
+DECIDE_ON = ("point", "lower", "upper")
+FALLBACKS = ("none", "no_worse_than_alternatives")
+DEFAULT_CONFIDENCE = 0.95
 
 Threshold = float | bool | str | None
 
@@ -86,6 +102,11 @@ class Check:
     blocking: bool = True
     description: str = ""
     skip_if_missing_reference: bool = False
+    decide_on: str = "point"
+    confidence: float = DEFAULT_CONFIDENCE
+    fallback: str = "none"
+    exclude: tuple[str, ...] = ()
+    skip_if_no_match: bool = False
 
     def __post_init__(self) -> None:
         problems = _check_problems(SimpleNamespace(**{f.name: getattr(self, f.name) for f in fields(self)}))
@@ -98,6 +119,8 @@ class Check:
             object.__setattr__(self, "threshold", float(self.threshold))
         object.__setattr__(self, "factor", float(self.factor))
         object.__setattr__(self, "offset", float(self.offset))
+        object.__setattr__(self, "confidence", float(self.confidence))
+        object.__setattr__(self, "exclude", tuple(self.exclude))
 
     @property
     def is_wildcard(self) -> bool:
@@ -182,6 +205,42 @@ def _check_problems(check: Any) -> list[str]:
         problems.append("field 'skip_if_missing_reference': only makes sense with a 'reference'")
     if not isinstance(check.description, str):
         problems.append(f"field 'description': must be text, got {check.description!r}")
+    problems.extend(_uncertainty_problems(check, has_threshold))
+    problems.extend(_wildcard_problems(check))
+    return problems
+
+
+def _uncertainty_problems(check: Any, has_threshold: bool) -> list[str]:
+    """decide_on, confidence and fallback: an interval bound or a fallback needs a numeric ordering check."""
+    problems: list[str] = []
+    if check.decide_on not in DECIDE_ON:
+        problems.append(f"field 'decide_on': {check.decide_on!r} is not one of {', '.join(DECIDE_ON)}")
+    confidence = check.confidence
+    if not _is_number(confidence) or not 0 < confidence < 1:
+        problems.append(f"field 'confidence': must be a number between 0 and 1 (exclusive), got {confidence!r}")
+    if check.fallback not in FALLBACKS:
+        problems.append(f"field 'fallback': {check.fallback!r} is not one of {', '.join(FALLBACKS)}")
+    numeric = check.comparator in ORDERING_COMPARATORS and (not has_threshold or not isinstance(check.threshold, bool))
+    if check.decide_on in ("lower", "upper") and not numeric:
+        problems.append(f"field 'decide_on': {check.decide_on!r} needs a numeric comparison (<, <=, >, >=); "
+                        "use 'point' for equality and true/false checks")
+    if check.fallback == "no_worse_than_alternatives" and check.comparator not in (">", ">="):
+        problems.append("field 'fallback': no_worse_than_alternatives needs '>=' or '>' (higher is fairer)")
+    return problems
+
+
+def _wildcard_problems(check: Any) -> list[str]:
+    problems: list[str] = []
+    wildcard = isinstance(check.metric, str) and check.metric.endswith(".*")
+    exclude = check.exclude
+    if not isinstance(exclude, list | tuple) or not all(isinstance(x, str) and x for x in exclude):
+        problems.append(f"field 'exclude': must be a list of metric suffixes (e.g. [activity]), got {exclude!r}")
+    elif exclude and not wildcard:
+        problems.append("field 'exclude': only makes sense with a wildcard metric ending in '.*'")
+    if not isinstance(check.skip_if_no_match, bool):
+        problems.append(f"field 'skip_if_no_match': must be true or false, got {check.skip_if_no_match!r}")
+    elif check.skip_if_no_match and not wildcard:
+        problems.append("field 'skip_if_no_match': only makes sense with a wildcard metric ending in '.*'")
     return problems
 
 
@@ -260,6 +319,8 @@ def parse_policy(data: bytes, source: str = "<policy>") -> Policy:
             errors.extend(f"{where}: {p}" for p in problems)
             continue
         values = {k: raw[k] for k in _CHECK_KEYS if k in raw}
+        if isinstance(values.get("exclude"), list):
+            values["exclude"] = tuple(values["exclude"])
         problems = _check_problems(SimpleNamespace(**{**_CHECK_DEFAULTS, **values}))
         if problems:
             errors.extend(f"{where}: {p}" for p in problems)

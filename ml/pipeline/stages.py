@@ -21,6 +21,8 @@ from ml.pipeline.context import RunContext, jsonable
 log = logging.getLogger(__name__)
 
 TRAIN_SET, CASES, SEQUENCES = "train_set.parquet", "cases.parquet", "train_sequences.parquet"
+# per hold-out case: the shopper, the audit groups and every ranker's NDCG, for the paired bootstrap
+PER_CASE = "per_case.parquet"
 AUDIT_SHARE = 0.1  # shoppers kept out of training as the membership-inference audit's non-members
 # DP noise (std) on each coordinate of a step's mean clipped gradient above which the projection and the item
 # bias stay fixed and the rest trains at NOISY_DP_LR_SCALE x the rate. amazon2018 at 256 shoppers a step has
@@ -353,7 +355,13 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
 
     from ml.data.ingest import read_lake
     from ml.evaluation import baselines as bl
-    from ml.evaluation.evaluate import audit_groups, evaluate_rankings, ndcg_ratios
+    from ml.evaluation.evaluate import (
+        audit_groups,
+        eligible_groups,
+        evaluate_rankings,
+        group_labels,
+        ndcg_ratios,
+    )
     from ml.evaluation.fairness import brand_tiers, catalogue_tail, item_tiers
     from ml.evaluation.reports import (
         drift_report,
@@ -402,11 +410,27 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
               bl.BM25(item_ids=item_ids, texts=texts, titles=items["title"].tolist())]
     base_vectors = _zero_shot_vectors(texts, cfg.max_item_tokens)
     fitted.append(bl.ZeroShot(item_ids=item_ids, vectors=base_vectors))
+    fitted.extend(_private_baselines(rec, item_ids, trained["privacy"]))
     baselines = {}
+    per_case = pd.DataFrame({"user_id": cases["user_id"].astype(str).to_numpy()})
+    labels = group_labels(groups)
+    for attr in labels.columns:
+        per_case[f"group.{attr}"] = labels[attr].to_numpy()
+    per_case["ndcg.candidate"] = candidate["per_case"]["ndcg"].to_numpy()
     for b in fitted:
         res = evaluate_rankings(b.recommend(histories, k), cases, k, **common)
-        baselines[b.name] = {"metrics": res["metrics"], "beyond": res["beyond"], "provider": res["provider"]}
-    best = max(baselines, key=lambda n: baselines[n]["metrics"][f"ndcg_at_{k}"])
+        baselines[b.name] = {"metrics": res["metrics"], "beyond": res["beyond"], "provider": res["provider"],
+                             "learns": b.learns, "user_fairness": res.get("user_fairness", {})}
+        per_case[f"ndcg.{b.name}"] = res["per_case"]["ndcg"].to_numpy()
+    per_case.to_parquet(ctx.path(PER_CASE), index=False)
+    ndcg_of = {n: r["metrics"][f"ndcg_at_{k}"] for n, r in baselines.items()}
+    learns = {n: r["learns"] for n, r in baselines.items()}
+    best = bl.best_baseline(ndcg_of, learns, bl.SHIPPABLE)
+    best_non_private = bl.best_baseline(ndcg_of, learns, (bl.NON_PRIVATE,))
+    if best is None:
+        raise ValueError("no shippable baseline (public or private) was evaluated: the quality check has no bar")
+    eligible = eligible_groups(candidate.get("user_fairness", {}))
+    uncertainty = _uncertainty(per_case, eligible, baselines, best, best_non_private, cfg.seed)
 
     # membership inference: trained shoppers vs held-out shoppers of the same distribution
     train_set = pd.read_parquet(ctx.path(TRAIN_SET))
@@ -435,6 +459,10 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         "k": k, "n_cases": len(cases), "candidate": {kk: v for kk, v in candidate.items() if kk != "per_case"},
         "baselines": baselines, "best_baseline": best,
         "best_baseline_ndcg": baselines[best]["metrics"][f"ndcg_at_{k}"],
+        "best_non_private_baseline": best_non_private,
+        "best_non_private_baseline_ndcg": baselines[best_non_private]["metrics"][f"ndcg_at_{k}"]
+        if best_non_private else None,
+        "uncertainty": uncertainty,
         "user_ndcg_ratio": ratios, "provider_exposure_ratio": candidate["provider"].get("ratio"),
         "mia": mia, "drift": drift,
         "rerank": {"min_tail_share": cfg.rerank_min_tail_share, "window": k, "pool": RERANK_POOL,
@@ -459,6 +487,66 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         mlflow.log_dict(jsonable(out), "evaluation.json")
     return {"ndcg_at_k": metrics[f"ndcg_at_{k}"], "best_baseline": best, "best_baseline_ndcg": out["best_baseline_ndcg"],
             "mia_auc": mia["auc"], "drift_share": drift["share_drifted"]}
+
+
+def _private_baselines(rec: Any, item_ids: list[str], privacy: dict[str, Any]) -> list[Any]:
+    """DP popularity and DP co-occurrence on the candidate's own released transition counts, when it was trained
+    with DP and has them: post-processing of a release the candidate's (epsilon, delta) already covers
+    (ml.evaluation.baselines). Without DP the counts are raw, so no private baseline exists."""
+    from ml.evaluation import baselines as bl
+
+    table = rec.model.transitions.detach().cpu().numpy()
+    if not privacy.get("dp") or table.shape != (len(item_ids), len(item_ids)):
+        return []
+    return [bl.DPPopularity.from_transitions(item_ids, table), bl.DPCooccurrence.from_transitions(item_ids, table)]
+
+
+def _resamples(per_case: pd.DataFrame, seed: int) -> Any:
+    """The bootstrap resamples over the hold-out's shoppers: the same in evaluate and gate (same cases, same seed)."""
+    from ml.evaluation.bootstrap import DEFAULT_RESAMPLES, shopper_resamples
+
+    return shopper_resamples(per_case["user_id"].to_numpy(), DEFAULT_RESAMPLES, seed)
+
+
+def _group_frame(per_case: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({c[len("group."):]: per_case[c].to_numpy() for c in per_case.columns if c.startswith("group.")})
+
+
+def _uncertainty(per_case: pd.DataFrame, eligible: dict[str, list[str]], baselines: dict[str, Any], best: str,
+                 best_non_private: str | None, seed: int) -> dict[str, Any]:
+    """Every ranker's NDCG@k and user-group ratios with their intervals, the paired difference candidate - each
+    baseline, and the price of privacy, all on the same bootstrap resamples over shoppers."""
+    from ml.evaluation.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, hold_out, ratio_draws, summary
+    from ml.evaluation.evaluate import paired_draws
+
+    resamples = _resamples(per_case, seed)
+    rankers = ["candidate", *baselines]
+    ndcg = {n: per_case[f"ndcg.{n}"].to_numpy() for n in rankers}
+    groups = _group_frame(per_case)
+    draws = paired_draws(ndcg, groups, eligible, resamples)
+    points = paired_draws(ndcg, groups, eligible, hold_out(resamples))
+
+    def entry(values: np.ndarray, point: np.ndarray) -> dict[str, Any]:
+        value = float(point[0])
+        return summary(value if np.isfinite(value) else None, values, DEFAULT_CONFIDENCE)
+
+    out: dict[str, Any] = {
+        "method": {"unit": "shopper", "n_resamples": DEFAULT_RESAMPLES, "seed": seed,
+                   "confidence": DEFAULT_CONFIDENCE, "n_shoppers": resamples.n_shoppers, "n_cases": len(per_case),
+                   "interval": "percentile, paired: every ranker on the same resamples"},
+        "eligible_groups": eligible,
+        "ndcg": {n: entry(draws[f"{n}.ndcg"], points[f"{n}.ndcg"]) for n in rankers},
+        "candidate_minus": {n: entry(draws["candidate.ndcg"] - draws[f"{n}.ndcg"],
+                                     points["candidate.ndcg"] - points[f"{n}.ndcg"]) for n in baselines},
+        "user_ndcg_ratio": {n: {a: entry(draws[f"{n}.ratio.{a}"], points[f"{n}.ratio.{a}"]) for a in eligible}
+                            for n in rankers},
+        "price_of_privacy": None,
+    }
+    if best_non_private:
+        out["price_of_privacy"] = {"baseline": best_non_private, **entry(
+            ratio_draws(draws["candidate.ndcg"], draws[f"{best_non_private}.ndcg"]),
+            ratio_draws(points["candidate.ndcg"], points[f"{best_non_private}.ndcg"]))}
+    return out
 
 
 def _zero_shot_vectors(texts: list[str], max_tokens: int) -> np.ndarray:
@@ -617,23 +705,29 @@ def _sample_queries(ctx: RunContext) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------
 def _champion_metrics(ctx: RunContext, client: Any, version: str) -> dict[str, Any] | None:
-    """Re-evaluate the current champion on this run's hold-out (not its old numbers)."""
-    from ml.evaluation.metrics import ranking_metrics
-    from ml.registry.registration import CHAMPION, alias_version
+    """Re-evaluate the current champion on this run's hold-out (not its old numbers), keeping its per-case NDCG
+    (in the cases' order) and its user-group fairness, so the gate compares it with the candidate case by case,
+    on the same bootstrap resamples and the same audit groups."""
+    import tempfile
+
+    from ml.evaluation.fairness import user_group_fairness
+    from ml.evaluation.metrics import per_case_metrics, summarize
+    from ml.registry.registration import CHAMPION, alias_version, download_recommender
     from ml.training.recommender import Recommender
 
     champ = alias_version(client, ctx.settings.model_name, CHAMPION)
     if champ is None or str(champ.version) == str(version):
         return None
-    import tempfile
-
-    from ml.registry.registration import download_recommender
-
     with tempfile.TemporaryDirectory(prefix="vetted-champion-") as scratch:
         rec = Recommender.load(download_recommender(client, ctx.settings.model_name, champ.version, Path(scratch)))
     cases = pd.read_parquet(ctx.path(CASES))
-    recs, _ = rec.recommend([list(h) for h in cases["history"]], ctx.config.k)
-    return {"version": str(champ.version), "metrics": ranking_metrics(recs, cases["item_id"].tolist(), ctx.config.k)}
+    k = ctx.config.k
+    recs, _ = rec.recommend([list(h) for h in cases["history"]], k)
+    scored = per_case_metrics(recs, cases["item_id"].tolist(), k)
+    groups = _group_frame(pd.read_parquet(ctx.path(PER_CASE)))
+    return {"version": str(champ.version), "metrics": summarize(scored, k),
+            "per_case_ndcg": scored["ndcg"].astype(float).tolist(),
+            "user_fairness": user_group_fairness(scored, groups) if len(groups.columns) else {}}
 
 
 def gate(ctx: RunContext) -> dict[str, Any]:
@@ -655,6 +749,7 @@ def gate(ctx: RunContext) -> dict[str, Any]:
 
 
 def _gate(ctx: RunContext, client: Any, registered: dict[str, Any]) -> dict[str, Any]:
+    from ml.evaluation.evaluate import gate_evidence
     from ml.gate.decision import decide
     from ml.gate.policy import load_policy
     from ml.registry import registration as reg
@@ -663,11 +758,17 @@ def _gate(ctx: RunContext, client: Any, registered: dict[str, Any]) -> dict[str,
     version = registered["version"]
     champion = _champion_metrics(ctx, client, version)
     tr, ev = ctx.read("train"), ctx.read("evaluate")
-    k = ev["k"]
+    per_case = pd.read_parquet(ctx.path(PER_CASE))
+    ndcg = {c[len("ndcg."):]: per_case[c].to_numpy() for c in per_case.columns if c.startswith("ndcg.")}
+    if champion:
+        ndcg["champion"] = np.asarray(champion["per_case_ndcg"], dtype=float)
+    evidence, draws = gate_evidence(ndcg, _group_frame(per_case), ev["uncertainty"]["eligible_groups"],
+                                    _resamples(per_case, cfg.seed), best=ev["best_baseline"],
+                                    best_non_private=ev.get("best_non_private_baseline"))
     metrics: dict[str, Any] = {
-        "quality.ndcg_at_10": ev["candidate"]["metrics"][f"ndcg_at_{k}"],
+        "quality.ndcg_at_10": ev["candidate"]["metrics"][f"ndcg_at_{ev['k']}"],
         "quality.best_baseline_ndcg_at_10": ev["best_baseline_ndcg"],
-        "champion.ndcg_at_10": champion["metrics"][f"ndcg_at_{k}"] if champion else None,
+        "champion.ndcg_at_10": None,
         "privacy.dp": bool(tr["privacy"]["dp"]),
         "privacy.unit": tr["privacy"]["unit"],
         "privacy.epsilon": tr["privacy"].get("epsilon"),
@@ -680,21 +781,80 @@ def _gate(ctx: RunContext, client: Any, registered: dict[str, Any]) -> dict[str,
         "serving.smoke_ok": bool(registered["smoke"]["ok"]),
     }
     metrics.update({f"fairness.user_ndcg_ratio.{a}": r for a, r in ev["user_ndcg_ratio"].items()})
+    metrics.update({key: value for key, value in evidence.items() if key not in metrics or metrics[key] is None})
     policy = load_policy(cfg.policy or None)
-    decision = decide(policy, metrics)
+    decision = decide(policy, metrics, draws)
     status = decision.status
     if status == "passed" and cfg.require_approval:
         status = "pending_approval"
     tags = decision.to_tags()
     tags["gate.status"] = status
+    tags.update(_uncertainty_tags(metrics, ev, decision))
     if champion:
         tags["gate.champion_compared"] = f"v{champion['version']}"
     reg.set_tags(client, settings.model_name, version, tags)
-    out = {"status": status, "decision": decision.to_dict(), "metrics": metrics, "champion": champion,
-           "policy": policy.label, "summary_markdown": decision.summary_markdown()}
+    champion_out = None if champion is None else {**{k2: v for k2, v in champion.items() if k2 != "per_case_ndcg"},
+                                                  "ratios": _champion_ratios(evidence)}
+    out = {"status": status, "decision": decision.to_dict(), "metrics": metrics, "champion": champion_out,
+           "policy": policy.label, "summary_markdown": decision.summary_markdown(),
+           "alternatives": _alternatives_table(ev, evidence, decision)}
     ctx.write("gate", out)
     write_card(ctx, client)
     return {"status": status, "version": version, "blocking_failures": decision.blocking_failures}
+
+
+def _champion_ratios(evidence: dict[str, Any]) -> dict[str, float | None]:
+    prefix = "alternative.champion.fairness.user_ndcg_ratio."
+    return {key[len(prefix):]: value for key, value in evidence.items() if key.startswith(prefix)}
+
+
+def _interval_text(entry: dict[str, Any] | None) -> str:
+    """"0.1074 [0.0991, 0.1160] at 95%" for a tag; "n/a" without a value."""
+    if not entry or entry.get("value") is None:
+        return "n/a"
+    if entry.get("lower") is None:
+        return f"{entry['value']:.4g}"
+    return f"{entry['value']:.4g} [{entry['lower']:.4g}, {entry['upper']:.4g}] at {entry['confidence']:.0%}"
+
+
+def _uncertainty_tags(metrics: dict[str, Any], ev: dict[str, Any], decision: Any) -> dict[str, str]:
+    """Version tags with the intervals: quality.ndcg_at_10_interval, the best shippable and best non-private
+    baselines (quality.best_non_private_baseline*), quality.price_of_privacy (+ _interval) and each user-group
+    ratio's interval (fairness.user_ndcg_ratio_interval.<attribute>), all on the same shopper resamples."""
+    unc = ev["uncertainty"]
+    tags = {"quality.ndcg_at_10_interval": _interval_text(unc["ndcg"]["candidate"]),
+            "quality.best_baseline_learns": ev["baselines"][ev["best_baseline"]]["learns"],
+            "quality.best_baseline_ndcg_at_10_interval": _interval_text(unc["ndcg"][ev["best_baseline"]]),
+            "quality.bootstrap": f"{unc['method']['n_resamples']} resamples of {unc['method']['n_shoppers']} "
+                                 f"shoppers, seed {unc['method']['seed']}, paired"}
+    best_np = ev.get("best_non_private_baseline")
+    if best_np:
+        price = unc["price_of_privacy"]
+        tags.update({"quality.best_non_private_baseline": best_np,
+                     "quality.best_non_private_baseline_ndcg_at_10": f"{ev['best_non_private_baseline_ndcg']:.6g}",
+                     "quality.best_non_private_baseline_ndcg_at_10_interval": _interval_text(unc["ndcg"][best_np]),
+                     "quality.price_of_privacy": "n/a" if price["value"] is None else f"{price['value']:.6g}",
+                     "quality.price_of_privacy_interval": _interval_text(price)})
+    for attr, entry in unc["user_ndcg_ratio"]["candidate"].items():
+        tags[f"fairness.user_ndcg_ratio_interval.{attr}"] = _interval_text(entry)
+    for result in decision.checks:
+        if result.rule != "threshold":
+            tags[f"gate.{result.name}.rule"] = result.rule
+    return tags
+
+
+def _alternatives_table(ev: dict[str, Any], evidence: dict[str, Any], decision: Any) -> list[dict[str, Any]]:
+    """Per user attribute: the candidate's ratio beside the best shippable baseline's and the champion's, and which
+    rule decided its check (threshold, or no worse than the alternatives)."""
+    rule_of = {r.metric: (r.rule, r.status) for r in decision.checks}
+    rows = []
+    for attr in ev["uncertainty"]["eligible_groups"]:
+        metric = f"fairness.user_ndcg_ratio.{attr}"
+        rule, status = rule_of.get(metric, ("not checked", "n/a"))
+        rows.append({"attribute": attr, "candidate": evidence.get(metric),
+                     "best_baseline": evidence.get(f"alternative.best_baseline.{metric}"),
+                     "champion": evidence.get(f"alternative.champion.{metric}"), "rule": rule, "status": status})
+    return rows
 
 
 def write_card(ctx: RunContext, client: Any) -> str:
@@ -718,7 +878,8 @@ def write_card(ctx: RunContext, client: Any) -> str:
         features=ctx.read("features"), ingest=ctx.read("ingest"), train=ctx.read("train"),
         evaluation=ctx.read("evaluate"), pii_findings=registered["pii_findings"], smoke=registered["smoke"],
         gate=None if gate_out is None else {"status": gate_out["status"], "policy_label": gate_out["policy"],
-                                             "summary_markdown": gate_out["summary_markdown"]},
+                                             "summary_markdown": gate_out["summary_markdown"],
+                                             "alternatives": gate_out.get("alternatives")},
         champion=None if gate_out is None else gate_out["champion"], links=links)
     client.update_model_version(ctx.settings.model_name, registered["version"], description=fit_description(card))
     client.log_text(run_id, card, CARD_ARTIFACT)  # the whole card, whatever the registry's length limit
@@ -781,14 +942,17 @@ def write_summary(ctx: RunContext) -> Path:
         "ingest": {k: ctx.read("ingest")[k] for k in ("read", "accepted", "quarantined", "quarantine_path",
                                                        "pii_replaced", "consent")},
         "metrics": ev["candidate"]["metrics"],
-        "baselines": {n: r["metrics"] for n, r in ev["baselines"].items()},
+        "baselines": {n: {**r["metrics"], "learns": r.get("learns")} for n, r in ev["baselines"].items()},
         "best_baseline": ev["best_baseline"],
+        "best_non_private_baseline": ev.get("best_non_private_baseline"),
+        "uncertainty": ev.get("uncertainty"),
         "privacy": {**ctx.read("train")["privacy"], "mia": ev["mia"], "pii_findings": registered.get("pii_findings")},
         "fairness": {"user_ndcg_ratio": ev["user_ndcg_ratio"], "provider_exposure_ratio": ev["provider_exposure_ratio"]},
         "drift_share": ev["drift"]["share_drifted"],
         "gate": {"status": gate_out.get("status"), "policy": gate_out.get("policy"),
                  "checks": (gate_out.get("decision") or {}).get("checks"),
-                 "champion_compared": gate_out.get("champion")},
+                 "champion_compared": gate_out.get("champion"),
+                 "fairness_vs_alternatives": gate_out.get("alternatives")},
         "promotion": ctx.read("promote") if ctx.has("promote") else None,
         "reports": ev["reports"],
         "model_card": str(ctx.path("model_card.md")),

@@ -21,8 +21,6 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
                pii_findings: int | None, smoke: Mapping[str, Any] | None, gate: Mapping[str, Any] | None,
                champion: Mapping[str, Any] | None, links: Mapping[str, str]) -> str:
     k = evaluation["k"]
-    nd, rc = f"ndcg_at_{k}", f"recall_at_{k}"
-    cand = evaluation["candidate"]["metrics"]
     privacy = train["privacy"]
     lines = [f"# Model card: {name} v{version or '?'}", ""]
     if gate:  # the decision first, check by check: the rest of the card is its evidence
@@ -71,26 +69,9 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
         f"({mia.get('n_members')} vs {mia.get('n_nonmembers')} shoppers).",
         f"- PII scan of features, params, tags and artifacts: {pii_findings if pii_findings is not None else 'not run'} finding(s).",
         "",
-        "## Quality on the hold-out",
-        f"| model | NDCG@{k} | Recall@{k} | MRR | coverage |",
-        "|---|---|---|---|---|",
-        f"| **candidate** | {_f(cand[nd])} | {_f(cand[rc])} | {_f(cand['mrr'])} | "
-        f"{_f(evaluation['candidate']['beyond'].get('coverage'))} |",
     ]
-    if champion and champion.get("metrics"):
-        cm = champion["metrics"]
-        lines.append(f"| champion v{champion['version']} (re-evaluated) | {_f(cm[nd])} | {_f(cm[rc])} | "
-                     f"{_f(cm['mrr'])} | |")
-    for bname, res in evaluation["baselines"].items():
-        m = res["metrics"]
-        best = " (best baseline)" if bname == evaluation["best_baseline"] else ""
-        lines.append(f"| {bname}{best} | {_f(m[nd])} | {_f(m[rc])} | {_f(m['mrr'])} | "
-                     f"{_f(res['beyond'].get('coverage'))} |")
-    lines += ["", "## Fairness", f"| attribute | group | NDCG@{k} | n | ratio min/max |", "|---|---|---|---|---|"]
-    for attr, res in evaluation["candidate"].get("user_fairness", {}).items():
-        ratio = (res.get("ratio") or {}).get("ndcg")
-        for group, vals in res.get("by_group", {}).items():
-            lines.append(f"| {attr} | {group} | {_f(vals.get('ndcg'))} | {vals.get('n')} | {_f(ratio, 3)} |")
+    lines += _quality_section(evaluation, champion, k, "private: DP" if privacy.get("dp") else "non-private")
+    lines += _fairness_section(evaluation, champion, gate, k)
     prov = evaluation["candidate"]["provider"]
     rr = evaluation.get("rerank")
     if rr:
@@ -111,6 +92,91 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
                      f"({smoke.get('error') or _f(smoke.get('max_latency_ms'), 0) + ' ms slowest answer'}).")
     lines += ["", "## Reports"] + [f"- [{label}]({url})" for label, url in links.items()]
     return "\n".join(lines) + "\n"
+
+
+def _ci(entry: Mapping[str, Any] | None, digits: int = 4) -> str:
+    """"0.1074 [0.0991, 0.1160]": a figure with its bootstrap interval; the bare figure without one."""
+    if not entry or entry.get("value") is None:
+        return "n/a"
+    if entry.get("lower") is None:
+        return _f(entry["value"], digits)
+    return f"{_f(entry['value'], digits)} [{_f(entry['lower'], digits)}, {_f(entry['upper'], digits)}]"
+
+
+LEARNS_TEXT = {"public": "public: catalogue text only", "private": "private: DP, the candidate's budget",
+               "non_private": "non-private: raw shopper counts"}
+
+
+def _quality_section(evaluation: Mapping[str, Any], champion: Mapping[str, Any] | None, k: int,
+                     candidate_learns: str) -> list[str]:
+    """Candidate, champion and every baseline with NDCG intervals, what each learns from shoppers, and the paired
+    difference candidate - it; then which baseline is the bar, and the price of privacy."""
+    nd, rc = f"ndcg_at_{k}", f"recall_at_{k}"
+    cand = evaluation["candidate"]["metrics"]
+    unc = evaluation.get("uncertainty") or {}
+    ndcg_ci, minus = unc.get("ndcg", {}), unc.get("candidate_minus", {})
+    method = unc.get("method")
+    lines = ["## Quality on the hold-out"]
+    if method:
+        lines += [f"Intervals: {method['confidence']:.0%} percentile intervals of a paired bootstrap over shoppers "
+                  f"({method['n_resamples']} resamples of the {method['n_shoppers']} shoppers behind the "
+                  f"{method['n_cases']} cases, each keeping all its cases; seed {method['seed']}). Every model is "
+                  "scored on the same resamples, so differences are paired.", ""]
+    lines += [f"| model | learns from shoppers | NDCG@{k} [interval] | candidate - model [interval] | Recall@{k} | "
+              "MRR | coverage |", "|---|---|---|---|---|---|---|",
+              f"| **candidate** | {candidate_learns} | {_ci(ndcg_ci.get('candidate')) if ndcg_ci else _f(cand[nd])} | | "
+              f"{_f(cand[rc])} | {_f(cand['mrr'])} | {_f(evaluation['candidate']['beyond'].get('coverage'))} |"]
+    if champion and champion.get("metrics"):
+        cm = champion["metrics"]
+        lines.append(f"| champion v{champion['version']} (re-evaluated) | | {_f(cm[nd])} | | {_f(cm[rc])} | "
+                     f"{_f(cm['mrr'])} | |")
+    best, best_np = evaluation["best_baseline"], evaluation.get("best_non_private_baseline")
+    for bname, res in evaluation["baselines"].items():
+        m = res["metrics"]
+        mark = " (**bar**: best shippable)" if bname == best else " (best non-private)" if bname == best_np else ""
+        lines.append(f"| {bname}{mark} | {LEARNS_TEXT.get(res.get('learns', ''), res.get('learns', '?'))} | "
+                     f"{_ci(ndcg_ci.get(bname)) if bname in ndcg_ci else _f(m[nd])} | {_ci(minus.get(bname))} | "
+                     f"{_f(m[rc])} | {_f(m['mrr'])} | {_f(res['beyond'].get('coverage'))} |")
+    lines += ["", f"- The quality bar is the best baseline this policy would itself ship (public or private): "
+              f"**{best}**. Non-private baselines learn from raw shopper counts with no privacy guarantee; the "
+              "policy would refuse them, so they measure what privacy costs and never set the bar."]
+    if any(res.get("learns") == "private" for res in evaluation["baselines"].values()):
+        lines.append("- The DP baselines (dp_popularity, dp_cooccurrence) rank by the candidate's own released "
+                     "transition counts (capped per shopper, Gaussian-noised: the train stage's DP transition "
+                     "feature) or by item popularity from their sums. That is post-processing of an output already "
+                     "released under the candidate's epsilon and delta: it spends no further epsilon.")
+    price = unc.get("price_of_privacy")
+    if price:
+        lines.append(f"- **Price of privacy**: candidate / {price['baseline']} (best non-private) = {_ci(price, 3)}"
+                     " (below 1: the private model ranks worse than raw shopper counts would).")
+    return lines + [""]
+
+
+def _fairness_section(evaluation: Mapping[str, Any], champion: Mapping[str, Any] | None,
+                      gate: Mapping[str, Any] | None, k: int) -> list[str]:
+    """Per-group NDCG of the candidate, then each attribute's min/max ratio beside the alternatives' (best shippable
+    baseline, champion) with intervals, and which rule decided its check."""
+    lines = ["## Fairness", f"| attribute | group | NDCG@{k} | n | ratio min/max |", "|---|---|---|---|---|"]
+    for attr, res in evaluation["candidate"].get("user_fairness", {}).items():
+        ratio = (res.get("ratio") or {}).get("ndcg")
+        for group, vals in res.get("by_group", {}).items():
+            lines.append(f"| {attr} | {group} | {_f(vals.get('ndcg'))} | {vals.get('n')} | {_f(ratio, 3)} |")
+    ratios = (evaluation.get("uncertainty") or {}).get("user_ndcg_ratio") or {}
+    if not ratios:
+        return lines
+    best = evaluation["best_baseline"]
+    rules = {row["attribute"]: row for row in (gate or {}).get("alternatives") or []}
+    champ_ratios = (champion or {}).get("ratios") or {}
+    lines += ["", "Group ratio (min group / max group NDCG) beside the alternatives, on the same resamples:", "",
+              f"| attribute | candidate [interval] | {best} (best shippable baseline) [interval] | champion | "
+              "decided by |", "|---|---|---|---|---|"]
+    for attr, entry in ratios.get("candidate", {}).items():
+        rule = rules.get(attr, {})
+        decided = {"threshold": "threshold", "no_worse_than_alternatives": "**fallback: no less fair than the "
+                   "alternatives**"}.get(rule.get("rule", ""), rule.get("rule", "n/a"))
+        lines.append(f"| {attr} | {_ci(entry, 3)} | {_ci(ratios.get(best, {}).get(attr), 3)} | "
+                     f"{_f(champ_ratios.get(attr), 3)} | {decided} ({rule.get('status', 'n/a')}) |")
+    return lines
 
 
 # MLflow keeps a model version's description in VARCHAR(5000): PostgreSQL refuses a longer one (SQLite

@@ -19,6 +19,7 @@ from ml.gate.policy import Check, Policy, PolicyError, load_policy, parse_policy
 GOOD = {
     "quality.ndcg_at_10": 0.12,
     "quality.best_baseline_ndcg_at_10": 0.10,
+    "quality.price_of_privacy": 1.02,
     "champion.ndcg_at_10": 0.115,
     "privacy.dp": True,
     "privacy.unit": "user",
@@ -29,10 +30,32 @@ GOOD = {
     "privacy.pii_findings": 0,
     "fairness.user_ndcg_ratio.gender": 0.91,
     "fairness.user_ndcg_ratio.age_band": 0.84,
+    "fairness.user_ndcg_ratio.activity": 0.86,
     "fairness.provider_exposure_ratio": 0.88,
     "drift.share": 0.2,
     "serving.smoke_ok": True,
 }
+# Metrics the pipeline resamples (ml.evaluation.evaluate.gate_evidence); the others are single figures.
+RESAMPLED = ("quality.", "champion.", "fairness.user_ndcg_ratio.", "alternative.")
+
+
+def draws_for(metrics: dict, spread: float = 0.0, n: int = 5) -> dict[str, np.ndarray]:
+    """Resamples around each resampled metric's value: every metric moves by the same offsets (so differences
+    between metrics are paired and exactly their point difference when ``spread`` is 0)."""
+    offsets = np.linspace(-spread, spread, n)
+    out = {}
+    for key, value in metrics.items():
+        if key.startswith(RESAMPLED) and value is not None:
+            try:
+                out[key] = float(str(value)) + offsets
+            except ValueError:
+                continue
+    return out
+
+
+def judge(policy: Policy, metrics: dict):
+    """The decision with zero-width resamples: every interval is its point, so the rules read as before."""
+    return decide(policy, metrics, draws_for(metrics))
 
 # The house plan's table, as the default policy must encode it:
 # name -> (metric, comparator, threshold, reference, factor, offset, blocking, skip_if_missing_reference)
@@ -47,6 +70,7 @@ HOUSE_PLAN = {
         True,
         False,
     ),
+    "price_of_privacy": ("quality.price_of_privacy", ">=", 1.0, None, 1.0, 0.0, False, False),
     "quality_vs_champion": ("quality.ndcg_at_10", ">=", None, "champion.ndcg_at_10", 1.0, -0.01, True, True),
     "privacy_dp": ("privacy.dp", "==", True, None, 1.0, 0.0, True, False),
     "privacy_unit": ("privacy.unit", "==", "user", None, 1.0, 0.0, True, False),
@@ -55,6 +79,7 @@ HOUSE_PLAN = {
     "privacy_mia": ("privacy.mia_auc", "<=", 0.60, None, 1.0, 0.0, True, False),
     "privacy_pii": ("privacy.pii_findings", "==", 0.0, None, 1.0, 0.0, True, False),
     "fairness_user_groups": ("fairness.user_ndcg_ratio.*", ">=", 0.80, None, 1.0, 0.0, True, False),
+    "fairness_user_activity": ("fairness.user_ndcg_ratio.activity", ">=", 0.80, None, 1.0, 0.0, True, False),
     "fairness_provider": ("fairness.provider_exposure_ratio", ">=", 0.80, None, 1.0, 0.0, True, False),
     "drift": ("drift.share", "<=", 0.5, None, 1.0, 0.0, False, False),
     "serving_smoke": ("serving.smoke_ok", "==", True, None, 1.0, 0.0, True, False),
@@ -92,6 +117,16 @@ def test_default_policy_encodes_the_house_plan_table(policy: Policy) -> None:
         assert got == HOUSE_PLAN[check.name], check.name
         assert type(check.threshold) is type(HOUSE_PLAN[check.name][2]), check.name  # True is not 1.0
         assert check.description
+        assert check.confidence == 0.95, check.name
+    # the issue's rules: beat the shippable bar with confidence; fail against the champion only with confidence;
+    # fairness on the point estimate; activity may fall back on "no less fair than the alternatives"
+    decide_on = {c.name: c.decide_on for c in policy.checks}
+    assert decide_on == {**{name: "point" for name in HOUSE_PLAN},
+                         "quality_vs_baseline": "lower", "quality_vs_champion": "upper"}
+    fallback = {c.name: c.fallback for c in policy.checks if c.fallback != "none"}
+    assert fallback == {"fairness_user_activity": "no_worse_than_alternatives"}
+    groups = next(c for c in policy.checks if c.name == "fairness_user_groups")
+    assert groups.exclude == ("activity",) and groups.skip_if_no_match
 
 
 def test_default_policy_label_is_name_and_hash_of_the_packaged_file(policy: Policy) -> None:
@@ -105,36 +140,50 @@ def test_default_policy_label_is_name_and_hash_of_the_packaged_file(policy: Poli
 
 
 def test_a_good_candidate_passes_every_check(policy: Policy) -> None:
-    decision = decide(policy, GOOD)
+    decision = judge(policy, GOOD)
     assert decision.status == "passed" and decision.passed
     assert decision.blocking_failures == [] and decision.warnings == [] and decision.skipped == []
     assert all(r.status == "pass" and r.passed is True for r in decision.checks)
     names = [r.name for r in decision.checks]
     assert "fairness_user_groups.age_band" in names and "fairness_user_groups.gender" in names
-    assert len(names) == len(HOUSE_PLAN) + 1  # the wildcard expands to two attributes
+    assert "fairness_user_groups.activity" not in names and "fairness_user_activity" in names
+    assert len(names) == len(HOUSE_PLAN) + 1  # the wildcard expands to two attributes (activity excluded)
 
 
 def test_tags_name_status_policy_and_every_check(policy: Policy) -> None:
-    tags = decide(policy, GOOD).to_tags()
+    tags = judge(policy, GOOD).to_tags()
     assert tags["gate.status"] == "passed"
     assert tags["gate.policy"] == policy.label
-    assert tags["gate.quality_vs_baseline"] == "0.12 / >= 0.105 / pass"
-    assert tags["gate.quality_vs_champion"] == "0.12 / >= 0.105 / pass"
+    assert tags["gate.quality_vs_baseline"] == (
+        "0.12 / >= 0.105 / margin 0.015 [0.015, 0.015] at 95%, on the lower 95% bound / pass"
+    )
+    assert tags["gate.quality_vs_champion"] == (
+        "0.12 / >= 0.105 / margin 0.015 [0.015, 0.015] at 95%, on the upper 95% bound / pass"
+    )
     assert tags["gate.privacy_dp"] == "true / == true / pass"
     assert tags["gate.privacy_unit"] == "user / == user / pass"
     assert tags["gate.privacy_epsilon"] == "7.5 / <= 8 / pass"
     assert tags["gate.privacy_delta"] == "0.0001497 / < 0.0003333 / pass"
     assert tags["gate.privacy_pii"] == "0 / == 0 / pass"
-    assert tags["gate.fairness_user_groups.age_band"] == "0.84 / >= 0.8 / pass"
+    assert tags["gate.fairness_user_groups.age_band"] == (
+        "0.84 / >= 0.8 / margin 0.04 [0.04, 0.04] at 95%, on the point estimate / pass"
+    )
     assert tags["gate.drift"] == "0.2 / <= 0.5 / pass"
     assert all(isinstance(v, str) for v in tags.values())
     assert len(tags) == 2 + len(HOUSE_PLAN) + 1
 
 
-# Each blocking check failing alone, with the hand-worked distance from its threshold.
+# Each blocking check failing alone, with the hand-worked distance from its threshold. The quality checks decide
+# on an interval bound (here as wide as the point: zero-width resamples), so they say which bound missed 0.
 FAILING_ALONE = {
-    "quality_vs_baseline": ({"quality.best_baseline_ndcg_at_10": 0.116}, "short by 0.0018"),  # 0.1218 - 0.12
-    "quality_vs_champion": ({"champion.ndcg_at_10": 0.14}, "short by 0.01"),  # 0.13 - 0.12
+    "quality_vs_baseline": (
+        {"quality.best_baseline_ndcg_at_10": 0.116},
+        "the lower 95% bound of the margin is 0.0018 below 0",  # 0.12 - 0.1218
+    ),
+    "quality_vs_champion": (
+        {"champion.ndcg_at_10": 0.14},
+        "the upper 95% bound of the margin is 0.01 below 0",  # 0.12 - 0.13
+    ),
     "privacy_dp": ({"privacy.dp": False}, "expected == true, got false"),
     "privacy_unit": ({"privacy.unit": "example"}, "expected == user, got example"),
     "privacy_epsilon": ({"privacy.epsilon": 8.5}, "over by 0.5"),
@@ -142,6 +191,7 @@ FAILING_ALONE = {
     "privacy_mia": ({"privacy.mia_auc": 0.61}, "over by 0.01"),
     "privacy_pii": ({"privacy.pii_findings": 3}, "off by 3"),
     "fairness_user_groups.gender": ({"fairness.user_ndcg_ratio.gender": 0.79}, "short by 0.01"),
+    "fairness_user_activity": ({"fairness.user_ndcg_ratio.activity": 0.7}, "short by 0.1"),  # no alternative given
     "fairness_provider": ({"fairness.provider_exposure_ratio": 0.5}, "short by 0.3"),
     "serving_smoke": ({"serving.smoke_ok": False}, "expected == true, got false"),
 }
@@ -156,7 +206,7 @@ def test_the_failing_cases_cover_every_blocking_check(policy: Policy) -> None:
 @pytest.mark.parametrize("name", list(FAILING_ALONE))
 def test_each_blocking_check_failing_alone_fails_the_gate_and_is_named(policy: Policy, name: str) -> None:
     change, how_far = FAILING_ALONE[name]
-    decision = decide(policy, {**GOOD, **change})
+    decision = judge(policy, {**GOOD, **change})
     assert decision.status == "failed"
     assert decision.blocking_failures == [name]
     failed = next(r for r in decision.checks if r.name == name)
@@ -164,13 +214,14 @@ def test_each_blocking_check_failing_alone_fails_the_gate_and_is_named(policy: P
     assert failed.shortfall() == how_far
     assert how_far in failed.message
     assert decision.to_tags()[f"gate.{name}"].endswith(" / fail")
+    assert failed.rule == "threshold"
     assert f"| {name} |" in decision.summary_markdown()
     assert f"**FAIL**: {how_far}" in decision.summary_markdown()
     assert all(r.status == "pass" for r in decision.checks if r.name != name)
 
 
 def test_a_failing_gap_is_hand_worked(policy: Policy) -> None:
-    decision = decide(policy, {**GOOD, "quality.best_baseline_ndcg_at_10": 0.116})
+    decision = judge(policy, {**GOOD, "quality.best_baseline_ndcg_at_10": 0.116})
     result = next(r for r in decision.checks if r.name == "quality_vs_baseline")
     assert result.threshold == pytest.approx(0.1218)
     assert result.gap == pytest.approx(0.0018)
@@ -178,7 +229,7 @@ def test_a_failing_gap_is_hand_worked(policy: Policy) -> None:
 
 
 def test_a_failing_warning_check_does_not_block(policy: Policy) -> None:
-    decision = decide(policy, {**GOOD, "drift.share": 0.7})
+    decision = judge(policy, {**GOOD, "drift.share": 0.7})
     assert decision.status == "passed"
     assert decision.blocking_failures == []
     assert decision.warnings == ["drift"]
@@ -189,7 +240,7 @@ def test_a_failing_warning_check_does_not_block(policy: Policy) -> None:
 
 
 def test_warning_and_blocking_failure_together(policy: Policy) -> None:
-    decision = decide(policy, {**GOOD, "drift.share": 0.7, "privacy.epsilon": 10})
+    decision = judge(policy, {**GOOD, "drift.share": 0.7, "privacy.epsilon": 10})
     assert decision.status == "failed"
     assert decision.blocking_failures == ["privacy_epsilon"]
     assert decision.warnings == ["drift"]
@@ -197,7 +248,7 @@ def test_warning_and_blocking_failure_together(policy: Policy) -> None:
 
 def test_first_run_without_a_champion_skips_and_says_so(policy: Policy) -> None:
     metrics = {k: v for k, v in GOOD.items() if k != "champion.ndcg_at_10"}
-    decision = decide(policy, metrics)
+    decision = judge(policy, metrics)
     assert decision.status == "passed"
     assert decision.skipped == ["quality_vs_champion"]
     skipped = next(r for r in decision.checks if r.name == "quality_vs_champion")
@@ -208,13 +259,13 @@ def test_first_run_without_a_champion_skips_and_says_so(policy: Policy) -> None:
 
 
 def test_a_champion_recorded_as_none_is_no_champion(policy: Policy) -> None:
-    decision = decide(policy, {**GOOD, "champion.ndcg_at_10": None})
+    decision = judge(policy, {**GOOD, "champion.ndcg_at_10": None})
     assert decision.skipped == ["quality_vs_champion"]
 
 
 def test_a_skipped_champion_check_still_fails_when_the_candidate_metric_is_missing(policy: Policy) -> None:
     metrics = {k: v for k, v in GOOD.items() if k not in ("champion.ndcg_at_10", "quality.ndcg_at_10")}
-    decision = decide(policy, metrics)
+    decision = judge(policy, metrics)
     assert decision.skipped == []
     assert decision.blocking_failures == ["quality_vs_baseline", "quality_vs_champion"]
 
@@ -226,20 +277,23 @@ def test_a_skipped_champion_check_still_fails_when_the_candidate_metric_is_missi
 )
 def test_no_metric_can_go_missing_silently(policy: Policy, key: str) -> None:
     metrics = {k: v for k, v in GOOD.items() if k != key}
-    decision = decide(policy, metrics)
+    decision = judge(policy, metrics)
     flagged = [r for r in decision.checks if r.status in ("fail", "warn")]
     assert flagged, f"dropping {key} went unnoticed"
     assert all(key in r.message and "missing" in r.message for r in flagged)
-    if key == "drift.share":  # the one warning check: a warning, still not a pass
-        assert decision.status == "passed" and decision.warnings == ["drift"]
-        assert flagged[0].tag_value == "missing / <= 0.5 / warn"
+    warning = {"drift.share": ("drift", "missing / <= 0.5 / warn"),
+               "quality.price_of_privacy": ("price_of_privacy", "missing / >= 1 / warn")}
+    if key in warning:  # the warning checks: a warning, still not a pass
+        name, tag = warning[key]
+        assert decision.status == "passed" and decision.warnings == [name]
+        assert flagged[0].tag_value == tag
     else:
         assert decision.status == "failed"
 
 
 def test_a_missing_metric_fails_with_its_name(policy: Policy) -> None:
     metrics = {k: v for k, v in GOOD.items() if k != "privacy.mia_auc"}
-    decision = decide(policy, metrics)
+    decision = judge(policy, metrics)
     assert decision.blocking_failures == ["privacy_mia"]
     result = next(r for r in decision.checks if r.name == "privacy_mia")
     assert result.value is None
@@ -250,7 +304,7 @@ def test_a_missing_metric_fails_with_its_name(policy: Policy) -> None:
 
 def test_a_missing_reference_fails_unless_the_check_may_skip(policy: Policy) -> None:
     metrics = {k: v for k, v in GOOD.items() if k != "privacy.delta_bound"}
-    decision = decide(policy, metrics)
+    decision = judge(policy, metrics)
     assert decision.blocking_failures == ["privacy_delta"]
     result = next(r for r in decision.checks if r.name == "privacy_delta")
     assert "reference metric 'privacy.delta_bound' is missing" in result.message
@@ -288,15 +342,143 @@ def test_a_wildcard_matching_nothing_is_a_missing_metric() -> None:
 
 def test_default_policy_without_fairness_metrics_fails_the_user_group_check(policy: Policy) -> None:
     metrics = {k: v for k, v in GOOD.items() if not k.startswith("fairness.user_ndcg_ratio.")}
-    assert decide(policy, metrics).blocking_failures == ["fairness_user_groups"]
+    decision = judge(policy, metrics)
+    # activity is always measured, so its absence fails; no protected attribute recorded is skipped, and says so
+    assert decision.blocking_failures == ["fairness_user_activity"]
+    assert decision.skipped == ["fairness_user_groups"]
+    assert decision.to_tags()["gate.fairness_user_groups"] == "missing / >= 0.8 / skipped (nothing to check)"
+
+
+# --- decisions on an interval bound ---------------------------------------------------------------------
+# Two resamples [x0, x1]: the 95% percentile interval (linear interpolation) is
+# [x0 + 0.025 (x1 - x0), x1 - 0.025 (x1 - x0)], so every bound below is worked by hand.
+
+VS_BASELINE = Check(name="q", metric="quality.ndcg_at_10", comparator=">=",
+                    reference="quality.best_baseline_ndcg_at_10", factor=1.05, decide_on="lower")
+VS_CHAMPION = Check(name="c", metric="quality.ndcg_at_10", comparator=">=", reference="champion.ndcg_at_10",
+                    offset=-0.01, decide_on="upper", skip_if_missing_reference=True)
+
+
+def test_the_lower_bound_fails_a_candidate_ahead_on_the_point_but_within_the_noise() -> None:
+    # point: 0.111 vs 0.10 x 1.05 = 0.105, margin +0.006; resampled margins 0.101 - 0.105 = -0.004 and
+    # 0.121 - 0.105 = 0.016, lower bound -0.004 + 0.025 x 0.02 = -0.0035 < 0: not better with confidence
+    metrics = {"quality.ndcg_at_10": 0.111, "quality.best_baseline_ndcg_at_10": 0.10}
+    draws = {"quality.ndcg_at_10": [0.101, 0.121], "quality.best_baseline_ndcg_at_10": [0.10, 0.10]}
+    (result,) = evaluate_check(VS_BASELINE, metrics, draws)
+    assert result.status == "fail"
+    assert result.margin == pytest.approx(0.006)
+    assert result.margin_interval == pytest.approx([-0.0035, 0.0155])
+    assert result.gap == pytest.approx(0.0035)
+    assert result.shortfall() == "the lower 95% bound of the margin is 0.0035 below 0"
+    point = Check(name="q", metric="quality.ndcg_at_10", comparator=">=", reference="quality.best_baseline_ndcg_at_10",
+                  factor=1.05)
+    assert evaluate_check(point, metrics, draws)[0].status == "pass"  # the point estimate alone would pass it
+
+
+def test_the_lower_bound_passes_when_the_paired_difference_is_steady() -> None:
+    # the same shoppers lift both: candidate 0.0985 / 0.1205 against baseline 0.09 / 0.11 gives margins
+    # 0.0985 - 0.0945 = 0.004 and 0.1205 - 0.1155 = 0.005, lower bound 0.004 + 0.025 x 0.001 = 0.004025 > 0
+    metrics = {"quality.ndcg_at_10": 0.1095, "quality.best_baseline_ndcg_at_10": 0.10}
+    draws = {"quality.ndcg_at_10": [0.0985, 0.1205], "quality.best_baseline_ndcg_at_10": [0.09, 0.11]}
+    (result,) = evaluate_check(VS_BASELINE, metrics, draws)
+    assert result.status == "pass"
+    assert result.margin_interval == pytest.approx([0.004025, 0.004975])
+    assert result.interval == pytest.approx([0.099050, 0.119950])  # the candidate's own interval, shown
+    assert "on the lower 95% bound / pass" in result.tag_value
+
+
+def test_the_upper_bound_lets_a_retrain_through_unless_the_champion_is_better_with_confidence() -> None:
+    # champion 0.135 - 0.01 = 0.125 against candidate 0.12: behind on the point (margin -0.005), but resampled
+    # margins -0.015 and 0.005 give the upper bound 0.005 - 0.025 x 0.02 = 0.0045 >= 0: not worse with confidence
+    metrics = {"quality.ndcg_at_10": 0.12, "champion.ndcg_at_10": 0.135}
+    (noisy,) = evaluate_check(VS_CHAMPION, metrics, {"quality.ndcg_at_10": [0.11, 0.13],
+                                                     "champion.ndcg_at_10": [0.135, 0.135]})
+    assert noisy.status == "pass" and noisy.margin_interval == pytest.approx([-0.0145, 0.0045])
+    # champion 0.15: margins -0.03 and -0.01, upper bound -0.01 - 0.025 x 0.02 = -0.0105 < 0: worse with confidence
+    (worse,) = evaluate_check(VS_CHAMPION, {**metrics, "champion.ndcg_at_10": 0.15},
+                              {"quality.ndcg_at_10": [0.11, 0.13], "champion.ndcg_at_10": [0.15, 0.15]})
+    assert worse.status == "fail"
+    assert worse.shortfall() == "the upper 95% bound of the margin is 0.0105 below 0"
+
+
+def test_a_bound_without_resamples_fails_and_says_why() -> None:
+    metrics = {"quality.ndcg_at_10": 0.2, "quality.best_baseline_ndcg_at_10": 0.1}
+    for draws in (None, {"quality.ndcg_at_10": [0.2, 0.2]}):  # none, or the reference's missing
+        (result,) = evaluate_check(VS_BASELINE, metrics, draws)
+        assert result.status == "fail"
+        assert "needs bootstrap resamples of quality.ndcg_at_10 and quality.best_baseline_ndcg_at_10" in result.message
+
+
+def test_confidence_sets_the_interval() -> None:
+    # confidence 0.5 on margins -0.004 and 0.016: lower bound -0.004 + 0.25 x 0.02 = 0.001 > 0
+    check = Check(name="q", metric="quality.ndcg_at_10", comparator=">=", reference="quality.best_baseline_ndcg_at_10",
+                  factor=1.05, decide_on="lower", confidence=0.5)
+    (result,) = evaluate_check(check, {"quality.ndcg_at_10": 0.111, "quality.best_baseline_ndcg_at_10": 0.10},
+                               {"quality.ndcg_at_10": [0.101, 0.121], "quality.best_baseline_ndcg_at_10": [0.1, 0.1]})
+    assert result.status == "pass" and result.margin_interval == pytest.approx([0.001, 0.011])
+
+
+# --- fairness: the no-worse-than-alternatives fallback ------------------------------------------------
+
+ACTIVITY = Check(name="a", metric="fairness.user_ndcg_ratio.activity", comparator=">=", threshold=0.8,
+                 fallback="no_worse_than_alternatives")
+BELOW = {"fairness.user_ndcg_ratio.activity": 0.70,
+         "alternative.best_baseline.fairness.user_ndcg_ratio.activity": 0.72}
+
+
+def test_below_the_bar_but_no_alternative_fairer_with_confidence_passes_by_the_fallback() -> None:
+    # candidate - baseline on two resamples: 0.65 - 0.70 = -0.05 and 0.75 - 0.74 = 0.01; upper bound
+    # 0.01 - 0.025 x 0.06 = 0.0085 >= 0: the baseline is not fairer with confidence
+    draws = {"fairness.user_ndcg_ratio.activity": [0.65, 0.75],
+             "alternative.best_baseline.fairness.user_ndcg_ratio.activity": [0.70, 0.74]}
+    (result,) = evaluate_check(ACTIVITY, BELOW, draws)
+    assert (result.status, result.passed, result.rule) == ("pass", True, "no_worse_than_alternatives")
+    assert "short by 0.1" in result.message  # the threshold's verdict stays on record
+    assert "passed by fallback no_worse_than_alternatives: no alternative is fairer with 95% confidence" in result.message
+    assert "candidate - best_baseline [-0.0485, 0.0085]" in result.message
+    assert result.tag_value.endswith(" / by no_worse_than_alternatives / pass")
+    decision = decide(Policy(name="p", checks=(ACTIVITY,), sha256="0" * 64), BELOW, draws)
+    assert decision.passed and "pass by no_worse_than_alternatives" in decision.summary_markdown()
+
+
+def test_the_fallback_fails_when_an_alternative_is_fairer_with_confidence() -> None:
+    # against the champion: 0.65 - 0.80 = -0.15 and 0.75 - 0.85 = -0.10, upper bound -0.10125 < 0
+    metrics = {**BELOW, "alternative.champion.fairness.user_ndcg_ratio.activity": 0.82}
+    draws = {"fairness.user_ndcg_ratio.activity": [0.65, 0.75],
+             "alternative.best_baseline.fairness.user_ndcg_ratio.activity": [0.70, 0.74],
+             "alternative.champion.fairness.user_ndcg_ratio.activity": [0.80, 0.85]}
+    (result,) = evaluate_check(ACTIVITY, metrics, draws)
+    assert result.status == "fail" and result.rule == "threshold"
+    assert "does not apply: champion fairer with 95% confidence" in result.message
+
+
+def test_the_fallback_needs_the_opt_in_and_an_alternative_with_resamples() -> None:
+    draws = {"fairness.user_ndcg_ratio.activity": [0.65, 0.75],
+             "alternative.best_baseline.fairness.user_ndcg_ratio.activity": [0.70, 0.74]}
+    plain = Check(name="a", metric="fairness.user_ndcg_ratio.activity", comparator=">=", threshold=0.8)
+    assert evaluate_check(plain, BELOW, draws)[0].status == "fail"  # the default: the threshold alone
+    (alone,) = evaluate_check(ACTIVITY, {"fairness.user_ndcg_ratio.activity": 0.7}, draws)
+    assert alone.status == "fail" and "no alternative carries" in alone.message
+    (blind,) = evaluate_check(ACTIVITY, BELOW, None)
+    assert blind.status == "fail" and "no bootstrap resamples" in blind.message
+
+
+def test_a_wildcard_leaves_out_its_exclusions_and_may_skip_when_nothing_is_left() -> None:
+    check = Check(name="g", metric="fairness.user_ndcg_ratio.*", comparator=">=", threshold=0.8,
+                  exclude=("activity",), skip_if_no_match=True)
+    metrics = {"fairness.user_ndcg_ratio.activity": 0.5, "fairness.user_ndcg_ratio.gender": 0.9}
+    assert [r.name for r in evaluate_check(check, metrics)] == ["g.gender"]
+    (skipped,) = evaluate_check(check, {"fairness.user_ndcg_ratio.activity": 0.5})
+    assert skipped.status == "skipped" and "other than activity" in skipped.message
 
 
 # --- values as they arrive: tags (text), NumPy scalars, NaN ---------------------------------------------
 
 
 def test_values_read_back_from_tags_compare_as_their_meaning(policy: Policy) -> None:
+    # the resamples never travel as tags; judge draws them around the values as read back
     as_text = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in GOOD.items()}
-    decision = decide(policy, as_text)
+    decision = judge(policy, as_text)
     assert decision.status == "passed", decision.summary_markdown()
 
 
@@ -307,7 +489,7 @@ def test_numpy_scalars_are_unwrapped(policy: Policy) -> None:
         "privacy.pii_findings": np.int64(0),
         "privacy.dp": np.bool_(True),
     }
-    decision = decide(policy, metrics)
+    decision = judge(policy, metrics)
     assert decision.status == "passed"
     json.dumps(decision.to_dict())  # plain Python values only
 
@@ -385,7 +567,7 @@ def test_tag_value_formats_compactly() -> None:
 def test_decision_round_trips_through_json(policy: Policy) -> None:
     metrics = {k: v for k, v in GOOD.items() if k != "champion.ndcg_at_10"}
     metrics.update({"drift.share": 0.9, "privacy.epsilon": 9.0})
-    decision = decide(policy, metrics)
+    decision = judge(policy, metrics)
     again = GateDecision.from_dict(json.loads(json.dumps(decision.to_dict())))
     assert again == decision
     assert again.to_tags() == decision.to_tags()
@@ -400,19 +582,22 @@ def test_from_dict_rejects_what_is_not_a_decision() -> None:
 
 
 def test_summary_markdown_is_a_table_with_a_row_per_check(policy: Policy) -> None:
-    decision = decide(policy, {**GOOD, "privacy.epsilon": 9.25})
+    decision = judge(policy, {**GOOD, "privacy.epsilon": 9.25})
     text = decision.summary_markdown()
     assert text.startswith(f"**Gate failed** (policy `{policy.label}`)")
-    assert "| check | value | threshold | result |" in text
-    assert "| privacy_epsilon | 9.25 | <= 8 | **FAIL**: over by 1.25 |" in text
-    assert "| privacy_dp | true | == true | pass |" in text
+    assert "| check | value | threshold | margin | decided on | result |" in text
+    assert "| privacy_epsilon | 9.25 | <= 8 |  |  | **FAIL**: over by 1.25 |" in text
+    assert "| privacy_dp | true | == true |  |  | pass |" in text
+    assert ("| quality_vs_baseline | 0.12 [0.12, 0.12] | >= 0.105 | 0.015 [0.015, 0.015] | the lower 95% bound "
+            "| pass |") in text
+    assert "Intervals: 95% paired bootstrap over shoppers" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 1 + len(decision.checks)
 
 
 def test_summary_markdown_escapes_pipes() -> None:
     policy = parse_policy(b'name: p\nchecks:\n  - {name: c, metric: m, comparator: "==", threshold: "a"}\n')
-    text = decide(policy, {"m": "x|y"}).summary_markdown()
+    text = judge(policy, {"m": "x|y"}).summary_markdown()
     assert "x\\|y" in text
 
 
@@ -497,6 +682,31 @@ VALID_CHECK = '  - {name: eps, metric: privacy.epsilon, comparator: "<=", thresh
             "field 'offset': must be a finite number, got 'x'",
         ),
         (
+            'name: p\nchecks:\n  - {name: a, metric: m, comparator: ">=", threshold: 1, decide_on: middle}\n',
+            "field 'decide_on': 'middle' is not one of point, lower, upper",
+        ),
+        (
+            'name: p\nchecks:\n  - {name: a, metric: m, comparator: ">=", threshold: 1, confidence: 95}\n',
+            "field 'confidence': must be a number between 0 and 1 (exclusive), got 95",
+        ),
+        (
+            'name: p\nchecks:\n  - {name: a, metric: m, comparator: "==", threshold: true, decide_on: lower}\n',
+            "field 'decide_on': 'lower' needs a numeric comparison",
+        ),
+        (
+            'name: p\nchecks:\n  - {name: a, metric: m, comparator: ">=", threshold: 1, fallback: kinder}\n',
+            "field 'fallback': 'kinder' is not one of none, no_worse_than_alternatives",
+        ),
+        (
+            'name: p\nchecks:\n  - {name: a, metric: m, comparator: "<=", threshold: 1, '
+            "fallback: no_worse_than_alternatives}\n",
+            "field 'fallback': no_worse_than_alternatives needs '>=' or '>'",
+        ),
+        (
+            'name: p\nchecks:\n  - {name: a, metric: m, comparator: ">=", threshold: 1, exclude: [x]}\n',
+            "field 'exclude': only makes sense with a wildcard",
+        ),
+        (
             'name: p\nchecks:\n  - {name: a, metric: m, comparator: "<", threshold: .nan}\n',
             "field 'threshold': must be finite",
         ),
@@ -578,4 +788,4 @@ def test_a_copy_of_the_default_policy_loads_to_the_same_checks(tmp_path: Path, p
     assert edited != data
     stricter = load_policy(write(tmp_path, edited.decode(), "stricter.yaml"))
     assert stricter.label != policy.label
-    assert decide(stricter, GOOD).blocking_failures == ["privacy_epsilon"]
+    assert judge(stricter, GOOD).blocking_failures == ["privacy_epsilon"]
