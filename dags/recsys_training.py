@@ -148,7 +148,9 @@ def recsys_training():
     def prepare(params=None, run_id=None, logical_date=None, dag_run=None) -> str:
         from ml.config import RunConfig, Settings
         from ml.pipeline.context import RunContext
+        from ml.registry.sweep import sweep
 
+        sweep(Settings.from_env(), actor="airflow")  # first settle runs whose stage died (ml.registry.sweep)
         p = dict(params or {})
         # fixed here, once, so a retried ingest writes the same partition even after midnight
         config = RunConfig.from_dict({**p, "ingest_date": _ingest_date(logical_date, dag_run), "run_name": run_id or ""})

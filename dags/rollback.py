@@ -1,6 +1,8 @@
 """rollback: move the champion alias back to `previous` (or a named version), recording who and why.
 
-The same function as `vetted rollback`; serving follows the alias within its poll interval.
+The same function as `vetted rollback`; serving follows the alias within its poll interval. Only a version
+the gate passed or a reviewer approved, whose artifacts match the digests recorded at registration, can be
+rolled back to; anything else fails the task with the reason, leaves the champion and is audited.
 """
 
 from __future__ import annotations

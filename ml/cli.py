@@ -2,7 +2,8 @@
 
     vetted demo                                   # the whole chain on the synthetic default
     vetted run --source amazon2018 --path DIR     # the same chain on your data
-    vetted rollback [--to VERSION] --reason TEXT
+    vetted rollback [--to VERSION] --reason TEXT  # only to a version the gate passed or a reviewer approved
+    vetted doctor [--dry-run]                     # settle runs whose stage died (SIGKILL, lost machine)
     vetted audit
     vetted serve
 """
@@ -55,18 +56,44 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
 
 
 def run_chain(settings: Settings, config: RunConfig, echo: Any = print) -> dict[str, Any]:
-    """Every stage in order, printing each as it goes; returns the summary."""
+    """Settle runs whose stage died, then every stage in order (each holding the run's lease), printing each as
+    it goes; returns the summary."""
     from ml.pipeline import stages
     from ml.pipeline.context import RunContext
+    from ml.pipeline.lease import stage_lease
+    from ml.registry.sweep import sweep
 
+    for orphan in sweep(settings, actor="vetted run").orphans:
+        echo(f"Settled a dead run first: {_orphan_line(orphan)}")
     ctx = RunContext.create(settings, config)
     echo(f"Run folder: {ctx.run_dir}")
     for n, name in enumerate(stages.STAGES, start=1):
         started = time.perf_counter()
         echo(f"[{n}/{len(stages.STAGES)}] {name} ...", flush=True)
-        result = getattr(stages, name)(ctx)
+        with stage_lease(ctx.run_dir, name):
+            result = getattr(stages, name)(ctx)
         echo(f"      {name} done in {time.perf_counter() - started:.1f} s: {_short(result)}", flush=True)
     return ctx.read("summary")
+
+
+def _orphan_line(orphan: Any) -> str:
+    versions = ", ".join(f"v{v}" for v in orphan.versions_failed) or "none"
+    return (f"{orphan.run_dir.name}: {orphan.reason}. Versions marked failed: {versions}; "
+            f"MLflow runs ended FAILED: {', '.join(orphan.runs_failed) or 'none'}")
+
+
+def doctor(settings: Settings, dry_run: bool = False) -> int:
+    """Print the run folders whose stage died and what was done about them, and the stages at work now."""
+    from ml.registry.sweep import sweep
+
+    report = sweep(settings, actor="vetted doctor", dry_run=dry_run)
+    if not report.orphans:
+        print("No dead runs: every run's stages ended or are still at work.")
+    for orphan in report.orphans:
+        print(f"{'Would settle' if dry_run else 'Settled'} {_orphan_line(orphan)}")
+    for run_dir, lease in report.live:
+        print(f"At work: {run_dir.name}: {lease.stage} (pid {lease.pid} on {lease.host} since {lease.since})")
+    return 0
 
 
 def _short(result: dict[str, Any]) -> str:
@@ -112,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--to", default=None)
     rb.add_argument("--reason", required=True)
     rb.add_argument("--actor", default=None)
+    dr = sub.add_parser("doctor", help="find runs whose stage died; mark their versions failed, end their runs")
+    dr.add_argument("--dry-run", action="store_true", help="only say what would be settled")
     sub.add_parser("audit", help="print the audit trail")
     sv = sub.add_parser("serve", help="the search and recommendation API")
     sv.add_argument("--host", default="127.0.0.1")
@@ -134,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             moved = rollback(settings, to=args.to, reason=args.reason, actor=args.actor)
             print(f"champion is now v{moved['champion']} (was v{moved['was']})")
             return 0
+        if args.command == "doctor":
+            return doctor(settings, dry_run=args.dry_run)
         if args.command == "audit":
             from ml.registry.audit import read_events
 

@@ -621,13 +621,24 @@ def register(ctx: RunContext) -> dict[str, Any]:
     """PII scan, log the pyfunc, register a version with its tags and card, smoke-test it in a fresh process.
 
     A retry is idempotent: the version already registered from this training run is reused, never a
-    second one made. Once the version exists, an error leaves it `gate.status=failed` (with the reason)."""
+    second one made. Once the version exists, an error leaves it `gate.status=failed` (with the reason), and
+    a SIGKILL leaves the run's lease for the orphan sweep (`ml.registry.sweep`) to settle the same way.
+    The version's tags record the SHA-256 of every file of the recommender folder logged with it."""
+    from ml.pipeline.lease import stage_lease
+
+    with stage_lease(ctx.run_dir, "register"):
+        return _register(ctx)
+
+
+def _register(ctx: RunContext) -> dict[str, Any]:
     import mlflow
 
     from ml.data.sources import read_source
+    from ml.pipeline.lease import hold_for_tests
     from ml.privacy.pii import PIIScrubber
     from ml.privacy.scan import RawIdMatcher, catalogue_texts, scan_paths, scan_texts
     from ml.registry import registration as reg
+    from ml.registry.integrity import digest_tags
     from ml.registry.pyfunc import input_example
     from ml.registry.smoke import smoke_test
     from ml.registry.tracking import client as make_client
@@ -654,6 +665,7 @@ def register(ctx: RunContext) -> dict[str, Any]:
                            scrubber, matcher)
     tags["privacy.pii_findings"] = str(len(findings))
     scan = [f.__dict__ for f in findings[:50]]
+    tags.update(digest_tags(Path(trained["model_dir"])))  # the folder log_model stores as the recommender
 
     cases = pd.read_parquet(ctx.path(CASES))
     histories = [list(h) for h in cases["history"].head(5)]
@@ -666,8 +678,14 @@ def register(ctx: RunContext) -> dict[str, Any]:
         # version always has a source, though MLflow's ModelVersion types it as optional)
         model_uri = cast(str, existing.source) if existing else reg.log_model(Path(trained["model_dir"]),
                                                                               input_example(histories, queries[0]))
-    version = reg.register(client, settings.model_name, model_uri, run_id, {**tags, "gate.status": "pending"},
-                           description="Gate not run yet.")
+    # a version the gate decided keeps its decision until the gate runs again (a champion never turns pending);
+    # a new version, or one an earlier attempt left failed, waits for the gate
+    decided = existing.tags.get("gate.status") if existing else None
+    status = decided if decided not in (None, "failed", "pending") else "pending"
+    card = existing.description if existing and status != "pending" and existing.description else "Gate not run yet."
+    version = reg.register(client, settings.model_name, model_uri, run_id, {**tags, "gate.status": status},
+                           description=card)
+    hold_for_tests("register.version_created")
     with reg.failure_guard(client, settings.model_name, str(version.version), "register", settings=settings):
         smoke = smoke_test(settings.tracking_uri, f"models:/{settings.model_name}/{version.version}",
                            histories, queries, k=cfg.k)
@@ -734,6 +752,7 @@ def gate(ctx: RunContext) -> dict[str, Any]:
     """Check the candidate against the policy; record the decision on the version (tags, card).
 
     If anything here raises, the version is left `gate.status=failed` with the reason, never champion."""
+    from ml.pipeline.lease import stage_lease
     from ml.registry import registration as reg
     from ml.registry.tracking import client as make_client
     from ml.registry.tracking import configure
@@ -743,7 +762,8 @@ def gate(ctx: RunContext) -> dict[str, Any]:
     client = make_client(settings)
     registered = ctx.read("register")
     version = registered["version"]
-    with reg.failure_guard(client, settings.model_name, version, "gate", settings=settings):
+    with stage_lease(ctx.run_dir, "gate"), reg.failure_guard(client, settings.model_name, version, "gate",
+                                                             settings=settings):
         reg.clear_failure(client, settings.model_name, version)  # a retry decides afresh
         return _gate(ctx, client, registered)
 
@@ -892,6 +912,7 @@ def promote(ctx: RunContext, actor: str = "vetted") -> dict[str, Any]:
     """Move `champion` if the version's recorded gate status allows it; otherwise leave everything as it is.
 
     If anything here raises, the version is tagged failed and `champion` is put back where it was."""
+    from ml.pipeline.lease import stage_lease
     from ml.registry import registration as reg
     from ml.registry.tracking import client as make_client
     from ml.registry.tracking import configure
@@ -900,7 +921,8 @@ def promote(ctx: RunContext, actor: str = "vetted") -> dict[str, Any]:
     configure(settings)
     client = make_client(settings)
     version = ctx.read("register")["version"]
-    with reg.failure_guard(client, settings.model_name, version, "promote", settings=settings):
+    with stage_lease(ctx.run_dir, "promote"), reg.failure_guard(client, settings.model_name, version, "promote",
+                                                                settings=settings):
         return _promote(ctx, client, version, actor)
 
 

@@ -1,4 +1,7 @@
-"""The audit trail: every promotion, rejection, approval and rollback, appended and never rewritten.
+"""The audit trail: every promotion, rejection, approval, rollback, refusal and orphan, appended, never rewritten.
+
+A `refusal` is a promotion or rollback the registry would not make (the version's gate status, or its
+artifacts' digests); an `orphan` is a run whose stage died, settled by the sweep (`ml.registry.sweep`).
 
 One JSON line per event in `<home>/audit/audit.jsonl` (the prod profile points VETTED_HOME at a shared
 volume). Each line carries the previous line's hash, so an edited or deleted line breaks the chain.
@@ -15,7 +18,7 @@ from typing import Any
 
 from ml.config import Settings
 
-EVENTS = ("promotion", "rejection", "approval", "rollback")
+EVENTS = ("promotion", "rejection", "approval", "rollback", "refusal", "orphan")
 
 
 def audit_path(settings: Settings) -> Path:

@@ -153,6 +153,9 @@ def mark_failed(client: MlflowClient, name: str, version: str, stage: str, reaso
     version = str(version)
     set_tags(client, name, version, {"gate.status": "failed", FAILED_AT: stage, FAILURE_REASON: reason[:500]})
     now = _aliases(client, name)
+    if now[PREVIOUS] == version:
+        _point(client, name, PREVIOUS, None)  # a failed version is no rollback target
+        now[PREVIOUS] = None
     if now[CHAMPION] != version:
         return
     client.set_model_version_tag(name, version, "rolled_back",
@@ -193,26 +196,52 @@ def failure_guard(client: MlflowClient, name: str, version: str, stage: str,
         raise
 
 
+def require_promotable(client: MlflowClient, name: str, version: str, action: str = "promoted") -> ModelVersion:
+    """The version, if its recorded gate status lets it hold `champion` (or `previous`); else PromotionRefused.
+
+    The house rule has no override: only a version the gate passed or a reviewer approved may serve shoppers,
+    whether it gets there by promotion or by rollback."""
+    mv = client.get_model_version(name, str(version))
+    status = mv.tags.get("gate.status")
+    if status not in PROMOTABLE:
+        raise PromotionRefused(f"{name} v{version} has gate.status={status!r}; only {PROMOTABLE} may be {action}")
+    return mv
+
+
+def is_promotable(mv: ModelVersion | None) -> bool:
+    return mv is not None and mv.tags.get("gate.status") in PROMOTABLE
+
+
 def promote(client: MlflowClient, name: str, version: str, actor: str = "vetted") -> dict[str, str | None]:
     """Move `champion` to this version if, and only if, its recorded gate status allows it.
 
-    The version it replaces gets `previous`. Returns {"champion": new, "previous": old}.
+    The version it replaces gets `previous` if it may still hold `champion` (a rollback target); otherwise
+    `previous` stays where it was. Returns {"champion": new, "previous": old or None}.
     """
-    mv = client.get_model_version(name, version)
-    status = mv.tags.get("gate.status")
-    if status not in PROMOTABLE:
-        raise PromotionRefused(f"{name} v{version} has gate.status={status!r}; only {PROMOTABLE} may be promoted")
+    require_promotable(client, name, version)
     old = alias_version(client, name, CHAMPION)
     if old is not None and str(old.version) == str(version):
         return {"champion": str(version), "previous": None}
-    if old is not None:
-        client.set_registered_model_alias(name, PREVIOUS, str(old.version))
+    previous = str(old.version) if old is not None and is_promotable(old) else None
+    if previous is not None:
+        client.set_registered_model_alias(name, PREVIOUS, previous)
+    elif old is not None:
+        log.warning("%s v%s (champion until now) has gate.status=%r: it does not become previous", name,
+                    old.version, old.tags.get("gate.status"))
     client.set_registered_model_alias(name, CHAMPION, str(version))
     client.set_model_version_tag(name, str(version), "promoted_at", datetime.now(UTC).isoformat(timespec="seconds"))
     client.set_model_version_tag(name, str(version), "promoted_by", actor)
-    previous = str(old.version) if old else None
     log.info("promoted %s v%s to champion (previous: %s)", name, version, previous)
     return {"champion": str(version), "previous": previous}
+
+
+def recommender_relpath(spec: dict, where: str) -> str:
+    """The recommender folder's path inside a logged model, as its MLmodel (`spec`, read from `where`) records it."""
+    try:
+        return str(spec["flavors"]["python_function"]["artifacts"][ARTIFACT_KEY]["path"])
+    except (KeyError, TypeError):
+        raise ValueError(f"{where} has no python_function artifact {ARTIFACT_KEY!r}; was it logged with "
+                         "ml.registry.registration.log_model?") from None
 
 
 def recommender_artifact_uri(client: MlflowClient, name: str, version: str, scratch: Path) -> str:
@@ -225,12 +254,7 @@ def recommender_artifact_uri(client: MlflowClient, name: str, version: str, scra
 
     root = client.get_model_version_download_uri(name, version).rstrip("/")
     mlmodel = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel", dst_path=str(scratch)))
-    spec = yaml.safe_load(mlmodel.read_text())
-    try:
-        relative = spec["flavors"]["python_function"]["artifacts"][ARTIFACT_KEY]["path"]
-    except (KeyError, TypeError):
-        raise ValueError(f"{name} v{version}: its MLmodel ({root}/MLmodel) has no python_function artifact "
-                         f"{ARTIFACT_KEY!r}; was it logged with ml.registry.registration.log_model?") from None
+    relative = recommender_relpath(yaml.safe_load(mlmodel.read_text()), f"{name} v{version}'s MLmodel ({root}/MLmodel)")
     return f"{root}/{relative}"
 
 
@@ -238,3 +262,15 @@ def download_recommender(client: MlflowClient, name: str, version: str, scratch:
     """Download a version's recommender folder into `scratch`; returns its local path."""
     uri = recommender_artifact_uri(client, name, version, scratch)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(scratch / "model")))
+
+
+def download_verified(client: MlflowClient, name: str, version: str, scratch: Path) -> Path:
+    """Download a version's recommender folder and check it against the digests recorded at registration.
+
+    Raises IntegrityError (ml.registry.integrity) on any changed, missing or extra file, or when no digests
+    were recorded; returns the verified folder."""
+    from ml.registry.integrity import verify_folder
+
+    folder = download_recommender(client, name, version, scratch)
+    verify_folder(folder, client.get_model_version(name, str(version)).tags, what=f"{name} v{version}")
+    return folder

@@ -4,7 +4,9 @@ One module-wide home: a first run goes through the whole chain and becomes champ
 training is started in a subprocess and SIGKILLed once its MLflow run exists, then retried in-process,
 evaluated and registered. The failure tests then break register, gate and promote of that second version.
 The serving smoke test (a fresh process loading the model, tested in the DAG tests) is replaced by a
-stub that answers like it, so these tests spend their time on training, not on model loading.
+stub that answers like it, so these tests spend their time on training, not on model loading; the
+integrity test runs the real one. The last tests SIGKILL a real `vetted run` in `train` and in `register`
+(after its version exists) and show the orphan sweep (`vetted doctor`, the next `vetted run`) settle them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -27,6 +30,9 @@ from ml.pipeline import stages
 from ml.pipeline.context import RunContext
 from ml.registry import registration as reg
 from ml.registry.audit import read_events
+from ml.registry.integrity import IntegrityError
+from ml.registry.rollback import rollback
+from ml.registry.smoke import smoke_test as real_smoke_test  # kept before the module fixture stubs it
 
 pytestmark = pytest.mark.slow
 
@@ -263,3 +269,143 @@ def test_the_dag_failure_callback_tags_the_version_failed_and_takes_champion_awa
     # a task of a run that never registered anything: the callback changes nothing and does not raise
     recsys_training._version_failed({"ti": SimpleNamespace(run_id="no-such-run", task_id="gate"), "exception": None})
     assert _champion(client, settings) == champion.version
+
+
+# ---------------------------------------------------------------------------------------------------
+def test_a_version_whose_heads_changed_in_the_artifact_store_is_refused_by_the_smoke_test_and_rollback(
+        home, champion, retried, monkeypatch):
+    """v1 (the first champion) gets one item's bias set to 1000 in the artifact store, where nobody vetted it."""
+    import torch
+
+    settings, client, name = home.settings, retried.client, home.settings.model_name
+    for stage in ("register", "gate", "promote"):
+        getattr(stages, stage)(retried.ctx)  # the retried version passes again and becomes champion
+    assert _champion(client, settings) == retried.version
+    assert str(reg.alias_version(client, name, reg.PREVIOUS).version) == champion.version
+    tags = client.get_model_version(name, champion.version).tags
+    assert "artifact.sha256.heads.pt" in tags and "artifact.sha256" in tags  # recorded at registration
+
+    stored = Path(urlparse(reg.recommender_artifact_uri(client, name, champion.version, home.root / "scratch")).path)
+    heads_path = stored / "heads.pt"
+    original = heads_path.read_bytes()
+    heads = torch.load(heads_path, weights_only=True)
+    heads["item_bias.weight"][0] = 1000.0
+    torch.save(heads, heads_path)
+    try:
+        smoke = real_smoke_test(settings.tracking_uri, f"models:/{name}/{champion.version}", [[]], ["gift"], k=5)
+        assert smoke["ok"] is False and smoke["integrity"] == "refused", smoke
+        assert "changed: heads.pt" in smoke["error"]
+        with pytest.raises(IntegrityError, match="changed: heads.pt"):
+            rollback(settings, reason="conversion dropped", actor="alice")
+        assert _champion(client, settings) == retried.version  # the current champion stays
+        assert read_events(settings)[-1]["event"] == "refusal"
+    finally:
+        heads_path.write_bytes(original)
+    assert rollback(settings, reason="conversion dropped", actor="alice") == {"champion": champion.version,
+                                                                               "was": retried.version}
+    smoke = real_smoke_test(settings.tracking_uri, f"models:/{name}/{champion.version}", [[]], ["gift"], k=5)
+    assert smoke["integrity"] == "verified" and smoke["requests"] == 2, smoke
+
+
+def _vetted_run(home, seed: int, **env: str) -> subprocess.Popen:
+    """A real `vetted run` of the small config, in its own process group (its smoke test process dies with it)."""
+    args = ["--n-users", str(SMALL.n_users), "--n-items", str(SMALL.n_items), "--epochs", "1", "--max-steps",
+            str(SMALL.max_steps), "--batch-size", str(SMALL.batch_size), "--no-slice-reports", "--ingest-date",
+            SMALL.ingest_date, "--policy", home.policy, "--seed", str(seed)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT), **env}
+    return subprocess.Popen([sys.executable, "-m", "ml.cli", "run", *args], env=env, cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _kill_when(proc: subprocess.Popen, ready, what: str, timeout_s: float = 900) -> object:
+    """Poll `ready()` until it returns something, then SIGKILL the whole run; return what it returned."""
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = ready()
+            if found:
+                os.killpg(proc.pid, signal.SIGKILL)
+                assert proc.wait(timeout=60) == -signal.SIGKILL, f"vetted run ended before {what}"
+                return found
+            if proc.poll() is not None:
+                pytest.fail(f"vetted run exited {proc.returncode} before {what}: {proc.stderr.read()[-3000:]}")
+            time.sleep(0.2)
+        pytest.fail(f"vetted run never reached {what}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _new_run_dirs(settings: Settings, before: set[str]) -> list[Path]:
+    return [p for p in sorted(settings.runs_dir.iterdir()) if p.name not in before and p.is_dir()]
+
+
+def _leased(run_dir: Path, stage: str) -> bool:
+    from ml.pipeline.lease import read_lease
+
+    lease = read_lease(run_dir)
+    return lease is not None and lease.stage == stage
+
+
+def test_a_vetted_run_killed_in_train_is_ended_failed_by_vetted_doctor(home, champion, retried):
+    settings, client = home.settings, retried.client
+    before = {p.name for p in settings.runs_dir.iterdir()}
+
+    def training():
+        for run_dir in _new_run_dirs(settings, before):
+            ctx = SimpleNamespace(settings=settings, run_dir=run_dir)
+            running = [r for r in _runs_of(client, ctx) if r.info.status == "RUNNING"]
+            if running and _leased(run_dir, "train"):
+                return run_dir, running[0].info.run_id
+        return None
+
+    run_dir, run_id = _kill_when(_vetted_run(home, seed=9), training, "its training run started")
+    assert client.get_run(run_id).info.status == "RUNNING"  # what the kill left
+
+    doctor = subprocess.run([sys.executable, "-m", "ml.cli", "doctor"], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert doctor.returncode == 0, doctor.stderr
+    assert f"Settled {run_dir.name}: the train stage died" in doctor.stdout
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and "train stage died" in run.data.tags["vetted.orphan"]
+    event = read_events(settings)[-1]
+    assert (event["event"], event["version"], event["actor"]) == ("orphan", None, "vetted doctor")
+    assert run_id in event["reason"]
+
+
+def test_a_vetted_run_killed_in_register_leaves_a_version_the_next_run_marks_failed(home, champion, retried):
+    settings, client, name = home.settings, retried.client, home.settings.model_name
+    champion_before = _champion(client, settings)
+    before = {p.name for p in settings.runs_dir.iterdir()}
+
+    def registered():
+        for run_dir in _new_run_dirs(settings, before):
+            if _leased(run_dir, "register") and (run_dir / "train.json").exists():
+                run_id = RunContext.load(run_dir).read("train")["mlflow_run_id"]
+                version = reg.version_for_run(client, name, run_id)
+                if version is not None:
+                    return run_dir, run_id, str(version.version)
+        return None
+
+    proc = _vetted_run(home, seed=10, VETTED_TEST_HOLD_AT="register.version_created")
+    run_dir, run_id, version = _kill_when(proc, registered, "its version was registered")
+    tags = client.get_model_version(name, version).tags
+    assert tags["gate.status"] == "pending" and "artifact.sha256" in tags  # the orphan as the kill left it
+
+    lines = []
+    with pytest.raises(Exception, match="absent"):  # the next run: it settles the orphan, then stops at once
+        from ml.cli import run_chain
+
+        run_chain(settings, RunConfig(source="coat", path=str(run_dir / "absent")), echo=lambda s, **_: lines.append(s))
+    assert lines[0].startswith(f"Settled a dead run first: {run_dir.name}: the register stage died")
+    tags = client.get_model_version(name, version).tags
+    assert (tags["gate.status"], tags[reg.FAILED_AT]) == ("failed", "register")
+    assert "register stage died" in tags[reg.FAILURE_REASON] and "is gone" in tags[reg.FAILURE_REASON]
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and "register stage died" in run.data.tags["vetted.orphan"]
+    event = read_events(settings)[-1]
+    assert (event["event"], event["version"], event["actor"]) == ("orphan", version, "vetted run")
+    assert _champion(client, settings) == champion_before
+    with pytest.raises(reg.PromotionRefused):
+        rollback(settings, to=version, reason="try it anyway")
