@@ -74,6 +74,7 @@ def build_world(home: Path, n_items: int, seed: int, bert_and_tokenizer: Any) ->
     from ml.features.build import write_feature_tables
     from ml.privacy.pseudonymize import Pseudonymizer
     from ml.registry import registration as reg
+    from ml.registry.integrity import digest_tags
     from ml.registry.pyfunc import input_example
     from ml.registry.tracking import client, configure
     from ml.training.model import BiEncoder
@@ -133,9 +134,8 @@ def build_world(home: Path, n_items: int, seed: int, bert_and_tokenizer: Any) ->
     with mlflow.start_run(experiment_id=experiment) as run:
         uri = reg.log_model(folder, input_example([list(items["item_id"][:3])], "red shoe"))
     c = client(settings)
-    version = reg.register(
-        c, settings.model_name, uri, run.info.run_id, {"gate.status": "passed"}, "benchmark"
-    )
+    tags = {"gate.status": "passed", **digest_tags(folder)}  # serving verifies the files against them
+    version = reg.register(c, settings.model_name, uri, run.info.run_id, tags, "benchmark")
     reg.promote(c, settings.model_name, version.version, actor="benchmark")
 
     pseudo = Pseudonymizer(PSEUDONYM_KEY.encode())

@@ -2,15 +2,20 @@
 
     GET  /recommendations/{user_id}?k=10   personalized from the shopper's recent items (Feast online store)
     POST /search {"query", "k", "user_id"?}  the query, blended with the shopper's history when known
-    GET  /healthz                          200 with the served version and the last poll; 503 before any champion
-    GET  /version                          model name, version, alias, gate status and gate.* tags, re-ranking
+    GET  /healthz                          ok / degraded / unavailable and the served version; 503 before any model
+    GET  /version                          model name, version, alias, gate status and gate.* tags, re-ranking,
+                                           a fallback in use, and the loading / feature store errors
 
-Every endpoint but /healthz needs the `X-API-Key` header (401 when missing, 403 when wrong). Raw user ids
-are pseudonymized on arrival with the ingestion key and never logged (uvicorn's access log, which would
-print request paths, is off). Unknown shoppers, shoppers without usable history, and shoppers with an
-opt-out or deletion request get non-personalized answers (`personalized: false`), never an error. Input
-out of range gets a 4xx (FastAPI's 422 body: which field, what was wrong); a missing champion is a 503.
-The OpenAPI document is FastAPI's own, generated from `ml.serving.schemas`.
+Every endpoint but /healthz needs the `X-API-Key` header (401 when missing, 403 when wrong); /healthz shows
+no error text (those name files and folders), /version does. Raw user ids are pseudonymized on arrival with
+the ingestion key and never logged: uvicorn's access log, which would print request paths, is off, and an
+unexpected error is logged as its type and stack frames only (`ml.serving.errors`). Unknown shoppers,
+shoppers without usable history, and shoppers with an opt-out or deletion request get non-personalized
+answers (`personalized: false`), never an error. Bad input gets a 4xx, never a 5xx: a 422 says which field
+and what was expected, without echoing the input; a body over `MAX_BODY_BYTES` is a 413, refused before it
+is read (`ml.serving.limits`). No model loaded at all is a 503 (a cold start whose champion does not load
+serves the newest gate-passed version that does, see `ml.serving.champion`). The OpenAPI document is
+FastAPI's own, generated from `ml.serving.schemas`.
 
 Plainly valid recommendation requests (GET /recommendations/<id>[?k=N] with the right key) are answered
 by `fastpath.ServiceApp` past FastAPI's routing and parameter solving, with the function the route calls;
@@ -40,12 +45,13 @@ from typing import Annotated, Any
 
 import pydantic_core
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Response, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 
 from ml.config import Settings
 from ml.privacy.pseudonymize import Pseudonymizer, load_key
-from ml.serving import ranking
+from ml.serving import errors, ranking
 from ml.serving.auth import API_KEY_HEADER, key_matches, load_api_key
 from ml.serving.batching import RecommendationBatcher
 from ml.serving.champion import Champion, ChampionWatcher, one_blas_thread, settle_heap
@@ -55,8 +61,10 @@ from ml.serving.history import HistoryReader
 from ml.serving.optouts import OptOutList
 from ml.serving.schemas import (
     DEFAULT_K,
+    MAX_BODY_BYTES,
     MAX_K,
     MAX_USER_ID_CHARS,
+    Diagnostics,
     ErrorMessage,
     GateSummary,
     HealthResponse,
@@ -71,13 +79,23 @@ log = logging.getLogger(__name__)
 
 NO_CHAMPION = (
     "no champion model is loaded yet: promote a version to the 'champion' alias (vetted run / vetted demo); "
-    "GET /healthz shows the last loading error"
+    "GET /version (with the API key) shows the last loading error"
 )
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorMessage, "description": f"The {API_KEY_HEADER} header is missing"},
     403: {"model": ErrorMessage, "description": f"The {API_KEY_HEADER} header is wrong"},
     503: {"model": ErrorMessage, "description": "No champion model is loaded yet"},
 }
+
+
+_BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorMessage, "description": f"The request body is over {MAX_BODY_BYTES} bytes"},
+}
+# every name a 422's location may show (the rest are keys a client made up: `errors.safe_loc`)
+_FIELDS = frozenset({*SearchRequest.model_fields, "user_id", "k"})
+# log lines name routes by their templates, never by the path requested (it can hold a raw user id)
+ROUTES = {"/recommendations/": "/recommendations/{user_id}", "/search": "/search", "/healthz": "/healthz",
+          "/version": "/version", "/openapi.json": "/openapi.json", "/docs": "/docs"}
 
 
 @dataclass
@@ -186,7 +204,10 @@ def create_app(
         version=_package_version(),
         description=__doc__.split("\n\n", 1)[0] if __doc__ else "",
         lifespan=lifespan,
+        max_body_bytes=MAX_BODY_BYTES,
+        routes_for_logs=ROUTES,
     )
+    app.add_exception_handler(RequestValidationError, errors.validation_handler(_FIELDS))
     app.state.service = service
     api_key_header = APIKeyHeader(
         name=API_KEY_HEADER, auto_error=False, description="The service's API key (VETTED_API_KEY)"
@@ -264,7 +285,7 @@ def create_app(
     @app.post(
         "/search",
         response_model=SearchResponse,
-        responses=_AUTH_RESPONSES,
+        responses={**_AUTH_RESPONSES, **_BODY_RESPONSES},
         dependencies=authorized,
         summary="Search the catalogue",
     )
@@ -290,23 +311,26 @@ def create_app(
         "/healthz",
         response_model=HealthResponse,
         summary="Liveness and the served model",
-        responses={503: {"model": HealthResponse, "description": "No champion loaded yet"}},
+        responses={503: {"model": HealthResponse, "description": "No model loaded yet"}},
     )
     async def healthz(response: Response) -> HealthResponse:
         champion = service.watcher.current()
         status = service.watcher.status()
         if champion is None:
             response.status_code = 503
+        troubled = (
+            status.fallback_for is not None
+            or status.last_error is not None
+            or service.history.last_error is not None
+            or service.optouts.last_error is not None
+        )
         return HealthResponse(
-            status="ok" if champion else "unavailable",
+            status="unavailable" if champion is None else "degraded" if troubled else "ok",
             model_name=settings.model_name,
             model_version=champion.version if champion else None,
             loaded_at=champion.loaded_at if champion else None,
             last_checked=status.last_checked,
-            last_error=status.last_error,
             poll_seconds=service.watcher.poll_seconds,
-            feature_store_error=service.history.last_error,
-            privacy_requests_error=service.optouts.last_error,
             scoring_batches=service.batcher.batches,
             scored_requests=service.batcher.jobs_done,
         )
@@ -319,13 +343,17 @@ def create_app(
         summary="The served model version and its gate decision",
     )
     async def version() -> VersionResponse:
-        champion = service.champion()
+        champion = service.watcher.current()
+        status = service.watcher.status()
+        if champion is None:
+            raise HTTPException(status_code=503, detail=f"{NO_CHAMPION}. Last error: {status.last_error}")
         tags = champion.tags
         rerank = champion.rerank
         return VersionResponse(
             model_name=champion.model_name,
             version=champion.version,
             alias=service.watcher.alias,
+            fallback_for=status.fallback_for,
             run_id=champion.run_id,
             loaded_at=champion.loaded_at,
             gate=GateSummary(
@@ -339,6 +367,13 @@ def create_app(
                 window=rerank.config.window,
                 head_share=rerank.head_share,
                 n_tail_brands=len(rerank.tail_brands),
+            ),
+            diagnostics=Diagnostics(
+                last_checked=status.last_checked,
+                last_error=status.last_error,
+                failed_versions=status.failed_versions,
+                feature_store_error=service.history.last_error,
+                privacy_requests_error=service.optouts.last_error,
             ),
         )
 

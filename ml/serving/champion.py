@@ -7,7 +7,19 @@ inner-product index over `augmented_items()` (so one search gives the exact mode
 lock. A request takes `watcher.current()` once and uses that object to the end, so in-flight requests keep
 the model they started with. A background thread polls the alias every `poll_seconds`; a version that fails
 to load leaves the old champion serving, and the failure is kept in `last_error` (with `last_checked`) for
-/healthz. A changed tag on the same version (say, the re-ranking share) is picked up without a reload.
+the authenticated /version. A changed tag on the same version (say, the re-ranking share) is picked up
+without a reload.
+
+Before loading, the downloaded folder is checked against the SHA-256 digests recorded in the version's tags
+at registration (`ml.registry.integrity.verify_folder`): a changed, missing or extra file, or a version
+without digests, is refused like any other load failure. A file changed after the gate judged it is a model
+nobody vetted.
+
+A cold start whose champion cannot be loaded (or verified) does not leave shoppers with 503s: the watcher
+serves the newest other version whose recorded gate decision allows serving (`gate.status` passed or
+approved, the rule promotion applies) and that loads, says so (`status().fallback_for`, /version, the log),
+and keeps trying the alias's version with the usual back-off, swapping to it once it loads. With nothing
+loadable the service answers 503 as before.
 
 Where the folder is: `client.get_model_version_download_uri()` gives the logged model's artifact root,
 its `MLmodel` file names the folder of the artifact "recommender" (`artifacts/<folder name>`). (Note:
@@ -44,7 +56,8 @@ from mlflow.tracking import MlflowClient
 from ml.config import Settings
 from ml.evaluation.fairness import catalogue_tail
 from ml.evaluation.rerank import RerankConfig
-from ml.registry.registration import CHAMPION, recommender_artifact_uri
+from ml.registry.integrity import verify_folder
+from ml.registry.registration import CHAMPION, PROMOTABLE, recommender_artifact_uri
 from ml.training.model import LEXICAL_DECAY, TRANSITION_DECAY
 from ml.training.recommender import Recommender
 
@@ -700,13 +713,15 @@ def recommender_uri(client: MlflowClient, name: str, version: str, scratch: Path
 def load_version(
     client: MlflowClient, name: str, version: str, tags: Mapping[str, str], run_id: str | None = None
 ) -> Champion:
-    """Download, load, index and warm up one version. The download folder lives as long as the champion."""
+    """Download, verify (IntegrityError on a file that differs from the digests in `tags`), load, index and
+    warm up one version. The download folder lives as long as the champion."""
     import mlflow
 
     scratch = Path(tempfile.mkdtemp(prefix=f"vetted-serving-v{version}-"))
     try:
         uri = recommender_uri(client, name, version, scratch)
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(scratch / "model")))
+        verify_folder(folder, tags, what=f"{name} v{version}")
         recommender = Recommender.load(folder)
         return build_champion(recommender, name, version, tags, scratch, run_id=run_id)
     except Exception:
@@ -722,6 +737,14 @@ class WatchStatus:
     last_error_at: datetime | None = None
     swaps: int = 0
     failed_versions: dict[str, str] = field(default_factory=dict)  # version -> its last load error
+    fallback_for: str | None = None  # the alias's version, while another one answers in its place
+
+
+def fallback_order(versions: Sequence[tuple[str, Mapping[str, str]]], exclude: set[str]) -> list[str]:
+    """The versions a cold start may serve instead of a champion that does not load: those whose recorded
+    gate decision allows serving (`gate.status` in PROMOTABLE, as for promotion), newest first."""
+    allowed = [v for v, tags in versions if tags.get("gate.status") in PROMOTABLE and v not in exclude]
+    return sorted(allowed, key=lambda v: int(v) if v.isdigit() else -1, reverse=True)
 
 
 @dataclass
@@ -804,12 +827,18 @@ class ChampionWatcher:
             backoff = min(self.max_backoff_seconds, self.poll_seconds * 2 ** (attempts - 1))
             self._failures[version] = _Failure(attempts, time.monotonic() + backoff)
             message = f"loading {where} failed ({type(err).__name__}): {_short(err)}"
-            message += (
-                f"; still serving v{current.version}" if current is not None else "; no champion loaded"
-            )
+            if current is None:  # a cold start: serve a vetted version rather than nothing
+                fallback = self._load_fallback(exclude={version})
+                if fallback is not None:
+                    self._swap(fallback, now, fallback_for=version)
+                    message += f"; serving v{fallback.version} instead, the newest gate-passed version that loads"
+                else:
+                    message += "; no champion loaded, and no other gate-passed version loads"
+            else:
+                message += f"; still serving v{current.version}"
             log.error("%s (attempt %d, next try in %.0f s)", message, attempts, backoff)
             self._record(now, message, failed_version=version)
-            return False
+            return current is None and self.current() is not None
         self._failures.pop(version, None)
         self._swap(champion, now)
         log.info(
@@ -823,6 +852,32 @@ class ChampionWatcher:
             current = None  # this poll's reference to the replaced champion, dropped before the collection
             settle_heap()  # reclaim the replaced champion, freeze the new one
         return True
+
+    def _load_fallback(self, exclude: set[str]) -> Champion | None:
+        """The newest version in `fallback_order` that loads (and verifies), or None. Versions that fail
+        here are recorded in `failed_versions` and backed off like the alias's."""
+        try:
+            found = self._client.search_model_versions(f"name = '{self.model_name}'")
+        except Exception as err:  # the registry is down: nothing to fall back to now
+            log.error("cannot list the versions of %s to fall back to (%s)", self.model_name, type(err).__name__)
+            return None
+        runs = {str(mv.version): mv.run_id for mv in found}
+        tags = {str(mv.version): dict(mv.tags or {}) for mv in found}
+        for version in fallback_order(list(tags.items()), exclude):
+            failure = self._failures.get(version)
+            if failure is not None and time.monotonic() < failure.retry_at:
+                continue
+            try:
+                return load_version(self._client, self.model_name, version, tags[version], run_id=runs[version])
+            except Exception as err:
+                attempts = failure.attempts + 1 if failure else 1
+                backoff = min(self.max_backoff_seconds, self.poll_seconds * 2 ** (attempts - 1))
+                self._failures[version] = _Failure(attempts, time.monotonic() + backoff)
+                message = f"fallback {self.model_name} v{version} failed ({type(err).__name__}): {_short(err)}"
+                log.error(message)
+                with self._lock:
+                    self._status.failed_versions[version] = message
+        return None
 
     def _retag(self, current: Champion, tags: dict[str, str], now: datetime) -> bool:
         where = f"{self.model_name} v{current.version}"
@@ -839,12 +894,13 @@ class ChampionWatcher:
         log.info("tags of %s changed; re-ranking share now %s", where, rerank.config.min_tail_share)
         return True
 
-    def _swap(self, champion: Champion, now: datetime) -> None:
+    def _swap(self, champion: Champion, now: datetime, fallback_for: str | None = None) -> None:
         with self._lock:
             self._current = champion  # the one reference assignment requests see
             self._status.last_checked = now
             self._status.last_error = None
             self._status.swaps += 1
+            self._status.fallback_for = fallback_for
 
     def _record(self, now: datetime, error: str | None, failed_version: str | None = None) -> None:
         with self._lock:
@@ -854,6 +910,7 @@ class ChampionWatcher:
                 self._status.last_error_at = now
             else:  # the alias points at the version we serve (again, e.g. after a rollback of a bad version)
                 self._status.last_error = None
+                self._status.fallback_for = None
             if failed_version is not None and error is not None:
                 self._status.failed_versions[failed_version] = error
 

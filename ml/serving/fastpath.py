@@ -9,18 +9,25 @@ and exactly one `X-API-Key` header that matches. `ServiceApp` answers those itse
 function the route calls, so both give the same answer. Anything else, valid or not (a percent-encoded
 or very long id, another parameter, a missing or wrong key, no champion yet), goes through FastAPI
 unchanged: its 4xx bodies and the OpenAPI document stay the one reference for the API.
+
+`ServiceApp` is also where every request passes before anything else, so two guards live here, around
+both paths: the body cap (`ml.serving.limits`: 413 before the body is read), and the last word on an
+unexpected exception (`ml.serving.errors`: logged as its type and frames only, never its message, which
+can hold request input; the client gets a 500). Starlette logs nothing itself; the exception it re-raises
+after answering stops here, so uvicorn's own traceback log, which would print the message, never sees it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI
 
+from ml.serving import errors, limits
 from ml.serving.auth import API_KEY_HEADER, key_matches
-from ml.serving.schemas import DEFAULT_K, MAX_K, MAX_USER_ID_CHARS
+from ml.serving.schemas import DEFAULT_K, MAX_BODY_BYTES, MAX_K, MAX_USER_ID_CHARS
 
 PREFIX = "/recommendations/"
 # ids that pass the route's checks (1 to MAX_USER_ID_CHARS characters, not only spaces) at a glance;
@@ -69,23 +76,69 @@ class ServiceApp(FastAPI):
     fast_answer: Answer | None = None
     api_key: str = ""
 
+    def __init__(
+        self,
+        *args: Any,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        routes_for_logs: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_body_bytes = max_body_bytes
+        self.routes_for_logs = dict(routes_for_logs or {})
+
     async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._answer(scope, receive, tracked)
+        except Exception as err:
+            errors.log_unexpected(scope["method"], errors.route_template(scope["path"], self.routes_for_logs), err)
+            if not started:  # Starlette answers before re-raising; this is for what happens outside it
+                await _send(send, 500, errors.json_body({"detail": "internal error"}))
+
+    async def _answer(self, scope: Scope, receive: Any, send: Send) -> None:
+        headers = scope["headers"]
+        declared = limits.declared_length(headers)
+        if declared is not None and declared > self.max_body_bytes:
+            await self._too_large(send)
+            return
+        if limits.may_have_body(headers):
+            try:
+                body = await limits.read_capped(receive, self.max_body_bytes)
+            except limits.BodyTooLarge:
+                await self._too_large(send)
+                return
+            except limits.ClientGone:
+                return
+            receive = limits.replay(body, receive)
         # middleware added to the app (CORS, metrics, ...) must see every request: no shortcut then
         if self.fast_answer is not None and not self.user_middleware:
             request = plain_request(scope, self.api_key)
             if request is not None:
-                body = await self.fast_answer(*request)
-                if body is not None:
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 200,
-                            "headers": [
-                                (b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode("ascii")),
-                            ],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": body})
+                answer = await self.fast_answer(*request)
+                if answer is not None:
+                    await _send(send, 200, answer)
                     return
         await super().__call__(scope, receive, send)
+
+    async def _too_large(self, send: Send) -> None:
+        detail = f"the request body is over {self.max_body_bytes} bytes: send a smaller one (see the API's documentation)"
+        await _send(send, 413, errors.json_body({"detail": detail}), close=True)
+
+
+async def _send(send: Send, status: int, body: bytes, close: bool = False) -> None:
+    """One whole JSON response; `close` asks the client to close the connection (its body may be unread)."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode("ascii"))]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -11,6 +11,10 @@ MAX_K = 100
 DEFAULT_K = 10
 MAX_QUERY_CHARS = 512
 MAX_USER_ID_CHARS = 256
+# the cap on a request body (413 above it, see ml.serving.limits): the longest valid /search body, every
+# character of query and user id written as a 12-byte JSON escape pair, is about 9 KiB
+MAX_BODY_BYTES = 16 * 1024
+
 
 
 class Result(BaseModel):
@@ -64,21 +68,18 @@ class ErrorMessage(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok", "unavailable"]
+    """What anyone may see: whether the service answers, and with which version. Why it is degraded is
+    for the authenticated /version (error texts name files and folders)."""
+
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="ok; degraded: answering, but with a fallback version, or a newer champion, the feature "
+        "store or the privacy requests failed (GET /version says which); unavailable: no model loaded"
+    )
     model_name: str
-    model_version: str | None = Field(description="The champion being served; null before the first load")
+    model_version: str | None = Field(description="The version being served; null before the first load")
     loaded_at: datetime | None
     last_checked: datetime | None = Field(description="When the registry alias was last polled")
-    last_error: str | None = Field(
-        description="The last polling or loading error (the old champion keeps serving)"
-    )
     poll_seconds: float
-    feature_store_error: str | None = Field(
-        description="The last online-store read error (answers fall back)"
-    )
-    privacy_requests_error: str | None = Field(
-        description="Why opt-outs could not be read (nobody personalized)"
-    )
     scoring_batches: int = Field(
         default=0, description="Recommendation batches this process has scored since it started"
     )
@@ -100,11 +101,31 @@ class RerankSummary(BaseModel):
     n_tail_brands: int
 
 
+class Diagnostics(BaseModel):
+    last_checked: datetime | None = Field(description="When the registry alias was last polled")
+    last_error: str | None = Field(
+        description="The last polling or loading error (the version being served keeps serving)"
+    )
+    failed_versions: dict[str, str] = Field(description="Each version that failed to load, and why")
+    feature_store_error: str | None = Field(
+        description="The last online-store read error (answers fall back)"
+    )
+    privacy_requests_error: str | None = Field(
+        description="Why opt-outs could not be read (nobody personalized)"
+    )
+
+
 class VersionResponse(BaseModel):
     model_name: str
     version: str
     alias: str
+    fallback_for: str | None = Field(
+        default=None,
+        description="The version the alias points at, when it could not be loaded (or verified) at start "
+        "and this version, the newest gate-passed one that loads, answers instead; null otherwise",
+    )
     run_id: str | None
     loaded_at: datetime
     gate: GateSummary
     rerank: RerankSummary
+    diagnostics: Diagnostics

@@ -151,8 +151,8 @@ def test_service_without_champion_answers_503_and_refuses_without_key(tmp_path):
         health = client.get("/healthz")
         assert health.status_code == 503
         body = health.json()
-        assert body["status"] == "unavailable" and body["model_version"] is None
-        assert "vetted-recsys@champion" in body["last_error"] and body["last_checked"]
+        assert body["status"] == "unavailable" and body["model_version"] is None and body["last_checked"]
+        assert "vetted-recsys@champion" in client.get("/version", headers=AUTH).json()["detail"]
         got = client.get("/recommendations/alice", headers=AUTH)
         assert got.status_code == 503 and "no champion" in got.json()["detail"]
         assert client.get("/version", headers=AUTH).status_code == 503
@@ -209,9 +209,11 @@ def _save_model(folder: Path, items: pd.DataFrame, bias_seed: int) -> Path:
 
 
 def _register(settings: Settings, folder: Path, tags: dict[str, str], promote: bool = True) -> str:
+    """Log and register `folder` with `tags` and its artifact digests (as registration records them)."""
     import mlflow
 
     from ml.registry import registration as reg
+    from ml.registry.integrity import digest_tags
     from ml.registry.pyfunc import input_example
     from ml.registry.tracking import client, configure
 
@@ -219,6 +221,7 @@ def _register(settings: Settings, folder: Path, tags: dict[str, str], promote: b
     c = client(settings)
     with mlflow.start_run(experiment_id=experiment) as run:
         uri = reg.log_model(folder, input_example([["i00", "i01"]], "red shoe"))
+    tags = {**digest_tags(folder), **tags}
     version = reg.register(c, settings.model_name, uri, run.info.run_id, tags, description="test card")
     if promote:
         reg.promote(c, settings.model_name, version.version)
@@ -331,7 +334,10 @@ def test_openapi_document_lists_every_endpoint_with_its_security(serving_world):
         op = doc["paths"][path][method]
         assert op["security"] == [{"APIKeyHeader": []}]
         takes_input = path != "/version"
-        assert set(op["responses"]) == {"200", "401", "403", "503"} | ({"422"} if takes_input else set())
+        has_body = path == "/search"
+        assert set(op["responses"]) == {"200", "401", "403", "503"} | ({"422"} if takes_input else set()) | (
+            {"413"} if has_body else set()
+        )
     assert "security" not in doc["paths"]["/healthz"]["get"]
     k = next(p for p in doc["paths"]["/recommendations/{user_id}"]["get"]["parameters"] if p["name"] == "k")
     assert k["schema"]["minimum"] == 1 and k["schema"]["maximum"] == 100
@@ -344,8 +350,7 @@ def test_healthz_and_version(serving_world):
     assert health.status_code == 200
     _matches_openapi(openapi, "/healthz", "get", health)
     body = health.json()
-    assert body["status"] == "ok" and body["model_version"] == v1 and body["last_error"] is None
-    assert body["feature_store_error"] is None and body["privacy_requests_error"] is None
+    assert body["status"] == "ok" and body["model_version"] == v1
 
     got = client.get("/version", headers=AUTH)
     assert got.status_code == 200
@@ -361,6 +366,10 @@ def test_healthz_and_version(serving_world):
         "checks": {"gate.quality_vs_baseline": "0.12 / 0.10 / pass"},
     }
     assert version["rerank"] == {"min_tail_share": 0.0, "window": 10, "head_share": 0.5, "n_tail_brands": 8}
+    assert version["fallback_for"] is None
+    diagnostics = version["diagnostics"]
+    assert diagnostics["last_error"] is None and diagnostics["last_checked"]
+    assert diagnostics["feature_store_error"] is None and diagnostics["privacy_requests_error"] is None
 
 
 @pytest.mark.slow
@@ -743,12 +752,255 @@ def test_a_version_that_fails_to_load_keeps_the_old_champion_and_shows_in_health
     shutil.copytree(serving_world["folder"], broken)
     (broken / "heads.pt").unlink()
     bad = _register(settings, broken, {"gate.status": "passed"})
-    _wait(lambda: client.get("/healthz").json()["last_error"] is not None)
+    _wait(lambda: client.get("/healthz").json()["status"] == "degraded")
     health = client.get("/healthz").json()
-    assert health["status"] == "ok" and health["model_version"] == serving
-    assert f"v{bad} failed" in health["last_error"] and f"still serving v{serving}" in health["last_error"]
+    assert health["model_version"] == serving and "last_error" not in health
+    error = client.get("/version", headers=AUTH).json()["diagnostics"]["last_error"]
+    assert f"v{bad} failed" in error and f"still serving v{serving}" in error
     assert client.get("/recommendations/alice", headers=AUTH).json()["model_version"] == serving
 
     reg.promote(make_client(settings), settings.model_name, serving)  # back to the good one: the error clears
-    _wait(lambda: client.get("/healthz").json()["last_error"] is None)
-    assert client.get("/version", headers=AUTH).json()["version"] == serving
+    _wait(lambda: client.get("/healthz").json()["status"] == "ok")
+    version = client.get("/version", headers=AUTH).json()
+    assert version["version"] == serving and version["diagnostics"]["last_error"] is None
+
+
+# =========================================================================================== artifacts verified
+BOOSTED_ROW = 7  # the item whose bias a tampered heads.pt raises to 1000
+
+
+def _registered_folder(settings: Settings, version: str) -> Path:
+    """The local folder of a registered version's recommender artifact (the test stores are on disk)."""
+    import tempfile
+    from urllib.parse import unquote, urlparse
+
+    from ml.registry.registration import recommender_artifact_uri
+    from ml.registry.tracking import client as make_client
+
+    uri = recommender_artifact_uri(make_client(settings), settings.model_name, version, Path(tempfile.mkdtemp()))
+    parsed = urlparse(uri)
+    assert parsed.scheme == "file", f"the test's artifact store is local, got {uri}"
+    return Path(unquote(parsed.path))
+
+
+def _boost_one_item(heads: Path, row: int = BOOSTED_ROW) -> None:
+    """Overwrite heads.pt with one item's bias at 1000: that item would top every list."""
+    import torch
+
+    state = torch.load(heads, weights_only=True)
+    state["item_bias.weight"][row, 0] = 1000.0
+    torch.save(state, heads)
+
+
+@pytest.mark.slow
+def test_a_registered_version_whose_heads_were_changed_is_refused_and_never_served(serving_world):
+    """A version's heads.pt overwritten in the artifact store after registration (one item's bias at 1000)
+    fails verification: the watcher keeps the current champion and reports the version as failed."""
+    from ml.registry import registration as reg
+    from ml.registry.tracking import client as make_client
+
+    settings, client = serving_world["settings"], serving_world["client"]
+    serving = client.get("/version", headers=AUTH).json()["version"]
+    tampered = _register(settings, serving_world["folder"], {"gate.status": "passed"}, promote=False)
+    _boost_one_item(_registered_folder(settings, tampered) / "heads.pt")
+    reg.promote(make_client(settings), settings.model_name, tampered)
+    try:
+        _wait(lambda: tampered in client.get("/version", headers=AUTH).json()["diagnostics"]["failed_versions"])
+        version = client.get("/version", headers=AUTH).json()
+        assert version["version"] == serving
+        failure = version["diagnostics"]["failed_versions"][tampered]
+        assert "IntegrityError" in failure and "changed: heads.pt" in failure
+        boosted = f"i{BOOSTED_ROW:02d}"
+        for user in ("alice", "someone-never-seen"):
+            got = client.get(f"/recommendations/{user}", params={"k": 3}, headers=AUTH).json()
+            assert got["model_version"] == serving and got["results"][0]["item_id"] != boosted
+        assert client.get("/healthz").json()["status"] == "degraded"
+    finally:
+        reg.promote(make_client(settings), settings.model_name, serving)
+        _wait(lambda: client.get("/healthz").json()["status"] == "ok")
+
+
+@pytest.mark.slow
+def test_load_version_refuses_a_version_without_digests(serving_world):
+    from ml.registry.integrity import IntegrityError
+    from ml.registry.tracking import client as make_client
+    from ml.serving.champion import load_version
+
+    settings = serving_world["settings"]
+    version = _register(settings, serving_world["folder"], {"gate.status": "passed"}, promote=False)
+    c = make_client(settings)
+    tags = {k: v for k, v in c.get_model_version(settings.model_name, version).tags.items()
+            if not k.startswith("artifact.sha256")}
+    with pytest.raises(IntegrityError, match="no artifact digests"):
+        load_version(c, settings.model_name, version, tags)
+
+
+# =========================================================================================== cold start
+@pytest.fixture(scope="module")
+def cold_world(tmp_path_factory):
+    """A registry whose champion does not verify: v1 passed, v2 good but failed by the gate, v3 (champion)
+    passed but with its heads changed after registration."""
+    from ml.registry import registration as reg
+    from ml.registry.tracking import client as make_client
+
+    home = tmp_path_factory.mktemp("cold")
+    settings = _settings(home)
+    items = _catalogue()
+    folder = _save_model(home / "model", items, bias_seed=3)
+    v1 = _register(settings, folder, {"gate.status": "passed"})
+    v2 = _register(settings, folder, {"gate.status": "failed"}, promote=False)
+    v3 = _register(settings, folder, {"gate.status": "passed"}, promote=False)
+    _boost_one_item(_registered_folder(settings, v3) / "heads.pt")
+    reg.promote(make_client(settings), settings.model_name, v3)
+    _fill_feast(settings, items)
+    return {"settings": settings, "v1": v1, "v2": v2, "v3": v3}
+
+
+@pytest.mark.slow
+def test_a_cold_start_with_a_champion_that_fails_verification_serves_the_newest_passed_version(cold_world, caplog):
+    from ml.registry import registration as reg
+    from ml.registry.tracking import client as make_client
+    from ml.serving.app import create_app
+
+    settings, v1, v3 = cold_world["settings"], cold_world["v1"], cold_world["v3"]
+    with caplog.at_level(logging.INFO, logger="ml.serving.champion"):
+        app = create_app(settings, poll_seconds=POLL, env=ENV)
+        with TestClient(app) as client:
+            health = client.get("/healthz")
+            assert health.status_code == 200
+            assert health.json()["status"] == "degraded" and health.json()["model_version"] == v1
+            version = client.get("/version", headers=AUTH).json()
+            assert version["version"] == v1 and version["fallback_for"] == v3 and version["alias"] == "champion"
+            assert "IntegrityError" in version["diagnostics"]["failed_versions"][v3]
+            for user in ("alice", "someone-never-seen"):
+                got = client.get(f"/recommendations/{user}", params={"k": 3}, headers=AUTH)
+                assert got.status_code == 200 and got.json()["model_version"] == v1
+                assert got.json()["results"][0]["item_id"] != f"i{BOOSTED_ROW:02d}"
+            searched = client.post("/search", json={"query": "red mug", "k": 3}, headers=AUTH)
+            assert searched.status_code == 200 and searched.json()["model_version"] == v1
+            assert f"serving v{v1} instead" in caplog.text
+
+            reg.promote(make_client(settings), settings.model_name, v1)  # the alias now names what is served
+            _wait(lambda: client.get("/healthz").json()["status"] == "ok")
+            assert client.get("/version", headers=AUTH).json()["fallback_for"] is None
+            reg.promote(make_client(settings), settings.model_name, v3)  # back to the cold world's state
+
+
+@pytest.mark.slow
+def test_a_cold_start_with_no_loadable_passed_version_answers_503_not_500(cold_world):
+    """The gate-failed v2 loads but is never served; with v1 gone from the candidates nothing is left."""
+    from ml.registry.tracking import client as make_client
+    from ml.serving.app import create_app
+
+    settings, v1 = cold_world["settings"], cold_world["v1"]
+    c = make_client(settings)
+    c.set_model_version_tag(settings.model_name, v1, "gate.status", "rejected")
+    try:
+        app = create_app(settings, poll_seconds=60, env=ENV)
+        with TestClient(app) as client:
+            assert client.get("/healthz").status_code == 503
+            assert client.get("/recommendations/alice", headers=AUTH).status_code == 503
+    finally:
+        c.set_model_version_tag(settings.model_name, v1, "gate.status", "passed")
+
+
+# =========================================================================================== a real server
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_a_real_uvicorn_server_under_concurrent_load_and_a_rollback_answers_no_5xx(cold_world, tmp_path):
+    """`serve` (uvicorn, access log off) in a subprocess on a free port; 6 threads send a bounded mix of
+    good and bad requests while the champion alias moves to another passed version: every answer is a
+    2xx or a documented 4xx, the served version changes, and no raw shopper id reaches the server's log."""
+    import os
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from ml.registry import registration as reg
+    from ml.registry.tracking import client as make_client
+
+    settings, v1 = cold_world["settings"], cold_world["v1"]
+    mlflow_client = make_client(settings)
+    reg.promote(mlflow_client, settings.model_name, v1)
+    v4 = _register(settings, _save_model(tmp_path / "model_v4", _catalogue(), bias_seed=4),
+                   {"gate.status": "passed"}, promote=False)
+    port, log_path = _free_port(), tmp_path / "server.log"
+    env = {**os.environ, **ENV, "VETTED_HOME": str(settings.home), "MLFLOW_TRACKING_URI": settings.tracking_uri,
+           "VETTED_DEMO": "", "PYTHONPATH": os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")])}
+    code = ("import logging; logging.basicConfig(level=logging.DEBUG); from ml.config import Settings; "
+            f"from ml.serving.app import serve; serve(Settings.from_env(), port={port}, poll_seconds={POLL})")
+    raw = "rawshopper-4d2c"
+    with log_path.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=fh, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait(lambda: _healthy(base, proc), timeout=180)
+        requests = [
+            ("GET", "/recommendations/alice", {"params": {"k": 5}}, {200}),
+            ("GET", f"/recommendations/{raw}-{{i}}", {}, {200}),
+            ("POST", "/search", {"json": {"query": "blue scarf", "k": 5, "user_id": f"{raw}-{{i}}"}}, {200}),
+            ("POST", "/search", {"content": '{"query": "x", "k": NaN, "user_id": "' + raw + '-{i}"}'}, {422}),
+            ("POST", "/search", {"content": '[{"user_id": "' + raw + '-{i}"}]'}, {422}),
+            ("POST", "/search", {"content": '{"query": "\\ud800", "user_id": "' + raw + '-{i}"}'}, {422}),
+            ("POST", "/search", {"content": "x" * 100_000}, {413}),
+            ("GET", f"/recommendations/{raw}-{{i}}", {"params": {"k": "Infinity"}}, {422}),
+            ("GET", "/version", {}, {200}),
+            ("GET", "/healthz", {}, {200}),
+        ]
+        n_per_thread, seen_versions, statuses = 60, [], []
+
+        def worker(t: int) -> None:
+            with httpx.Client(base_url=base, timeout=30, headers={**AUTH, "content-type": "application/json"}) as c:
+                for i in range(n_per_thread):
+                    method, path, kwargs, allowed = requests[(t + i) % len(requests)]
+                    kw = {k: (v.replace("{i}", str(i)) if isinstance(v, str) else v) for k, v in kwargs.items()}
+                    if "json" in kw and "user_id" in kw["json"]:
+                        kw["json"] = {**kw["json"], "user_id": kw["json"]["user_id"].replace("{i}", str(i))}
+                    got = c.request(method, path.replace("{i}", str(i)), **kw)
+                    statuses.append((got.status_code, allowed, method, path))
+                    if got.status_code == 200 and "model_version" in got.json():
+                        seen_versions.append(got.json()["model_version"])
+                    elif got.status_code == 200 and path == "/version":
+                        seen_versions.append(got.json()["version"])
+
+        def rollback_midway() -> None:
+            _wait(lambda: len(statuses) >= 100, timeout=120)
+            mlflow_client.set_registered_model_alias(settings.model_name, "champion", v4)
+
+        with ThreadPoolExecutor(7) as pool:
+            futures = [pool.submit(worker, t) for t in range(6)] + [pool.submit(rollback_midway)]
+            for f in futures:
+                f.result(timeout=300)
+        assert len(statuses) == 6 * n_per_thread
+        assert not [s for s in statuses if s[0] >= 500], [s for s in statuses if s[0] >= 500][:5]
+        assert all(code in allowed for code, allowed, _, _ in statuses), [s for s in statuses if s[0] not in s[1]][:5]
+        # the served version moved from v1 to v4 (the alias is polled every POLL seconds)
+        assert seen_versions[0] == v1
+        _wait(lambda: httpx.get(f"{base}/version", headers=AUTH).json()["version"] == v4, timeout=60)
+        assert httpx.get(f"{base}/recommendations/alice", headers=AUTH).json()["model_version"] == v4
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        reg.promote(mlflow_client, settings.model_name, cold_world["v3"])
+    server_log = log_path.read_text()
+    assert "Application startup complete" in server_log
+    assert raw not in server_log and "alice" not in server_log
+
+
+def _healthy(base: str, proc) -> bool:
+    import httpx
+
+    assert proc.poll() is None, "the server exited"
+    try:
+        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
