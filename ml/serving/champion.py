@@ -729,6 +729,14 @@ def load_version(
         raise
 
 
+def refuse_unvetted(version: str, tags: Mapping[str, str]) -> None:
+    """Only a version the gate passed or a reviewer approved is served as champion, whoever moved the alias:
+    promotion and rollback refuse others (ml.registry), and serving does not trust that alone."""
+    status = tags.get("gate.status")
+    if status not in PROMOTABLE:
+        raise ChampionLoadError(f"v{version} has gate.status={status!r}, not one of {PROMOTABLE}: it is not served")
+
+
 # ---------------------------------------------------------------------------------------------- the watcher
 @dataclass
 class WatchStatus:
@@ -821,6 +829,8 @@ class ChampionWatcher:
             return False
         started = time.perf_counter()
         try:
+            if self.alias == CHAMPION:
+                refuse_unvetted(version, tags)
             champion = load_version(self._client, self.model_name, version, tags, run_id=mv.run_id)
         except Exception as err:
             attempts = failure.attempts + 1 if failure else 1

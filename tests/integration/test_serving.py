@@ -887,6 +887,28 @@ def test_a_cold_start_with_a_champion_that_fails_verification_serves_the_newest_
 
 
 @pytest.mark.slow
+def test_a_champion_alias_moved_onto_a_gate_failed_version_is_not_served(cold_world):
+    """The alias set by hand (MlflowClient, past promotion's check) onto the gate-failed v2: serving refuses it and
+    falls back to a vetted version."""
+    from ml.registry.tracking import client as make_client
+    from ml.serving.app import create_app
+
+    settings, v1, v2, v3 = cold_world["settings"], cold_world["v1"], cold_world["v2"], cold_world["v3"]
+    c = make_client(settings)
+    c.set_registered_model_alias(settings.model_name, "champion", v2)
+    try:
+        app = create_app(settings, poll_seconds=60, env=ENV)
+        with TestClient(app) as client:
+            version = client.get("/version", headers=AUTH).json()
+            assert version["version"] == v1 and version["fallback_for"] == v2
+            assert "not served" in version["diagnostics"]["failed_versions"][v2]
+            got = client.get("/recommendations/alice", params={"k": 3}, headers=AUTH)
+            assert got.status_code == 200 and got.json()["model_version"] == v1
+    finally:
+        c.set_registered_model_alias(settings.model_name, "champion", v3)
+
+
+@pytest.mark.slow
 def test_a_cold_start_with_no_loadable_passed_version_answers_503_not_500(cold_world):
     """The gate-failed v2 loads but is never served; with v1 gone from the candidates nothing is left."""
     from ml.registry.tracking import client as make_client
