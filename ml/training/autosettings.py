@@ -250,7 +250,7 @@ def markdown(resolved: dict[str, Any]) -> list[str]:
     lines += ["", f"Read from the training data: {s['n_users']} shoppers, {s['n_items']} items, "
               f"{s['examples_mean']:.1f} examples per shopper ({EXAMPLES_QUANTILE:.0%} have at most "
               f"{s['examples_quantile']:.0f}), {s['pairs_per_user']:.1f} transition pairs per shopper, "
-              f"a quarter of the transitions in pairs counted at least {s['pair_count']:g} times.", ""]
+              f"a quarter of the transitions in pairs counted at least {s['pair_count']:g} times.", "", ""]
     return lines
 
 
