@@ -18,13 +18,6 @@ import psutil
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BENCHMARK_PSEUDONYM_KEY = "vetted-benchmarks-pseudonym-key-0123456789"  # not a secret: benchmark data only
-# training settings of the benchmarks' real corpora, whose few thousand shoppers (or fewer) are far from the demo's
-# 20,000: fewer shoppers a step, and each sampled shopper's gradient taken over up to 8 of its examples
-# (RunConfig.examples_per_user; NDCG@10 up 1.8% on the earlier development split cut from amazon2018's valid rows,
-# level on its test split), and one noise deviation off each noised transition count instead of two, as few
-# shoppers share a pair there (RunConfig.dp.transitions_floor; NDCG@10 up 5.8% on the development split, seeds 7
-# and 8, and -0.0016 on the test split over three seeds, within the seeds' spread: benchmarks/results/quality*.md)
-REAL_CORPUS_SETTINGS = {"batch_size": 256, "examples_per_user": 8, "dp_transitions_floor": 1.0}
 PACKAGES = ("torch", "transformers", "opacus", "feast", "mlflow", "evidently", "apache-airflow", "faiss-cpu")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REAL_CORPUS_SETTINGS, SHARED_DATA, branch_context, machine, measure, new_context, write  # noqa: E402
+from common import SHARED_DATA, branch_context, machine, measure, new_context, write  # noqa: E402
 
 SETTINGS = {"eps1": {"dp": {"enabled": True, "target_epsilon": 1.0}},
             "eps3": {"dp": {"enabled": True, "target_epsilon": 3.0}},
@@ -32,9 +32,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--source", choices=["amazon2018", "synthetic"], default="amazon2018")
     args = parser.parse_args()
-    overrides = {"source": args.source, "slice_reports": False, "max_eval_cases": 0, "batch_size": 256}
+    # the training settings are the defaults, chosen from the data and each setting's budget (ml.training.autosettings)
+    overrides = {"source": args.source, "slice_reports": False, "max_eval_cases": 0}
     if args.source == "amazon2018":
-        overrides.update(REAL_CORPUS_SETTINGS)
         path = SHARED_DATA / "amazon2018-industrial"
         if not path.exists():
             raise SystemExit(f"{path} is absent: this benchmark reads the real corpus")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REAL_CORPUS_SETTINGS, SHARED_DATA, branch_context, machine, new_context, write  # noqa: E402
+from common import SHARED_DATA, branch_context, machine, new_context, write  # noqa: E402
 
 DATASETS = {"amazon2018": "amazon2018-industrial", "coat": "coat"}
 PUBLISHED = {"amazon2018": {"name": "MiniOneRec (1.5B+ LLM, GPUs)", "hr_at_10": 0.1586, "ndcg_at_10": 0.1167}}
@@ -32,7 +32,7 @@ def run(source: str, path: Path, seed: int) -> dict:
     from ml.pipeline import stages
 
     ctx = new_context(f"quality-{source}", {"source": source, "path": str(path), "seed": seed,
-                                            "max_eval_cases": 0, "slice_reports": False, **REAL_CORPUS_SETTINGS})
+                                            "max_eval_cases": 0, "slice_reports": False})
     for stage in ("ingest", "features", "train", "evaluate"):
         getattr(stages, stage)(ctx)
     ev, tr = ctx.read("evaluate"), ctx.read("train")

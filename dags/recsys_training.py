@@ -35,16 +35,21 @@ PARAMS = {
     "n_items": Param(D.n_items, type="integer", minimum=50, maximum=200_000, description="Synthetic catalogue size"),
     "epochs": Param(D.epochs, type="integer", minimum=1, maximum=100),
     "max_steps": Param(D.max_steps, type="integer", minimum=1, maximum=100_000),
-    "batch_size": Param(D.batch_size, type="integer", minimum=1, maximum=4096, description="Expected shoppers per step"),
-    "examples_per_user": Param(D.examples_per_user, type="integer", minimum=1, maximum=64,
-                               description="Examples of each sampled shopper per step; under DP its gradient over them is clipped once"),
+    "batch_size": Param(D.batch_size, type="integer", minimum=0, maximum=4096,
+                        description="Expected shoppers per step; 0 = chosen from the data: the largest batch before "
+                                    "a doubling cuts the DP noise per step by less than 15% (the model card says why)"),
+    "examples_per_user": Param(D.examples_per_user, type="integer", minimum=0, maximum=64,
+                               description="Examples of each sampled shopper per step; under DP its gradient over them "
+                                           "is clipped once. 0 = chosen from the data: 2,048 example slots a step shared "
+                                           "among the batch, at most what most shoppers have"),
     "dp_enabled": Param(D.dp.enabled, type="boolean", description="User-level DP-SGD (the default policy refuses a non-DP model)"),
     "dp_target_epsilon": Param(D.dp.target_epsilon, type="number", exclusiveMinimum=0, maximum=100),
     "dp_delta": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=0.01,
                       description="Empty means n_users ** -1.1"),
-    "dp_transitions_floor": Param(D.dp.transitions_floor, type="number", minimum=0, maximum=10,
-                                  description="Noise deviations taken off each noised item-transition count; "
-                                              "lower keeps pairs few shoppers share (the amazon2018 benchmarks use 1)"),
+    "dp_transitions_floor": Param(D.dp.transitions_floor, type=["null", "number"], minimum=0, maximum=10,
+                                  description="Noise deviations taken off each noised item-transition count; lower "
+                                              "keeps pairs few shoppers share. Empty = chosen from the data: the count "
+                                              "of the most-shared quarter of transitions in noise deviations, 1 to 2"),
     "policy": Param("", type="string", description="Gate policy YAML path; empty for the packaged default"),
     "require_approval": Param(os.environ.get("VETTED_PROFILE", "local") == "prod", type="boolean",
                               description="Hold promotion for a reviewer (default on in the prod profile)"),

@@ -125,10 +125,12 @@ class DPConfig:
     # each shopper contributes at most this many transitions to the counts
     transitions_per_user: int = 8
     # noise deviations subtracted from every noised count (post-processing, free under DP): higher keeps less
-    # noise and fewer real pairs. On amazon2018's development split (seed 7) NDCG@10 by floor: 0.5 0.1153, 1 0.1167,
-    # 1.5 0.1151, 2 0.1108, 3 0.1093; seed 8: 1 0.1161, 1.5 0.1149, 2 0.1092. The synthetic demo (20,000 shoppers,
-    # many pairs each) wants more: candidate 0.2257 at 2, 0.2073 at 1 (below its co-occurrence baseline, 0.2069 x 1.05)
-    transitions_floor: float = 2.0
+    # noise and fewer real pairs. None = auto: a released pair's expected count in noise deviations, within 1..2
+    # (ml.training.autosettings.choose_floor). On amazon2018's development split (seed 7) NDCG@10 by floor: 0.5
+    # 0.1153, 1 0.1167, 1.5 0.1151, 2 0.1108, 3 0.1093; seed 8: 1 0.1161, 1.5 0.1149, 2 0.1092. The synthetic demo
+    # (20,000 shoppers, many pairs each) wants more: candidate 0.2257 at 2, 0.2073 at 1 (below its co-occurrence
+    # baseline, 0.2069 x 1.05)
+    transitions_floor: float | None = None
     # DP noise and DP-SGD's sample of shoppers from the OS CSPRNG (ml.privacy.noise) instead of a seeded generator:
     # None = on in the prod profile, off in local (reproducible from the seed, faster); `secure_rng_on` decides
     secure_rng: bool | None = None
@@ -147,14 +149,17 @@ class RunConfig:
     # training budget
     epochs: int = 20
     max_steps: int = 100
-    batch_size: int = 2048
+    # expected shoppers per step; 0 = auto: the largest before DP noise stops falling much
+    # (ml.training.autosettings.choose_batch: 2,048 on the synthetic demo, 256 on amazon2018-industrial)
+    batch_size: int = 0
     learning_rate: float = 1e-3
     trainable_layers: int = 0
     # examples of each sampled shopper in a training step (all its examples when it has fewer): under DP the
-    # shopper's gradient over them is clipped once. A step does up to that many times the work: the quality benchmark
-    # sets 8 for amazon2018's 2,717 shoppers (NDCG@10 up 1.8% on an earlier development split); the demo's 20,000 keep
-    # 1. With trainable_layers > 0 a step takes one per shopper
-    examples_per_user: int = 1
+    # shopper's gradient over them is clipped once. A step does up to that many times the work. 0 = auto: a step's
+    # 2,048 example slots shared among the batch, at most what most shoppers have
+    # (ml.training.autosettings.choose_examples_per_user: 1 on the demo's 20,000 shoppers, 8 on amazon2018's 2,717).
+    # With trainable_layers > 0 a step takes one per shopper
+    examples_per_user: int = 0
     temperature: float = 0.05
     max_history: int = 10
     max_query_tokens: int = 32
@@ -179,9 +184,12 @@ class RunConfig:
             raise ConfigError(f"source={self.source!r} is not one of {SOURCES}")
         if self.source != "synthetic" and not self.path:
             raise ConfigError(f"source={self.source!r} needs path= (the folder holding its files)")
-        for name in ("epochs", "max_steps", "batch_size", "k", "max_history", "examples_per_user"):
+        for name in ("epochs", "max_steps", "k", "max_history"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("batch_size", "examples_per_user"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be at least 1, or 0 to choose it from the data, got {getattr(self, name)}")
         if not 0 <= self.trainable_layers <= 6:
             raise ConfigError(f"trainable_layers must be in 0..6 (MiniLM has 6), got {self.trainable_layers}")
         if self.dp.enabled and self.dp.target_epsilon <= 0:
@@ -192,8 +200,9 @@ class RunConfig:
             raise ConfigError(f"rerank_min_tail_share must be in [0, 1], got {self.rerank_min_tail_share}")
         if not 0 <= self.dp.transitions_share < 1:
             raise ConfigError(f"transitions_share must be in [0, 1), got {self.dp.transitions_share}")
-        if not 0 <= self.dp.transitions_floor <= 10:
-            raise ConfigError(f"transitions_floor must be in [0, 10] noise deviations, got {self.dp.transitions_floor}")
+        if self.dp.transitions_floor is not None and not 0 <= self.dp.transitions_floor <= 10:
+            raise ConfigError(f"transitions_floor must be in [0, 10] noise deviations, or None to choose it from "
+                              f"the data, got {self.dp.transitions_floor}")
         if self.world_size < 0:
             raise ConfigError(f"world_size must be >= 0 (0 = every visible GPU), got {self.world_size}")
 

@@ -159,6 +159,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
     from ml.privacy.accounting import MAX_DENSE_ITEMS, default_delta, plan_budget
     from ml.privacy.noise import SECURE_SOURCE, secure_rng_on
     from ml.registry.tracking import configure, flat_params, start_attempt
+    from ml.training.autosettings import member_sequences, resolve_run
     from ml.training.distributed import train_data_parallel, world_size_for
     from ml.training.encoder import item_texts, load_encoder
     from ml.training.model import BiEncoder, catalogue_codes, lexical_similarity
@@ -179,6 +180,9 @@ def train(ctx: RunContext) -> dict[str, Any]:
         targets=[index_of[i] for i in rows["item_id"]],
     )
     n_users = len(set(examples.users))
+    chosen = resolve_run(cfg, examples.users, member_sequences(pd.read_parquet(ctx.path(SEQUENCES)), members, index_of),
+                         len(items))
+    cfg = chosen.config  # every "auto" setting filled in from the data (ml.training.autosettings)
     steps, sample_rate = planned_steps(n_users, cfg.batch_size, cfg.epochs, cfg.max_steps)
     plan = None
     dp = None
@@ -219,6 +223,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
     # a retry first ends what a killed attempt left RUNNING (crash safety, ml.registry.tracking)
     with start_attempt(experiment_id, run_name, str(ctx.run_dir), {"vetted.source": cfg.source}) as run:
         mlflow.log_params(flat_params("", cfg.to_dict()))
+        mlflow.set_tags(chosen.tags())
         mlflow.log_metrics(ctx.read("ingest")["metrics"])
         feats = ctx.read("features")
         mlflow.log_metrics({"data.n_train_examples": feats["n_train_examples"], "data.n_cases": feats["n_cases"],
@@ -269,7 +274,8 @@ def train(ctx: RunContext) -> dict[str, Any]:
            "steps": result.steps, "epochs": result.epochs, "device": result.device, "seconds": result.seconds,
            "seconds_per_step": result.seconds_per_step, "final_loss": result.final_loss,
            "n_examples": len(examples), "n_users": n_users, "audit_users": sorted(audit),
-           "member_users": sorted(members), "privacy": privacy}
+           "member_users": sorted(members), "privacy": privacy, "config": cfg.to_dict(),
+           "training_settings": chosen.to_dict()}
     ctx.write("train", out)
     return {k: out[k] for k in ("mlflow_run_id", "model_dir", "steps", "seconds")}
 
@@ -879,8 +885,10 @@ def _alternatives_table(ev: dict[str, Any], evidence: dict[str, Any], decision: 
 
 def write_card(ctx: RunContext, client: Any) -> str:
     from ml.registry.card import CARD_ARTIFACT, fit_description, model_card
+    from ml.training.autosettings import markdown as settings_markdown
 
     registered = ctx.read("register")
+    trained = ctx.read("train")
     gate_out = ctx.read("gate") if ctx.has("gate") else None
     run_id = ctx.read("train")["mlflow_run_id"]
     links = {"MLflow run": f"#/experiments/{ctx.read('train')['experiment_id']}/runs/{run_id}"}
@@ -894,13 +902,15 @@ def write_card(ctx: RunContext, client: Any) -> str:
                     rel = Path(slice_path).relative_to(reports_dir)
                     links[f"ranking report, {attribute} = {group} (run artifact reports/{rel})"] = slice_path
     card = model_card(
-        name=ctx.settings.model_name, version=registered["version"], config=ctx.config.to_dict(),
+        name=ctx.settings.model_name, version=registered["version"], config=trained.get("config", ctx.config.to_dict()),
         features=ctx.read("features"), ingest=ctx.read("ingest"), train=ctx.read("train"),
         evaluation=ctx.read("evaluate"), pii_findings=registered["pii_findings"], smoke=registered["smoke"],
         gate=None if gate_out is None else {"status": gate_out["status"], "policy_label": gate_out["policy"],
                                              "summary_markdown": gate_out["summary_markdown"],
                                              "alternatives": gate_out.get("alternatives")},
         champion=None if gate_out is None else gate_out["champion"], links=links)
+    if trained.get("training_settings"):  # each setting of the run, chosen from the data or by hand, and why
+        card = card.replace("## Privacy\n", "\n".join(settings_markdown(trained["training_settings"])) + "## Privacy\n", 1)
     client.update_model_version(ctx.settings.model_name, registered["version"], description=fit_description(card))
     client.log_text(run_id, card, CARD_ARTIFACT)  # the whole card, whatever the registry's length limit
     ctx.path("model_card.md").write_text(card)
