@@ -35,6 +35,7 @@ import pandas as pd
 
 from ml.evaluation.fairness import activity_groups, provider_exposure
 from ml.evaluation.metrics import Target, per_case_metrics
+from ml.evaluation.rerank import RerankConfig, rerank
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,37 @@ def _ranked(items: Sequence[str], scores: np.ndarray, k: int) -> list[str]:
     return [items[i] for i in order]
 
 
+def mitigated_scores(
+    pools: Sequence[Sequence[str]],
+    pool_scores: Sequence[Sequence[float]],
+    support_scores: Sequence[Sequence[float]],
+    history_lengths: Sequence[int],
+    config: UserFairnessConfig,
+) -> list[np.ndarray]:
+    """Each shopper's candidate scores: blended for the mitigated group, the model's own for everyone else.
+
+    `pools[i]` is shopper i's candidates, `pool_scores[i]` and `support_scores[i]` their model and support scores
+    in the same order, `history_lengths[i]` the shopper's history length. The two kinds of score are on different
+    scales, which does not matter: each only orders its own shopper's pool (for `mitigate`, or for the provider
+    re-ranker, `ml.evaluation.rerank.rerank`, run after it).
+    """
+    n = len(pools)
+    for name, seq in (("pool_scores", pool_scores), ("support_scores", support_scores),
+                      ("history_lengths", history_lengths)):
+        if len(seq) != n:
+            raise ValueError(f"{name} has {len(seq)} entries but pools has {n}; pass one per shopper, in order")
+    chosen = mitigated(history_lengths, config)
+    out: list[np.ndarray] = []
+    for i, (items, model, support) in enumerate(zip(pools, pool_scores, support_scores, strict=True)):
+        if len(items) != len(model):
+            raise ValueError(f"shopper {i}: {len(items)} candidates but {len(model)} model scores")
+        if chosen[i] and config.strength > 0:
+            out.append(blend(model, support, config.strength))
+        else:
+            out.append(np.asarray(model, dtype=np.float64))
+    return out
+
+
 def mitigate(
     pools: Sequence[Sequence[str]],
     pool_scores: Sequence[Sequence[float]],
@@ -113,30 +145,12 @@ def mitigate(
     config: UserFairnessConfig,
     k: int,
 ) -> list[list[str]]:
-    """Each shopper's top k: the mitigated group's by the blended score, everyone else's by the model's score.
-
-    `pools[i]` is shopper i's candidates, `pool_scores[i]` and `support_scores[i]` their model and support scores
-    in the same order, `history_lengths[i]` the shopper's history length. Equal scores keep the pool's order, so
-    with strength 0 (or for shoppers outside the group) the output is the model's ranking of the pool.
-    """
+    """Each shopper's top k by `mitigated_scores`. Equal scores keep the pool's order, so with strength 0 (or for
+    shoppers outside the group) the output is the model's ranking of the pool."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    n = len(pools)
-    for name, seq in (("pool_scores", pool_scores), ("support_scores", support_scores),
-                      ("history_lengths", history_lengths)):
-        if len(seq) != n:
-            raise ValueError(f"{name} has {len(seq)} entries but pools has {n}; pass one per shopper, in order")
-    chosen = mitigated(history_lengths, config)
-    out: list[list[str]] = []
-    for i, (items, model, support) in enumerate(zip(pools, pool_scores, support_scores, strict=True)):
-        if len(items) != len(model):
-            raise ValueError(f"shopper {i}: {len(items)} candidates but {len(model)} model scores")
-        if chosen[i] and config.strength > 0:
-            scores = blend(model, support, config.strength)
-        else:
-            scores = np.asarray(model, dtype=np.float64)
-        out.append(_ranked(items, scores, k))
-    return out
+    scores = mitigated_scores(pools, pool_scores, support_scores, history_lengths, config)
+    return [_ranked(items, s, k) for items, s in zip(pools, scores, strict=True)]
 
 
 def unseen(pools: Sequence[Sequence[str]], histories: Sequence[Sequence[str]]) -> list[list[float]]:
@@ -165,9 +179,11 @@ def _ratio(per_case_ndcg: np.ndarray, labels: np.ndarray) -> float | None:
 def bootstrap_ratios(
     per_case_ndcg: np.ndarray, labels: np.ndarray, resamples: np.ndarray
 ) -> np.ndarray:
-    """The min/max group NDCG ratio on each resample of shoppers (`resamples`: [n_resamples, n] row indices).
+    """The min/max group NDCG ratio on each resample of shoppers (`resamples`: [n_resamples, n] row indices);
+    NaN where a resample lacks a group or its best group scores 0.
 
-    Passing the same resamples for every setting pairs the intervals: each setting is read on the same shoppers."""
+    Passing the same resamples for every setting pairs the intervals: each setting is read on the same shoppers,
+    and the difference of two settings' ratios resample by resample is the paired difference."""
     idx = np.asarray(resamples)
     values = per_case_ndcg[idx]
     heavy = labels[idx] == "heavy"
@@ -177,7 +193,16 @@ def bootstrap_ratios(
         mean_heavy = np.where(heavy, values, 0.0).sum(axis=1) / n_heavy
         mean_light = np.where(~heavy, values, 0.0).sum(axis=1) / n_light
         ratios = np.minimum(mean_heavy, mean_light) / np.maximum(mean_heavy, mean_light)
-    return ratios[np.isfinite(ratios)]
+    return np.where(np.isfinite(ratios), ratios, np.nan)
+
+
+def _interval(values: np.ndarray) -> tuple[float | None, float | None]:
+    """2.5th and 97.5th percentiles of the finite values (None, None when there are none)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None, None
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def shopper_resamples(n: int, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
@@ -197,13 +222,17 @@ def tradeoff(
     group: str = "heavy",
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    provider: tuple[Mapping[str, bool], RerankConfig] | None = None,
 ) -> pd.DataFrame:
     """Quality and user-side fairness at each strength (0, the model's ranking, comes first).
 
     One row per strength: strength, ndcg, ndcg_light, ndcg_heavy, ratio (min/max group NDCG; the groups are
     `activity_groups` of the history lengths), ratio_low and ratio_high (2.5th and 97.5th percentiles over
-    `n_resamples` resamples of shoppers, the same resamples for every strength; no interval when n_resamples is
-    0), ndcg_loss (against strength 0) and provider_exposure_ratio (`fairness.provider_exposure`).
+    `n_resamples` resamples of shoppers), gain_low and gain_high (the same percentiles of the ratio's paired gain over
+    strength 0: every strength is read on the same resamples; an interval above 0 is a raise the resampling does
+    not explain), ndcg_loss (against strength 0) and provider_exposure_ratio (`fairness.provider_exposure`). With
+    n_resamples 0 the intervals are None. `provider` = (is_tail, config) runs the provider re-ranker
+    (`ml.evaluation.rerank.rerank`) on the mitigated scores, as the evaluation stage ranks the candidate.
     """
     if len(targets) != len(pools):
         raise ValueError(f"targets has {len(targets)} entries but pools has {len(pools)}; pass one per shopper")
@@ -211,21 +240,28 @@ def tradeoff(
     resamples = shopper_resamples(len(pools), n_resamples, seed) if n_resamples > 0 else None
     rows = []
     baseline: float | None = None
+    base_ratios: np.ndarray | None = None
     for strength in dict.fromkeys([0.0, *map(float, strengths)]):
         config = UserFairnessConfig(strength=strength, group=group)
-        lists = mitigate(pools, pool_scores, support_scores, history_lengths, config, k)
+        if provider is None:
+            lists = mitigate(pools, pool_scores, support_scores, history_lengths, config, k)
+        else:
+            is_tail, rerank_config = provider
+            scores = mitigated_scores(pools, pool_scores, support_scores, history_lengths, config)
+            lists = [rerank(c, s.tolist(), is_tail, k, rerank_config) for c, s in zip(pools, scores, strict=True)]
         ndcg = per_case_metrics(lists, targets, k)["ndcg"].to_numpy()
         overall = float(ndcg.mean())
         baseline = overall if baseline is None else baseline
         by_group = group_ndcg(ndcg, labels)
         row = {"strength": strength, "ndcg": overall, **{f"ndcg_{g}": by_group.get(g) for g in GROUPS},
-               "ratio": _ratio(ndcg, labels), "ratio_low": None, "ratio_high": None,
-               "ndcg_loss": baseline - overall,
+               "ratio": _ratio(ndcg, labels), "ratio_low": None, "ratio_high": None, "gain_low": None,
+               "gain_high": None, "ndcg_loss": baseline - overall,
                "provider_exposure_ratio": provider_exposure(lists, targets, item_tier, k)["ratio"]}
         if resamples is not None:
             ratios = bootstrap_ratios(ndcg, labels, resamples)
-            if ratios.size:
-                row["ratio_low"], row["ratio_high"] = (float(q) for q in np.percentile(ratios, [2.5, 97.5]))
+            base_ratios = ratios if base_ratios is None else base_ratios
+            row["ratio_low"], row["ratio_high"] = _interval(ratios)
+            row["gain_low"], row["gain_high"] = _interval(ratios - base_ratios)
         rows.append(row)
         log.info("user fairness tradeoff: strength %.2f ndcg %.4f ratio %s", strength, overall, row["ratio"])
     return pd.DataFrame(rows)

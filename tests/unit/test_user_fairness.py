@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ml.evaluation.rerank import RerankConfig
 from ml.evaluation.user_fairness import (
     UserFairnessConfig,
     blend,
@@ -13,6 +14,7 @@ from ml.evaluation.user_fairness import (
     choose_strength,
     mitigate,
     mitigated,
+    mitigated_scores,
     shopper_resamples,
     standardize,
     tradeoff,
@@ -136,6 +138,9 @@ def test_tradeoff_raises_the_worse_served_group() -> None:
     assert last["ndcg_loss"] < 0
     # all cases in a group score the same, so every resample gives the same ratio
     assert first["ratio_low"] == pytest.approx(first["ratio"]) and first["ratio_high"] == pytest.approx(first["ratio"])
+    # the paired gain: every resample's ratio rises to 1, so the gain interval sits above 0
+    assert first["gain_low"] == pytest.approx(0.0) and first["gain_high"] == pytest.approx(0.0)
+    assert last["gain_low"] == pytest.approx(1 - 1 / np.log2(5))
     assert last["provider_exposure_ratio"] > first["provider_exposure_ratio"]  # tail "d" moved up for half
     assert choose_strength(table) == 0.8
     assert worse_served([1.0] * 40 + [0.2] * 40, lengths) == "heavy"
@@ -156,7 +161,7 @@ def test_bootstrap_ratios_hand_worked() -> None:
     labels = np.array(["light", "light", "heavy", "heavy"], dtype=object)
     # resample 0: all four (light 0.75, heavy 0.3 -> 0.4); resample 1: only light shoppers -> no ratio
     got = bootstrap_ratios(ndcg, labels, np.array([[0, 1, 2, 3], [0, 1, 0, 1]]))
-    assert got.tolist() == pytest.approx([0.4])
+    assert got[0] == pytest.approx(0.4) and np.isnan(got[1])
     idx = shopper_resamples(4, n_resamples=5, seed=1)
     assert idx.shape == (5, 4) and idx.min() >= 0 and idx.max() <= 3
     assert (shopper_resamples(4, 5, seed=1) == idx).all()
@@ -177,3 +182,19 @@ def test_unseen_support_demotes_a_heavy_shoppers_repeats_only() -> None:
                    UserFairnessConfig(strength=0.3), 4)
     assert out[0] == ["a", "b", "c", "d"]
     assert out[1] == ["a", "c", "b", "d"]
+
+
+def test_mitigated_scores_feed_the_provider_reranker() -> None:
+    pools, model, support, lengths, targets = _direction_case()
+    scores = mitigated_scores(pools, model, support, lengths, UserFairnessConfig(strength=0.8))
+    assert scores[0].tolist() == MODEL  # light: the model's own scores
+    assert int(np.argmax(scores[-1])) == 3  # heavy: "d" on top
+    tiers = {"a": "head", "b": "head", "c": "tail", "d": "tail"}
+    is_tail = {item: tier == "tail" for item, tier in tiers.items()}
+    # a tail share of 1 puts the best tail item first for everyone: c for light shoppers, d for heavy ones
+    table = tradeoff(pools, model, support, lengths, targets, 4, [0.8], tiers, n_resamples=0,
+                     provider=(is_tail, RerankConfig(min_tail_share=1.0, window=4)))
+    plain, mitigated_row = table.iloc[0], table.iloc[1]
+    assert plain["ndcg_light"] == pytest.approx(1 / np.log2(4))  # a after c, d ... order c, d, a, b
+    assert mitigated_row["ndcg_heavy"] == pytest.approx(1.0)
+    assert plain["ratio_low"] is None and plain["gain_low"] is None
