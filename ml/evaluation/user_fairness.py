@@ -1,27 +1,27 @@
 """User-side fairness mitigation: re-rank the worse-served activity group's candidates with a support score.
 
-In the spirit of user-oriented fair re-ranking (Li et al., "User-oriented Fairness in Recommendation", WWW 2021),
-but raising the worse-served group instead of levelling the better-served one down: for each shopper of the
-mitigated group (light or heavy, by history length, the split `fairness.activity_groups` audits), the model's
-score of each candidate is blended with a support score, a second signal that ranks that group's next items
-better; every other shopper's ranking is left exactly as the model made it.
+In the spirit of user-oriented fair re-ranking (Li et al., "User-oriented Fairness in Recommendation", WWW
+2021), but raising the worse-served group instead of levelling the better-served one down: for each shopper of
+the mitigated group (light or heavy, by history length, the split `fairness.activity_groups` audits), the
+model's score of each candidate is blended with a support score, a second signal that ranks that group's next
+items better; every other shopper's ranking is left exactly as the model made it.
 
     blended = (1 - strength) * z(model score) + strength * z(support score)
 
-z standardizes a score over the shopper's own candidate pool (mean 0, deviation 1; a constant score becomes 0, so it
-does not reorder anything), which puts the two signals on one scale whatever their units. strength 0 is the
-model's ranking; 1 is the support score alone.
+z standardizes a score over the shopper's own candidate pool (mean 0, deviation 1; a constant score becomes 0,
+so it does not reorder anything), which puts the two signals on one scale whatever their units. strength 0 is
+the model's ranking; 1 is the support score alone.
 
-Inputs allowed: the shopper's history length and history (read at serving time, which is not training and needs
-no epsilon) and scores computed from the model and that history. Audit attributes (gender, age band) are never
-read here. The support score chosen on amazon2018's development split is `unseen`: whether a candidate is new to
-the shopper. There the heavy shoppers are the worse-served group; their next item repeats a history item less often
-than a light shopper's, and their longer histories put more already-bought items among the candidates, while the
-model learned one repeat penalty for everyone; the other signals measured (the text score alone, the DP transition
-counts, the model's score of the newest items only, DP popularity) served them no better than the model
-(benchmarks/results/user-fairness.md). Which group is worse served depends on the shop (on the synthetic shop,
-the light one, narrowly), so a shop sets `group` from its own development split (`worse_served`), never from
-its test hold-out; mitigating the better-served group only levels it down.
+Inputs allowed: the shopper's history length and history (read at serving time, which is not training and
+needs no epsilon) and scores computed from the model and that history. Audit attributes (gender, age band) are
+never read here. The support score chosen on amazon2018's development split is `unseen`: whether a candidate
+is new to the shopper. There the heavy shoppers are the worse-served group; their next item repeats a history
+item less often than a light shopper's, and their longer histories put more already-bought items among the
+candidates, while the model learned one repeat penalty for everyone; the other signals measured (the text
+score alone, the DP transition counts, the model's score of the newest items only, DP popularity) served them
+no better than the model (benchmarks/results/user-fairness.md). Which group is worse served depends on the
+shop (on the synthetic shop, the light one, narrowly), so a shop sets `group` from its own development split
+(`worse_served`), never from its test hold-out; mitigating the better-served group only levels it down.
 
 The same functions serve evaluation (`tradeoff`) and serving (`mitigate` on the model's candidates).
 """
@@ -50,11 +50,11 @@ class UserFairnessConfig:
     """strength: weight of the support score for the mitigated group's shoppers, in [0, 1] (0 = off);
     group: the activity group mitigated, "heavy" or "light";
     threshold: histories no longer than this are light, longer ones heavy; None = the median history length of
-    the cases ranked together, the rule `fairness.activity_groups` audits with (evaluation); serving passes the
-    training window's median, as a single request has no batch to take a median of."""
+    the cases ranked together, the rule `fairness.activity_groups` audits with (evaluation); serving passes
+    the training window's median, as a single request has no batch to take a median of."""
 
-    # the defaults are the development split's choice (amazon2018, the highest user NDCG ratio among the strengths
-    # that lose no overall NDCG@10: benchmarks/results/user-fairness.md); the test split is only read
+    # the defaults are the development split's choice (amazon2018, the highest user NDCG ratio among the
+    # strengths that lose no overall NDCG@10: benchmarks/results/user-fairness.md), never the test split's
     strength: float = 0.3
     group: str = "heavy"
     threshold: float | None = None
@@ -127,16 +127,21 @@ def mitigated_scores(
 ) -> list[np.ndarray]:
     """Each shopper's candidate scores: blended for the mitigated group, the model's own for everyone else.
 
-    `pools[i]` is shopper i's candidates, `pool_scores[i]` and `support_scores[i]` their model and support scores
-    in the same order, `history_lengths[i]` the shopper's history length. The two kinds of score are on different
-    scales, which does not matter: each only orders its own shopper's pool (for `mitigate`, or for the provider
-    re-ranker, `ml.evaluation.rerank.rerank`, run after it).
+    `pools[i]` is shopper i's candidates, `pool_scores[i]` and `support_scores[i]` their model and support
+    scores in the same order, `history_lengths[i]` the shopper's history length. The two kinds of score are on
+    different scales, which does not matter: each only orders its own shopper's pool (for `mitigate`, or for
+    the provider re-ranker, `ml.evaluation.rerank.rerank`, run after it).
     """
     n = len(pools)
-    for name, seq in (("pool_scores", pool_scores), ("support_scores", support_scores),
-                      ("history_lengths", history_lengths)):
+    for name, seq in (
+        ("pool_scores", pool_scores),
+        ("support_scores", support_scores),
+        ("history_lengths", history_lengths),
+    ):
         if len(seq) != n:
-            raise ValueError(f"{name} has {len(seq)} entries but pools has {n}; pass one per shopper, in order")
+            raise ValueError(
+                f"{name} has {len(seq)} entries but pools has {n}; pass one per shopper, in order"
+            )
     chosen = mitigated(history_lengths, config)
     out: list[np.ndarray] = []
     for i, (items, model, support) in enumerate(zip(pools, pool_scores, support_scores, strict=True)):
@@ -157,8 +162,8 @@ def mitigate(
     config: UserFairnessConfig,
     k: int,
 ) -> list[list[str]]:
-    """Each shopper's top k by `mitigated_scores`. Equal scores keep the pool's order, so with strength 0 (or for
-    shoppers outside the group) the output is the model's ranking of the pool."""
+    """Each shopper's top k by `mitigated_scores`. Equal scores keep the pool's order, so with strength 0 (or
+    for shoppers outside the group) the output is the model's ranking of the pool."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     scores = mitigated_scores(pools, pool_scores, support_scores, history_lengths, config)
@@ -168,7 +173,9 @@ def mitigate(
 def unseen(pools: Sequence[Sequence[str]], histories: Sequence[Sequence[str]]) -> list[list[float]]:
     """Support score: 1.0 for a candidate not in the shopper's history, 0.0 for one already there."""
     if len(pools) != len(histories):
-        raise ValueError(f"histories has {len(histories)} entries but pools has {len(pools)}; pass one per shopper")
+        raise ValueError(
+            f"histories has {len(histories)} entries but pools has {len(pools)}; pass one per shopper"
+        )
     out = []
     for items, history in zip(pools, histories, strict=True):
         seen = set(history)
@@ -188,14 +195,12 @@ def _ratio(per_case_ndcg: np.ndarray, labels: np.ndarray) -> float | None:
     return float(min(means) / max(means))
 
 
-def bootstrap_ratios(
-    per_case_ndcg: np.ndarray, labels: np.ndarray, resamples: np.ndarray
-) -> np.ndarray:
+def bootstrap_ratios(per_case_ndcg: np.ndarray, labels: np.ndarray, resamples: np.ndarray) -> np.ndarray:
     """The min/max group NDCG ratio on each resample of shoppers (`resamples`: [n_resamples, n] row indices);
     NaN where a resample lacks a group or its best group scores 0.
 
-    Passing the same resamples for every setting pairs the intervals: each setting is read on the same shoppers,
-    and the difference of two settings' ratios resample by resample is the paired difference."""
+    Passing the same resamples for every setting pairs the intervals: each setting is read on the same
+    shoppers, and the difference of two settings' ratios resample by resample is the paired difference."""
     idx = np.asarray(resamples)
     values = per_case_ndcg[idx]
     heavy = labels[idx] == "heavy"
@@ -240,14 +245,17 @@ def tradeoff(
 
     One row per strength: strength, ndcg, ndcg_light, ndcg_heavy, ratio (min/max group NDCG; the groups are
     `activity_groups` of the history lengths), ratio_low and ratio_high (2.5th and 97.5th percentiles over
-    `n_resamples` resamples of shoppers), gain_low and gain_high (the same percentiles of the ratio's paired gain over
-    strength 0: every strength is read on the same resamples; an interval above 0 is a raise the resampling does
-    not explain), ndcg_loss (against strength 0) and provider_exposure_ratio (`fairness.provider_exposure`). With
-    n_resamples 0 the intervals are None. `provider` = (is_tail, config) runs the provider re-ranker
-    (`ml.evaluation.rerank.rerank`) on the mitigated scores, as the evaluation stage ranks the candidate.
+    `n_resamples` resamples of shoppers), gain_low and gain_high (the same percentiles of the ratio's paired
+    gain over strength 0: every strength is read on the same resamples; an interval above 0 is a raise the
+    resampling does not explain), ndcg_loss (against strength 0) and provider_exposure_ratio
+    (`fairness.provider_exposure`). With n_resamples 0 the intervals are None. `provider` = (is_tail, config)
+    runs the provider re-ranker (`ml.evaluation.rerank.rerank`) on the mitigated scores, as the evaluation
+    stage ranks the candidate.
     """
     if len(targets) != len(pools):
-        raise ValueError(f"targets has {len(targets)} entries but pools has {len(pools)}; pass one per shopper")
+        raise ValueError(
+            f"targets has {len(targets)} entries but pools has {len(pools)}; pass one per shopper"
+        )
     labels = np.asarray(activity_groups(list(history_lengths)), dtype=object)
     resamples = shopper_resamples(len(pools), n_resamples, seed) if n_resamples > 0 else None
     rows = []
@@ -260,15 +268,25 @@ def tradeoff(
         else:
             is_tail, rerank_config = provider
             scores = mitigated_scores(pools, pool_scores, support_scores, history_lengths, config)
-            lists = [rerank(c, s.tolist(), is_tail, k, rerank_config) for c, s in zip(pools, scores, strict=True)]
+            lists = [
+                rerank(c, s.tolist(), is_tail, k, rerank_config) for c, s in zip(pools, scores, strict=True)
+            ]
         ndcg = per_case_metrics(lists, targets, k)["ndcg"].to_numpy()
         overall = float(ndcg.mean())
         baseline = overall if baseline is None else baseline
         by_group = group_ndcg(ndcg, labels)
-        row = {"strength": strength, "ndcg": overall, **{f"ndcg_{g}": by_group.get(g) for g in GROUPS},
-               "ratio": _ratio(ndcg, labels), "ratio_low": None, "ratio_high": None, "gain_low": None,
-               "gain_high": None, "ndcg_loss": baseline - overall,
-               "provider_exposure_ratio": provider_exposure(lists, targets, item_tier, k)["ratio"]}
+        row = {
+            "strength": strength,
+            "ndcg": overall,
+            **{f"ndcg_{g}": by_group.get(g) for g in GROUPS},
+            "ratio": _ratio(ndcg, labels),
+            "ratio_low": None,
+            "ratio_high": None,
+            "gain_low": None,
+            "gain_high": None,
+            "ndcg_loss": baseline - overall,
+            "provider_exposure_ratio": provider_exposure(lists, targets, item_tier, k)["ratio"],
+        }
         if resamples is not None:
             ratios = bootstrap_ratios(ndcg, labels, resamples)
             base_ratios = ratios if base_ratios is None else base_ratios

@@ -42,9 +42,19 @@ def test_mitigated_group_follows_activity_groups_or_threshold() -> None:
     assert mitigated(lengths, UserFairnessConfig(group="heavy")).tolist() == [False, True, False, False, True]
     assert mitigated(lengths, UserFairnessConfig(group="light")).tolist() == [True, False, True, True, False]
     assert mitigated(lengths, UserFairnessConfig(group="heavy", threshold=4)).tolist() == [
-        False, True, False, False, True]
+        False,
+        True,
+        False,
+        False,
+        True,
+    ]
     assert mitigated(lengths, UserFairnessConfig(group="heavy", threshold=1)).tolist() == [
-        False, True, True, True, True]
+        False,
+        True,
+        True,
+        True,
+        True,
+    ]
 
 
 def test_activity_threshold_gives_the_audit_groups_one_shopper_at_a_time() -> None:
@@ -60,8 +70,9 @@ def test_activity_threshold_gives_the_audit_groups_one_shopper_at_a_time() -> No
 
 def test_standardize_hand_worked_and_constant() -> None:
     # mean 2.5, population deviation sqrt(1.25)
-    assert standardize(MODEL) == pytest.approx([1.5 / 1.25**0.5, 0.5 / 1.25**0.5, -0.5 / 1.25**0.5,
-                                                -1.5 / 1.25**0.5])
+    assert standardize(MODEL) == pytest.approx(
+        [1.5 / 1.25**0.5, 0.5 / 1.25**0.5, -0.5 / 1.25**0.5, -1.5 / 1.25**0.5]
+    )
     assert standardize([3.0, 3.0, 3.0]).tolist() == [0.0, 0.0, 0.0]
     assert standardize([]).size == 0
 
@@ -83,7 +94,10 @@ def test_strength_zero_is_the_model_ranking() -> None:
     support = [rng.normal(size=20).tolist() for _ in pools]
     lengths = rng.integers(1, 11, size=30).tolist()
     out = mitigate(pools, model, support, lengths, UserFairnessConfig(strength=0.0), 10)
-    expected = [[p[j] for j in np.argsort(-np.asarray(m), kind="stable")[:10]] for p, m in zip(pools, model, strict=True)]
+    expected = [
+        [p[j] for j in np.argsort(-np.asarray(m), kind="stable")[:10]]
+        for p, m in zip(pools, model, strict=True)
+    ]
     assert out == expected
 
 
@@ -93,7 +107,9 @@ def test_only_the_mitigated_group_is_reranked() -> None:
     out = mitigate(pools, [MODEL] * 3, [SUPPORT] * 3, lengths, UserFairnessConfig(strength=0.8), 3)
     assert out[0] == out[1] == ["a", "b", "c"]  # light: the model's order
     assert out[2] == ["d", "c", "b"]  # heavy: 0.2 z(model) + 0.8 z(support) follows the support
-    out = mitigate(pools, [MODEL] * 3, [SUPPORT] * 3, lengths, UserFairnessConfig(strength=0.8, group="light"), 3)
+    out = mitigate(
+        pools, [MODEL] * 3, [SUPPORT] * 3, lengths, UserFairnessConfig(strength=0.8, group="light"), 3
+    )
     assert out[0] == out[1] == ["d", "c", "b"] and out[2] == ["a", "b", "c"]
 
 
@@ -149,7 +165,9 @@ def test_tradeoff_raises_the_worse_served_group() -> None:
     assert last["ratio"] == pytest.approx(1.0)
     assert last["ndcg_loss"] < 0
     # all cases in a group score the same, so every resample gives the same ratio
-    assert first["ratio_low"] == pytest.approx(first["ratio"]) and first["ratio_high"] == pytest.approx(first["ratio"])
+    assert first["ratio_low"] == pytest.approx(first["ratio"]) and first["ratio_high"] == pytest.approx(
+        first["ratio"]
+    )
     # the paired gain: every resample's ratio rises to 1, so the gain interval sits above 0
     assert first["gain_low"] == pytest.approx(0.0) and first["gain_high"] == pytest.approx(0.0)
     assert last["gain_low"] == pytest.approx(1 - 1 / np.log2(5))
@@ -161,8 +179,9 @@ def test_tradeoff_raises_the_worse_served_group() -> None:
 def test_choose_strength_respects_the_ndcg_budget() -> None:
     import pandas as pd
 
-    table = pd.DataFrame({"strength": [0.0, 0.2, 0.4], "ndcg": [0.100, 0.099, 0.090],
-                          "ratio": [0.70, 0.75, 0.80]})
+    table = pd.DataFrame(
+        {"strength": [0.0, 0.2, 0.4], "ndcg": [0.100, 0.099, 0.090], "ratio": [0.70, 0.75, 0.80]}
+    )
     assert choose_strength(table) == 0.0  # no loss allowed
     assert choose_strength(table, max_ndcg_loss=0.02) == 0.2
     assert choose_strength(table, max_ndcg_loss=0.2) == 0.4
@@ -190,8 +209,14 @@ def test_unseen_support_demotes_a_heavy_shoppers_repeats_only() -> None:
     # shopper's b: 0.7 * 0.447 - 0.3 * 1.732 = -0.207, below c: -0.313 + 0.173 = -0.140, above d: -0.766
     histories = [["b"], ["b", "x", "y", "z"]]  # median 2.5: light, heavy
     pools = [POOL, POOL]
-    out = mitigate(pools, [MODEL] * 2, unseen(pools, histories), [len(h) for h in histories],
-                   UserFairnessConfig(strength=0.3), 4)
+    out = mitigate(
+        pools,
+        [MODEL] * 2,
+        unseen(pools, histories),
+        [len(h) for h in histories],
+        UserFairnessConfig(strength=0.3),
+        4,
+    )
     assert out[0] == ["a", "b", "c", "d"]
     assert out[1] == ["a", "c", "b", "d"]
 
@@ -204,8 +229,18 @@ def test_mitigated_scores_feed_the_provider_reranker() -> None:
     tiers = {"a": "head", "b": "head", "c": "tail", "d": "tail"}
     is_tail = {item: tier == "tail" for item, tier in tiers.items()}
     # a tail share of 1 puts the best tail item first for everyone: c for light shoppers, d for heavy ones
-    table = tradeoff(pools, model, support, lengths, targets, 4, [0.8], tiers, n_resamples=0,
-                     provider=(is_tail, RerankConfig(min_tail_share=1.0, window=4)))
+    table = tradeoff(
+        pools,
+        model,
+        support,
+        lengths,
+        targets,
+        4,
+        [0.8],
+        tiers,
+        n_resamples=0,
+        provider=(is_tail, RerankConfig(min_tail_share=1.0, window=4)),
+    )
     plain, mitigated_row = table.iloc[0], table.iloc[1]
     assert plain["ndcg_light"] == pytest.approx(1 / np.log2(4))  # a after c, d ... order c, d, a, b
     assert mitigated_row["ndcg_heavy"] == pytest.approx(1.0)
