@@ -19,9 +19,9 @@ is new to the shopper. There the heavy shoppers are the worse-served group; thei
 item less often than a light shopper's, and their longer histories put more already-bought items among the
 candidates, while the model learned one repeat penalty for everyone; the other signals measured (the text
 score alone, the DP transition counts, the model's score of the newest items only, DP popularity) served them
-no better than the model (benchmarks/results/user-fairness.md). Which group is worse served depends on the
-shop (on the synthetic shop, the light one, narrowly), so a shop sets `group` from its own development split
-(`worse_served`), never from its test hold-out; mitigating the better-served group only levels it down.
+no better than the model (benchmarks/results/user-fairness.md). A shop sets `group` from its own
+development split (`worse_served`), never from its test hold-out: on the synthetic shop the worse-served group
+changes with the seed, and mitigating the better-served group there only levelled it down.
 
 The same functions serve evaluation (`tradeoff`) and serving (`mitigate` on the model's candidates).
 """
