@@ -122,6 +122,19 @@ def _context(run_dir: str):
     return RunContext.load(run_dir)
 
 
+def _run_stage(name: str, run_dir: str) -> str:
+    """Run one stage of ml.pipeline.stages on the run folder while holding its lease (ml.pipeline.lease), so a
+    task killed mid-stage (SIGKILL, a lost worker) is found and settled by the orphan sweep; returns the folder."""
+    from pathlib import Path
+
+    from ml.pipeline import stages
+    from ml.pipeline.lease import stage_lease
+
+    with stage_lease(Path(run_dir), name):
+        getattr(stages, name)(_context(run_dir))
+    return run_dir
+
+
 def _pseudonym_key_from_connection() -> None:
     """The pseudonym key comes from the environment or the Airflow connection `vetted_pseudonym_key`."""
     import os
@@ -163,31 +176,19 @@ def recsys_training():
 
     @task(outlets=[LAKE])
     def ingest(run_dir: str) -> str:
-        from ml.pipeline import stages
-
-        stages.ingest(_context(run_dir))
-        return run_dir
+        return _run_stage("ingest", run_dir)
 
     @task
     def features(run_dir: str) -> str:
-        from ml.pipeline import stages
-
-        stages.features(_context(run_dir))
-        return run_dir
+        return _run_stage("features", run_dir)
 
     @task(queue="gpu")
     def train(run_dir: str) -> str:
-        from ml.pipeline import stages
-
-        stages.train(_context(run_dir))
-        return run_dir
+        return _run_stage("train", run_dir)
 
     @task
     def evaluate(run_dir: str) -> str:
-        from ml.pipeline import stages
-
-        stages.evaluate(_context(run_dir))
-        return run_dir
+        return _run_stage("evaluate", run_dir)
 
     @task(on_failure_callback=_version_failed)
     def register(run_dir: str) -> str:
