@@ -938,7 +938,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_a_real_uvicorn_server_under_concurrent_load_and_a_rollback_answers_no_5xx(cold_world, tmp_path):
     """`serve` (uvicorn, access log off) in a subprocess on a free port; 6 threads send a bounded mix of
-    good and bad requests while the champion alias moves to another passed version: every answer is a
+    good and bad requests while `rollback` moves champion to another passed version: every answer is a
     2xx or a documented 4xx, the served version changes, and no raw shopper id reaches the server's log."""
     import os
     import subprocess
@@ -948,6 +948,7 @@ def test_a_real_uvicorn_server_under_concurrent_load_and_a_rollback_answers_no_5
     import httpx
 
     from ml.registry import registration as reg
+    from ml.registry.rollback import rollback
     from ml.registry.tracking import client as make_client
 
     settings, v1 = cold_world["settings"], cold_world["v1"]
@@ -996,7 +997,8 @@ def test_a_real_uvicorn_server_under_concurrent_load_and_a_rollback_answers_no_5
 
         def rollback_midway() -> None:
             _wait(lambda: len(statuses) >= 100, timeout=120)
-            mlflow_client.set_registered_model_alias(settings.model_name, "champion", v4)
+            # the operator's rollback (what `vetted rollback --to` runs): gate status and digests checked first
+            rollback(settings, to=v4, reason="load test: roll back mid-traffic", actor="test")
 
         with ThreadPoolExecutor(7) as pool:
             futures = [pool.submit(worker, t) for t in range(6)] + [pool.submit(rollback_midway)]
