@@ -412,3 +412,26 @@ def load(path: str | Path) -> RawTables:
         privacy_requests=schema.empty("privacy_requests"),
         split_time=SPLIT_TIME,
     )
+
+
+def development_split(path: str | Path, out: Path) -> Path:
+    """The leave-one-out protocol's development run of a RecBole folder, written as a valid/test pair.
+
+    Each shopper's sequence less its held-out (`test`) items becomes the new sequence, so `load` of the result
+    holds out the second-to-last item (the development case) and trains on each sequence less its last two
+    items; no test item is read. A shopper left with one item has no case. Written to `out` in the sequences
+    shape; the item file is linked, not copied.
+    """
+    folder = require_folder(path, SOURCE)
+    items = find_one(folder, ITEM_SUFFIX, SOURCE)
+    seq = read_sequences(folder)
+    kept = seq[seq["period"] != "test"].groupby("user_id", sort=True)["item_id"].agg(list)
+    header = "\t".join(f"{f}:{k}" for f, k in ((USER, "token"), (HISTORY, "token_seq"), (ITEM, "token"))) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / items.name).symlink_to(items.resolve())
+    stem = items.name[: -len(ITEM_SUFFIX)]
+    for period, cut in (("valid", 2), ("test", 1)):
+        rows = [f"{user}\t{' '.join(s[:-cut])}\t{s[-cut]}\n" for user, s in kept.items() if len(s) >= cut]
+        (out / f"{stem}.{period}.inter").write_text(header + "".join(rows), encoding="utf-8")
+    log.info("recbole: development split of %s written to %s (%d shoppers)", folder, out, len(kept))
+    return out

@@ -285,3 +285,16 @@ def test_games_corpus_holds_one_case_per_shopper():
     seqs = split.sequences[split.sequences["user_id"].isin(set(sample["user_id"]))]
     histories = histories_before(seqs, sample, max_history=50)
     assert histories == [h.split() for h in test.loc[sample["user_id"], "item_id_list"]]
+
+
+def test_development_split_holds_out_the_second_to_last_item_and_reads_no_test_item(tmp_path):
+    dev = recbole.development_split(pair_folder(tmp_path / "d", SEQUENCES), tmp_path / "dev")
+    raw = recbole.load(dev)
+    assert {u: [i for i, _ in s] for u, s in ordered(raw).items()} == {
+        u: [str(i) for i in s[:-1]] for u, s in SEQUENCES.items()
+    }
+    split = temporal_split(raw.events, raw.split_time)
+    cases = split.cases.sort_values("user_id")
+    assert list(zip(cases["user_id"], cases["item_id"], strict=True)) == [("a", "4"), ("b", "7"), ("c", "9")]
+    # training examples: each sequence less its last two items (the first position has no history)
+    assert len(split.train) == sum(len(s) - 3 for s in SEQUENCES.values())
