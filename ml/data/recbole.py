@@ -131,7 +131,7 @@ def read_atomic(path: Path) -> AtomicFile:
 
     Empty lines are skipped (a file ends with one). Fields are split on tabs, whole columns at a time."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first field
     except UnicodeDecodeError as err:
         raise SourceError(f"source {SOURCE!r}: {path} is not UTF-8 text ({err})") from err
     lines = pd.Series(text.split("\n"), dtype=object).str.rstrip("\r")

@@ -97,6 +97,12 @@ def test_a_test_history_cut_by_a_length_cap_still_continues_the_sequence(tmp_pat
     assert periods(raw)["u"] == ["train"] * 4 + ["valid", "test"]
 
 
+def test_a_byte_order_mark_does_not_hide_the_first_field(tmp_path):
+    folder = pair_folder(tmp_path / "d", SEQUENCES)
+    (folder / "Shop.item").write_text(ITEM_HEADER + "1\tOne\n", encoding="utf-8-sig")
+    assert list(recbole.load(folder).items["item_id"]) == ["1"]
+
+
 def test_loading_is_deterministic(tmp_path):
     folder = pair_folder(tmp_path / "d", SEQUENCES)
     pd.testing.assert_frame_equal(recbole.load(folder).events, recbole.load(folder).events)
