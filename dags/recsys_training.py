@@ -29,7 +29,7 @@ MODEL = Asset("vetted://registry/vetted-recsys", group="vetted")
 DRIFT = Asset("vetted://drift", group="vetted")
 
 PARAMS = {
-    "source": Param("synthetic", enum=["synthetic", "amazon2018", "coat"], description="Which source adapter reads the data"),
+    "source": Param("synthetic", enum=["synthetic", "amazon2018", "coat", "recbole"], description="Which source adapter reads the data"),
     "path": Param("", type="string", description="Folder of a file-based source (amazon2018, coat); empty for synthetic"),
     "n_users": Param(D.n_users, type="integer", minimum=50, maximum=1_000_000, description="Synthetic shoppers"),
     "n_items": Param(D.n_items, type="integer", minimum=50, maximum=200_000, description="Synthetic catalogue size"),

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 PROFILES = ("local", "prod")
-SOURCES = ("synthetic", "amazon2018", "coat")
+SOURCES = ("synthetic", "amazon2018", "coat", "recbole")
 # tracking stores every worker of the prod profile can reach (PostgreSQL, MySQL, an MLflow server)
 PROD_TRACKING_SCHEMES = ("postgresql", "mysql", "http", "https")
 FEAST_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*")

@@ -12,6 +12,7 @@ Sources:
 - `synthetic`: the demo default, generated (`ml.data.synthetic`); no path.
 - `amazon2018`: a folder in the format of `amazon2018-industrial` (`ml.data.amazon2018`).
 - `coat`: the Coat shopping data folder (`ml.data.coat`).
+- `recbole`: a folder of RecBole atomic files, `*.item` and `*.inter` (`ml.data.recbole`).
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ def read_source(
         from ml.data import amazon2018
 
         return amazon2018.load(path)
+    if name == "recbole":
+        from ml.data import recbole
+
+        return recbole.load(path)
     from ml.data import coat
 
     return coat.load(path)
@@ -92,6 +97,7 @@ def read_source(
 
 _EXPECTED = {
     "amazon2018": "one each of *.item.json, *.valid.csv and *.test.csv",
+    "recbole": "one *.item and either *.valid.inter + *.test.inter (optionally *.train.inter) or one *.inter",
     "coat": "train.ascii, test.ascii and user_item_features/ (item and user features with their *_map.txt)",
 }
 

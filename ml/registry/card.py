@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ml.data.recbole import TIMES_NOTE as RECBOLE_TIMES
+
 
 def _f(value: Any, digits: int = 4) -> str:
     if value is None:
@@ -31,6 +33,7 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
         "## Data",
         f"- Source `{config['source']}`; training window {window['train_start']} to {window['split_time']}; "
         f"hold-out from {window['split_time']} to {window['holdout_end']}.",
+        *([f"- {RECBOLE_TIMES}"] if config["source"] == "recbole" else []),
         "- Rows read = accepted + quarantined + deferred (events after the ingest date): " + ", ".join(
             f"{t} {ingest['read'][t]} = {ingest['accepted'][t]} + {ingest['quarantined'][t]} + "
             f"{ingest.get('deferred', {}).get(t, 0)}" for t in ingest["read"]) + ".",
