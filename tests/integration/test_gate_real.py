@@ -31,6 +31,7 @@ from ml.evaluation import baselines as bl
 from ml.evaluation.compare import compare_rankings, per_case_groups, per_case_resamples
 from ml.evaluation.evaluate import audit_groups, gate_evidence, ndcg_ratios
 from ml.evaluation.fairness import HEAD, brand_tiers, item_tiers
+from ml.gate.checks import format_value
 from ml.gate.decision import GateDecision, decide
 from ml.gate.policy import Policy, load_policy
 from ml.pipeline import stages
@@ -86,11 +87,14 @@ def hold_out(env: pytest.MonkeyPatch) -> dict[str, Any]:
               bl.BM25(item_ids=item_ids, texts=texts, titles=items["title"].tolist()),
               bl.ZeroShot(item_ids=item_ids, vectors=stages._zero_shot_vectors(texts, ctx.config.max_item_tokens))]
     histories = cases["history"].tolist()
-    return {"cases": cases, "groups": audit_groups(cases, users), "seed": ctx.config.seed, "tiers": tiers,
-            "popularity": popularity, "n_catalog": len(item_ids), "n_train_users": len(members),
-            "rankings": {b.name: b.recommend(histories, K) for b in fitted},
-            "pools": {b.name: b.recommend(histories, 50) for b in fitted},
-            "learns": {b.name: b.learns for b in fitted}}
+    out = {"cases": cases, "groups": audit_groups(cases, users), "seed": ctx.config.seed, "tiers": tiers,
+           "popularity": popularity, "n_catalog": len(item_ids), "n_train_users": len(members),
+           "rankings": {b.name: b.recommend(histories, K) for b in fitted},
+           "pools": {b.name: b.recommend(histories, 50) for b in fitted},
+           "learns": {b.name: b.learns for b in fitted}}
+    # the best shippable baseline on this hold-out (the quality bar), whatever the candidate
+    out["bar"] = _judge(out, out["rankings"]["bm25"], load_policy(None))[1]["best_baseline"]
+    return out
 
 
 def _dp_candidate_facts(n_train_users: int) -> dict[str, Any]:
@@ -128,12 +132,18 @@ def _judge(h: Mapping[str, Any], candidate: Sequence[Sequence[str]], policy: Pol
 
 def _relaxed(tmp_path: Path, check: str, **changes: Any) -> Policy:
     """A copy of the packaged policy file with one check's fields changed, loaded by the real loader."""
+    return _policy_copy(tmp_path, {check: changes})
+
+
+def _policy_copy(tmp_path: Path, changes: Mapping[str, Mapping[str, Any]]) -> Policy:
+    """A copy of the packaged policy file with some checks' fields changed (None drops a field)."""
     data = yaml.safe_load(POLICY_FILE.read_text())
-    (entry,) = [c for c in data["checks"] if c["name"] == check]
-    entry.update(changes)
-    for key in [k for k, v in changes.items() if v is None]:
-        entry.pop(key)
-    path = tmp_path / f"relaxed-{check}.yaml"
+    for check, fields in changes.items():
+        (entry,) = [c for c in data["checks"] if c["name"] == check]
+        entry.update(fields)
+        for key in [k for k, v in fields.items() if v is None]:
+            entry.pop(key)
+    path = tmp_path / f"policy-{'-'.join(changes)}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return load_policy(path)
 
@@ -143,15 +153,9 @@ def _check(decision: GateDecision, name: str) -> Any:
     return result
 
 
-def _bar(h: Mapping[str, Any]) -> str:
-    """The best shippable baseline on this hold-out (the quality bar)."""
-    _, compared = _judge(h, h["rankings"]["bm25"], load_policy(None))
-    return compared["best_baseline"]
-
-
 def test_a_candidate_that_is_the_bar_is_refused_and_the_decision_names_bound_interval_and_bar(hold_out, tmp_path):
     h, policy = hold_out, load_policy(None)
-    bar = _bar(h)
+    bar = h["bar"]
     assert h["learns"][bar] in bl.SHIPPABLE
     decision, compared = _judge(h, h["rankings"][bar], policy)
     assert compared["best_baseline"] == bar
@@ -177,7 +181,7 @@ def test_a_candidate_above_the_bar_only_within_noise_is_refused_on_its_lower_bou
     """The bar's own rankings with the target moved to the top in just enough cases (a seeded choice) to clear
     1.05 x the bar on the hold-out's point estimate: the paired interval of the margin still reaches below 0."""
     h, policy = hold_out, load_policy(None)
-    bar = _bar(h)
+    bar = h["bar"]
     base = h["rankings"][bar]
     _, compared = _judge(h, base, policy)
     per_case = compared["per_case"][f"ndcg.{bar}"].to_numpy()
@@ -224,7 +228,7 @@ def test_a_candidate_that_serves_light_shoppers_badly_is_refused_on_activity_fai
     """The bar's rankings for heavy shoppers, random items (seeded) for light ones: below 0.80, and the best
     shippable baseline is fairer with confidence, so the no-worse-than-alternatives fallback does not rescue it."""
     h, policy = hold_out, load_policy(None)
-    bar = _bar(h)
+    bar = h["bar"]
     heavy = (h["groups"]["activity"] == "heavy").to_numpy()
     catalogue = sorted(h["tiers"])
     rng = np.random.default_rng(0)
@@ -254,7 +258,7 @@ def test_a_candidate_that_serves_light_shoppers_badly_is_refused_on_activity_fai
 def test_a_candidate_that_shows_only_head_brands_is_refused_on_provider_exposure(hold_out, tmp_path):
     """The bar's top-50 with every long-tail brand's item taken out: no exposure for the tail at all."""
     h, policy = hold_out, load_policy(None)
-    bar = _bar(h)
+    bar = h["bar"]
     head_only = [[x for x in pool if h["tiers"].get(x) == HEAD][:K] for pool in h["pools"][bar]]
     fill = [x for x in sorted(h["popularity"], key=lambda i: -h["popularity"][i]) if h["tiers"].get(x) == HEAD]
     head_only = [r + [x for x in fill if x not in r][: K - len(r)] for r in head_only]
@@ -292,29 +296,57 @@ def chain(env: pytest.MonkeyPatch) -> dict[str, Any]:
             "card": ctx.path("model_card.md").read_text(), "run_dir": Path(summary["run_dir"])}
 
 
+def _assert_explained(decision: GateDecision, tags: Mapping[str, str] | None = None) -> None:
+    """Every blocking failure with its value, threshold, interval (where the check has one) and rule, in the check's
+    message, the decision's table and (given) the version tag; a pass by the fallback names what it compared."""
+    table = decision.summary_markdown()
+    for name in decision.blocking_failures:
+        r = _check(decision, name)
+        assert r.threshold is not None and r.shortfall(), r.message
+        assert f"{r.metric} = {format_value(r.value)}" in r.message and f"needs {r.comparator} " in r.message
+        assert f"{r.comparator} {format_value(r.threshold)}" in r.message, r.message
+        assert r.rule in ("threshold", "no_worse_than_alternatives")
+        assert f"`{name}` (fail): {r.message}" in table
+        if r.margin_interval is not None:
+            assert f"[{format_value(r.margin_interval[0])}, {format_value(r.margin_interval[1])}]" in r.message
+            assert r.decided_on_text() in table
+        if tags is not None:
+            assert tags[f"gate.{name}"].endswith("/ fail") and r.interval_text() in tags[f"gate.{name}"]
+    for r in decision.checks:
+        if r.rule == "no_worse_than_alternatives":
+            assert "passed by fallback no_worse_than_alternatives" in r.message and "best_baseline" in r.message
+            assert f"`{r.name}` (pass): {r.message}" in table
+
+
 @pytest.mark.slow
-def test_the_default_dp_candidate_is_judged_with_numbers_a_reviewer_can_check(chain):
+def test_the_default_dp_candidate_is_judged_with_numbers_a_reviewer_can_check(chain, tmp_path):
     gate, tags, card = chain["gate"], chain["tags"], chain["card"]
     decision = GateDecision.from_dict(gate["decision"])
-    assert decision.status in ("passed", "failed") and tags["gate.status"] in ("passed", "failed",
-                                                                              "pending_approval")
-    assert decision.checks and {r.name for r in decision.checks} >= {"quality_vs_baseline", "privacy_dp",
-                                                                     "fairness_user_activity", "fairness_provider"}
-    for name in decision.blocking_failures:  # every refusal with its value, threshold, interval and rule
-        r = _check(decision, name)
-        assert r.value is not None or "missing" in r.message, r.message
-        assert r.threshold is not None, r.message
-        assert f"{r.comparator} " in r.message and r.shortfall(), r.message
-        assert r.rule in ("threshold", "no_worse_than_alternatives")
-        if r.margin_interval is not None:
-            assert r.interval_text() in tags[f"gate.{name}"] and r.decided_on_text() in tags[f"gate.{name}"]
-        assert tags[f"gate.{name}"].endswith("fail"), tags[f"gate.{name}"]
-        assert f"`{name}` (fail): {r.message}" in gate["summary_markdown"]
+    assert tags["gate.status"] in ("passed", "failed", "pending_approval")
+    assert (decision.status == "failed") == bool(decision.blocking_failures)
+    assert {r.name for r in decision.checks} >= {"quality_vs_baseline", "price_of_privacy", "privacy_dp",
+                                                 "fairness_user_activity", "fairness_provider"}
     for r in decision.checks:
-        if r.name in ("quality_vs_baseline", "fairness_user_activity"):  # compared on the paired resamples
+        if r.name in ("quality_vs_baseline", "price_of_privacy", "fairness_user_activity"):  # on the resamples
             assert r.interval is not None and r.margin_interval is not None, r.message
-    if decision.status == "passed":
-        assert not decision.blocking_failures
+            assert r.interval_text() in tags[f"gate.{r.name}"]
+    _assert_explained(decision, tags)
+    assert gate["summary_markdown"] == decision.summary_markdown()
+
+    # the same evidence under a stricter copy of the policy: the refusals it makes are explained the same way
+    per_case = pd.read_parquet(chain["run_dir"] / stages.PER_CASE)
+    ndcg = {c[len("ndcg."):]: per_case[c].to_numpy() for c in per_case.columns if c.startswith("ndcg.")}
+    evaluated = json.loads((chain["run_dir"] / "evaluate.json").read_text())
+    _, draws = gate_evidence(ndcg, per_case_groups(per_case), evaluated["uncertainty"]["eligible_groups"],
+                             per_case_resamples(per_case, chain["summary"]["config"]["seed"]),
+                             best=evaluated["best_baseline"], best_non_private=evaluated["best_non_private_baseline"])
+    strict = _policy_copy(tmp_path, {"quality_vs_baseline": {"factor": 2.0},
+                                     "fairness_user_activity": {"threshold": 0.95, "fallback": None},
+                                     "fairness_provider": {"threshold": 2.0}})
+    refused = decide(strict, gate["metrics"], draws)
+    assert {"quality_vs_baseline", "fairness_user_activity", "fairness_provider"} <= set(refused.blocking_failures)
+    _assert_explained(refused)
+    assert "the lower 95% bound of the margin" in _check(refused, "quality_vs_baseline").shortfall()
 
     summary = json.loads((chain["run_dir"] / "summary.json").read_text())
     unc = summary["uncertainty"]
@@ -339,6 +371,8 @@ def test_the_default_dp_candidate_is_judged_with_numbers_a_reviewer_can_check(ch
     assert tags["quality.best_baseline"] == summary["best_baseline"]
     assert all(f"gate.{r.name}" in tags for r in decision.checks)
 
+    assert f"The quality bar is the best baseline this policy would itself ship (public or private): " \
+           f"**{summary['best_baseline']}**" in card
     assert "**Price of privacy**" in card and summary["best_non_private_baseline"] in card
     assert "beside the alternatives" in card and "(best shippable baseline)" in card
     assert gate["summary_markdown"].splitlines()[0] in card
