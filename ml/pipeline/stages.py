@@ -361,13 +361,8 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
 
     from ml.data.ingest import read_lake
     from ml.evaluation import baselines as bl
-    from ml.evaluation.evaluate import (
-        audit_groups,
-        eligible_groups,
-        evaluate_rankings,
-        group_labels,
-        ndcg_ratios,
-    )
+    from ml.evaluation.compare import compare_rankings
+    from ml.evaluation.evaluate import audit_groups, ndcg_ratios
     from ml.evaluation.fairness import brand_tiers, catalogue_tail, item_tiers
     from ml.evaluation.reports import (
         drift_report,
@@ -397,8 +392,6 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     item_brand = dict(zip(items["item_id"], items["brand"], strict=True))
     tiers = item_tiers(item_brand, brand_tiers(item_brand, popularity))
     groups = audit_groups(cases, users)
-    common = {"n_catalog": len(item_ids), "item_popularity": popularity, "item_tier": tiers, "groups": groups}
-
     histories = cases["history"].tolist()
     pool, pool_scores = rec.recommend(histories, max(RERANK_POOL, k))
     is_tail = catalogue_tail(item_brand)
@@ -406,7 +399,6 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     recs = [rerank(c, s.tolist(), is_tail, k, rerank_cfg) for c, s in zip(pool, pool_scores, strict=True)]
     score_of = [dict(zip(c, s.tolist(), strict=True)) for c, s in zip(pool, pool_scores, strict=True)]
     scores = np.array([[so[i] for i in r] for r, so in zip(recs, score_of, strict=True)])
-    candidate = evaluate_rankings(recs, cases, k, item_vectors=_model_vectors(rec), **common)
     tradeoff_table = tradeoff(pool, cases["item_id"].tolist(), is_tail, k, RERANK_SHARES,
                               scores=[s.tolist() for s in pool_scores], window=k)
 
@@ -417,26 +409,14 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     base_vectors = _zero_shot_vectors(texts, cfg.max_item_tokens)
     fitted.append(bl.ZeroShot(item_ids=item_ids, vectors=base_vectors))
     fitted.extend(_private_baselines(rec, item_ids, trained["privacy"]))
-    baselines = {}
-    per_case = pd.DataFrame({"user_id": cases["user_id"].astype(str).to_numpy()})
-    labels = group_labels(groups)
-    for attr in labels.columns:
-        per_case[f"group.{attr}"] = labels[attr].to_numpy()
-    per_case["ndcg.candidate"] = candidate["per_case"]["ndcg"].to_numpy()
-    for b in fitted:
-        res = evaluate_rankings(b.recommend(histories, k), cases, k, **common)
-        baselines[b.name] = {"metrics": res["metrics"], "beyond": res["beyond"], "provider": res["provider"],
-                             "learns": b.learns, "user_fairness": res.get("user_fairness", {})}
-        per_case[f"ndcg.{b.name}"] = res["per_case"]["ndcg"].to_numpy()
-    per_case.to_parquet(ctx.path(PER_CASE), index=False)
-    ndcg_of = {n: r["metrics"][f"ndcg_at_{k}"] for n, r in baselines.items()}
-    learns = {n: r["learns"] for n, r in baselines.items()}
-    best = bl.best_baseline(ndcg_of, learns, bl.SHIPPABLE)
-    best_non_private = bl.best_baseline(ndcg_of, learns, (bl.NON_PRIVATE,))
-    if best is None:
-        raise ValueError("no shippable baseline (public or private) was evaluated: the quality check has no bar")
-    eligible = eligible_groups(candidate.get("user_fairness", {}))
-    uncertainty = _uncertainty(per_case, eligible, baselines, best, best_non_private, cfg.seed)
+    compared = compare_rankings(recs, {b.name: b.recommend(histories, k) for b in fitted},
+                                {b.name: b.learns for b in fitted}, cases, k, n_catalog=len(item_ids),
+                                item_popularity=popularity, item_tier=tiers, groups=groups, seed=cfg.seed,
+                                item_vectors=_model_vectors(rec))
+    candidate, baselines = compared["candidate"], compared["baselines"]
+    best, best_non_private = compared["best_baseline"], compared["best_non_private_baseline"]
+    uncertainty = compared["uncertainty"]
+    compared["per_case"].to_parquet(ctx.path(PER_CASE), index=False)
 
     # membership inference: trained shoppers vs held-out shoppers of the same distribution
     train_set = pd.read_parquet(ctx.path(TRAIN_SET))
@@ -509,50 +489,15 @@ def _private_baselines(rec: Any, item_ids: list[str], privacy: dict[str, Any]) -
 
 def _resamples(per_case: pd.DataFrame, seed: int) -> Any:
     """The bootstrap resamples over the hold-out's shoppers: the same in evaluate and gate (same cases, same seed)."""
-    from ml.evaluation.bootstrap import DEFAULT_RESAMPLES, shopper_resamples
+    from ml.evaluation.compare import per_case_resamples
 
-    return shopper_resamples(per_case["user_id"].to_numpy(), DEFAULT_RESAMPLES, seed)
+    return per_case_resamples(per_case, seed)
 
 
 def _group_frame(per_case: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({c[len("group."):]: per_case[c].to_numpy() for c in per_case.columns if c.startswith("group.")})
+    from ml.evaluation.compare import per_case_groups
 
-
-def _uncertainty(per_case: pd.DataFrame, eligible: dict[str, list[str]], baselines: dict[str, Any], best: str,
-                 best_non_private: str | None, seed: int) -> dict[str, Any]:
-    """Every ranker's NDCG@k and user-group ratios with their intervals, the paired difference candidate - each
-    baseline, and the price of privacy, all on the same bootstrap resamples over shoppers."""
-    from ml.evaluation.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, hold_out, ratio_draws, summary
-    from ml.evaluation.evaluate import paired_draws
-
-    resamples = _resamples(per_case, seed)
-    rankers = ["candidate", *baselines]
-    ndcg = {n: per_case[f"ndcg.{n}"].to_numpy() for n in rankers}
-    groups = _group_frame(per_case)
-    draws = paired_draws(ndcg, groups, eligible, resamples)
-    points = paired_draws(ndcg, groups, eligible, hold_out(resamples))
-
-    def entry(values: np.ndarray, point: np.ndarray) -> dict[str, Any]:
-        value = float(point[0])
-        return summary(value if np.isfinite(value) else None, values, DEFAULT_CONFIDENCE)
-
-    out: dict[str, Any] = {
-        "method": {"unit": "shopper", "n_resamples": DEFAULT_RESAMPLES, "seed": seed,
-                   "confidence": DEFAULT_CONFIDENCE, "n_shoppers": resamples.n_shoppers, "n_cases": len(per_case),
-                   "interval": "percentile, paired: every ranker on the same resamples"},
-        "eligible_groups": eligible,
-        "ndcg": {n: entry(draws[f"{n}.ndcg"], points[f"{n}.ndcg"]) for n in rankers},
-        "candidate_minus": {n: entry(draws["candidate.ndcg"] - draws[f"{n}.ndcg"],
-                                     points["candidate.ndcg"] - points[f"{n}.ndcg"]) for n in baselines},
-        "user_ndcg_ratio": {n: {a: entry(draws[f"{n}.ratio.{a}"], points[f"{n}.ratio.{a}"]) for a in eligible}
-                            for n in rankers},
-        "price_of_privacy": None,
-    }
-    if best_non_private:
-        out["price_of_privacy"] = {"baseline": best_non_private, **entry(
-            ratio_draws(draws["candidate.ndcg"], draws[f"{best_non_private}.ndcg"]),
-            ratio_draws(points["candidate.ndcg"], points[f"{best_non_private}.ndcg"]))}
-    return out
+    return per_case_groups(per_case)
 
 
 def _zero_shot_vectors(texts: list[str], max_tokens: int) -> np.ndarray:
