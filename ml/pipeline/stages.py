@@ -417,6 +417,8 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     best, best_non_private = compared["best_baseline"], compared["best_non_private_baseline"]
     uncertainty = compared["uncertainty"]
     compared["per_case"].to_parquet(ctx.path(PER_CASE), index=False)
+    user_side = _user_side_tradeoff(pool, pool_scores, histories, cases, compared["per_case"], k, tiers,
+                                    (is_tail, rerank_cfg), cfg.seed)
 
     # membership inference: trained shoppers vs held-out shoppers of the same distribution
     train_set = pd.read_parquet(ctx.path(TRAIN_SET))
@@ -453,6 +455,7 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         "mia": mia, "drift": drift,
         "rerank": {"min_tail_share": cfg.rerank_min_tail_share, "window": k, "pool": RERANK_POOL,
                    "tradeoff": tradeoff_table.to_dict(orient="records")},
+        "user_fairness_mitigation": user_side,
         "reports": {"drift": drift["path"], "ranking": ranking["path"], "fairness": str(fairness_html),
                     "slices": {a: {g: r["path"] for g, r in gs.items()} for a, gs in slices.items()}},
         "evidently_ranking": ranking["metrics"],
@@ -498,6 +501,31 @@ def _group_frame(per_case: pd.DataFrame) -> pd.DataFrame:
     from ml.evaluation.compare import per_case_groups
 
     return per_case_groups(per_case)
+
+
+USER_SIDE_STRENGTHS = (0.1, 0.3, 0.5)
+
+
+def _user_side_tradeoff(pool: list[list[str]], pool_scores: list[np.ndarray], histories: list[list[str]],
+                        cases: pd.DataFrame, per_case: pd.DataFrame, k: int, tiers: dict[str, str],
+                        provider: tuple[Any, Any], seed: int) -> dict[str, Any]:
+    """What the user-side mitigation (ml.evaluation.user_fairness) would do for the worse-served activity group
+    on this hold-out, after the provider re-ranker as served: a diagnostic for the reviewer, not applied to the
+    candidate (a shop chooses the group and strength on a development split, never on its test hold-out)."""
+    from ml.evaluation.compare import NDCG_PREFIX
+    from ml.evaluation.user_fairness import tradeoff as user_tradeoff
+    from ml.evaluation.user_fairness import unseen, worse_served
+
+    lengths = [len(h) for h in histories]
+    try:
+        group = worse_served(per_case[f"{NDCG_PREFIX}candidate"].to_numpy(), lengths)
+    except ValueError as err:  # every shopper in one activity group: nothing to compare
+        return {"group": None, "reason": str(err), "tradeoff": []}
+    table = user_tradeoff(pool, [s.tolist() for s in pool_scores], unseen(pool, histories), lengths,
+                          cases["item_id"].tolist(), k, USER_SIDE_STRENGTHS, tiers, group=group, seed=seed,
+                          provider=provider)
+    return {"group": group, "support": "unseen", "applied": False,
+            "tradeoff": table.astype(object).where(table.notna(), None).to_dict(orient="records")}
 
 
 def _zero_shot_vectors(texts: list[str], max_tokens: int) -> np.ndarray:

@@ -83,6 +83,16 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
                   "| min tail share | NDCG@k | NDCG lost | tail exposure share |", "|---|---|---|---|"]
         lines += [f"| {r['min_tail_share']:.1f} | {_f(r['ndcg'])} | {_f(r['ndcg_loss'])} | "
                   f"{_f(r['tail_exposure_share'], 3)} |" for r in rr["tradeoff"]]
+    us = evaluation.get("user_fairness_mitigation") or {}
+    if us.get("tradeoff"):
+        lines += ["", f"User-side mitigation (diagnostic, not applied): the {us['group']} shoppers are the worse served "
+                  f"here; blending an `{us['support']}` score into their ranking (ml.evaluation.user_fairness) would "
+                  "give, after fair re-ranking (ratio interval: 95% over resampled cases; choose a strength on a "
+                  "development split, not on this hold-out):", "",
+                  "| strength | NDCG@k | light | heavy | activity ratio [95%] | provider ratio |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['strength']:.1f} | {_f(r['ndcg'])} | {_f(r.get('ndcg_light'))} | {_f(r.get('ndcg_heavy'))} | "
+                  f"{_f(r.get('ratio'), 3)} [{_f(r.get('ratio_low'), 3)}, {_f(r.get('ratio_high'), 3)}] | "
+                  f"{_f(r.get('provider_exposure_ratio'), 3)} |" for r in us["tradeoff"]]
     lines += [
         "",
         f"- Provider exposure (long-tail brands): exposure share {_f(prov.get('tail_exposure_share'), 3)} vs relevance "

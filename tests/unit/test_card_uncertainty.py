@@ -10,7 +10,7 @@ def _ci(value: float, lower: float, upper: float) -> dict:
     return {"value": value, "lower": lower, "upper": upper, "confidence": 0.95}
 
 
-def _card(gate_rule: str = "no_worse_than_alternatives") -> str:
+def _card(gate_rule: str = "no_worse_than_alternatives", **evaluation_extra: object) -> str:
     metrics = {"ndcg_at_10": 0.1074, "recall_at_10": 0.2, "mrr": 0.09}
     evaluation = {
         "k": 10, "n_cases": 4533, "mia": {"auc": 0.5}, "drift": {"share_drifted": 0.0},
@@ -42,7 +42,7 @@ def _card(gate_rule: str = "no_worse_than_alternatives") -> str:
         ingest={"read": {}, "accepted": {}, "quarantined": {}},
         train={"privacy": {"dp": True, "epsilon": 8.0, "delta": 1e-4, "mechanisms": []}, "n_users": 3000,
                "audit_users": [], "steps": 1, "epochs": 1.0, "device": "cpu", "seconds": 1.0},
-        evaluation=evaluation, pii_findings=0, smoke=None,
+        evaluation={**evaluation, **evaluation_extra}, pii_findings=0, smoke=None,
         gate={"status": "passed", "policy_label": "p@1", "summary_markdown": "",
               "alternatives": [{"attribute": "activity", "rule": gate_rule, "status": "pass"}]},
         champion=None, links={})
