@@ -440,8 +440,10 @@ def _findings_for_unit(
             yield PIIFinding(unit.locate(span[0]), span[2], _excerpt(unit.text, span, spans))
 
 
-def _scan_units(units: Iterable[_Unit], scrubber: Scrubber, matcher: RawIdMatcher) -> Iterator[PIIFinding]:
-    """Analyze units, joining small ones into one analyzer call per batch."""
+def _scan_units(units: Iterable[_Unit], scrubber: Scrubber, matcher: RawIdMatcher,
+                mentions: bool = True) -> Iterator[PIIFinding]:
+    """Analyze units, joining small ones into one analyzer call per batch; `mentions=False` skips the
+    shopper-name mention rule (a tokenizer's vocabulary, see TOKENIZER_VOCABULARIES)."""
     batch: list[tuple[_Unit, list[tuple[int, int]]]] = []
     size = 0
 
@@ -463,7 +465,7 @@ def _scan_units(units: Iterable[_Unit], scrubber: Scrubber, matcher: RawIdMatche
             yield from _findings_for_unit(unit, pii, raw)
 
     for unit in units:
-        raw = sorted(set(matcher.find(unit.text)) | set(matcher.find_mentions(unit.text)))
+        raw = sorted(set(matcher.find(unit.text)) | set(matcher.find_mentions(unit.text) if mentions else ()))
         if not may_hold_pii(unit.text) or matcher.is_public_text(unit.text):
             yield from _findings_for_unit(unit, [], raw)
             continue
@@ -551,12 +553,19 @@ def file_kind(path: Path) -> str:
     return "text"
 
 
+# A saved encoder's tokenizer vocabulary maps words to indices ("user": 2034): the pretrained model's, never
+# fitted to shoppers here, so a number after the word "user" there is a token index, not a shopper. With numeric
+# shopper ids (amazon2018-games) the mention rule would flag it; these files still get every other check.
+TOKENIZER_VOCABULARIES = frozenset({"tokenizer.json", "vocab.txt", "vocab.json", "merges.txt"})
+
+
 def scan_file(path: Path, scrubber: Scrubber, matcher: RawIdMatcher) -> Iterator[PIIFinding]:
     """Findings in one file, read according to its kind."""
     kind = file_kind(path)
     if kind == "text":
         with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
-            yield from _scan_units(_text_units(fh.read, str(path)), scrubber, matcher)
+            yield from _scan_units(_text_units(fh.read, str(path)), scrubber, matcher,
+                                   mentions=path.name not in TOKENIZER_VOCABULARIES)
         if path.suffix.lower() in (".csv", ".tsv"):
             yield from _scan_csv_shopper_columns(path, matcher)
     elif kind == "html":

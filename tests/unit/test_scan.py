@@ -480,3 +480,16 @@ def test_amazon2018_games_numeric_ids_give_no_finding_and_a_planted_id_is_caught
     ids = set(users)
     assert len(ids) > 50_000 and all(i.isdigit() for i in ids)  # 0, 1, ...: the same numbers as item ids
     _zero_then_planted(tmp_path, scrubber, ids, items, "4521")
+
+
+def test_a_tokenizer_vocabulary_index_after_user_is_no_shopper_but_the_same_line_elsewhere_is(tmp_path, scrubber):
+    """Numeric shopper ids (amazon2018-games): a saved tokenizer's `"user": 2034` is the word's index."""
+    matcher = RawIdMatcher(["2034", "51007"])
+    encoder = tmp_path / "model" / "encoder"
+    encoder.mkdir(parents=True)
+    (encoder / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {"user": 2034, "users": 51007}}}))
+    (encoder / "vocab.txt").write_text("[PAD]\nuser 2034\n")
+    assert scan_paths([tmp_path / "model"], scrubber, matcher) == []
+    (tmp_path / "model" / "params.json").write_text(json.dumps({"user": 2034}))
+    assert kinds_and_locations(scan_paths([tmp_path / "model"], scrubber, matcher)) == [
+        (f"{tmp_path}/model/params.json:1", RAW_ID)]
