@@ -30,11 +30,11 @@ DRIFT = Asset("vetted://drift", group="vetted")
 
 PARAMS = {
     "source": Param("synthetic", enum=["synthetic", "amazon2018", "coat", "recbole"], description="Which source adapter reads the data"),
-    "path": Param("", type="string", description="Folder of a file-based source (amazon2018, coat); empty for synthetic"),
-    "n_users": Param(D.n_users, type="integer", minimum=50, maximum=1_000_000, description="Synthetic shoppers"),
-    "n_items": Param(D.n_items, type="integer", minimum=50, maximum=200_000, description="Synthetic catalogue size"),
-    "epochs": Param(D.epochs, type="integer", minimum=1, maximum=100),
-    "max_steps": Param(D.max_steps, type="integer", minimum=1, maximum=100_000),
+    "path": Param(None, type=["null", "string"], description="Folder of a file-based source (amazon2018, coat, recbole); leave empty for synthetic"),
+    "n_users": Param(D.n_users, type="integer", minimum=50, maximum=1_000_000, description="Synthetic shoppers generated (50 to 1,000,000). Training reads every lake partition ingested so far, not only this run's"),
+    "n_items": Param(D.n_items, type="integer", minimum=50, maximum=200_000, description="Synthetic catalogue size (50 to 200,000)"),
+    "epochs": Param(D.epochs, type="integer", minimum=1, maximum=100, description="Passes over the shoppers at most (1 to 100); training stops at max_steps first"),
+    "max_steps": Param(D.max_steps, type="integer", minimum=1, maximum=100_000, description="Training steps at most (1 to 100,000); the DP noise is calibrated to them"),
     "batch_size": Param(D.batch_size, type="integer", minimum=0, maximum=4096,
                         description="Expected shoppers per step; 0 = chosen from the data: the largest batch before "
                                     "a doubling cuts the DP noise per step by less than 15% (the model card says why)"),
@@ -43,18 +43,19 @@ PARAMS = {
                                            "is clipped once. 0 = chosen from the data: 2,048 example slots a step shared "
                                            "among the batch, at most what most shoppers have"),
     "dp_enabled": Param(D.dp.enabled, type="boolean", description="User-level DP-SGD (the default policy refuses a non-DP model)"),
-    "dp_target_epsilon": Param(D.dp.target_epsilon, type="number", exclusiveMinimum=0, maximum=100),
+    "dp_target_epsilon": Param(D.dp.target_epsilon, type="number", exclusiveMinimum=0, maximum=100,
+                                   description="Privacy budget epsilon of the whole model (above 0, at most 100; the default policy needs <= 8)"),
     "dp_delta": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=0.01,
                       description="Empty means n_users ** -1.1"),
     "dp_transitions_floor": Param(D.dp.transitions_floor, type=["null", "number"], minimum=0, maximum=10,
                                   description="Noise deviations taken off each noised item-transition count; lower "
                                               "keeps pairs few shoppers share. Empty = chosen from the data: the count "
                                               "of the most-shared quarter of transitions in noise deviations, 1 to 2"),
-    "policy": Param("", type="string", description="Gate policy YAML path; empty for the packaged default"),
+    "policy": Param(None, type=["null", "string"], description="Gate policy YAML path; leave empty for the packaged default (ml/gate/default_policy.yaml)"),
     "require_approval": Param(os.environ.get("VETTED_PROFILE", "local") == "prod", type="boolean",
                               description="Hold promotion for a reviewer (default on in the prod profile)"),
-    "slice_reports": Param(D.slice_reports, type="boolean"),
-    "seed": Param(D.seed, type="integer"),
+    "slice_reports": Param(D.slice_reports, type="boolean", description="One Evidently ranking report per user group (slower evaluation)"),
+    "seed": Param(D.seed, type="integer", description="Seed of the synthetic data, the split and training (reproducible runs)"),
     "world_size": Param(D.world_size, type="integer", minimum=0, maximum=64,
                         description="Training processes, one per GPU; 0 = every visible GPU when there are several"),
 }

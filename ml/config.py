@@ -136,6 +136,9 @@ class DPConfig:
     secure_rng: bool | None = None
 
 
+_TEXT_FIELDS = ("source", "path", "policy", "ingest_date", "run_name")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one training run needs to know; the DAG's Params map onto these fields."""
@@ -212,7 +215,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Build from a flat or nested mapping (DAG Params, CLI flags); unknown keys are an error."""
-        data = dict(data)
+        # a form's empty text field arrives as None (Airflow Params: type ["null", "string"]): the default ""
+        data = {k: ("" if v is None and k in _TEXT_FIELDS else v) for k, v in dict(data).items()}
         dp_keys = {f.name for f in fields(DPConfig)}
         dp_data = dict(data.pop("dp", {}) or {})
         for key in list(data):

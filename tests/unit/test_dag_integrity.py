@@ -40,3 +40,17 @@ def test_approval_path_is_only_reachable_through_the_review(dagbag):
 
 def test_every_dag_is_there(dagbag):
     assert {"recsys_training", "drift_monitor", "rollback"} <= set(dagbag.dags)
+
+
+def test_the_trigger_forms_defaults_are_valid_and_make_a_run_config(dagbag):
+    """The form submits its own defaults: no required field left empty, every Param described, and the values
+    (empty text fields arrive as None) build a RunConfig."""
+    from ml.config import RunConfig
+
+    dag = dagbag.dags["recsys_training"]
+    values = dag.params.validate()  # raises ParamValidationError on a default the form would refuse
+    assert values["path"] is None and values["policy"] is None
+    undescribed = [name for name in dag.params if not dag.params.get_param(name).description]
+    assert undescribed == []
+    config = RunConfig.from_dict(values)
+    assert config.path == "" and config.policy == "" and config.source == "synthetic"
