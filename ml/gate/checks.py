@@ -32,6 +32,9 @@ import numpy as np
 from ml.gate.policy import Check
 
 STATUSES = ("pass", "fail", "warn", "skipped")
+# metrics[UNMEASURABLE_PREFIX + metric]: why the evaluation could not measure `metric` on this hold-out. Only a
+# check with `skip_if_no_match` skips on it, saying why; a missing metric without a reason always fails.
+UNMEASURABLE_PREFIX = "unmeasurable."
 Scalar = float | int | bool | str | None
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
@@ -343,6 +346,10 @@ def _evaluate_one(
 ) -> CheckResult:
     outcome = "fail" if check.blocking else "warn (not blocking)"
     if _missing(metrics, metric):
+        why = metrics.get(UNMEASURABLE_PREFIX + metric)
+        if why and check.skip_if_no_match:
+            return _result(check, name, metric, None, check.threshold, None,
+                           f"not measurable on this hold-out: {why}: skipped")
         return _result(
             check, name, metric, None, check.threshold, False,
             f"metric {metric!r} is missing: {outcome}; a missing metric never passes",

@@ -18,7 +18,9 @@ A policy file looks like::
 
 A check's metric may end with ``.*`` (``fairness.user_ndcg_ratio.*``): it expands to one check per
 matching metric when evaluated, less the suffixes listed in ``exclude`` (those get a check of their own);
-``skip_if_no_match: true`` skips (and says so) instead of failing when nothing is left to match.
+``skip_if_no_match: true`` skips (and says so) instead of failing when nothing is left to match, and when the
+evaluation recorded why a metric could not be measured on the hold-out (``unmeasurable.<metric>``, e.g. no
+light/heavy split); a missing metric without such a reason always fails.
 
 Quality and fairness figures come with paired bootstrap resamples over shoppers (``ml.evaluation.bootstrap``).
 ``decide_on`` says what a check compares: ``point`` (the hold-out figure), ``lower`` or ``upper`` (that end of
@@ -239,8 +241,6 @@ def _wildcard_problems(check: Any) -> list[str]:
         problems.append("field 'exclude': only makes sense with a wildcard metric ending in '.*'")
     if not isinstance(check.skip_if_no_match, bool):
         problems.append(f"field 'skip_if_no_match': must be true or false, got {check.skip_if_no_match!r}")
-    elif check.skip_if_no_match and not wildcard:
-        problems.append("field 'skip_if_no_match': only makes sense with a wildcard metric ending in '.*'")
     return problems
 
 

@@ -506,7 +506,7 @@ def _group_frame(per_case: pd.DataFrame) -> pd.DataFrame:
 USER_SIDE_STRENGTHS = (0.1, 0.3, 0.5)
 
 
-def _user_side_tradeoff(pool: list[list[str]], pool_scores: list[np.ndarray], histories: list[list[str]],
+def _user_side_tradeoff(pool: list[list[str]], pool_scores: Any, histories: list[list[str]],
                         cases: pd.DataFrame, per_case: pd.DataFrame, k: int, tiers: dict[str, str],
                         provider: tuple[Any, Any], seed: int) -> dict[str, Any]:
     """What the user-side mitigation (ml.evaluation.user_fairness) would do for the worse-served activity group
@@ -526,6 +526,25 @@ def _user_side_tradeoff(pool: list[list[str]], pool_scores: list[np.ndarray], hi
                           provider=provider)
     return {"group": group, "support": "unseen", "applied": False,
             "tradeoff": table.astype(object).where(table.notna(), None).to_dict(orient="records")}
+
+
+def unmeasurable_ratios(user_fairness: dict[str, Any]) -> dict[str, str]:
+    """For each attribute whose min/max ratio could not be measured on this hold-out, why
+    (`unmeasurable.fairness.user_ndcg_ratio.<attribute>`): fewer than two groups with enough cases (every case of
+    Coat has a full 10-item history, so there is no light/heavy split), or a best group at 0. A check with
+    `skip_if_no_match` skips such a metric saying why; without a recorded reason a missing metric still fails."""
+    out = {}
+    for attr, res in user_fairness.items():
+        if (res.get("ratio") or {}).get("ndcg") is not None:
+            continue
+        groups = ", ".join(f"{g} {v.get('n', '?')}" for g, v in (res.get("by_group") or {}).items()) or "none"
+        excluded = res.get("excluded") or []
+        why = (f"fewer than two groups with enough cases to compare (cases per group: {groups}"
+               + (f"; left out: {', '.join(map(str, excluded))}" if excluded else "") + ")")
+        if len([g for g in (res.get("by_group") or {}) if g not in excluded]) >= 2:
+            why = f"the best-served group's NDCG is 0, so no ratio is defined (cases per group: {groups})"
+        out[f"unmeasurable.fairness.user_ndcg_ratio.{attr}"] = why
+    return out
 
 
 def _zero_shot_vectors(texts: list[str], max_tokens: int) -> np.ndarray:
@@ -780,6 +799,7 @@ def _gate(ctx: RunContext, client: Any, registered: dict[str, Any]) -> dict[str,
         "serving.smoke_ok": bool(registered["smoke"]["ok"]),
     }
     metrics.update({f"fairness.user_ndcg_ratio.{a}": r for a, r in ev["user_ndcg_ratio"].items()})
+    metrics.update(unmeasurable_ratios(ev["candidate"].get("user_fairness", {})))
     metrics.update({key: value for key, value in evidence.items() if key not in metrics or metrics[key] is None})
     policy = load_policy(cfg.policy or None)
     decision = decide(policy, metrics, draws)
