@@ -800,6 +800,12 @@ def _gate(ctx: RunContext, client: Any, registered: dict[str, Any]) -> dict[str,
     }
     metrics.update({f"fairness.user_ndcg_ratio.{a}": r for a, r in ev["user_ndcg_ratio"].items()})
     metrics.update(unmeasurable_ratios(ev["candidate"].get("user_fairness", {})))
+    if ev["provider_exposure_ratio"] is None:  # no target of the hold-out is a long-tail brand's item
+        provider = ev["candidate"].get("provider") or {}
+        metrics["unmeasurable.fairness.provider_exposure_ratio"] = (
+            "no hold-out target is an item of a long-tail brand (tail relevance share "
+            f"{provider.get('tail_relevance_share')}), so exposure cannot be compared with relevance; a catalogue "
+            "without brands (amazon2018-games) has no providers to compare")
     metrics.update({key: value for key, value in evidence.items() if key not in metrics or metrics[key] is None})
     policy = load_policy(cfg.policy or None)
     decision = decide(policy, metrics, draws)

@@ -822,3 +822,12 @@ def test_the_default_policy_skips_an_unmeasurable_activity_split_but_not_a_missi
     missing = [r for c in policy.checks if c.name == "fairness_user_groups"
                for r in evaluate_check(c, {"fairness.user_ndcg_ratio.gender": None})]
     assert [r.status for r in missing] == ["fail"]
+
+
+def test_provider_exposure_without_a_long_tail_target_is_skipped_only_with_its_reason(policy):
+    (check,) = [c for c in policy.checks if c.name == "fairness_provider"]
+    reason = {"unmeasurable.fairness.provider_exposure_ratio": "no hold-out target is an item of a long-tail brand"}
+    (skipped,) = evaluate_check(check, {"fairness.provider_exposure_ratio": None, **reason})
+    assert skipped.status == "skipped" and "long-tail brand" in skipped.message
+    (failed,) = evaluate_check(check, {"fairness.provider_exposure_ratio": None})
+    assert failed.status == "fail"
