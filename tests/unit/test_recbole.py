@@ -275,7 +275,7 @@ def test_read_source_reads_recbole_and_needs_a_path(tmp_path):
 
 @pytest.mark.data
 def test_games_corpus_holds_one_case_per_shopper():
-    from conftest import shared_data
+    from tests.conftest import shared_data
 
     folder = shared_data("amazon2018-games")
     raw = recbole.load(folder)

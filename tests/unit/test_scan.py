@@ -455,7 +455,7 @@ def _zero_then_planted(tmp_path: Path, scrubber, ids: set[str], items: pd.DataFr
 
 @pytest.mark.data
 def test_amazon2018_industrial_catalogue_gives_no_finding_and_a_planted_id_is_caught(tmp_path, scrubber):
-    from conftest import shared_data
+    from tests.conftest import shared_data
 
     from ml.data import amazon2018
 
@@ -471,7 +471,7 @@ def test_amazon2018_industrial_catalogue_gives_no_finding_and_a_planted_id_is_ca
 
 @pytest.mark.data
 def test_amazon2018_games_numeric_ids_give_no_finding_and_a_planted_id_is_caught(tmp_path, scrubber):
-    from conftest import shared_data
+    from tests.conftest import shared_data
 
     folder = shared_data("amazon2018-games")
     users = pd.read_csv(folder / "Games-6k.test.inter", sep="\t", usecols=[0], dtype=str).iloc[:, 0]
