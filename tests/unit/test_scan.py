@@ -455,9 +455,8 @@ def _zero_then_planted(tmp_path: Path, scrubber, ids: set[str], items: pd.DataFr
 
 @pytest.mark.data
 def test_amazon2018_industrial_catalogue_gives_no_finding_and_a_planted_id_is_caught(tmp_path, scrubber):
-    from tests.conftest import shared_data
-
     from ml.data import amazon2018
+    from tests.conftest import shared_data
 
     raw = amazon2018.load(shared_data("amazon2018-industrial"))
     ids = set(raw.events["user_id"].dropna().astype(str)) | set(raw.users["user_id"].astype(str))
