@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -169,17 +170,21 @@ def released_counts(item_ids: list[str], log_counts: np.ndarray) -> np.ndarray:
     return np.expm1(np.maximum(table, 0.0)).astype(np.float32)
 
 
+class _FromReleasedCounts:
+    """A private baseline: built from the model's released DP counts, never fitted on raw events."""
+
+    @classmethod
+    def fit(cls, *args: object, **kwargs: object) -> Any:
+        raise TypeError(f"{cls.__name__} is built from released DP counts, never fitted on raw events: use "
+                        "from_transitions(item_ids, model.transitions)")
+
+
 @dataclass
-class DPPopularity(Popularity):
+class DPPopularity(_FromReleasedCounts, Popularity):
     """Items ranked by how often they follow another item in the released DP transition counts (column sums)."""
 
     name: str = "dp_popularity"
     learns: str = PRIVATE
-
-    @classmethod
-    def fit(cls, *args: object, **kwargs: object) -> DPPopularity:  # type: ignore[override]
-        raise TypeError(f"{cls.__name__} is built from released DP counts, never fitted on raw events: use "
-                        "from_transitions(item_ids, model.transitions)")
 
     @classmethod
     def from_transitions(cls, item_ids: list[str], log_counts: np.ndarray) -> DPPopularity:
@@ -189,17 +194,12 @@ class DPPopularity(Popularity):
 
 
 @dataclass
-class DPCooccurrence(Cooccurrence):
+class DPCooccurrence(_FromReleasedCounts, Cooccurrence):
     """Co-occurrence scoring (recency-weighted rows of the history's items) on the released DP transition counts,
     ties broken by the DP popularity from the same counts."""
 
     name: str = "dp_cooccurrence"
     learns: str = PRIVATE
-
-    @classmethod
-    def fit(cls, *args: object, **kwargs: object) -> DPCooccurrence:  # type: ignore[override]
-        raise TypeError(f"{cls.__name__} is built from released DP counts, never fitted on raw events: use "
-                        "from_transitions(item_ids, model.transitions)")
 
     @classmethod
     def from_transitions(cls, item_ids: list[str], log_counts: np.ndarray) -> DPCooccurrence:
