@@ -126,10 +126,8 @@ class DPConfig:
     transitions_per_user: int = 8
     # noise deviations subtracted from every noised count (post-processing, free under DP): higher keeps less
     # noise and fewer real pairs. None = auto: a released pair's expected count in noise deviations, within 1..2
-    # (ml.training.autosettings.choose_floor). On amazon2018's development split (seed 7) NDCG@10 by floor: 0.5
-    # 0.1153, 1 0.1167, 1.5 0.1151, 2 0.1108, 3 0.1093; seed 8: 1 0.1161, 1.5 0.1149, 2 0.1092. The synthetic demo
-    # (20,000 shoppers, many pairs each) wants more: candidate 0.2257 at 2, 0.2073 at 1 (below its co-occurrence
-    # baseline, 0.2069 x 1.05)
+    # (ml.training.autosettings.choose_floor): few shoppers sharing each pair want a low floor, a crowd with many
+    # pairs each a higher one (floors measured by corpus: benchmarks/results/autosettings.md and ablation.md)
     transitions_floor: float | None = None
     # DP noise and DP-SGD's sample of shoppers from the OS CSPRNG (ml.privacy.noise) instead of a seeded generator:
     # None = on in the prod profile, off in local (reproducible from the seed, faster); `secure_rng_on` decides
