@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -319,3 +320,26 @@ def choose_strength(table: pd.DataFrame, max_ndcg_loss: float = 0.0) -> float:
         return 0.0
     best = allowed["ratio"].max()
     return float(allowed.loc[allowed["ratio"] >= best - 1e-12, "strength"].min())
+
+
+USER_SIDE_STRENGTHS = (0.1, 0.3, 0.5)
+
+
+def worse_group_tradeoff(pool: list[list[str]], pool_scores: Any, histories: list[list[str]],
+                        cases: pd.DataFrame, per_case: pd.DataFrame, k: int, tiers: dict[str, str],
+                        provider: tuple[Any, Any], seed: int) -> dict[str, Any]:
+    """What the user-side mitigation (ml.evaluation.user_fairness) would do for the worse-served activity group
+    on this hold-out, after the provider re-ranker as served: a diagnostic for the reviewer, not applied to the
+    candidate (a shop chooses the group and strength on a development split, never on its test hold-out)."""
+    from ml.evaluation.compare import NDCG_PREFIX
+
+    lengths = [len(h) for h in histories]
+    try:
+        group = worse_served(per_case[f"{NDCG_PREFIX}candidate"].to_numpy(), lengths)
+    except ValueError as err:  # every shopper in one activity group: nothing to compare
+        return {"group": None, "reason": str(err), "tradeoff": []}
+    table = tradeoff(pool, [s.tolist() for s in pool_scores], unseen(pool, histories), lengths,
+                          cases["item_id"].tolist(), k, USER_SIDE_STRENGTHS, tiers, group=group, seed=seed,
+                          provider=provider)
+    return {"group": group, "support": "unseen", "applied": False,
+            "tradeoff": table.astype(object).where(table.notna(), None).to_dict(orient="records")}

@@ -372,6 +372,7 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         ranking_reports_by_group,
     )
     from ml.evaluation.rerank import RerankConfig, rerank, tradeoff
+    from ml.evaluation.user_fairness import worse_group_tradeoff
     from ml.privacy.mia import membership_inference_audit
     from ml.training.encoder import item_texts
     from ml.training.recommender import Recommender
@@ -417,8 +418,8 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     best, best_non_private = compared["best_baseline"], compared["best_non_private_baseline"]
     uncertainty = compared["uncertainty"]
     compared["per_case"].to_parquet(ctx.path(PER_CASE), index=False)
-    user_side = _user_side_tradeoff(pool, pool_scores, histories, cases, compared["per_case"], k, tiers,
-                                    (is_tail, rerank_cfg), cfg.seed)
+    user_side = worse_group_tradeoff(pool, pool_scores, histories, cases, compared["per_case"], k, tiers,
+                                     (is_tail, rerank_cfg), cfg.seed)
 
     # membership inference: trained shoppers vs held-out shoppers of the same distribution
     train_set = pd.read_parquet(ctx.path(TRAIN_SET))
@@ -501,31 +502,6 @@ def _group_frame(per_case: pd.DataFrame) -> pd.DataFrame:
     from ml.evaluation.compare import per_case_groups
 
     return per_case_groups(per_case)
-
-
-USER_SIDE_STRENGTHS = (0.1, 0.3, 0.5)
-
-
-def _user_side_tradeoff(pool: list[list[str]], pool_scores: Any, histories: list[list[str]],
-                        cases: pd.DataFrame, per_case: pd.DataFrame, k: int, tiers: dict[str, str],
-                        provider: tuple[Any, Any], seed: int) -> dict[str, Any]:
-    """What the user-side mitigation (ml.evaluation.user_fairness) would do for the worse-served activity group
-    on this hold-out, after the provider re-ranker as served: a diagnostic for the reviewer, not applied to the
-    candidate (a shop chooses the group and strength on a development split, never on its test hold-out)."""
-    from ml.evaluation.compare import NDCG_PREFIX
-    from ml.evaluation.user_fairness import tradeoff as user_tradeoff
-    from ml.evaluation.user_fairness import unseen, worse_served
-
-    lengths = [len(h) for h in histories]
-    try:
-        group = worse_served(per_case[f"{NDCG_PREFIX}candidate"].to_numpy(), lengths)
-    except ValueError as err:  # every shopper in one activity group: nothing to compare
-        return {"group": None, "reason": str(err), "tradeoff": []}
-    table = user_tradeoff(pool, [s.tolist() for s in pool_scores], unseen(pool, histories), lengths,
-                          cases["item_id"].tolist(), k, USER_SIDE_STRENGTHS, tiers, group=group, seed=seed,
-                          provider=provider)
-    return {"group": group, "support": "unseen", "applied": False,
-            "tradeoff": table.astype(object).where(table.notna(), None).to_dict(orient="records")}
 
 
 def unmeasurable_ratios(user_fairness: dict[str, Any]) -> dict[str, str]:

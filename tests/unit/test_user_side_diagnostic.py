@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from ml.evaluation.rerank import RerankConfig
-from ml.pipeline.stages import USER_SIDE_STRENGTHS, _user_side_tradeoff
+from ml.evaluation.user_fairness import USER_SIDE_STRENGTHS, worse_group_tradeoff
 
 
 def _world():
@@ -22,7 +22,7 @@ def _world():
 
 def test_the_diagnostic_names_the_worse_served_group_and_measures_each_strength():
     pool, scores, histories, cases, per_case, tiers = _world()
-    out = _user_side_tradeoff(pool, scores, histories, cases, per_case, 2, tiers,
+    out = worse_group_tradeoff(pool, scores, histories, cases, per_case, 2, tiers,
                               ({i: False for i in tiers}, RerankConfig(min_tail_share=0.0, window=2)), seed=0)
     assert out["group"] == "heavy" and out["applied"] is False
     rows = out["tradeoff"]
@@ -34,7 +34,7 @@ def test_the_diagnostic_names_the_worse_served_group_and_measures_each_strength(
 def test_one_activity_group_only_says_why_instead_of_failing():
     pool, scores, histories, cases, per_case, tiers = _world()
     same = [["a"]] * 4
-    out = _user_side_tradeoff(pool, scores, same, cases, per_case, 2, tiers,
+    out = worse_group_tradeoff(pool, scores, same, cases, per_case, 2, tiers,
                               ({i: False for i in tiers}, RerankConfig(min_tail_share=0.0, window=2)), seed=0)
     assert out["group"] is None and out["tradeoff"] == [] and "both activity groups" in out["reason"]
 
