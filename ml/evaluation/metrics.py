@@ -265,3 +265,16 @@ def beyond_accuracy(
         "avg_rec_popularity": float(pops.mean()) if slots else math.nan,
         "gini_exposure": gini(exposure),
     }
+
+
+def graded_ndcg(ranked: Sequence[str], gains: Mapping[str, float], k: int) -> float:
+    """NDCG@k with graded relevance: sum_{i<=k} gain(item@i) / log2(i + 1), over the same sum of the best possible
+    order of the judged gains; an item without a gain (not judged) gains 0. Undefined (NaN) when nothing gains."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    ideal = sorted((g for g in gains.values() if g > 0), reverse=True)[:k]
+    if not ideal:
+        return float("nan")
+    top = _top_k(ranked, k)
+    dcg = float(sum(gains.get(item, 0.0) * d for item, d in zip(top, _discounts(len(top)), strict=True)))
+    return dcg / float(np.dot(ideal, _discounts(len(ideal))))

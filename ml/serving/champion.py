@@ -58,6 +58,7 @@ from ml.evaluation.fairness import catalogue_tail
 from ml.evaluation.rerank import RerankConfig
 from ml.registry.integrity import verify_folder
 from ml.registry.registration import CHAMPION, PROMOTABLE, recommender_artifact_uri
+from ml.search.engine import SearchEngine
 from ml.training.model import LEXICAL_DECAY, TRANSITION_DECAY
 from ml.training.recommender import Recommender
 
@@ -482,6 +483,11 @@ class Champion:
     brands: list[str] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
     tower: HistoryTower | None = None  # None: use the torch tower (the numpy one disagreed at load)
+    search_engine: SearchEngine | None = None  # the lexical side of search and the fusion (ml.search.engine)
+
+    def query_vectors(self, queries: Sequence[str]) -> np.ndarray:
+        """[n, D] the query tower's vectors of search texts."""
+        return self.recommender.query_vectors(list(queries))
 
     @property
     def gate_status(self) -> str | None:
@@ -647,6 +653,7 @@ def build_champion(
         brands=brands,
         categories=categories,
         tower=checked_tower(recommender, where),
+        search_engine=SearchEngine.for_items(items, recommender.settings.search),
     )
     warm_up(champion)
     return champion
@@ -698,7 +705,7 @@ def warm_up(champion: Champion) -> None:
         raise ChampionLoadError(
             f"{champion.model_name} v{champion.version}: the warm-up search returned nothing"
         )
-    champion.search_rows(rec.query_vectors(["warm up"]), 10)
+    champion.search_rows(champion.query_vectors(["warm up"]), 10)
 
 
 # ---------------------------------------------------------------------------------------------- the registry

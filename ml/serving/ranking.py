@@ -5,7 +5,9 @@
   the same function the evaluation measured; its exact top-n computed in numpy by
   `Champion.top_for_history`); without usable history, the non-personalized order (the model's learned
   item bias, trained under DP, so no extra privacy cost);
-- search: the query's text vector, optionally blended with the history vector (`search_history_weight`);
+- search: the ranking the evaluation measured (`ml.search.engine`): the query's vector, blended with a known
+  shopper's history vector, its FAISS top fused with BM25's by reciprocal rank fusion, with the model's own
+  search settings (`RecommenderSettings.search`);
 - fair re-ranking (when the version's tags turn it on): `ml.evaluation.rerank.rerank` over
   `candidates_factor * k` candidates, the same function the evaluation measured.
 """
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ml.evaluation.rerank import rerank
+from ml.search.engine import blend_history
 from ml.serving import explain
 from ml.serving.champion import Champion, one_openmp_thread
 
@@ -25,13 +28,10 @@ from ml.serving.champion import Champion, one_openmp_thread
 @dataclass(frozen=True)
 class RankingOptions:
     candidates_factor: int = 3  # with re-ranking on, this many candidates per result slot (at least k + 20)
-    search_history_weight: float = 0.25  # 0 = search is query-only even for a known shopper
 
     def __post_init__(self) -> None:
         if self.candidates_factor < 1:
             raise ValueError(f"candidates_factor must be at least 1, got {self.candidates_factor}")
-        if not 0.0 <= self.search_history_weight < 1.0:
-            raise ValueError(f"search_history_weight must be in [0, 1), got {self.search_history_weight}")
 
 
 @dataclass(frozen=True)
@@ -116,18 +116,18 @@ def _personalized(champion: Champion, known: list[int], rows: np.ndarray, scores
 
 
 def search(champion: Champion, query: str, history: Sequence[str], k: int, options: RankingOptions) -> Ranked:
-    """The query's vector, blended with the shopper's history vector when there is one and the weight is > 0."""
-    one_openmp_thread()  # MiniLM's forward pass: one thread per request
-    rec = champion.recommender
-    vector = rec.query_vectors([query])
-    known = history_rows(champion, history) if options.search_history_weight > 0 else []
+    """The model's search ranking: the query's vector (blended with the shopper's history vector when the model's
+    `history_weight` is above 0 and the shopper has history it knows), FAISS's top fused with BM25's."""
+    one_openmp_thread()  # the query encoder's forward pass: one thread per request
+    settings = champion.recommender.settings.search
+    vector = champion.query_vectors([query])
+    known = history_rows(champion, history) if settings.history_weight > 0 else []
     if known:
-        h = champion.history_vector(known)
-        w = options.search_history_weight
-        blended = (1 - w) * vector + w * h
-        vector = (blended / np.linalg.norm(blended, axis=1, keepdims=True)).astype(np.float32)
-    rows, scores = champion.search_rows(vector, n_candidates(champion, k, options))
-    chosen, chosen_scores = _select(champion, rows[0], scores[0], k)
+        vector = blend_history(vector, champion.history_vector(known), np.array([True]), settings.history_weight)
+    n = n_candidates(champion, k, options)
+    rows, _ = champion.search_rows(vector, max(settings.depth, n))
+    fused_rows, fused_scores = champion.search_engine.fuse([query], [rows[0]], n)[0]
+    chosen, chosen_scores = _select(champion, fused_rows, fused_scores, k)
     terms = explain.query_terms(query)
     notes = []
     for r in chosen:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ml.ranking import top_k
+from ml.search.engine import SearchSettings
 from ml.training.encoder import load_encoder
 from ml.training.model import BiEncoder, build_history_tensors
 
@@ -31,6 +33,7 @@ class RecommenderSettings:
     max_history: int
     max_query_tokens: int
     max_item_tokens: int
+    search: SearchSettings = field(default_factory=SearchSettings)  # how the search ranking is served (ml.search)
 
 
 class Recommender:
@@ -43,6 +46,7 @@ class Recommender:
         self.index_of = {item: i for i, item in enumerate(self.item_ids)}
         self.item_vectors = model.item_table.detach().cpu().numpy().astype(np.float32)
         self.item_bias = model.item_bias.weight.detach().cpu().numpy()[:, 0].astype(np.float32)
+        self._search_engine: Any = None  # built on the first search (its BM25 index)
 
     # ---- vectors -------------------------------------------------------------------------------
     def _history_tensors(self, histories: Sequence[Sequence[str]]) -> dict[str, torch.Tensor]:
@@ -94,9 +98,14 @@ class Recommender:
             scores.append(sc)
         return ids, (np.vstack(scores) if scores else np.zeros((0, k)))
 
-    def search(self, queries: Sequence[str], k: int) -> tuple[list[list[str]], np.ndarray]:
-        """Top-k by query-item similarity plus the item bias (one inner product: FAISS-compatible)."""
-        return self._top(self.scores(self.query_vectors(queries)), k)
+    def search(self, queries: Sequence[str], k: int) -> tuple[list[list[str]], list[np.ndarray]]:
+        """The served search ranking of anonymous queries (`ml.search.engine`: the query tower fused with BM25),
+        top-k item ids and fused scores per query."""
+        from ml.search.engine import SearchEngine, served_search
+
+        if self._search_engine is None:
+            self._search_engine = SearchEngine.for_items(self.items, self.settings.search)
+        return served_search(self, queries, [[] for _ in queries], k, engine=self._search_engine)
 
     # ---- persistence ---------------------------------------------------------------------------
     def save(self, folder: Path) -> Path:
@@ -113,7 +122,8 @@ class Recommender:
     @classmethod
     def load(cls, folder: Path, device: str = "cpu") -> Recommender:
         folder = Path(folder)
-        settings = RecommenderSettings(**json.loads((folder / "recommender.json").read_text()))
+        stored = json.loads((folder / "recommender.json").read_text())
+        settings = RecommenderSettings(**{**stored, "search": SearchSettings(**stored.get("search", {}))})
         items = pd.read_parquet(folder / "items.parquet")
         bert, tokenizer = load_encoder(folder / "encoder")
         heads = torch.load(folder / "heads.pt", map_location=device, weights_only=True)

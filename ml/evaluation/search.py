@@ -1,0 +1,83 @@
+"""Search on the hold-out: the served search ranking beside the search baselines, with paired intervals.
+
+A hold-out search case is a search in the hold-out window followed (next event of that shopper) by a click, cart
+or purchase: the query as typed (after ingestion's PII scrubbing) -> the item the shopper then chose, ranked
+against the whole catalogue. Its history is what the shopper did before (the same point-in-time feature as a
+recommendation case), because serving blends a known shopper's history into the query.
+
+Rankers, all on the same cases:
+- candidate: the served ranking (`ml.search.engine`: the model's query tower, blended with the history vector,
+  fused with BM25), computed by `search_rankings`, the function the gate also runs on the champion;
+- baselines (public: catalogue text only): BM25, the zero-shot MiniLM, and their reciprocal rank fusion;
+- diagnostic: the model's dense side alone (what the fusion adds), never a bar.
+
+Every ranker goes through `ml.evaluation.compare.compare_rankings`, the recommender's own comparison, so search
+gets the same metrics (NDCG@k, recall, MRR, beyond-accuracy, provider exposure) and the same paired bootstrap.
+The zero-result rate is the share of cases a ranker returned nothing for (BM25 when no item holds a query word).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ml.evaluation import baselines as bl
+from ml.search.engine import (
+    LexicalIndex,
+    SearchEngine,
+    SearchSettings,
+    dense_top,
+    search_texts,
+    served_search,
+)
+from ml.search.fusion import fuse
+
+BM25, ZERO_SHOT, HYBRID, DENSE_ONLY = "search_bm25", "search_zero_shot_minilm", "search_hybrid_bm25_minilm", "dense_only"
+
+
+def search_rankings(rec: Any, cases: pd.DataFrame, k: int, engine: SearchEngine | None = None,
+                    dense_only: bool = False) -> list[list[str]]:
+    """The served search ranking (top-k item ids) of a `Recommender` for each case (query, history)."""
+    ids, _ = served_search(rec, cases["query"].astype(str).tolist(), [list(h) for h in cases["history"]], k,
+                           engine=engine, dense_only=dense_only)
+    return ids
+
+
+def baseline_rankings(queries: Sequence[str], item_ids: Sequence[str], items: pd.DataFrame,
+                      encode_query: Callable[[Sequence[str]], np.ndarray], zero_shot_items: np.ndarray, k: int,
+                      depth: int = 100) -> dict[str, list[list[str]]]:
+    """BM25, zero-shot MiniLM (query vector . item vector) and their RRF hybrid, top-k item ids per query.
+
+    ``encode_query`` is the pretrained encoder, not fine-tuned; ``zero_shot_items`` its item vectors (rows in
+    ``item_ids`` order)."""
+    lexical = LexicalIndex(search_texts(items)).top(list(queries), max(depth, k))
+    dense = dense_top(np.asarray(encode_query(list(queries)), dtype=np.float32) @ zero_shot_items.T, max(depth, k))
+    hybrid = [fuse([d[:depth], lex[:depth]], [1.0, 1.0], k)[0] for d, lex in zip(dense, lexical, strict=True)]
+    ids = list(item_ids)
+    return {BM25: [[ids[r] for r in row[:k]] for row in lexical],
+            ZERO_SHOT: [[ids[r] for r in row[:k]] for row in dense],
+            HYBRID: [[ids[r] for r in row] for row in hybrid]}
+
+
+def zero_result_rate(rankings: Sequence[Sequence[str]]) -> float:
+    return float(np.mean([len(r) == 0 for r in rankings])) if len(rankings) else 0.0
+
+
+def evaluate_search(candidate: Sequence[Sequence[str]], baselines: dict[str, list[list[str]]],
+                    cases: pd.DataFrame, k: int, *, seed: int, **common: Any) -> dict[str, Any]:
+    """`compare_rankings` on the search cases (every baseline public), plus each ranker's zero-result rate."""
+    from ml.evaluation.compare import compare_rankings
+
+    compared = compare_rankings(candidate, baselines, dict.fromkeys(baselines, bl.PUBLIC), cases, k, seed=seed,
+                                **common)
+    compared["candidate"]["zero_result_rate"] = zero_result_rate(candidate)
+    for name, lists in baselines.items():
+        compared["baselines"][name]["zero_result_rate"] = zero_result_rate(lists)
+    return compared
+
+
+__all__ = ["BM25", "DENSE_ONLY", "HYBRID", "ZERO_SHOT", "SearchSettings", "baseline_rankings", "evaluate_search",
+           "search_rankings", "zero_result_rate"]
