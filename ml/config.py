@@ -170,6 +170,9 @@ class RunConfig:
     rerank_min_tail_share: float = 0.3
     # hold-out cases evaluated (a seeded sample when there are more); 0 = all
     max_eval_cases: int = 10000
+    # hold-out search cases evaluated (a seeded sample when there are more); 0 = all. Each costs a query-encoder pass
+    # for the model and for the zero-shot baseline, where a recommendation case costs a matrix row.
+    max_search_cases: int = 3000
     # one Evidently ranking report per user group (Evidently's GroupBy is wrong for recsys metrics)
     slice_reports: bool = True
     dp: DPConfig = field(default_factory=DPConfig)

@@ -35,6 +35,7 @@ from ml.search.engine import (
 )
 from ml.search.fusion import fuse
 
+CASE_ROW = "case_row"  # per-case frame column: the row of the stage's search cases file each measured case came from
 BM25, ZERO_SHOT, HYBRID, DENSE_ONLY = "search_bm25", "search_zero_shot_minilm", "search_hybrid_bm25_minilm", "dense_only"
 
 
@@ -81,3 +82,71 @@ def evaluate_search(candidate: Sequence[Sequence[str]], baselines: dict[str, lis
 
 __all__ = ["BM25", "DENSE_ONLY", "HYBRID", "ZERO_SHOT", "SearchSettings", "baseline_rankings", "evaluate_search",
            "search_rankings", "zero_result_rate"]
+
+
+def search_evaluation(rec: Any, cases: pd.DataFrame, k: int, *, encode_query: Callable[[Sequence[str]], np.ndarray],
+                      zero_shot_items: np.ndarray, users: pd.DataFrame, seed: int, **common: Any) -> dict[str, Any]:
+    """The evaluate stage's search part: the candidate's served ranking and the search baselines on the hold-out
+    search cases whose item the model knows. Returns `evaluate_search`'s result (``per_case`` frame included) with
+    ``n_cases`` and ``dense_only`` (the model's dense side alone: metrics of what the fusion adds), or, when there is
+    no such case, ``{"n_cases": 0, "unmeasurable": why}``."""
+    from ml.evaluation.evaluate import audit_groups
+    from ml.evaluation.metrics import per_case_metrics, summarize
+
+    kept = np.flatnonzero(cases["item_id"].isin(rec.index_of).to_numpy())
+    cases = cases.iloc[kept].reset_index(drop=True)
+    if cases.empty:
+        return {"n_cases": 0, "unmeasurable": "the hold-out holds no search followed by a click, cart or purchase of "
+                                              "a catalogue item, so search cannot be measured"}
+    cases = cases.assign(history=[list(h) for h in cases["history"]])
+    candidate = search_rankings(rec, cases, k)
+    dense = search_rankings(rec, cases, k, dense_only=True)
+    baselines = baseline_rankings(cases["query"].astype(str).tolist(), rec.item_ids, rec.items, encode_query,
+                                  zero_shot_items, k, depth=rec.settings.search.depth)
+    out = evaluate_search(candidate, baselines, cases, k, seed=seed, groups=audit_groups(cases, users), **common)
+    out["n_cases"] = len(cases)
+    out["per_case"].insert(0, CASE_ROW, kept)
+    out[DENSE_ONLY] = summarize(per_case_metrics(dense, cases["item_id"].tolist(), k), k)
+    return out
+
+
+def search_metrics(searched: dict[str, Any]) -> dict[str, float]:
+    """The run's search metrics under the registry's names: search.<metric> of the candidate (its NDCG@k, recall,
+    MRR, zero-result rate, beyond-accuracy and provider exposure), search.dense_only.<metric> and
+    search_baseline.<name>.<metric>. Empty when search could not be measured."""
+    if not searched.get("n_cases"):
+        return {}
+    cand = searched["candidate"]
+    out = {f"search.{n}": v for n, v in cand["metrics"].items()}
+    out["search.zero_result_rate"] = cand["zero_result_rate"]
+    out.update({f"search.beyond.{n}": v for n, v in cand["beyond"].items() if v is not None})
+    if (cand.get("provider") or {}).get("ratio") is not None:
+        out["search.provider_exposure_ratio"] = cand["provider"]["ratio"]
+    out.update({f"search.{DENSE_ONLY}.{n}": v for n, v in searched[DENSE_ONLY].items()})
+    for name, res in searched["baselines"].items():
+        out.update({f"search_baseline.{name}.{n}": v for n, v in res["metrics"].items()})
+        out[f"search_baseline.{name}.zero_result_rate"] = res["zero_result_rate"]
+    return {n: float(v) for n, v in out.items()}
+
+
+SEARCH_NDCG, SEARCH_BEST_BASELINE, CHAMPION_SEARCH_NDCG = (
+    "search.ndcg_at_10", "search.best_baseline_ndcg_at_10", "champion.search_ndcg_at_10")
+
+
+def search_gate_evidence(per_case: pd.DataFrame, seed: int, best: str, champion_ndcg: Sequence[float] | None = None
+                         ) -> tuple[dict[str, float | None], dict[str, np.ndarray]]:
+    """The gate's search metrics and their paired resamples over the search cases' shoppers: search.ndcg_at_10
+    (candidate), search.best_baseline_ndcg_at_10 (``best``) and, with ``champion_ndcg`` (per search case, in the
+    cases' order), champion.search_ndcg_at_10. Points are the hold-out's own figures."""
+    from ml.evaluation.bootstrap import hold_out
+    from ml.evaluation.compare import CANDIDATE, NDCG_PREFIX, per_case_resamples
+
+    series = {SEARCH_NDCG: per_case[f"{NDCG_PREFIX}{CANDIDATE}"].to_numpy(),
+              SEARCH_BEST_BASELINE: per_case[f"{NDCG_PREFIX}{best}"].to_numpy()}
+    if champion_ndcg is not None:
+        series[CHAMPION_SEARCH_NDCG] = np.asarray(champion_ndcg, dtype=float)
+    resamples = per_case_resamples(per_case, seed)
+    itself = hold_out(resamples)
+    draws = {key: resamples.means(values) for key, values in series.items()}
+    points = {key: float(itself.means(values)[0]) for key, values in series.items()}
+    return points, draws

@@ -21,8 +21,10 @@ from ml.pipeline.context import RunContext, jsonable
 log = logging.getLogger(__name__)
 
 TRAIN_SET, CASES, SEQUENCES = "train_set.parquet", "cases.parquet", "train_sequences.parquet"
+SEARCH_CASES = "search_cases.parquet"  # hold-out searches followed by a click or purchase: query -> item
 # per hold-out case: the shopper, the audit groups and every ranker's NDCG, for the paired bootstrap
 PER_CASE = "per_case.parquet"
+SEARCH_PER_CASE = "search_per_case.parquet"  # the same for the hold-out's search cases
 AUDIT_SHARE = 0.1  # shoppers kept out of training as the membership-inference audit's non-members
 # DP noise (std) on each coordinate of a step's mean clipped gradient above which the projection and the item
 # bias stay fixed and the rest trains at NOISY_DP_LR_SCALE x the rate. amazon2018 at 256 shoppers a step has
@@ -70,7 +72,7 @@ def features(ctx: RunContext) -> dict[str, Any]:
     The lake is read as it stood on the run's ingest date (a backfill never sees later partitions), and
     the feature rows depend on the lake alone, not on the clock: re-running a date gives the same rows."""
     from ml.data.ingest import read_lake
-    from ml.data.splits import temporal_split
+    from ml.data.splits import search_examples, temporal_split
     from ml.features import store as fs
     from ml.features.build import write_feature_tables
 
@@ -100,19 +102,29 @@ def features(ctx: RunContext) -> dict[str, Any]:
         raise ValueError(f"no hold-out cases: the events known on {ingested['ingest_date']} (before "
                          f"{ingested.get('known_until') or 'its end'}) end before the source's split time {split_time}")
     n_all_cases = len(cases)
-    if cfg.max_eval_cases and len(cases) > cfg.max_eval_cases:
-        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(cases), cfg.max_eval_cases, replace=False))
-        cases = cases.iloc[keep].reset_index(drop=True)
+    cases = _at_most(cases, cfg.max_eval_cases, cfg.seed)
+    searches = search_examples(tables["events"][tables["events"]["ts"] >= split_time])
+    search_cases = _with_history(store, _at_most(searches, cfg.max_search_cases, cfg.seed), feature, cfg.max_history)
     train.to_parquet(ctx.path(TRAIN_SET), index=False)
     cases.to_parquet(ctx.path(CASES), index=False)
+    search_cases.to_parquet(ctx.path(SEARCH_CASES), index=False)
     seq = split.sequences[split.sequences["ts"] < split_time]
     seq.to_parquet(ctx.path(SEQUENCES), index=False)
     window = {"train_start": str(seq["ts"].min()), "split_time": str(split_time), "holdout_end": str(split.cases["ts"].max())}
     out = {"feature_files": paths, "feast_objects": applied, "n_train_examples": len(train),
            "n_train_search_examples": int((train["kind"] == "search").sum()), "n_cases": len(cases), "n_cases_in_holdout": n_all_cases,
+           "n_search_cases": len(search_cases), "n_search_cases_in_holdout": len(searches),
            "n_train_users": int(train["user_id"].nunique()), "window": window}
     ctx.write("features", out)
     return out
+
+
+def _at_most(rows: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    """A seeded sample of n rows in their order (all of them when n is 0 or None or there are fewer)."""
+    if not n or len(rows) <= n:
+        return rows.reset_index(drop=True)
+    keep = np.sort(np.random.default_rng(seed).choice(len(rows), n, replace=False))
+    return rows.iloc[keep].reset_index(drop=True)
 
 
 def _with_history(store: Any, rows: pd.DataFrame, features: list[str], max_history: int) -> pd.DataFrame:
@@ -372,6 +384,7 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         ranking_reports_by_group,
     )
     from ml.evaluation.rerank import RerankConfig, rerank, tradeoff
+    from ml.evaluation.search import search_evaluation, search_metrics
     from ml.evaluation.user_fairness import worse_group_tradeoff
     from ml.privacy.mia import membership_inference_audit
     from ml.training.encoder import item_texts
@@ -407,7 +420,8 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     texts = item_texts(items)
     fitted = [bl.Popularity.fit(item_ids, seq), bl.Cooccurrence.fit(item_ids, seq),
               bl.BM25(item_ids=item_ids, texts=texts, titles=items["title"].tolist())]
-    base_vectors = _zero_shot_vectors(texts, cfg.max_item_tokens)
+    zero_shot = _zero_shot_encoder()
+    base_vectors = zero_shot(texts, cfg.max_item_tokens)
     fitted.append(bl.ZeroShot(item_ids=item_ids, vectors=base_vectors))
     fitted.extend(_private_baselines(rec, item_ids, trained["privacy"]))
     compared = compare_rankings(recs, {b.name: b.recommend(histories, k) for b in fitted},
@@ -418,6 +432,13 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     best, best_non_private = compared["best_baseline"], compared["best_non_private_baseline"]
     uncertainty = compared["uncertainty"]
     compared["per_case"].to_parquet(ctx.path(PER_CASE), index=False)
+    searched = search_evaluation(rec, pd.read_parquet(ctx.path(SEARCH_CASES)), k,
+                                 encode_query=lambda q: zero_shot(q, cfg.max_query_tokens), zero_shot_items=base_vectors,
+                                 users=users, seed=cfg.seed, n_catalog=len(item_ids), item_popularity=popularity,
+                                 item_tier=tiers, item_vectors=_model_vectors(rec))
+    if "per_case" in searched:
+        searched.pop("per_case").to_parquet(ctx.path(SEARCH_PER_CASE), index=False)
+        searched["candidate"].pop("per_case")
     user_side = worse_group_tradeoff(pool, pool_scores, histories, cases, compared["per_case"], k, tiers,
                                      (is_tail, rerank_cfg), cfg.seed)
 
@@ -452,6 +473,7 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         "best_non_private_baseline_ndcg": baselines[best_non_private]["metrics"][f"ndcg_at_{k}"]
         if best_non_private else None,
         "uncertainty": uncertainty,
+        "search": searched,
         "user_ndcg_ratio": ratios, "provider_exposure_ratio": candidate["provider"].get("ratio"),
         "mia": mia, "drift": drift,
         "rerank": {"min_tail_share": cfg.rerank_min_tail_share, "window": k, "pool": RERANK_POOL,
@@ -472,10 +494,13 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
             flat["fairness.provider_exposure_ratio"] = out["provider_exposure_ratio"]
         flat.update({"privacy.mia_auc": mia["auc"], "privacy.mia_advantage": mia["advantage"],
                      "privacy.mia_tpr_at_1pct_fpr": mia["tpr_at_1pct_fpr"], "drift.share": drift["share_drifted"]})
+        flat.update(search_metrics(searched))
         mlflow.log_metrics({n: float(v) for n, v in flat.items()})
         mlflow.log_artifacts(str(reports_dir), artifact_path="reports")
         mlflow.log_dict(jsonable(out), "evaluation.json")
     return {"ndcg_at_k": metrics[f"ndcg_at_{k}"], "best_baseline": best, "best_baseline_ndcg": out["best_baseline_ndcg"],
+            "search_ndcg_at_k": (searched.get("candidate") or {}).get("metrics", {}).get(f"ndcg_at_{k}"),
+            "search_best_baseline": searched.get("best_baseline"),
             "mia_auc": mia["auc"], "drift_share": drift["share_drifted"]}
 
 
@@ -523,13 +548,14 @@ def unmeasurable_ratios(user_fairness: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def _zero_shot_vectors(texts: list[str], max_tokens: int) -> np.ndarray:
+def _zero_shot_encoder() -> Any:
+    """The pretrained MiniLM, not fine-tuned: (texts, max_tokens) -> L2-normalized vectors."""
     from ml.training.encoder import load_encoder
     from ml.training.model import BiEncoder
 
     bert, tokenizer = load_encoder()
     model = BiEncoder(bert, n_items=1, trainable_layers=0)
-    return model.encode_texts(tokenizer, texts, max_tokens).numpy()
+    return lambda texts, max_tokens: model.encode_texts(tokenizer, list(texts), max_tokens).numpy()
 
 
 def _membership_audit(rec: Any, train_set: pd.DataFrame, members: set[str], nonmembers: set[str],
@@ -704,6 +730,7 @@ def _champion_metrics(ctx: RunContext, client: Any, version: str) -> dict[str, A
 
     from ml.evaluation.fairness import user_group_fairness
     from ml.evaluation.metrics import per_case_metrics, summarize
+    from ml.evaluation.search import CASE_ROW, search_rankings
     from ml.registry.registration import CHAMPION, alias_version, download_recommender
     from ml.training.recommender import Recommender
 
@@ -717,9 +744,16 @@ def _champion_metrics(ctx: RunContext, client: Any, version: str) -> dict[str, A
     recs, _ = rec.recommend([list(h) for h in cases["history"]], k)
     scored = per_case_metrics(recs, cases["item_id"].tolist(), k)
     groups = _group_frame(pd.read_parquet(ctx.path(PER_CASE)))
-    return {"version": str(champ.version), "metrics": summarize(scored, k),
-            "per_case_ndcg": scored["ndcg"].astype(float).tolist(),
-            "user_fairness": user_group_fairness(scored, groups) if len(groups.columns) else {}}
+    out = {"version": str(champ.version), "metrics": summarize(scored, k),
+           "per_case_ndcg": scored["ndcg"].astype(float).tolist(),
+           "user_fairness": user_group_fairness(scored, groups) if len(groups.columns) else {}}
+    if ctx.path(SEARCH_PER_CASE).exists():  # the same search cases the candidate was measured on, same order
+        rows = pd.read_parquet(ctx.path(SEARCH_PER_CASE), columns=[CASE_ROW])[CASE_ROW].to_numpy()
+        search_cases = pd.read_parquet(ctx.path(SEARCH_CASES)).iloc[rows].reset_index(drop=True)
+        searched = per_case_metrics(search_rankings(rec, search_cases, k), search_cases["item_id"].tolist(), k)
+        out["search_metrics"] = summarize(searched, k)
+        out["search_per_case_ndcg"] = searched["ndcg"].astype(float).tolist()
+    return out
 
 
 def gate(ctx: RunContext) -> dict[str, Any]:
@@ -783,6 +817,9 @@ def _gate(ctx: RunContext, client: Any, registered: dict[str, Any]) -> dict[str,
             f"{provider.get('tail_relevance_share')}), so exposure cannot be compared with relevance; a catalogue "
             "without brands (amazon2018-games) has no providers to compare")
     metrics.update({key: value for key, value in evidence.items() if key not in metrics or metrics[key] is None})
+    search_points, search_draws = _search_evidence(ctx, ev.get("search") or {}, champion)
+    metrics.update(search_points)
+    draws.update(search_draws)
     policy = load_policy(cfg.policy or None)
     decision = decide(policy, metrics, draws)
     status = decision.status
@@ -794,7 +831,8 @@ def _gate(ctx: RunContext, client: Any, registered: dict[str, Any]) -> dict[str,
     if champion:
         tags["gate.champion_compared"] = f"v{champion['version']}"
     reg.set_tags(client, settings.model_name, version, tags)
-    champion_out = None if champion is None else {**{k2: v for k2, v in champion.items() if k2 != "per_case_ndcg"},
+    champion_out = None if champion is None else {**{k2: v for k2, v in champion.items()
+                                                     if k2 not in ("per_case_ndcg", "search_per_case_ndcg")},
                                                   "ratios": _champion_ratios(evidence)}
     out = {"status": status, "decision": decision.to_dict(), "metrics": metrics, "champion": champion_out,
            "policy": policy.label, "summary_markdown": decision.summary_markdown(),
@@ -802,6 +840,28 @@ def _gate(ctx: RunContext, client: Any, registered: dict[str, Any]) -> dict[str,
     ctx.write("gate", out)
     write_card(ctx, client)
     return {"status": status, "version": version, "blocking_failures": decision.blocking_failures}
+
+
+def _search_evidence(ctx: RunContext, searched: dict[str, Any], champion: dict[str, Any] | None
+                     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The gate's search metrics (search.ndcg_at_10, search.best_baseline_ndcg_at_10, champion.search_ndcg_at_10,
+    search.provider_exposure_ratio) with their paired resamples; where search could not be measured, the reason
+    under unmeasurable.<metric>, so the search checks skip saying why instead of failing on a missing metric."""
+    from ml.evaluation.search import search_gate_evidence
+
+    if not searched.get("n_cases"):
+        why = searched.get("unmeasurable", "the evaluation recorded no search figures")
+        return {f"unmeasurable.{m}": why for m in ("search.ndcg_at_10", "search.provider_exposure_ratio")}, {}
+    points, draws = search_gate_evidence(pd.read_parquet(ctx.path(SEARCH_PER_CASE)), ctx.config.seed,
+                                         searched["best_baseline"], (champion or {}).get("search_per_case_ndcg"))
+    provider = searched["candidate"].get("provider") or {}
+    if provider.get("ratio") is not None:
+        points["search.provider_exposure_ratio"] = provider["ratio"]
+    else:
+        points["unmeasurable.search.provider_exposure_ratio"] = (
+            "no hold-out search target is an item of a long-tail brand (tail relevance share "
+            f"{provider.get('tail_relevance_share')}), so exposure cannot be compared with relevance")
+    return points, draws
 
 
 def _champion_ratios(evidence: dict[str, Any]) -> dict[str, float | None]:
@@ -953,6 +1013,7 @@ def write_summary(ctx: RunContext) -> Path:
         "best_baseline": ev["best_baseline"],
         "best_non_private_baseline": ev.get("best_non_private_baseline"),
         "uncertainty": ev.get("uncertainty"),
+        "search": _search_summary(ev.get("search") or {}),
         "privacy": {**ctx.read("train")["privacy"], "mia": ev["mia"], "pii_findings": registered.get("pii_findings")},
         "fairness": {"user_ndcg_ratio": ev["user_ndcg_ratio"], "provider_exposure_ratio": ev["provider_exposure_ratio"]},
         "drift_share": ev["drift"]["share_drifted"],
@@ -965,6 +1026,17 @@ def write_summary(ctx: RunContext) -> Path:
         "model_card": str(ctx.path("model_card.md")),
     }
     return ctx.write("summary", summary)
+
+
+def _search_summary(searched: dict[str, Any]) -> dict[str, Any]:
+    if not searched.get("n_cases"):
+        return {"n_cases": 0, "unmeasurable": searched.get("unmeasurable")}
+    return {"n_cases": searched["n_cases"], "metrics": searched["candidate"]["metrics"],
+            "zero_result_rate": searched["candidate"]["zero_result_rate"],
+            "provider_exposure_ratio": (searched["candidate"].get("provider") or {}).get("ratio"),
+            "dense_only": searched["dense_only"], "best_baseline": searched["best_baseline"],
+            "baselines": {n: r["metrics"] for n, r in searched["baselines"].items()},
+            "uncertainty": searched.get("uncertainty")}
 
 
 STAGES = ("ingest", "features", "train", "evaluate", "register", "gate", "promote")

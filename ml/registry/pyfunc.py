@@ -45,14 +45,13 @@ class VettedRecommender(PythonModel):
         scores: list[list[float]] = [[] for _ in range(n)]
         search_rows = [i for i in range(n) if is_search[i]]
         rec_rows = [i for i in range(n) if not is_search[i]]
+        known = [list(h) if h is not None and not _is_nan(h) else [] for h in histories]
         if search_rows:
-            got, sc = self.recommender.search([queries[i] for i in search_rows], k)
+            got, sc = self.recommender.search([queries[i] for i in search_rows], k, [known[i] for i in search_rows])
             for row, items, s in zip(search_rows, got, sc, strict=True):
                 ids[row], scores[row] = items, [float(x) for x in s]
         if rec_rows:
-            hist = [list(histories[i]) if histories[i] is not None and not _is_nan(histories[i]) else []
-                    for i in rec_rows]
-            got, sc = self.recommender.recommend(hist, k)
+            got, sc = self.recommender.recommend([known[i] for i in rec_rows], k)
             for row, items, s in zip(rec_rows, got, sc, strict=True):
                 ids[row], scores[row] = items, [float(x) for x in s]
         return pd.DataFrame({"item_ids": ids, "scores": scores})

@@ -98,14 +98,16 @@ class Recommender:
             scores.append(sc)
         return ids, (np.vstack(scores) if scores else np.zeros((0, k)))
 
-    def search(self, queries: Sequence[str], k: int) -> tuple[list[list[str]], list[np.ndarray]]:
-        """The served search ranking of anonymous queries (`ml.search.engine`: the query tower fused with BM25),
-        top-k item ids and fused scores per query."""
+    def search(self, queries: Sequence[str], k: int, histories: Sequence[Sequence[str]] | None = None
+               ) -> tuple[list[list[str]], list[np.ndarray]]:
+        """The served search ranking (`ml.search.engine`: the query tower, blended with the shopper's history when
+        given, fused with BM25), top-k item ids and fused scores per query."""
         from ml.search.engine import SearchEngine, served_search
 
         if self._search_engine is None:
             self._search_engine = SearchEngine.for_items(self.items, self.settings.search)
-        return served_search(self, queries, [[] for _ in queries], k, engine=self._search_engine)
+        histories = histories if histories is not None else [[] for _ in queries]
+        return served_search(self, queries, histories, k, engine=self._search_engine)
 
     # ---- persistence ---------------------------------------------------------------------------
     def save(self, folder: Path) -> Path:
