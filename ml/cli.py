@@ -112,6 +112,15 @@ def print_summary(summary: dict[str, Any], settings: Settings) -> None:
     for name, m in summary["baselines"].items():
         star = "  <- best baseline" if name == summary["best_baseline"] else ""
         print(f"          {name:<18} {m[nd]:.4f}{star}")
+    search = summary.get("search") or {}
+    if search.get("n_cases"):
+        print(f"Search NDCG@{k} ({search['n_cases']} hold-out searches): candidate {search['metrics'][nd]:.4f}, "
+              f"zero-result rate {search['zero_result_rate']:.3f}")
+        for name, m in search["baselines"].items():
+            star = "  <- best search baseline" if name == search["best_baseline"] else ""
+            print(f"          {name:<26} {m[nd]:.4f}{star}")
+    else:
+        print(f"Search: not measured ({search.get('unmeasurable')})")
     p = summary["privacy"]
     if p.get("dp"):
         print(f"Privacy: user-level DP, epsilon {p['epsilon']:.2f} at delta {p['delta']:.2e}; "

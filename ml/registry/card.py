@@ -74,6 +74,7 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
         "",
     ]
     lines += _quality_section(evaluation, champion, k, "private: DP" if privacy.get("dp") else "non-private")
+    lines += _search_section(evaluation.get("search") or {}, champion, k)
     lines += _fairness_section(evaluation, champion, gate, k)
     prov = evaluation["candidate"]["provider"]
     rr = evaluation.get("rerank")
@@ -163,6 +164,46 @@ def _quality_section(evaluation: Mapping[str, Any], champion: Mapping[str, Any] 
         lines.append(f"- **Price of privacy**: candidate / {price['baseline']} (best non-private) = {_ci(price, 3)}"
                      " (below 1: the private model ranks worse than raw shopper counts would).")
     return lines + [""]
+
+
+def _search_section(searched: Mapping[str, Any], champion: Mapping[str, Any] | None, k: int) -> list[str]:
+    """The served search ranking beside the search baselines on the hold-out's searches, with intervals."""
+    lines = ["## Search on the hold-out"]
+    if not searched.get("n_cases"):
+        return lines + [f"- Not measured: {searched.get('unmeasurable', 'no search figures were recorded')}.", ""]
+    nd, rc = f"ndcg_at_{k}", f"recall_at_{k}"
+    unc = searched.get("uncertainty") or {}
+    ndcg_ci, minus = unc.get("ndcg", {}), unc.get("candidate_minus", {})
+    cand = searched["candidate"]
+    lines += [f"{searched['n_cases']} hold-out searches followed by a click, cart or purchase (the query as typed, "
+              "PII scrubbed -> the item chosen), each ranked against the whole catalogue. The candidate is the "
+              "served ranking: the query tower, blended with a known shopper's history, fused with BM25 by "
+              "reciprocal rank fusion. Intervals as above, over the searching shoppers.", "",
+              f"| ranker | NDCG@{k} [interval] | candidate - ranker [interval] | Recall@{k} | MRR | zero-result rate |",
+              "|---|---|---|---|---|---|",
+              f"| **candidate** | {_ci(ndcg_ci.get('candidate'))} | | {_f(cand['metrics'][rc])} | "
+              f"{_f(cand['metrics']['mrr'])} | {_f(cand.get('zero_result_rate'), 3)} |"]
+    if champion and champion.get("search_metrics"):
+        cm = champion["search_metrics"]
+        lines.append(f"| champion v{champion['version']} (re-evaluated) | {_f(cm[nd])} | | {_f(cm[rc])} | "
+                     f"{_f(cm['mrr'])} | |")
+    dense = searched.get("dense_only") or {}
+    if dense:
+        lines.append(f"| the query tower alone (diagnostic) | {_f(dense.get(nd))} | | {_f(dense.get(rc))} | "
+                     f"{_f(dense.get('mrr'))} | |")
+    best = searched.get("best_baseline")
+    for bname, res in searched.get("baselines", {}).items():
+        m = res["metrics"]
+        mark = " (**bar**)" if bname == best else ""
+        lines.append(f"| {bname}{mark} | {_ci(ndcg_ci.get(bname))} | {_ci(minus.get(bname))} | {_f(m[rc])} | "
+                     f"{_f(m['mrr'])} | {_f(res.get('zero_result_rate'), 3)} |")
+    prov = cand.get("provider") or {}
+    lines += ["", f"- Provider exposure in search results (long-tail brands): exposure share "
+              f"{_f(prov.get('tail_exposure_share'), 3)} vs share of what searchers chose "
+              f"{_f(prov.get('tail_relevance_share'), 3)}: ratio {_f(prov.get('ratio'), 3)}.",
+              f"- Beyond accuracy: coverage {_f(cand['beyond'].get('coverage'))}, novelty "
+              f"{_f(cand['beyond'].get('novelty'))}.", ""]
+    return lines
 
 
 def _fairness_section(evaluation: Mapping[str, Any], champion: Mapping[str, Any] | None,

@@ -21,6 +21,10 @@ GOOD = {
     "quality.best_baseline_ndcg_at_10": 0.10,
     "quality.price_of_privacy": 1.02,
     "champion.ndcg_at_10": 0.115,
+    "search.ndcg_at_10": 0.60,
+    "search.best_baseline_ndcg_at_10": 0.55,
+    "champion.search_ndcg_at_10": 0.595,
+    "search.provider_exposure_ratio": 0.9,
     "privacy.dp": True,
     "privacy.unit": "user",
     "privacy.epsilon": 7.5,
@@ -36,7 +40,8 @@ GOOD = {
     "serving.smoke_ok": True,
 }
 # Metrics the pipeline resamples (ml.evaluation.evaluate.gate_evidence); the others are single figures.
-RESAMPLED = ("quality.", "champion.", "fairness.user_ndcg_ratio.", "alternative.")
+RESAMPLED = ("quality.", "champion.", "fairness.user_ndcg_ratio.", "alternative.", "search.ndcg",
+             "search.best_baseline")
 
 
 def draws_for(metrics: dict, spread: float = 0.0, n: int = 5) -> dict[str, np.ndarray]:
@@ -72,6 +77,10 @@ HOUSE_PLAN = {
     ),
     "price_of_privacy": ("quality.price_of_privacy", ">=", 1.0, None, 1.0, 0.0, False, False),
     "quality_vs_champion": ("quality.ndcg_at_10", ">=", None, "champion.ndcg_at_10", 1.0, -0.01, True, True),
+    "search_quality_vs_baseline": ("search.ndcg_at_10", ">=", None, "search.best_baseline_ndcg_at_10", 1.0, 0.0, True,
+                                   False),
+    "search_quality_vs_champion": ("search.ndcg_at_10", ">=", None, "champion.search_ndcg_at_10", 1.0, -0.01, True,
+                                   True),
     "privacy_dp": ("privacy.dp", "==", True, None, 1.0, 0.0, True, False),
     "privacy_unit": ("privacy.unit", "==", "user", None, 1.0, 0.0, True, False),
     "privacy_epsilon": ("privacy.epsilon", "<=", 8.0, None, 1.0, 0.0, True, False),
@@ -81,6 +90,7 @@ HOUSE_PLAN = {
     "fairness_user_groups": ("fairness.user_ndcg_ratio.*", ">=", 0.80, None, 1.0, 0.0, True, False),
     "fairness_user_activity": ("fairness.user_ndcg_ratio.activity", ">=", 0.80, None, 1.0, 0.0, True, False),
     "fairness_provider": ("fairness.provider_exposure_ratio", ">=", 0.80, None, 1.0, 0.0, True, False),
+    "search_fairness_provider": ("search.provider_exposure_ratio", ">=", 0.80, None, 1.0, 0.0, True, False),
     "drift": ("drift.share", "<=", 0.5, None, 1.0, 0.0, False, False),
     "serving_smoke": ("serving.smoke_ok", "==", True, None, 1.0, 0.0, True, False),
 }
@@ -122,7 +132,8 @@ def test_default_policy_encodes_the_house_plan_table(policy: Policy) -> None:
     # fairness on the point estimate; activity may fall back on "no less fair than the alternatives"
     decide_on = {c.name: c.decide_on for c in policy.checks}
     assert decide_on == {**{name: "point" for name in HOUSE_PLAN},
-                         "quality_vs_baseline": "lower", "quality_vs_champion": "upper"}
+                         "quality_vs_baseline": "lower", "quality_vs_champion": "upper",
+                         "search_quality_vs_baseline": "lower", "search_quality_vs_champion": "upper"}
     fallback = {c.name: c.fallback for c in policy.checks if c.fallback != "none"}
     assert fallback == {"fairness_user_activity": "no_worse_than_alternatives"}
     groups = next(c for c in policy.checks if c.name == "fairness_user_groups")
@@ -184,6 +195,16 @@ FAILING_ALONE = {
         {"champion.ndcg_at_10": 0.14},
         "the upper 95% bound of the margin is 0.01 below 0",  # 0.12 - 0.13
     ),
+    # a candidate that improves recommendations but breaks search is refused
+    "search_quality_vs_baseline": (
+        {"search.best_baseline_ndcg_at_10": 0.62},
+        "the lower 95% bound of the margin is 0.02 below 0",  # 0.60 - 0.62
+    ),
+    "search_quality_vs_champion": (
+        {"champion.search_ndcg_at_10": 0.63},
+        "the upper 95% bound of the margin is 0.02 below 0",  # 0.60 - (0.63 - 0.01)
+    ),
+    "search_fairness_provider": ({"search.provider_exposure_ratio": 0.6}, "short by 0.2"),
     "privacy_dp": ({"privacy.dp": False}, "expected == true, got false"),
     "privacy_unit": ({"privacy.unit": "example"}, "expected == user, got example"),
     "privacy_epsilon": ({"privacy.epsilon": 8.5}, "over by 0.5"),
@@ -273,7 +294,8 @@ def test_a_skipped_champion_check_still_fails_when_the_candidate_metric_is_missi
 # Every metric but the champion's (its absence means "first run") and the per-attribute fairness ratios
 # (the wildcard checks the attributes present; dropping all of them is tested below).
 @pytest.mark.parametrize(
-    "key", [k for k in GOOD if k != "champion.ndcg_at_10" and not k.startswith("fairness.user_ndcg_ratio.")]
+    "key", [k for k in GOOD if k not in ("champion.ndcg_at_10", "champion.search_ndcg_at_10")
+            and not k.startswith("fairness.user_ndcg_ratio.")]
 )
 def test_no_metric_can_go_missing_silently(policy: Policy, key: str) -> None:
     metrics = {k: v for k, v in GOOD.items() if k != key}
