@@ -1,18 +1,21 @@
-"""BM25 (Okapi) over public catalogue text, scored for many queries at once.
+"""BM25 (Okapi) over public catalogue text, scored for many queries at once, or one query's best documents fast.
 
-Shared by the model's lexical feature (`ml.training.model.lexical_similarity`) and the BM25 baseline
-(`ml.evaluation.baselines.BM25`). The index is rank_bm25's `BM25Okapi` (its idf with the floor on
-negative values, k1 = 1.5, b = 0.75); only the scoring differs: `BM25Okapi.get_scores` loops in Python over
-every document for every query word (amazon2018's 3,686 titles against its 3,686 item texts: 11.7 s, and
-44.6 s for the BM25 baseline's 4,533 cases). Here each document's term weights are precomputed into a sparse
-matrix and a batch of queries is one sparse product: the same sums, in another order (0.5 s and 0.8 s, the
-same values; tested against `get_scores`).
+Shared by the model's lexical feature (`ml.training.model.lexical_similarity`), the BM25 baseline
+(`ml.evaluation.baselines.BM25`) and search's lexical side (`ml.search.engine.LexicalIndex`). The index is
+rank_bm25's `BM25Okapi` (its idf with the floor on negative values, k1 = 1.5, b = 0.75); only the scoring
+differs: `BM25Okapi.get_scores` loops in Python over every document for every query word. Here each
+document's term weights are precomputed into a sparse matrix and a batch of queries is one sparse product
+(`scores`: the same sums in another order, tested against `get_scores`). A search request needs only one
+query's best documents: `top` adds up the posting lists of the query's words (a word's column of that
+matrix), so its cost follows the documents that hold the words, not the catalogue's size. Timings:
+benchmarks/results/serving.md.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from functools import cached_property
 
 import numpy as np
 from scipy import sparse
@@ -61,3 +64,40 @@ class BM25Index:
         for start in range(0, len(queries), block):
             out[start:start + block] = (counts[start:start + block] @ self.weights.T).toarray()
         return out
+
+    @cached_property
+    def postings(self) -> sparse.csr_matrix:
+        """[vocabulary, n_documents]: each word's row lists the documents holding it and its weight there."""
+        return self.weights.T.tocsr()
+
+    def top(self, query: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(documents, float32 scores) of the n best documents with a positive score for one query (a list of
+        words), best first; equal scores: the lower document first. The same order as `scores` (cast to
+        float32) followed by a top-n, reading only the posting lists of the query's words."""
+        postings = self.postings
+        counts = Counter(w for w in query if w in self.vocabulary)
+        if not counts or n <= 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        docs, vals = [], []
+        for word, count in counts.items():
+            j = self.vocabulary[word]
+            lo, hi = postings.indptr[j], postings.indptr[j + 1]
+            docs.append(postings.indices[lo:hi])
+            vals.append(postings.data[lo:hi] * float(count))
+        hits, weights = np.concatenate(docs), np.concatenate(vals)
+        n_documents = postings.shape[1]
+        if len(hits) * 16 > n_documents:  # long posting lists: one pass over every document beats sorting hits
+            every = np.bincount(hits, weights=weights, minlength=n_documents).astype(np.float32)
+            found = np.flatnonzero(every > 0)
+            total = every[found]
+        else:
+            found, where = np.unique(hits, return_inverse=True)  # ascending documents
+            total = np.bincount(where, weights=weights).astype(np.float32)
+            keep = total > 0
+            found, total = found[keep], total[keep]
+        if n < len(total):  # every document scoring at least the n-th best, then exactly ordered
+            kth = np.partition(total, len(total) - n)[len(total) - n]
+            keep = total >= kth
+            found, total = found[keep], total[keep]
+        order = np.lexsort((found, -total))[:n]
+        return found[order].astype(np.int64), total[order]

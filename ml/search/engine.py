@@ -60,12 +60,7 @@ class LexicalIndex:
 
     def top(self, queries: Sequence[str], n: int) -> list[np.ndarray]:
         """Per query, up to n rows whose BM25 score is positive, best first (a query no item's words match: none)."""
-        out = []
-        for start in range(0, len(queries), 256):
-            scores = self.scores(queries[start:start + 256])
-            for row, s in zip(top_k(scores, n), scores, strict=True):
-                out.append(row[s[row] > 0])
-        return out
+        return [self.bm25.top(words(q), n)[0] for q in queries]
 
 
 class SearchEngine:

@@ -60,3 +60,21 @@ def test_the_bm25_baseline_ranks_by_the_last_three_titles():
     assert set(top[0]) == {"i3", "i4"}  # the filaments
     assert set(top[1]) == {"i0", "i1"}  # the Stanley staples
     assert len(top[2]) == 2  # no history: every score is 0, still k items
+
+
+def test_one_querys_top_reads_its_posting_lists_and_ranks_as_the_full_scores_do():
+    rng = np.random.default_rng(3)
+    vocabulary = [f"w{j}" for j in range(40)] + ["common"] * 10  # "common" in most documents: ties abound
+    documents = [" ".join(rng.choice(vocabulary, size=rng.integers(1, 6))) for _ in range(500)] + DOCUMENTS
+    index = BM25Index(documents)
+    queries = [words(" ".join(rng.choice(vocabulary, size=rng.integers(1, 4)))) for _ in range(60)]
+    queries += [words("pla pla filament"), words("unknown words only"), [], words("common")]
+    full = index.scores(queries, dtype=np.float32)
+    for query, row in zip(queries, full, strict=True):
+        for n in (1, 10, 600):
+            docs, scores = index.top(query, n)
+            positive = np.flatnonzero(row > 0)
+            expected = positive[np.lexsort((positive, -row[positive]))][:n]  # best first, ties: lower document
+            np.testing.assert_array_equal(docs, expected)
+            np.testing.assert_array_equal(scores, row[expected])
+    assert index.top(words("stanley"), 0)[0].size == 0
