@@ -1,9 +1,9 @@
 """The champion the service answers with, and the watcher that hot-swaps it.
 
 `ChampionWatcher` resolves the registry alias `models:/<name>@champion`, downloads that version's
-recommender folder (the pyfunc's artifact "recommender"), loads it (`Recommender.load`), builds a FAISS
-inner-product index over `augmented_items()` (so one search gives the exact model score: dot / temperature
-+ item bias), answers one warm-up query, and only then swaps it in: a single reference assignment under a
+recommender folder (the pyfunc's artifact "recommender"), loads it (`Recommender.load`), builds the dense
+search index over `augmented_items()` (`ml.search.dense.DenseIndex`: the exact model score, dot / temperature
++ item bias, with an int8 first pass), answers one warm-up query, and only then swaps it in: a single reference assignment under a
 lock. A request takes `watcher.current()` once and uses that object to the end, so in-flight requests keep
 the model they started with. A background thread polls the alias every `poll_seconds`; a version that fails
 to load leaves the old champion serving, and the failure is kept in `last_error` (with `last_checked`) for
@@ -47,7 +47,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
@@ -58,6 +57,7 @@ from ml.evaluation.fairness import catalogue_tail
 from ml.evaluation.rerank import RerankConfig
 from ml.registry.integrity import verify_folder
 from ml.registry.registration import CHAMPION, PROMOTABLE, recommender_artifact_uri
+from ml.search.dense import TOP_CANDIDATES, DenseIndex, QuantizedItems, _best, _matmul_t
 from ml.search.engine import SearchEngine
 from ml.training.model import LEXICAL_DECAY, TRANSITION_DECAY
 from ml.training.recommender import Recommender
@@ -378,92 +378,6 @@ class HistoryTower:
 
 
 @dataclass(frozen=True)
-class QuantizedItems:
-    """The item table in int8, one scale per item, and what bounds the error of a product with it.
-
-    Item i is s_i x c_i + e_i (c_i int8 in [-127, 127], s_i = max |v_i| / 127); a query q (float32) is
-    t x d + e (t, d the same way). The integer product d . c_i is exact (int32: at most 127^2 x D), so
-        q . v_i = t s_i (d . c_i) + q . e_i + e . (s_i c_i),
-    and the error of the first pass is at most |q| |e_i| + |e| |s_i c_i|. A margin of 1e-4 |q| |v_i| covers
-    float32 rounding (the scaling here, and the float32 dot product it is compared with: at most
-    D x 2^-24 |q| |v_i| with D <= 1024). On the 2-core machines a batch of 7 queries over 10k x 384 items
-    took 0.28 ms with `torch._int_mm` against 2-2.8 ms in float32.
-    """
-
-    codes_t: torch.Tensor  # [D', n_items] int8, a transposed view (D' = D padded to a multiple of 8)
-    scales: np.ndarray  # [n_items] float32
-    # [2, n_items]: |e_i| + 1e-4 |v_i| (times |q|), and |s_i c_i| (times |e|)
-    slack: np.ndarray
-
-    @classmethod
-    def of(cls, vectors: np.ndarray) -> QuantizedItems:
-        codes, scales, residual = _quantize(vectors)
-        exact = codes.astype(np.float64) * scales[:, None].astype(np.float64)
-        slack = np.stack(
-            [
-                _up(residual + 1e-4 * np.linalg.norm(vectors.astype(np.float64), axis=1)),
-                _up(np.linalg.norm(exact, axis=1)),
-            ]
-        )
-        return cls(torch.from_numpy(_pad8(codes)).T, scales, slack)
-
-    def products(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """([B, n_items] approximate products with every item, [B, 2] the factors of `slack` that bound
-        their error: |q| and |e| per query)."""
-        codes, scales, residual = _quantize(queries)
-        integers = torch._int_mm(torch.from_numpy(_pad8(codes)), self.codes_t).numpy()
-        approx = integers.astype(np.float32)
-        approx *= scales[:, None]
-        approx *= self.scales[None, :]
-        factors = np.column_stack([_up(np.linalg.norm(queries.astype(np.float64), axis=1)), _up(residual)])
-        return approx, factors
-
-
-def _quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Symmetric int8 codes of each row, the row's float32 scale, and the norm of what the codes miss."""
-    x64 = x.astype(np.float64)
-    scales = (np.abs(x64).max(axis=1) / 127).astype(np.float32)
-    scales[scales == 0] = 1  # a zero row: codes 0, nothing missed
-    codes = np.clip(np.rint(x64 / scales[:, None]), -127, 127)
-    residual = np.linalg.norm(x64 - codes * scales[:, None].astype(np.float64), axis=1)
-    return codes.astype(np.int8), scales, residual
-
-
-def _pad8(codes: np.ndarray) -> np.ndarray:
-    """Zero columns up to a multiple of 8 (the integer kernel's requirement; they add nothing)."""
-    extra = -codes.shape[1] % 8
-    return np.ascontiguousarray(np.pad(codes, ((0, 0), (0, extra))) if extra else codes)
-
-
-def _up(x: np.ndarray) -> np.ndarray:
-    """float64 -> float32, rounded up (a bound stays a bound)."""
-    down = x.astype(np.float32)
-    return np.where(down.astype(np.float64) < x, np.nextafter(down, np.float32(np.inf)), down).astype(np.float32)
-
-
-def _matmul_t(queries: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """queries @ table.T as a new float32 array [B, n_items], on the calling thread (one thread).
-
-    For more than one query, torch's product (no copy of the table: `from_numpy` shares its memory):
-    measured on the 2-core machines, 16 queries x 10k items x 384 took 2.9 ms with torch and 5.9 ms with
-    numpy's OpenBLAS, against 1.0-1.5 ms for one matrix-vector product, which both do about as fast.
-    """
-    if len(queries) == 1:
-        return (table @ queries[0])[None, :]
-    return (torch.from_numpy(np.ascontiguousarray(queries)) @ torch.from_numpy(table).T).numpy()
-
-
-TOP_CANDIDATES = 64  # the smallest first candidate set `HistoryTower.top_many` computes similarities for
-
-
-def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The n best (rows, scores), best first (equal scores: the lower row first)."""
-    top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
-    top = top[np.lexsort((rows[top], -scores[top]))]
-    return rows[top], scores[top]
-
-
-@dataclass(frozen=True)
 class Champion:
     """One loaded model version, ready to answer; never mutated after the swap."""
 
@@ -472,7 +386,8 @@ class Champion:
     run_id: str | None
     tags: Mapping[str, str]
     recommender: Recommender
-    index: Any  # faiss.IndexFlatIP over recommender.augmented_items()
+    search_engine: SearchEngine  # the lexical side of search and the fusion (ml.search.engine)
+    dense: DenseIndex  # search's dense side: the exact top by the model's score (recommender.augmented_items())
     rerank: ServingRerank
     fallback_rows: np.ndarray  # item rows by the learned item bias, best first (non-personalized answers)
     loaded_at: datetime
@@ -483,7 +398,6 @@ class Champion:
     brands: list[str] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
     tower: HistoryTower | None = None  # None: use the torch tower (the numpy one disagreed at load)
-    search_engine: SearchEngine | None = None  # the lexical side of search and the fusion (ml.search.engine)
 
     def query_vectors(self, queries: Sequence[str]) -> np.ndarray:
         """[n, D] the query tower's vectors of search texts."""
@@ -494,11 +408,10 @@ class Champion:
         return self.tags.get("gate.status")
 
     def search_rows(self, query_vectors: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-n item rows and exact scores (dot / temperature + bias) for each query vector."""
+        """[B, n] top item rows and exact scores (dot / temperature + bias) for each query vector, best first."""
         one_openmp_thread()
-        n = min(n, self.index.ntotal)
-        scores, rows = self.index.search(self.recommender.augmented_queries(query_vectors), n)
-        return rows, scores
+        found = self.dense.search(self.recommender.augmented_queries(query_vectors), n)
+        return np.stack([rows for rows, _ in found]), np.stack([scores for _, scores in found])
 
     def history_vector(self, rows: list[int]) -> np.ndarray:
         """[1, D] history-tower vector of item rows (oldest first)."""
@@ -534,18 +447,15 @@ _thread_state = threading.local()
 
 
 def one_openmp_thread() -> None:
-    """Make FAISS and torch use one OpenMP thread in the calling thread (once per thread).
+    """Make torch use one OpenMP thread in the calling thread (once per thread).
 
     OpenMP's thread count is per calling thread, so setting it in the main thread does not reach the
     server's other threads (the scoring thread, the thread pool that runs /search, the champion watcher):
     in a thread it has not seen, OpenMP starts a team of one thread per core, and between parallel regions
-    the idle team member spins on the other core. Measured on the 2-core machines: a single-query flat
-    FAISS search over 10k items took 0.45 ms with one thread and 24 ms with the default two; under 16
-    concurrent recommendation requests, the scoring thread's torch team kept a second thread spinning at
-    40-60% of a core, the core the event loop needs. Requests already run in parallel.
+    the idle team member spins on the other core, the core the event loop needs. Requests already run in
+    parallel, so one request's work stays on one thread.
     """
     if not getattr(_thread_state, "openmp_single", False):
-        faiss.omp_set_num_threads(1)
         torch.set_num_threads(1)
         _thread_state.openmp_single = True
 
@@ -614,12 +524,6 @@ def rerank_settings(
     return ServingRerank(RerankConfig(min_tail_share=share, window=int(window)), head_share, tail, is_tail)
 
 
-def build_index(vectors: np.ndarray) -> Any:
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
-
-
 def build_champion(
     recommender: Recommender,
     model_name: str,
@@ -635,7 +539,6 @@ def build_champion(
         [v if isinstance(v, str) else "" for v in items[c].tolist()] for c in ("title", "brand", "category")
     )
     rerank = rerank_settings(tags, recommender.item_ids, brands, where)
-    index = build_index(recommender.augmented_items())
     depth = min(FALLBACK_DEPTH, len(recommender.item_ids))
     fallback = np.argsort(-recommender.item_bias, kind="stable")[:depth]
     champion = Champion(
@@ -644,7 +547,7 @@ def build_champion(
         run_id=run_id,
         tags=dict(tags),
         recommender=recommender,
-        index=index,
+        dense=DenseIndex(recommender.augmented_items()),
         rerank=rerank,
         fallback_rows=fallback,
         loaded_at=datetime.now(UTC),
@@ -701,7 +604,7 @@ def warm_up(champion: Champion) -> None:
     """One history query and one text query, so the first shopper does not pay for lazy initialisation."""
     rec = champion.recommender
     rows, _ = champion.search_rows(champion.history_vector(list(range(min(3, len(rec.item_ids))))), 10)
-    if rows.shape[1] == 0 or rows[0, 0] < 0:
+    if rows.shape[1] == 0:
         raise ChampionLoadError(
             f"{champion.model_name} v{champion.version}: the warm-up search returned nothing"
         )
