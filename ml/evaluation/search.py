@@ -134,7 +134,7 @@ SEARCH_NDCG, SEARCH_BEST_BASELINE, CHAMPION_SEARCH_NDCG = (
 
 
 def search_gate_evidence(per_case: pd.DataFrame, seed: int, best: str, champion_ndcg: Sequence[float] | None = None
-                         ) -> tuple[dict[str, float | None], dict[str, np.ndarray]]:
+                         ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The gate's search metrics and their paired resamples over the search cases' shoppers: search.ndcg_at_10
     (candidate), search.best_baseline_ndcg_at_10 (``best``) and, with ``champion_ndcg`` (per search case, in the
     cases' order), champion.search_ndcg_at_10. Points are the hold-out's own figures."""

@@ -51,8 +51,8 @@ class VettedRecommender(PythonModel):
             for row, items, s in zip(search_rows, got, sc, strict=True):
                 ids[row], scores[row] = items, [float(x) for x in s]
         if rec_rows:
-            got, sc = self.recommender.recommend([known[i] for i in rec_rows], k)
-            for row, items, s in zip(rec_rows, got, sc, strict=True):
+            got_rec, sc_rec = self.recommender.recommend([known[i] for i in rec_rows], k)
+            for row, items, s in zip(rec_rows, got_rec, sc_rec, strict=True):
                 ids[row], scores[row] = items, [float(x) for x in s]
         return pd.DataFrame({"item_ids": ids, "scores": scores})
 
