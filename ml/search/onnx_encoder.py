@@ -12,9 +12,9 @@ batch, with dynamic batch and token axes. Two files sit next to the encoder in a
   benchmarks/results/search-encoder.md, which is what `SearchSettings.encoder_precision` is chosen on.
 
 `QueryEncoder` tokenizes with the model's own fast tokenizer (its Rust backend, configured once: the same
-truncation at `max_query_tokens`, right padding to the longest query of a batch, as `ml.training.encoder.tokenize`)
-and runs one `InferenceSession` with one intra-op and one inter-op thread, sequential execution: one request
-uses one core, requests run side by side. Recent vectors are kept in an LRU cache keyed by the token ids.
+truncation at `max_query_tokens` as `ml.training.encoder.tokenize`), encodes one query per pass (no padding), and
+runs one `InferenceSession` with one intra-op and one inter-op thread, sequential execution: one request uses one
+core, requests run side by side. Recent vectors are kept in an LRU cache keyed by the token ids.
 
 `check_against_torch` is the registration check (the serving smoke test, `ml.registry.smoke`): each exported
 file must give the torch encoder's vectors on the smoke queries, within its precision's tolerance.
@@ -187,9 +187,6 @@ class QueryEncoder:
         self._tokenizer = Tokenizer.from_str(backend.to_str())
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(self.max_tokens)
-        pad_id = tokenizer.pad_token_id
-        self._pad_id = int(pad_id) if pad_id is not None else 0
-        self._pad_left = getattr(tokenizer, "padding_side", "right") == "left"
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -207,36 +204,26 @@ class QueryEncoder:
         return [tuple(e.ids) for e in self._tokenizer.encode_batch([str(t) for t in texts])]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """[len(texts), D] vectors; texts seen recently come from the cache, the rest in one forward pass."""
+        """[len(texts), D] vectors; texts seen recently come from the cache, each other one gets its own pass.
+
+        One query per pass, never a padded batch: int8 activations are quantized with one scale per tensor, so in
+        a batch a query's vector would depend on the other queries beside it (and on padding). One at a time, a
+        query has one vector, whoever asks and whatever the cache holds: evaluation measures what serving gives."""
         keys = self.token_ids(texts)
         out = np.empty((len(keys), self.dim), dtype=np.float32)
-        todo: dict[tuple[int, ...], list[int]] = {}
         for row, key in enumerate(keys):
-            hit = self.cache.get(key)
-            if hit is not None:
-                out[row] = hit
-            else:
-                todo.setdefault(key, []).append(row)
-        if todo:
-            fresh = self.run(list(todo))
-            for (key, rows), vector in zip(todo.items(), fresh, strict=True):
-                out[rows] = vector
+            vector = self.cache.get(key)
+            if vector is None:
+                vector = self.run(key)
                 self.cache.put(key, vector)
+            out[row] = vector
         return out
 
-    def run(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
-        """The encoder's forward pass on token id lists (no cache): padded to the longest, masked."""
-        if not ids:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        length = max(len(i) for i in ids)
-        input_ids = np.full((len(ids), length), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(ids), length), dtype=np.int64)
-        for row, seq in enumerate(ids):
-            span = slice(length - len(seq), length) if self._pad_left else slice(0, len(seq))
-            input_ids[row, span] = seq
-            mask[row, span] = 1
-        (vectors,) = self._session.run(["embedding"], {"input_ids": input_ids, "attention_mask": mask})
-        return np.asarray(vectors, dtype=np.float32)
+    def run(self, ids: Sequence[int]) -> np.ndarray:
+        """[D] the encoder's forward pass on one query's token ids (no cache)."""
+        input_ids = np.asarray([ids], dtype=np.int64)
+        (vectors,) = self._session.run(["embedding"], {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids)})
+        return np.asarray(vectors[0], dtype=np.float32)
 
 
 def load_query_encoder(folder: Path, tokenizer: Any, max_tokens: int, precision: str,
