@@ -7,8 +7,8 @@ batch, with dynamic batch and token axes. Two files sit next to the encoder in a
 
 - `query_encoder.fp32.onnx`: the float32 graph, the torch encoder's vectors up to float rounding;
 - `query_encoder.int8.onnx`: the same graph with int8 weights (ONNX Runtime's dynamic quantization, one scale per
-  output channel: one scale per tensor moved MiniLM's vectors several times further), activations quantized
-  per call. Several times faster on one core; how much ranking it costs is measured in
+  output channel: one scale per tensor, tried first, moved MiniLM's vectors further from torch's), activations
+  quantized per call. Faster on one core; what it costs in ranking, and the latencies, are measured in
   benchmarks/results/search-encoder.md, which is what `SearchSettings.encoder_precision` is chosen on.
 
 `QueryEncoder` tokenizes with the model's own fast tokenizer (its Rust backend, configured once: the same
@@ -68,10 +68,6 @@ def onnx_path(folder: Path, precision: str) -> Path:
     if precision not in ENCODER_PRECISIONS:
         raise ValueError(f"precision must be one of {ENCODER_PRECISIONS}, got {precision!r}")
     return Path(folder) / ONNX_FILES[precision]
-
-
-def has_onnx(folder: Path, precision: str) -> bool:
-    return onnx_path(folder, precision).is_file()
 
 
 # ---------------------------------------------------------------------------------------------- export
