@@ -17,6 +17,9 @@ SOURCES = ("synthetic", "amazon2018", "coat", "recbole")
 # tracking stores every worker of the prod profile can reach (PostgreSQL, MySQL, an MLflow server)
 PROD_TRACKING_SCHEMES = ("postgresql", "mysql", "http", "https")
 FEAST_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*")
+# what encodes search queries in a loaded model (ml.training.recommender): its exported ONNX encoder when it has
+# one (else torch), or always the torch encoder (to measure the two side by side)
+QUERY_ENCODERS = ("onnx", "torch")
 
 
 class ConfigError(ValueError):
@@ -46,10 +49,14 @@ class Settings:
     demo: bool = False
     # Feast project: the registry's namespace and the suffix of every online-store key in Redis
     feast_project: str = "vetted"
+    # serving's search-query encoder (QUERY_ENCODERS): "onnx" unless VETTED_QUERY_ENCODER=torch
+    query_encoder: str = "onnx"
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ConfigError(f"VETTED_PROFILE={self.profile!r} is not one of {PROFILES}")
+        if self.query_encoder not in QUERY_ENCODERS:
+            raise ConfigError(f"VETTED_QUERY_ENCODER={self.query_encoder!r} is not one of {QUERY_ENCODERS}")
         if not FEAST_PROJECT.fullmatch(self.feast_project):
             raise ConfigError(f"VETTED_FEAST_PROJECT={self.feast_project!r}: use letters, digits and underscores, "
                               "starting with a letter or digit (Feast puts it in table names and Redis keys)")
@@ -95,6 +102,7 @@ class Settings:
             redis_url=env.get("VETTED_REDIS_URL", ""),
             demo=env.get("VETTED_DEMO", "") in ("1", "true", "yes"),
             feast_project=env.get("VETTED_FEAST_PROJECT", "") or "vetted",
+            query_encoder=env.get("VETTED_QUERY_ENCODER", "") or "onnx",
         )
 
     @property

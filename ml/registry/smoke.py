@@ -6,6 +6,11 @@ Before loading, the version's recommender folder is checked against the digests 
 A model that cannot load, or answers wrongly or too slowly, never becomes champion. "Too slowly" is the
 median answer over the budget: one slow answer among a handful says more about a busy machine than
 about the model, a slow median does not.
+
+"Wrongly" includes the exported query encoders (`ml.search.onnx_encoder`): serving encodes search queries with
+them, so each file in the folder must give the torch encoder's vectors on the smoke queries (and a few probe
+queries: one word piece, a text cut at the token limit, accents and capitals), within its precision's cosine
+floor (`MIN_COSINE`). A file that does not load or disagrees fails the test, with the file and the query named.
 """
 
 from __future__ import annotations
@@ -36,8 +41,21 @@ try:
 except IntegrityError as err:
     print(json.dumps({"ok": False, "integrity": "refused", "error": str(err)}))
     raise SystemExit(0)
+from ml.search.onnx_encoder import PROBE_QUERIES, check_against_torch
+from ml.training.recommender import Recommender
+t_check = time.perf_counter()
+reference = Recommender.load(folder, query_encoder="torch")
+probes = [q for q in args["queries"] if q] + list(PROBE_QUERIES)
+encoders = check_against_torch(folder, reference.tokenizer, reference.settings.max_query_tokens,
+                               reference.torch_query_vectors(probes), probes)
+del reference
+check_s = time.perf_counter() - t_check
+if not encoders["ok"]:
+    print(json.dumps({"ok": False, "integrity": "verified", "encoders": encoders,
+                      "error": "query encoder check failed: " + "; ".join(encoders["errors"])}))
+    raise SystemExit(0)
 model = mlflow.pyfunc.load_model(str(local))  # the very files just verified
-load_s = time.perf_counter() - t0
+load_s = time.perf_counter() - t0 - check_s
 frame = pd.DataFrame({"history": args["histories"] + [[]] * len(args["queries"]),
                       "query": [None] * len(args["histories"]) + args["queries"]})
 model.predict(frame.head(1), params={"k": args["k"]})  # warm-up
@@ -50,7 +68,8 @@ for i in range(len(frame)):
     if len(ids) != args["k"]:
         raise SystemExit(f"row {i}: expected {args['k']} items, got {len(ids)}")
 print(json.dumps({"load_seconds": load_s, "max_latency_ms": 1000 * max(latencies), "integrity": "verified",
-                  "p50_latency_ms": 1000 * sorted(latencies)[len(latencies) // 2], "requests": len(latencies)}))
+                  "p50_latency_ms": 1000 * sorted(latencies)[len(latencies) // 2], "requests": len(latencies),
+                  "encoders": encoders, "query_encoder": model.unwrap_python_model().recommender.query_runtime}))
 """
 
 
@@ -69,7 +88,8 @@ def smoke_test(tracking_uri: str, model_uri: str, histories: list[list[str]], qu
     the version's digest tags, load it and time `histories` and `queries` at top-`k`.
 
     A folder that differs from what was registered is refused before loading: ok false, `integrity` "refused"
-    and the reason in `error`."""
+    and the reason in `error`. An exported query encoder that does not load or disagrees with the torch encoder
+    fails it too: ok false, the comparison in `encoders` and the reason in `error`."""
     name, version = registered_name_version(model_uri)
     args = json.dumps({"tracking_uri": tracking_uri, "model_uri": model_uri, "name": name, "version": version,
                        "histories": histories, "queries": queries, "k": k})
@@ -83,7 +103,7 @@ def smoke_test(tracking_uri: str, model_uri: str, histories: list[list[str]], qu
         return {"ok": False, "error": " | ".join(tail) or f"exit code {proc.returncode}"}
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["latency_budget_ms"] = latency_budget_ms
-    if result.get("integrity") == "refused":
+    if result.get("ok") is False:  # refused by the integrity check, or the query encoders disagree
         return result
     result["ok"] = result["p50_latency_ms"] <= latency_budget_ms
     if not result["ok"]:

@@ -23,8 +23,11 @@ import pandas as pd
 from ml.lexical import BM25Index, words
 from ml.ranking import top_k
 from ml.search.fusion import fuse
+from ml.search.query_cache import DEFAULT_SIZE as DEFAULT_QUERY_CACHE_SIZE
 
 DEFAULT_DEPTH = 100
+# the query encoder's exported copies (ml.search.onnx_encoder): float32, or int8 weights (dynamic quantization)
+ENCODER_PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,18 @@ class SearchSettings:
     lexical_weight: float = 1.0  # BM25's weight in the fusion (the dense side's is 1); 0: dense only
     depth: int = DEFAULT_DEPTH  # rows taken from each side
     history_weight: float = 0.25  # a known shopper's history vector blended into the query (0: query only)
+    # which exported query encoder answers (a model saved without them uses its torch encoder); int8 is the
+    # default where its NDCG@10 loss against fp32 is under 1% (benchmarks/results/search-encoder.md)
+    encoder_precision: str = "int8"
+    query_cache_size: int = DEFAULT_QUERY_CACHE_SIZE  # recent query vectors kept (ml.search.query_cache); 0: none
 
     def __post_init__(self) -> None:
+        if self.encoder_precision not in ENCODER_PRECISIONS:
+            raise ValueError(f"encoder_precision must be one of {ENCODER_PRECISIONS}, got {self.encoder_precision!r}")
+        if isinstance(self.query_cache_size, bool) or not isinstance(self.query_cache_size, int) \
+                or self.query_cache_size < 0:
+            raise ValueError(f"query_cache_size must be a whole number >= 0 (0 turns the cache off), "
+                             f"got {self.query_cache_size!r}")
         if not 0.0 <= self.lexical_weight <= 10.0:
             raise ValueError(f"lexical_weight must be in [0, 10], got {self.lexical_weight}")
         if not 0.0 <= self.history_weight < 1.0:

@@ -356,6 +356,7 @@ def create_app(
             fallback_for=status.fallback_for,
             run_id=champion.run_id,
             loaded_at=champion.loaded_at,
+            query_encoder=champion.query_encoder,
             gate=GateSummary(
                 status=tags.get("gate.status"),
                 checks={

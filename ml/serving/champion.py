@@ -400,8 +400,15 @@ class Champion:
     tower: HistoryTower | None = None  # None: use the torch tower (the numpy one disagreed at load)
 
     def query_vectors(self, queries: Sequence[str]) -> np.ndarray:
-        """[n, D] the query tower's vectors of search texts."""
+        """[n, D] the query tower's vectors of search texts: the version's exported ONNX encoder (one core, with
+        the query cache) when it has one and the service does not force torch, else the torch encoder
+        (`Recommender.query_vectors`; which one: `query_encoder`)."""
         return self.recommender.query_vectors(list(queries))
+
+    @property
+    def query_encoder(self) -> str:
+        """What encodes search queries: "onnx-int8", "onnx-fp32" or "torch"."""
+        return self.recommender.query_runtime
 
     @property
     def gate_status(self) -> str | None:
@@ -621,10 +628,16 @@ def recommender_uri(client: MlflowClient, name: str, version: str, scratch: Path
 
 
 def load_version(
-    client: MlflowClient, name: str, version: str, tags: Mapping[str, str], run_id: str | None = None
+    client: MlflowClient,
+    name: str,
+    version: str,
+    tags: Mapping[str, str],
+    run_id: str | None = None,
+    query_encoder: str = "onnx",
 ) -> Champion:
     """Download, verify (IntegrityError on a file that differs from the digests in `tags`), load, index and
-    warm up one version. The download folder lives as long as the champion."""
+    warm up one version. The download folder lives as long as the champion. `query_encoder` "torch" serves
+    search queries with the torch encoder even when the version has an exported one (`Settings.query_encoder`)."""
     import mlflow
 
     scratch = Path(tempfile.mkdtemp(prefix=f"vetted-serving-v{version}-"))
@@ -632,7 +645,8 @@ def load_version(
         uri = recommender_uri(client, name, version, scratch)
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(scratch / "model")))
         verify_folder(folder, tags, what=f"{name} v{version}")
-        recommender = Recommender.load(folder)
+        recommender = Recommender.load(folder, query_encoder=query_encoder)
+        log.info("%s v%s: search queries encoded by %s", name, version, recommender.query_runtime)
         return build_champion(recommender, name, version, tags, scratch, run_id=run_id)
     except Exception:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -741,7 +755,8 @@ class ChampionWatcher:
         try:
             if self.alias == CHAMPION:
                 refuse_unvetted(version, tags)
-            champion = load_version(self._client, self.model_name, version, tags, run_id=mv.run_id)
+            champion = load_version(self._client, self.model_name, version, tags, run_id=mv.run_id,
+                                    query_encoder=self.settings.query_encoder)
         except Exception as err:
             attempts = failure.attempts + 1 if failure else 1
             backoff = min(self.max_backoff_seconds, self.poll_seconds * 2 ** (attempts - 1))
@@ -788,7 +803,8 @@ class ChampionWatcher:
             if failure is not None and time.monotonic() < failure.retry_at:
                 continue
             try:
-                return load_version(self._client, self.model_name, version, tags[version], run_id=runs[version])
+                return load_version(self._client, self.model_name, version, tags[version], run_id=runs[version],
+                                    query_encoder=self.settings.query_encoder)
             except Exception as err:
                 attempts = failure.attempts + 1 if failure else 1
                 backoff = min(self.max_backoff_seconds, self.poll_seconds * 2 ** (attempts - 1))

@@ -126,6 +126,11 @@ class VersionResponse(BaseModel):
     )
     run_id: str | None
     loaded_at: datetime
+    query_encoder: str = Field(
+        default="torch",
+        description="What encodes search queries: onnx-int8 or onnx-fp32 (the version's exported encoder, "
+        "ONNX Runtime) or torch (a version without one, or VETTED_QUERY_ENCODER=torch)",
+    )
     gate: GateSummary
     rerank: RerankSummary
     diagnostics: Diagnostics

@@ -1,9 +1,15 @@
 """A trained model in a form that scores without training machinery: evaluation, the pyfunc and serving use it.
 
-Saved as a folder: `encoder/` (the fine-tuned MiniLM and its tokenizer), `heads.pt` (recency weights,
-history projection, item bias), `item_embeddings.npy`, `items.parquet` (row -> item id, title, brand)
-and `recommender.json` (settings). Scores are dot(query, item) / temperature + item bias, over an
+Saved as a folder: `encoder/` (the fine-tuned MiniLM and its tokenizer), `query_encoder.fp32.onnx` and
+`query_encoder.int8.onnx` (the query tower exported for ONNX Runtime, `ml.search.onnx_encoder`), `heads.pt`
+(recency weights, history projection, item bias), `item_embeddings.npy`, `items.parquet` (row -> item id, title,
+brand) and `recommender.json` (settings). Scores are dot(query, item) / temperature + item bias, over an
 augmented vector so that one inner-product search (FAISS) gives the same ranking.
+
+A loaded model encodes search queries with its exported encoder of `settings.search.encoder_precision` when the
+folder has it (evaluation, the gate, the pyfunc and serving then measure and serve the same vectors), else with
+the torch encoder (a folder saved before the export, or `query_encoder="torch"`); `torch_query_vectors` is
+always the torch encoder, the reference the registration check compares the exported files with.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ml.config import QUERY_ENCODERS
 from ml.ranking import top_k
 from ml.search.engine import SearchSettings
+from ml.search.onnx_encoder import QueryEncoder, export_query_encoder, load_query_encoder
 from ml.training.encoder import load_encoder
 from ml.training.model import BiEncoder, build_history_tensors
 
@@ -37,8 +45,10 @@ class RecommenderSettings:
 
 
 class Recommender:
-    def __init__(self, model: BiEncoder, tokenizer, items: pd.DataFrame, settings: RecommenderSettings) -> None:
+    def __init__(self, model: BiEncoder, tokenizer, items: pd.DataFrame, settings: RecommenderSettings,
+                 query_encoder: QueryEncoder | None = None) -> None:
         self.model = model.eval()
+        self.query_encoder = query_encoder  # None: search queries go through the torch encoder
         self.tokenizer = tokenizer
         self.items = items.reset_index(drop=True)
         self.settings = settings
@@ -69,9 +79,21 @@ class Recommender:
         is_search = torch.zeros(len(histories), device=q.device)
         return self.model.logits(q, t["hist_idx"], t["hist_mask"], is_search).cpu().numpy()
 
-    @torch.no_grad()
     def query_vectors(self, queries: Sequence[str]) -> np.ndarray:
+        """[n, D] search-query vectors: the exported encoder (and its cache) when loaded, else torch."""
+        if self.query_encoder is not None:
+            return self.query_encoder.encode(list(queries))
+        return self.torch_query_vectors(queries)
+
+    @torch.no_grad()
+    def torch_query_vectors(self, queries: Sequence[str]) -> np.ndarray:
+        """[n, D] search-query vectors from the torch model (`BiEncoder.encode_texts`)."""
         return self.model.encode_texts(self.tokenizer, list(queries), self.settings.max_query_tokens).numpy()
+
+    @property
+    def query_runtime(self) -> str:
+        """What encodes search queries: "onnx-int8", "onnx-fp32" or "torch"."""
+        return f"onnx-{self.query_encoder.precision}" if self.query_encoder is not None else "torch"
 
     def augmented_items(self) -> np.ndarray:
         """Item vectors with the bias appended: inner product with `augmented_queries` = the score."""
@@ -110,10 +132,14 @@ class Recommender:
         return served_search(self, queries, histories, k, engine=self._search_engine)
 
     # ---- persistence ---------------------------------------------------------------------------
-    def save(self, folder: Path) -> Path:
+    def save(self, folder: Path, export_onnx: bool = True) -> Path:
+        """Write the model folder; `export_onnx` False leaves out the exported query encoders (the model then
+        serves queries with torch)."""
         folder.mkdir(parents=True, exist_ok=True)
         self.model.bert.save_pretrained(folder / "encoder")
         self.tokenizer.save_pretrained(folder / "encoder")
+        if export_onnx:
+            export_query_encoder(self.model, self.tokenizer, folder, self.settings.max_query_tokens)
         heads = {k: v for k, v in self.model.state_dict().items() if not k.startswith("bert.")}
         torch.save(heads, folder / "heads.pt")
         np.save(folder / "item_embeddings.npy", self.item_vectors)
@@ -122,7 +148,11 @@ class Recommender:
         return folder
 
     @classmethod
-    def load(cls, folder: Path, device: str = "cpu") -> Recommender:
+    def load(cls, folder: Path, device: str = "cpu", query_encoder: str = "onnx") -> Recommender:
+        """`query_encoder` "onnx": search queries go through the folder's exported encoder of the model's
+        `encoder_precision` when it has one, else torch; "torch": always torch."""
+        if query_encoder not in QUERY_ENCODERS:
+            raise ValueError(f"query_encoder must be one of {QUERY_ENCODERS}, got {query_encoder!r}")
         folder = Path(folder)
         stored = json.loads((folder / "recommender.json").read_text())
         settings = RecommenderSettings(**{**stored, "search": SearchSettings(**stored.get("search", {}))})
@@ -139,4 +169,9 @@ class Recommender:
         lacking = [k for k in missing.missing_keys if not k.startswith("bert.")]
         if unexpected or lacking:
             raise ValueError(f"{folder}/heads.pt does not match the model: missing {lacking}, unexpected {unexpected}")
-        return cls(model.to(device), tokenizer, items, settings)
+        encoder = None
+        if query_encoder == "onnx":
+            search = settings.search
+            encoder = load_query_encoder(folder, tokenizer, settings.max_query_tokens, search.encoder_precision,
+                                         search.query_cache_size)
+        return cls(model.to(device), tokenizer, items, settings, query_encoder=encoder)

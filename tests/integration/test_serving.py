@@ -367,6 +367,7 @@ def test_healthz_and_version(serving_world):
     }
     assert version["rerank"] == {"min_tail_share": 0.0, "window": 10, "head_share": 0.5, "n_tail_brands": 8}
     assert version["fallback_for"] is None
+    assert version["query_encoder"] == "onnx-int8"  # the saved model's exported encoder, its default precision
     diagnostics = version["diagnostics"]
     assert diagnostics["last_error"] is None and diagnostics["last_checked"]
     assert diagnostics["feature_store_error"] is None and diagnostics["privacy_requests_error"] is None
@@ -833,6 +834,32 @@ def test_load_version_refuses_a_version_without_digests(serving_world):
             if not k.startswith("artifact.sha256")}
     with pytest.raises(IntegrityError, match="no artifact digests"):
         load_version(c, settings.model_name, version, tags)
+
+
+@pytest.mark.slow
+def test_a_version_encodes_queries_with_its_exported_encoder_unless_torch_is_asked_for(serving_world):
+    import shutil
+
+    from ml.registry.tracking import client as make_client
+    from ml.search.onnx_encoder import MIN_COSINE
+    from ml.serving.champion import load_version
+
+    settings, v1 = serving_world["settings"], serving_world["v1"]
+    c = make_client(settings)
+    tags = c.get_model_version(settings.model_name, v1).tags
+    onnx = load_version(c, settings.model_name, v1, tags)
+    on_torch = load_version(c, settings.model_name, v1, tags, query_encoder="torch")
+    try:
+        assert (onnx.query_encoder, on_torch.query_encoder) == ("onnx-int8", "torch")
+        queries = ["red kettle", "blue ceramic mug", "Red  KETTLE"]
+        got, reference = onnx.query_vectors(queries), on_torch.query_vectors(queries)
+        cosines = (got * reference).sum(axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(reference, axis=1)
+        assert cosines.min() >= MIN_COSINE["int8"]
+        np.testing.assert_array_equal(got[0], got[2])  # the same tokens: the same (cached) vector
+        assert onnx.recommender.query_encoder.cache.stats().hits >= 1
+    finally:
+        for champion in (onnx, on_torch):
+            shutil.rmtree(champion.folder, ignore_errors=True)
 
 
 # =========================================================================================== cold start
