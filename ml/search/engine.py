@@ -32,7 +32,11 @@ ENCODER_PRECISIONS = ("fp32", "int8")
 
 @dataclass(frozen=True)
 class SearchSettings:
-    lexical_weight: float = 1.0  # BM25's weight in the fusion (the dense side's is 1); 0: dense only
+    # BM25's weight in the fusion (the dense side's is 1); 0: dense only. The default is the weight no interval
+    # separates from the best on both the Crowdflower queries and the synthetic hold-out: a trained query tower
+    # needs little lexical help on the shop's own queries, an untrained one on new products more
+    # (benchmarks/results/search.md, "Lexical weight").
+    lexical_weight: float = 0.25
     depth: int = DEFAULT_DEPTH  # rows taken from each side
     history_weight: float = 0.25  # a known shopper's history vector blended into the query (0: query only)
     # which exported query encoder answers (a model saved without them uses its torch encoder); int8 is the
