@@ -24,9 +24,9 @@ every other request, valid or not, goes through FastAPI, whose error bodies and 
 Concurrency: /recommendations, /healthz and /version run on the event loop. A recommendation's Feast read
 and answer are built there; its scoring goes to the `RecommendationBatcher`'s thread, which scores every
 request waiting at that moment with one matrix product (`ml.serving.batching`), mostly outside the GIL, so
-it also uses the second core. /search (a MiniLM forward pass, tens of milliseconds, mostly outside the
-GIL) runs in FastAPI's thread pool; every thread that runs torch or FAISS uses one OpenMP thread
-(`champion.one_openmp_thread`). Impressions are written by a background thread (`ImpressionLog`),
+it also uses the second core. /search (the query's encoding, by ONNX Runtime or torch mostly outside the
+GIL, then the dense and lexical top-n and their fusion) runs in FastAPI's thread pool; every thread that runs
+torch uses one OpenMP thread (`champion.one_openmp_thread`). Impressions are written by a background thread (`ImpressionLog`),
 flushed at shutdown. Once warmed up, what the process holds is frozen out of the garbage collector's full
 collections (`champion.settle_heap`), which otherwise stall every waiting request.
 """
