@@ -122,7 +122,8 @@ def retried(home, champion):
     settings = home.settings
     client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     ctx = RunContext.create(settings, SMALL.with_(policy=home.policy, seed=8), name=RETRIED)
-    for name in ("ingest.json", "features.json", stages.TRAIN_SET, stages.CASES, stages.SEQUENCES):
+    for name in ("ingest.json", "features.json", stages.TRAIN_SET, stages.CASES, stages.SEQUENCES,
+                 stages.SEARCH_CASES):
         shutil.copy(champion.ctx.path(name), ctx.path(name))  # same date, same data: no need to rebuild it
 
     killed = _kill_training_once_its_run_exists(ctx, client)

@@ -45,7 +45,7 @@ def test_a_deleted_shopper_leaves_no_trace(vetted_home):
     for part in (settings.lake_dir / "events").glob("*/part.parquet"):  # every partition, not just the newest
         assert pseudonym not in set(pd.read_parquet(part)["user_id"])
     assert pseudonym not in set(pd.read_parquet(settings.home / "features" / "user_events.parquet")["user_id"])
-    for name in (stages.TRAIN_SET, stages.CASES, stages.SEQUENCES):
+    for name in (stages.TRAIN_SET, stages.CASES, stages.SEQUENCES, stages.SEARCH_CASES):
         assert pseudonym not in set(pd.read_parquet(second.path(name))["user_id"])
     store = fs.open_store(fs.repo_config(settings.feast_dir))
     assert fs.online_features(store, [pseudonym], ["user_recent_items:recent_items"])["recent_items"][0] is None

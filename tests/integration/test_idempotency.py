@@ -37,7 +37,8 @@ def _digests(folder: Path) -> dict[str, str]:
 
 def _feature_frames(ctx: RunContext) -> dict[str, pd.DataFrame]:
     features = ctx.settings.home / "features"
-    frames = {name: pd.read_parquet(ctx.path(name)) for name in (stages.TRAIN_SET, stages.CASES, stages.SEQUENCES)}
+    frames = {name: pd.read_parquet(ctx.path(name)) for name in (stages.TRAIN_SET, stages.CASES, stages.SEQUENCES,
+                                                             stages.SEARCH_CASES)}
     frames.update({p.name: pd.read_parquet(p) for p in sorted(features.glob("*.parquet"))})
     return frames
 
