@@ -85,7 +85,7 @@ def hold_out(env: pytest.MonkeyPatch) -> dict[str, Any]:
     texts = item_texts(items)
     fitted = [bl.Popularity.fit(item_ids, seq), bl.Cooccurrence.fit(item_ids, seq),
               bl.BM25(item_ids=item_ids, texts=texts, titles=items["title"].tolist()),
-              bl.ZeroShot(item_ids=item_ids, vectors=stages._zero_shot_vectors(texts, ctx.config.max_item_tokens))]
+              bl.ZeroShot(item_ids=item_ids, vectors=stages._zero_shot_encoder()(texts, ctx.config.max_item_tokens))]
     histories = cases["history"].tolist()
     out = {"cases": cases, "groups": audit_groups(cases, users), "seed": ctx.config.seed, "tiers": tiers,
            "popularity": popularity, "n_catalog": len(item_ids), "n_train_users": len(members),
@@ -102,7 +102,10 @@ def _dp_candidate_facts(n_train_users: int) -> dict[str, Any]:
     PII scan, drift, the smoke test), set within the default policy so that only the check under test can fail."""
     return {"privacy.dp": True, "privacy.unit": "user", "privacy.epsilon": 7.9,
             "privacy.delta": 0.5 / n_train_users, "privacy.delta_bound": 1.0 / n_train_users,
-            "privacy.mia_auc": 0.5, "privacy.pii_findings": 0, "drift.share": 0.0, "serving.smoke_ok": True}
+            "privacy.mia_auc": 0.5, "privacy.pii_findings": 0, "drift.share": 0.0, "serving.smoke_ok": True,
+            # the corpus has no search events: the gate stage records why search is unmeasurable, as here
+            **{f"unmeasurable.{m}": "the corpus has no search events"
+               for m in ("search.ndcg_at_10", "search.provider_exposure_ratio")}}
 
 
 def _judge(h: Mapping[str, Any], candidate: Sequence[Sequence[str]], policy: Policy,
