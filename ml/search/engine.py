@@ -7,7 +7,7 @@ say (synonyms, what shoppers clicked for such a query); the lexical side holds e
 brands that a 6-layer encoder blurs. `lexical_weight` 0 turns the lexical side off.
 
 Evaluation (`ml.evaluation.search`) and serving (`ml.serving.ranking.search`) both call `SearchEngine.fuse` with
-their own dense top rows (numpy over the model's scores in one, FAISS over the same vectors in the other), so the
+their own dense top rows (numpy over the model's scores in one, `ml.search.dense.DenseIndex` over the same vectors in the other), so the
 ranking a reviewer sees measured is the ranking shoppers get.
 """
 

@@ -6,7 +6,7 @@
   `Champion.top_for_history`); without usable history, the non-personalized order (the model's learned
   item bias, trained under DP, so no extra privacy cost);
 - search: the ranking the evaluation measured (`ml.search.engine`): the query's vector, blended with a known
-  shopper's history vector, its FAISS top fused with BM25's by reciprocal rank fusion, with the model's own
+  shopper's history vector, its dense top (`ml.search.dense`) fused with BM25's by reciprocal rank fusion, with the model's own
   search settings (`RecommenderSettings.search`);
 - fair re-ranking (when the version's tags turn it on): `ml.evaluation.rerank.rerank` over
   `candidates_factor * k` candidates, the same function the evaluation measured.
@@ -51,7 +51,7 @@ def n_candidates(champion: Champion, k: int, options: RankingOptions) -> int:
 def _select(
     champion: Champion, rows: np.ndarray, scores: np.ndarray, k: int
 ) -> tuple[list[int], list[float]]:
-    """Drop FAISS padding (-1), re-rank when enabled, keep k."""
+    """Drop padding rows (-1), re-rank when enabled, keep k."""
     keep = rows >= 0
     rows, scores = rows[keep], scores[keep]
     if not champion.rerank.enabled:
@@ -117,7 +117,7 @@ def _personalized(champion: Champion, known: list[int], rows: np.ndarray, scores
 
 def search(champion: Champion, query: str, history: Sequence[str], k: int, options: RankingOptions) -> Ranked:
     """The model's search ranking: the query's vector (blended with the shopper's history vector when the model's
-    `history_weight` is above 0 and the shopper has history it knows), FAISS's top fused with BM25's."""
+    `history_weight` is above 0 and the shopper has history it knows), the dense top fused with BM25's."""
     one_openmp_thread()  # the query encoder's forward pass: one thread per request
     settings = champion.recommender.settings.search
     vector = champion.query_vectors([query])

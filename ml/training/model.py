@@ -1,7 +1,7 @@
 """The two-tower bi-encoder: one shared MiniLM encoder, a history tower and a query tower.
 
 - item tower: encoder(item text), mean-pooled, L2-normalized; computed for the whole catalogue into
-  `item_table` (a buffer, refreshed during training), which is also what FAISS searches at serving;
+  `item_table` (a buffer, refreshed during training), which is also what serving's dense search scans;
 - query tower, search: encoder(query text), the same pooling;
 - query tower, history: item vectors of the shopper's recent items pooled with learned recency weights
   (newest first), then a learned projection (initialized to the identity), normalized.

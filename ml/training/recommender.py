@@ -4,7 +4,7 @@ Saved as a folder: `encoder/` (the fine-tuned MiniLM and its tokenizer), `query_
 `query_encoder.int8.onnx` (the query tower exported for ONNX Runtime, `ml.search.onnx_encoder`), `heads.pt`
 (recency weights, history projection, item bias), `item_embeddings.npy`, `items.parquet` (row -> item id, title,
 brand) and `recommender.json` (settings). Scores are dot(query, item) / temperature + item bias, over an
-augmented vector so that one inner-product search (FAISS) gives the same ranking.
+augmented vector so that one inner-product search (`ml.search.dense`) gives the same ranking.
 
 A loaded model encodes search queries with its exported encoder of `settings.search.encoder_precision` when the
 folder has it (evaluation, the gate, the pyfunc and serving then measure and serve the same vectors), else with
