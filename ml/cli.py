@@ -33,7 +33,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--path", default="", help="the folder (or fsspec URL) of a source that reads files ("
                    + ", ".join(s.name for s in REGISTRY.values() if s.needs == "path") + "); for "
                    + "; ".join(f"{s.name}: {s.path_note}" for s in REGISTRY.values() if s.path_note))
-    p.add_argument("--url", default=os.environ.get(SOURCE_URL_VARIABLE, ""),
+    p.add_argument("--url", default="",
                    help="database URL of a source that reads one (" + ", ".join(s.name for s in REGISTRY.values()
                                                                          if s.needs == "url")
                    + f"); default ${SOURCE_URL_VARIABLE}, which keeps a password out of the shell's history")
@@ -58,12 +58,17 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict({
-        "source": a.source, "path": a.path, "url": a.url, "seed": a.seed, "n_users": a.n_users, "n_items": a.n_items,
+        "source": a.source, "path": a.path, "url": _source_url(a), "seed": a.seed, "n_users": a.n_users, "n_items": a.n_items,
         "epochs": a.epochs, "max_steps": a.max_steps, "batch_size": a.batch_size, "learning_rate": a.learning_rate,
         "trainable_layers": a.trainable_layers, "world_size": a.world_size, "policy": a.policy, "require_approval": a.require_approval,
         "slice_reports": not a.no_slice_reports, "ingest_date": a.ingest_date,
         "dp": {"enabled": not a.no_dp, "target_epsilon": a.epsilon, "delta": a.delta},
     })
+
+
+def _source_url(a: argparse.Namespace) -> str:
+    """--url, else $VETTED_SOURCE_URL for a source that reads a database (another source records none)."""
+    return a.url or (os.environ.get(SOURCE_URL_VARIABLE, "") if REGISTRY[a.source].needs == "url" else "")
 
 
 def run_chain(settings: Settings, config: RunConfig, echo: Any = print) -> dict[str, Any]:

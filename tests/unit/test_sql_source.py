@@ -150,7 +150,7 @@ def test_a_loaded_run_takes_the_masked_url_from_its_environment(tmp_path, monkey
         RunContext.load(ctx.run_dir)
 
 
-def test_the_registry_is_the_one_list_of_sources():
+def test_the_registry_is_the_one_list_of_sources(monkeypatch):
     from ml import cli, config
     from ml.data.sources import REGISTRY
 
@@ -161,6 +161,9 @@ def test_the_registry_is_the_one_list_of_sources():
     assert list(choices) == list(REGISTRY)
     args = parser.parse_args(["--source", "sql", "--url", "sqlite:///x.db"])
     assert cli.config_from_args(args).url == "sqlite:///x.db"
+    monkeypatch.setenv("VETTED_SOURCE_URL", "sqlite:///env.db")
+    assert cli.config_from_args(parser.parse_args(["--source", "sql"])).url == "sqlite:///env.db"
+    assert cli.config_from_args(parser.parse_args(["--source", "synthetic"])).url == ""
     for name, row in REGISTRY.items():  # every adapter module has the registry's entry point
         module = __import__(row.adapter, fromlist=["read"])
         assert callable(module.read), name
