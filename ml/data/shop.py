@@ -25,7 +25,8 @@ server-side cursor for SQL), each chunk renamed and cut to the contract's column
 Rows are not validated chunk by chunk: ingestion validates the concatenated table once, exactly as for every
 other source, because two of its rules (a duplicate key, an event naming an item absent from the catalogue) are
 about the whole table, and one path for every source keeps the quarantine's reasons the same. So memory holds
-the contract's columns of every row, never the shop's whole rows; nothing is written through to disk first.
+the contract's columns of every row, never the shop's whole rows; nothing is written through to disk first
+(measured beside whole-table loads: benchmarks/results/source-chunks.md).
 """
 
 from __future__ import annotations
