@@ -22,6 +22,7 @@ from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from ml.config import RunConfig
+from ml.data.sources import REGISTRY
 
 D = RunConfig()  # the form's defaults are the library's, so the DAG and `vetted run` agree
 LAKE = Asset("vetted://lake", group="vetted")
@@ -29,8 +30,17 @@ MODEL = Asset("vetted://registry/vetted-recsys", group="vetted")
 DRIFT = Asset("vetted://drift", group="vetted")
 
 PARAMS = {
-    "source": Param("synthetic", enum=["synthetic", "amazon2018", "coat", "recbole"], description="Which source adapter reads the data"),
-    "path": Param(None, type=["null", "string"], description="Folder of a file-based source (amazon2018, coat, recbole); leave empty for synthetic"),
+    # the sources, what each needs and holds: the one registry (ml.data.sources.REGISTRY), as `vetted run` reads it
+    "source": Param(D.source, enum=list(REGISTRY), description="Which source reads the data: "
+                    + "; ".join(f"{s.name}: {s.summary}" for s in REGISTRY.values())),
+    "path": Param(None, type=["null", "string"], description="Folder or fsspec URL of a source that reads files ("
+                  + ", ".join(s.name for s in REGISTRY.values() if s.needs == "path") + "); for "
+                  + "; ".join(f"{s.name}: {s.path_note}" for s in REGISTRY.values() if s.path_note)
+                  + "; leave empty for synthetic"),
+    "url": Param(None, type=["null", "string"], description="Database URL of a source that reads one ("
+                 + ", ".join(s.name for s in REGISTRY.values() if s.needs == "url") + "). The form is stored in clear, so "
+                 "write a password as *** (postgresql://user:***@host/db): each task then takes the whole URL from "
+                 "its VETTED_SOURCE_URL, which must name the same database"),
     "n_users": Param(D.n_users, type="integer", minimum=50, maximum=1_000_000, description="Synthetic shoppers generated (50 to 1,000,000). Training reads every lake partition ingested so far, not only this run's"),
     "n_items": Param(D.n_items, type="integer", minimum=50, maximum=200_000, description="Synthetic catalogue size (50 to 200,000)"),
     "epochs": Param(D.epochs, type="integer", minimum=1, maximum=100, description="Passes over the shoppers at most (1 to 100); training stops at max_steps first"),

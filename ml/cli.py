@@ -2,6 +2,8 @@
 
     vetted demo                                   # the whole chain on the synthetic default
     vetted run --source amazon2018 --path DIR     # the same chain on your data
+    vetted run --source files --path DIR          # your own tables as parquet or CSV
+    vetted run --source sql --url URL             # ... or in a database
     vetted rollback [--to VERSION] --reason TEXT  # only to a version the gate passed or a reviewer approved
     vetted doctor [--dry-run]                     # settle runs whose stage died (SIGKILL, lost machine)
     vetted audit
@@ -18,14 +20,23 @@ import time
 from typing import Any
 
 from ml.config import SOURCES, ConfigError, RunConfig, Settings
+from ml.data.sources import REGISTRY
+from ml.pipeline.context import SOURCE_URL_VARIABLE
 
 log = logging.getLogger("vetted")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     d = RunConfig()
-    p.add_argument("--source", choices=SOURCES, default=d.source)
-    p.add_argument("--path", default="", help="folder of a file-based source (amazon2018, coat)")
+    p.add_argument("--source", choices=SOURCES, default=d.source,
+                   help="; ".join(f"{s.name}: {s.summary}" for s in REGISTRY.values()))
+    p.add_argument("--path", default="", help="the folder (or fsspec URL) of a source that reads files ("
+                   + ", ".join(s.name for s in REGISTRY.values() if s.needs == "path") + "); for "
+                   + "; ".join(f"{s.name}: {s.path_note}" for s in REGISTRY.values() if s.path_note))
+    p.add_argument("--url", default="",
+                   help="database URL of a source that reads one (" + ", ".join(s.name for s in REGISTRY.values()
+                                                                         if s.needs == "url")
+                   + f"); default ${SOURCE_URL_VARIABLE}, which keeps a password out of the shell's history")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--n-users", type=int, default=d.n_users, help="synthetic set size")
     p.add_argument("--n-items", type=int, default=d.n_items, help="synthetic set size")
@@ -47,12 +58,17 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict({
-        "source": a.source, "path": a.path, "seed": a.seed, "n_users": a.n_users, "n_items": a.n_items,
+        "source": a.source, "path": a.path, "url": _source_url(a), "seed": a.seed, "n_users": a.n_users, "n_items": a.n_items,
         "epochs": a.epochs, "max_steps": a.max_steps, "batch_size": a.batch_size, "learning_rate": a.learning_rate,
         "trainable_layers": a.trainable_layers, "world_size": a.world_size, "policy": a.policy, "require_approval": a.require_approval,
         "slice_reports": not a.no_slice_reports, "ingest_date": a.ingest_date,
         "dp": {"enabled": not a.no_dp, "target_epsilon": a.epsilon, "delta": a.delta},
     })
+
+
+def _source_url(a: argparse.Namespace) -> str:
+    """--url, else $VETTED_SOURCE_URL for a source that reads a database (another source records none)."""
+    return a.url or (os.environ.get(SOURCE_URL_VARIABLE, "") if REGISTRY[a.source].needs == "url" else "")
 
 
 def run_chain(settings: Settings, config: RunConfig, echo: Any = print) -> dict[str, Any]:

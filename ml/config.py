@@ -12,8 +12,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ml.data.sources import REGISTRY, SOURCE_NAMES
+
 PROFILES = ("local", "prod")
-SOURCES = ("synthetic", "amazon2018", "coat", "recbole")
+# the source names, read from the one registry of sources (ml.data.sources.REGISTRY: adapter, what it needs)
+SOURCES = SOURCE_NAMES
 # tracking stores every worker of the prod profile can reach (PostgreSQL, MySQL, an MLflow server)
 PROD_TRACKING_SCHEMES = ("postgresql", "mysql", "http", "https")
 FEAST_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*")
@@ -142,7 +145,7 @@ class DPConfig:
     secure_rng: bool | None = None
 
 
-_TEXT_FIELDS = ("source", "path", "policy", "ingest_date", "run_name")
+_TEXT_FIELDS = ("source", "path", "url", "policy", "ingest_date", "run_name")
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,9 @@ class RunConfig:
 
     source: str = "synthetic"
     path: str = ""
+    # the database of the `sql` source (SQLAlchemy URL); `to_dict` masks its password, as it goes to run folders,
+    # MLflow params and summaries
+    url: str = ""
     seed: int = 7
     # synthetic generator size (ignored by file-based sources)
     n_users: int = 20000
@@ -194,8 +200,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ConfigError(f"source={self.source!r} is not one of {SOURCES}")
-        if self.source != "synthetic" and not self.path:
-            raise ConfigError(f"source={self.source!r} needs path= (the folder holding its files)")
+        needs = REGISTRY[self.source].needs
+        if needs == "path" and not self.path:
+            raise ConfigError(f"source={self.source!r} needs path= (the folder holding {REGISTRY[self.source].expects})")
+        if needs == "url" and not self.url:
+            raise ConfigError(f"source={self.source!r} needs url= ({REGISTRY[self.source].expects})")
         for name in ("epochs", "max_steps", "k", "max_history"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -219,7 +228,12 @@ class RunConfig:
             raise ConfigError(f"world_size must be >= 0 (0 = every visible GPU), got {self.world_size}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, the source URL's password masked (`***`): this is what run folders, MLflow params, model
+        cards and summaries record. A run loaded from its folder takes the real URL from VETTED_SOURCE_URL
+        (`ml.pipeline.context`)."""
+        from ml.features.store import redact
+
+        return {**asdict(self), "url": redact(self.url)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:

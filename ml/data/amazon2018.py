@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ml.data import schema
-from ml.data.sources import HISTORY_LEN, RawTables, SourceError, find_one, require_folder
+from ml.data.raw import HISTORY_LEN, RawTables, SourceError, SourceRequest, find_one, require_folder
 
 log = logging.getLogger(__name__)
 
@@ -382,3 +382,8 @@ def _chain_rows(user: str, items: list[str]) -> list[tuple[str, list[str], str]]
     rows = [(user, items[:start], items[start])]
     rows += [(user, items[j - HISTORY_LEN : j], items[j]) for j in range(start + 1, len(items))]
     return rows
+
+
+def read(request: SourceRequest) -> RawTables:
+    """The registry's entry (`ml.data.sources`)."""
+    return load(request.path)

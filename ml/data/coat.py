@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ml.data import schema
-from ml.data.sources import RawTables, SourceError, require_file, require_folder
+from ml.data.raw import RawTables, SourceError, SourceRequest, require_file, require_folder
 
 log = logging.getLogger(__name__)
 
@@ -234,3 +234,8 @@ def load(path: str | Path, seed: int = 7) -> RawTables:
         privacy_requests=schema.empty("privacy_requests"),
         split_time=SPLIT_TIME,
     )
+
+
+def read(request: SourceRequest) -> RawTables:
+    """The registry's entry (`ml.data.sources`)."""
+    return load(request.path)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ml.data.sources import SourceError
+from ml.data.raw import SourceError
 from ml.training.encoder import DESCRIPTION_CHARS
 
 COLUMNS = ("query", "product_title", "product_description", "median_relevance")

@@ -29,8 +29,8 @@ from pathlib import Path
 import pandas as pd
 
 from ml.data import lake, schema
+from ml.data.raw import RawTables
 from ml.data.schema import validate
-from ml.data.sources import RawTables
 from ml.privacy.consent import append_deletion_log, apply_privacy_requests
 from ml.privacy.pii import PIIScrubber
 from ml.privacy.pseudonymize import Pseudonymizer

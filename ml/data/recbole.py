@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from ml.data import schema
-from ml.data.sources import RawTables, SourceError, SourceNotFoundError, find_one, require_folder
+from ml.data.raw import RawTables, SourceError, SourceNotFoundError, SourceRequest, find_one, require_folder
 
 log = logging.getLogger(__name__)
 
@@ -435,3 +435,8 @@ def development_split(path: str | Path, out: Path) -> Path:
         (out / f"{stem}.{period}.inter").write_text(header + "".join(rows), encoding="utf-8")
     log.info("recbole: development split of %s written to %s (%d shoppers)", folder, out, len(kept))
     return out
+
+
+def read(request: SourceRequest) -> RawTables:
+    """The registry's entry (`ml.data.sources`)."""
+    return load(request.path)

@@ -1,135 +1,128 @@
-"""Source adapters' common shape: `RawTables`, and `read_source` that picks an adapter by name.
+"""The source registry: one table of every source a run can read, and `read_source` that reads one by name.
 
-Every adapter returns the four tables of the data contract (`ml.data.schema`) as read: raw, not yet
-validated (a source may hold rows that break the contract; ingestion quarantines them), user ids not yet
-pseudonymized. `split_time` is where the temporal hold-out begins: the chain trains on events with
-`ts < split_time` and evaluates each interaction event (`schema.INTERACTION_TYPES`) at or after it as one
-case: the shopper's earlier item events (newest last, at most 10) -> that event's item.
-Timestamps may arrive as text (the synthetic log writes ISO-8601 strings, one bad row is not a date);
-`schema.validate` parses them, so read `ts` only from validated tables.
+`REGISTRY` is the only list of sources: the CLI's `--source` choices, `ml.config.SOURCES` (which `RunConfig`
+checks), and the training DAG's form (Params `source`, `path`, `url`) all read it. Each row names the adapter
+module (whose `read(SourceRequest) -> RawTables` reads it), what the source needs (nothing, a path or a URL),
+and what that path or URL must hold, which every "not found" error repeats.
+
+This module imports no adapter and no pandas at import time: adapters are imported by name when a run reads
+one (they import `ml.data.raw`, never this module), and `ml.config` imports the table when the DAG is parsed.
 
 Sources:
 - `synthetic`: the demo default, generated (`ml.data.synthetic`); no path.
 - `amazon2018`: a folder in the format of `amazon2018-industrial` (`ml.data.amazon2018`).
 - `coat`: the Coat shopping data folder (`ml.data.coat`).
 - `recbole`: a folder of RecBole atomic files, `*.item` and `*.inter` (`ml.data.recbole`).
+- `files`: a shop's own four contract tables as parquet or CSV, in a local folder or at an fsspec URL
+  (`ml.data.files`).
+- `sql`: the same four tables, or four queries, in any database SQLAlchemy reaches (`ml.data.sql`).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from ml.data.raw import HISTORY_LEN, RawTables, SourceError, SourceNotFoundError, SourceRequest
 
-from ml.config import SOURCES
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["HISTORY_LEN", "REGISTRY", "SOURCE_NAMES", "RawTables", "SourceError", "SourceNotFoundError",
+           "SourceRequest", "SourceSpec", "read_source", "spec"]
 
 log = logging.getLogger(__name__)
 
-# how many of a shopper's latest item events form the history of one evaluation case
-HISTORY_LEN = 10
+NEEDS = ("", "path", "url")  # what a source must be given: nothing, a path (folder), or a database URL
 
 
-class SourceError(ValueError):
-    """A source cannot be read as asked: an unknown name, a missing path, or files that do not parse."""
-
-
-class SourceNotFoundError(SourceError, FileNotFoundError):
-    """The source's folder or one of its expected files is missing."""
-
-
-@dataclass
-class RawTables:
-    """The four contract tables of one source, as read (see the module docstring)."""
+@dataclass(frozen=True)
+class SourceSpec:
+    """One row of the registry."""
 
     name: str
-    items: pd.DataFrame
-    users: pd.DataFrame
-    events: pd.DataFrame
-    privacy_requests: pd.DataFrame
-    split_time: pd.Timestamp
+    adapter: str  # the module whose `read(request)` reads the source
+    needs: str  # one of NEEDS
+    expects: str  # what the path or URL must hold, for help texts and errors
+    summary: str  # one line for the CLI's help and the DAG's form
+    path_note: str = ""  # what an optional path means to a source that needs a URL
 
-    def counts(self) -> dict[str, int]:
-        """Rows per table, for logs and run summaries."""
-        return {
-            "items": len(self.items),
-            "users": len(self.users),
-            "events": len(self.events),
-            "privacy_requests": len(self.privacy_requests),
-        }
+    def __post_init__(self) -> None:
+        if self.needs not in NEEDS:
+            raise ValueError(f"source {self.name!r}: needs={self.needs!r} is not one of {NEEDS}")
+
+
+REGISTRY: dict[str, SourceSpec] = {s.name: s for s in (
+    SourceSpec("synthetic", "ml.data.synthetic", "", "nothing: the set is generated (--n-users, --n-items, --seed)",
+               "generated demo shop"),
+    SourceSpec("amazon2018", "ml.data.amazon2018", "path", "one each of *.item.json, *.valid.csv and *.test.csv",
+               "a folder in the format of amazon2018-industrial"),
+    SourceSpec("coat", "ml.data.coat", "path",
+               "train.ascii, test.ascii and user_item_features/ (item and user features with their *_map.txt)",
+               "the Coat shopping data folder"),
+    SourceSpec("recbole", "ml.data.recbole", "path",
+               "one *.item and either *.valid.inter + *.test.inter (optionally *.train.inter) or one *.inter",
+               "a folder of RecBole atomic files"),
+    SourceSpec("files", "ml.data.files", "path",
+               "the contract tables items, events (required), users, privacy_requests (optional), each as NAME.parquet, "
+               "NAME.csv or a folder NAME/ of such parts, and optionally vetted-source.yaml (column map, split time)",
+               "your own tables as parquet or CSV, in a folder or at an fsspec URL (s3://, gs://, ...)"),
+    SourceSpec("sql", "ml.data.sql", "url",
+               "a SQLAlchemy database URL (postgresql://user@host/db, sqlite:///file.db, ...) whose tables items, "
+               "events (required), users, privacy_requests (optional) hold the contract's columns",
+               "your own tables, or queries, in a database SQLAlchemy reaches",
+               path_note="an optional YAML file of options: table names or queries, column map, split time"),
+)}
+SOURCE_NAMES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def spec(name: str) -> SourceSpec:
+    """The registry's row for `name`, or a `SourceError` listing the sources."""
+    if name not in REGISTRY:
+        raise SourceError(f"unknown source {name!r}; choose one of {list(REGISTRY)}")
+    return REGISTRY[name]
 
 
 def read_source(
     name: str,
     path: str | Path | None,
     *,
+    url: str = "",
     n_users: int = 2000,
     n_items: int = 1200,
     seed: int = 7,
+    ingest_date: str | None = None,
 ) -> RawTables:
-    """Read one source by name. `path` is the source's folder (unused by `synthetic`);
-    `n_users`, `n_items` and `seed` size the synthetic set (the file sources ignore them)."""
-    if name not in SOURCES:
-        raise SourceError(f"unknown source {name!r}; choose one of {list(SOURCES)}")
-    if name == "synthetic":
-        from ml.data import synthetic
-
-        if path:
-            log.info("source 'synthetic' is generated; ignoring path %s", path)
-        return synthetic.generate(n_users=n_users, n_items=n_items, seed=seed)
-    if not path:
-        raise SourceError(
-            f"source {name!r} needs a path: the folder holding {_EXPECTED[name]} (e.g. --path DIR)"
-        )
-    if name == "amazon2018":
-        from ml.data import amazon2018
-
-        return amazon2018.load(path)
-    if name == "recbole":
-        from ml.data import recbole
-
-        return recbole.load(path)
-    from ml.data import coat
-
-    return coat.load(path)
+    """Read one source by name. `path` is the source's folder (or, for `sql`, its optional options file); `url`
+    the database of `sql`; `n_users`, `n_items` and `seed` size the synthetic set; `ingest_date` (YYYY-MM-DD,
+    default today) bounds the events `sql` reads and the default split time of `files`. A source given what it
+    does not use says so in the log; one missing what it needs is a `SourceError` saying what to give."""
+    row = spec(name)
+    path = str(path) if path else ""
+    if row.needs == "path" and not path:
+        raise SourceError(f"source {name!r} needs a path: the folder holding {row.expects} (e.g. --path DIR)")
+    if row.needs == "url" and not url:
+        raise SourceError(f"source {name!r} needs a url: {row.expects} (e.g. --url URL)")
+    if path and row.needs == "":
+        log.info("source %r is generated; ignoring path %s", name, path)
+    if url and row.needs != "url":
+        log.info("source %r reads no database; ignoring the url", name)
+    request = SourceRequest(path=path, url=url if row.needs == "url" else "", n_users=n_users, n_items=n_items,
+                            seed=seed, until=_until(ingest_date) if row.needs else None)
+    adapter = importlib.import_module(row.adapter)
+    try:
+        raw: RawTables = adapter.read(request)
+    except SourceNotFoundError as err:  # the adapter names what is missing; the registry says what belongs there
+        raise SourceNotFoundError(f"{err}; expected {row.expects}") from err
+    return raw
 
 
-_EXPECTED = {
-    "amazon2018": "one each of *.item.json, *.valid.csv and *.test.csv",
-    "recbole": "one *.item and either *.valid.inter + *.test.inter (optionally *.train.inter) or one *.inter",
-    "coat": "train.ascii, test.ascii and user_item_features/ (item and user features with their *_map.txt)",
-}
+def _until(ingest_date: str | None) -> Any:
+    """The end of the ingest date (UTC), today's when none: the events a run for that date may know."""
+    from datetime import UTC, datetime
 
+    from ml.data.ingest import cutoff
 
-def require_folder(path: str | Path, source: str) -> Path:
-    """`path` as a Path if it is a folder, else a clear error naming it and what the source expects."""
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise SourceNotFoundError(
-            f"source {source!r}: folder {folder} does not exist or is not a folder; "
-            f"expected a folder holding {_EXPECTED[source]}"
-        )
-    return folder
-
-
-def find_one(folder: Path, suffix: str, source: str) -> Path:
-    """The single file in `folder` whose name ends with `suffix`; a clear error if none or several."""
-    matches = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(suffix))
-    if not matches:
-        raise SourceNotFoundError(
-            f"source {source!r}: no file ending in {suffix!r} in {folder}; expected {_EXPECTED[source]}"
-        )
-    if len(matches) > 1:
-        raise SourceError(
-            f"source {source!r}: several files end in {suffix!r} in {folder}: "
-            f"{[p.name for p in matches]}; keep exactly one"
-        )
-    return matches[0]
-
-
-def require_file(path: Path, source: str) -> Path:
-    """`path` itself, or a clear error naming it and what the source expects."""
-    if not path.is_file():
-        raise SourceNotFoundError(f"source {source!r}: missing file {path}; expected {_EXPECTED[source]}")
-    return path
+    return cutoff(ingest_date or datetime.now(UTC).strftime("%Y-%m-%d"))

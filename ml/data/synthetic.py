@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ml.data.sources import RawTables
+from ml.data.raw import RawTables, SourceRequest
 
 log = logging.getLogger(__name__)
 
@@ -657,3 +657,8 @@ def _bad_items(rng: np.random.Generator, items: pd.DataFrame, cfg: Behaviour) ->
     bad["item_id"] = [f"i{len(items) + k:05d}" for k in range(n)]
     bad["price"] = -bad["price"].abs()
     return pd.concat([items, bad], ignore_index=True)
+
+
+def read(request: SourceRequest) -> RawTables:
+    """The registry's entry (`ml.data.sources`)."""
+    return generate(n_users=request.n_users, n_items=request.n_items, seed=request.seed)

@@ -20,6 +20,8 @@ from ml.config import ConfigError, RunConfig, Settings
 # Settings fields that may carry a password, and the variable each comes from
 SECRET_SETTINGS = {"tracking_uri": "MLFLOW_TRACKING_URI", "artifact_root": "VETTED_ARTIFACT_ROOT",
                    "postgres_dsn": "VETTED_POSTGRES_DSN", "redis_url": "VETTED_REDIS_URL"}
+# where a task finds the source database's URL with its password (RunConfig.url is stored masked)
+SOURCE_URL_VARIABLE = "VETTED_SOURCE_URL"
 
 
 def jsonable(value: Any) -> Any:
@@ -56,7 +58,7 @@ class RunContext:
         run_dir = Path(run_dir)
         data = json.loads((run_dir / "context.json").read_text())
         settings = _unmasked(data["settings"])
-        return cls(settings=settings, config=RunConfig.from_dict(data["config"]), run_dir=run_dir)
+        return cls(settings=settings, config=_unmasked_config(data["config"]), run_dir=run_dir)
 
     def path(self, name: str) -> Path:
         return self.run_dir / name
@@ -102,3 +104,19 @@ def _unmasked(stored: dict[str, Any]) -> Settings:
                                   "scheduler's workers have it")
             data[name] = env[name]
     return Settings(**data)
+
+
+def _unmasked_config(stored: dict[str, Any]) -> RunConfig:
+    """The run's config, its masked source URL replaced by VETTED_SOURCE_URL (which must name the same database)."""
+    import os
+
+    from ml.features.store import redact
+
+    url = str(stored.get("url") or "")
+    if ":***@" in url:
+        real = os.environ.get(SOURCE_URL_VARIABLE, "")
+        if redact(real) != url:
+            raise ConfigError(f"{SOURCE_URL_VARIABLE} in this environment ({redact(real) or 'unset'}) is not the "
+                              f"source database the run was created with ({url}): set it on every worker")
+        stored = {**stored, "url": real}
+    return RunConfig.from_dict(stored)

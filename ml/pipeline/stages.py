@@ -56,9 +56,11 @@ def ingest(ctx: RunContext, raw: Any = None) -> dict[str, Any]:
 
     cfg, settings = ctx.config, ctx.settings
     key = load_key(os.environ, settings.home, allow_demo_key=settings.demo)
+    ingest_date = cfg.ingest_date or datetime.now(UTC).strftime("%Y-%m-%d")  # once: the source and the lake agree
     if raw is None:
-        raw = read_source(cfg.source, cfg.path or None, n_users=cfg.n_users, n_items=cfg.n_items, seed=cfg.seed)
-    result = run_ingest(raw, settings.lake_dir, Pseudonymizer(key), PIIScrubber(), cfg.ingest_date or None)
+        raw = read_source(cfg.source, cfg.path or None, url=cfg.url, n_users=cfg.n_users, n_items=cfg.n_items,
+                          seed=cfg.seed, ingest_date=ingest_date)
+    result = run_ingest(raw, settings.lake_dir, Pseudonymizer(key), PIIScrubber(), ingest_date)
     out = {**result.__dict__, "metrics": result.metrics()}
     ctx.write("ingest", out)
     return {"ingest_date": result.ingest_date, "accepted": result.accepted, "quarantined": result.quarantined,
@@ -654,7 +656,8 @@ def _register(ctx: RunContext) -> dict[str, Any]:
         raise RuntimeError(f"training run {run_id} ended {status}: it is not registered; run train again")
     tags = _version_tags(ctx)
 
-    raw = read_source(cfg.source, cfg.path or None, n_users=cfg.n_users, n_items=cfg.n_items, seed=cfg.seed)
+    raw = read_source(cfg.source, cfg.path or None, url=cfg.url, n_users=cfg.n_users, n_items=cfg.n_items,
+                      seed=cfg.seed, ingest_date=ctx.read("ingest")["ingest_date"])
     raw_ids = set(raw.users["user_id"].dropna().astype(str)) | set(raw.events["user_id"].dropna().astype(str))
     matcher = RawIdMatcher(raw_ids, public_texts=catalogue_texts(raw.items))  # model numbers are not leaks
     scrubber = PIIScrubber()

@@ -187,7 +187,7 @@ def test_a_history_shorter_than_the_known_sequence_is_counted_unreproducible():
 
 def test_missing_folder_and_files_name_the_path_and_what_is_expected(tmp_path):
     with pytest.raises(SourceNotFoundError, match=r"nowhere.*\*\.item\.json"):
-        amazon2018.load(tmp_path / "nowhere")
+        read_source("amazon2018", tmp_path / "nowhere")  # the registry adds what the source expects
     write_folder(tmp_path, [("A", [1], 2)], [("A", [1, 2], 3)])
     (tmp_path / "Shop.test.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"no file ending in '\.test\.csv' in .*test_missing_folder"):

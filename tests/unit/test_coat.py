@@ -128,7 +128,7 @@ def test_shape_mismatch_and_missing_files_are_explained(tmp_path):
     with pytest.raises(
         SourceNotFoundError, match=r"missing file .*train\.ascii; expected train\.ascii, test\.ascii"
     ):
-        coat.load(folder)
+        read_source("coat", folder)  # the registry adds what the source expects
     with pytest.raises(SourceNotFoundError, match=r"folder .*absent does not exist"):
         read_source("coat", str(tmp_path / "absent"))
 

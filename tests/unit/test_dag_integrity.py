@@ -53,4 +53,16 @@ def test_the_trigger_forms_defaults_are_valid_and_make_a_run_config(dagbag):
     undescribed = [name for name in dag.params if not dag.params.get_param(name).description]
     assert undescribed == []
     config = RunConfig.from_dict(values)
-    assert config.path == "" and config.policy == "" and config.source == "synthetic"
+    assert config.path == "" and config.policy == "" and config.source == "synthetic" and config.url == ""
+
+
+def test_the_forms_sources_are_the_registrys(dagbag):
+    from ml.data.sources import REGISTRY
+
+    dag = dagbag.dags["recsys_training"]
+    assert dag.params.get_param("source").schema["enum"] == list(REGISTRY)
+    assert {"path", "url"} <= set(dag.params.keys())
+    from ml.config import RunConfig
+
+    config = RunConfig.from_dict({**dag.params.validate(), "source": "sql", "url": "sqlite:///shop.db"})
+    assert config.url == "sqlite:///shop.db"
