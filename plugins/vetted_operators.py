@@ -143,6 +143,7 @@ def library_output_to_log() -> Iterator[None]:
             yield
     finally:
         writer.flush()
+        logging.captureWarnings(False)
 
 
 def mlflow_pages(run_dir: str) -> dict[str, str]:
