@@ -31,6 +31,7 @@ from vetted_operators import (
     ReviewOperator,
     StageOperator,
     ingest_date,
+    library_output_to_log,
     load_context,
     reviewer,
     run_folder_name,
@@ -78,7 +79,8 @@ def prepare(params=None, run_id=None, logical_date=None, dag_run=None) -> str:
     from ml.pipeline.context import RunContext
     from ml.registry.sweep import sweep
 
-    sweep(Settings.from_env(), actor="airflow")  # first settle runs whose stage died (ml.registry.sweep)
+    with library_output_to_log():
+        sweep(Settings.from_env(), actor="airflow")  # first settle runs whose stage died (ml.registry.sweep)
     # fixed here, once, so a retried ingest writes the same partition even after midnight
     config = RunConfig.from_dict({**dict(params or {}), "ingest_date": ingest_date(logical_date, dag_run),
                                   "run_name": run_id or ""})
@@ -105,7 +107,8 @@ def record_approval(run_dir: str, ti=None) -> str:
     from ml.pipeline import stages
 
     answer = ti.xcom_pull(task_ids="review", key="answer") or {}
-    stages.review(load_context(run_dir), True, reviewer(answer), (answer.get("params_input") or {}).get("note", ""))
+    with library_output_to_log():
+        stages.review(load_context(run_dir), True, reviewer(answer), (answer.get("params_input") or {}).get("note", ""))
     return run_dir
 
 
@@ -115,8 +118,9 @@ def record_rejection(run_dir: str, ti=None) -> dict:
 
     answer = ti.xcom_pull(task_ids="review", key="answer") or {}
     ctx = load_context(run_dir)
-    stages.review(ctx, False, reviewer(answer), (answer.get("params_input") or {}).get("note", ""))
-    return stages.promote(ctx)  # records the outcome; the champion stays
+    with library_output_to_log():
+        stages.review(ctx, False, reviewer(answer), (answer.get("params_input") or {}).get("note", ""))
+        return stages.promote(ctx)  # records the outcome; the champion stays
 
 
 # ------------------------------------------------------------------------------------------------ the form
