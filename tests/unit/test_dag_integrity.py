@@ -108,3 +108,30 @@ def test_a_gate_failure_is_a_named_failing_branch_and_the_links_tasks_exist(dagb
     assert dag.get_task("promote_approved").actor == "reviewer"
     # the gate's own reasons stand: the failure callback leaves a rejected version's tags alone
     assert version_failed({"exception": GateRejected("gate failed"), "ti": None}) is None
+
+
+def test_the_trigger_route_takes_the_forms_defaults_and_refuses_out_of_range_numbers(airflow_db, monkeypatch):
+    """Through Airflow's own REST route the UI's form posts to: the defaults start a run; a number past its limit
+    is answered 400 with the limit named, and no run is created."""
+    import os
+    import subprocess
+    import sys
+
+    from airflow.api_fastapi.app import create_app
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+    airflow = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([airflow, "dags", "reserialize"], check=True, capture_output=True, env=os.environ.copy())
+    client = TestClient(create_app(apps="core"))
+    headers = {"Authorization": f"Bearer {client.get('/auth/token').json()['access_token']}"}
+    url = "/api/v2/dags/recsys_training/dagRuns"
+
+    started = client.post(url, headers=headers, json={"logical_date": None, "conf": {}})
+    assert started.status_code == 200, started.text
+    assert client.delete(f"{url}/{started.json()['dag_run_id']}", headers=headers).status_code == 204
+    for conf, message in (({"n_users": 5_000_000}, "n_users: 5000000 is greater than the maximum of 1000000"),
+                          ({"epochs": 0}, "epochs: 0 is less than the minimum of 1"),
+                          ({"dp_delta": 0.5}, "dp_delta: 0.5 is greater than the maximum of 0.01")):
+        refused = client.post(url, headers=headers, json={"logical_date": None, "conf": conf})
+        assert refused.status_code == 400 and message in refused.json()["detail"], refused.text
