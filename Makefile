@@ -38,8 +38,17 @@ lint: venv
 	$(BIN)/ruff check ml dags plugins feature_repo tests benchmarks
 	$(BIN)/mypy ml
 
+# OpenLineage events of every task, one JSON per line; `make airflow OPENLINEAGE_TRANSPORT='{"type": "console"}'`
+# prints them to the task logs instead (README, "Lineage")
+OPENLINEAGE_TRANSPORT ?= {"type": "file", "log_file_path": "$(VETTED_HOME)/lineage/events.jsonl", "append": true}
+
 airflow: venv
-	$(AIRFLOW_ENV) $(BIN)/airflow standalone
+	@mkdir -p $(VETTED_HOME)/lineage
+	@echo "Airflow UI: http://localhost:8080 (no login: every visitor is admin, SIMPLE_AUTH_MANAGER_ALL_ADMINS;"
+	@echo "  so standalone prints no password; local use only). Trigger recsys_training from its page."
+	@echo "Lineage events: $(VETTED_HOME)/lineage/events.jsonl. MLflow (model versions, task links): make mlflow"
+	$(AIRFLOW_ENV) AIRFLOW__OPENLINEAGE__NAMESPACE=vetted AIRFLOW__OPENLINEAGE__TRANSPORT='$(OPENLINEAGE_TRANSPORT)' \
+		$(BIN)/airflow standalone
 
 mlflow: venv
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(VETTED_HOME)/mlflow.db --host 127.0.0.1 --port 5000

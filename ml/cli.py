@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ml.training.train").setLevel(logging.INFO)  # its progress lines show without --verbose
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         if args.command == "demo":

@@ -361,3 +361,21 @@ def load_policy(path: str | Path | None = None) -> Policy:
             f"policy file {str(file)!r} not found; pass an existing YAML file, or none for the default policy"
         )
     return parse_policy(file.read_bytes(), source=str(file))
+
+
+def preflight(policy: str | None, paths: Mapping[str, str | None]) -> Policy:
+    """Check, before a run starts, the gate policy it names and every file or folder another parameter names.
+
+    The gate reads its policy only after training and evaluation; a wrong path or a broken file found there
+    costs the whole run. ``paths`` maps a parameter name to the path it holds (empty: not used). Returns the
+    policy; raises PolicyError listing every problem, each naming its parameter."""
+    # a URL (an fsspec source's s3://..., memory://...) is the source's to reach: only local paths are checked here
+    problems = [f"parameter {name!r}: {value!r} does not exist" for name, value in paths.items()
+                if value and "://" not in value and not Path(value).expanduser().exists()]
+    try:
+        loaded = load_policy(policy or None)
+    except PolicyError as exc:
+        raise PolicyError("\n".join([f"parameter 'policy': {exc}", *problems])) from None
+    if problems:
+        raise PolicyError("\n".join(problems))
+    return loaded

@@ -834,6 +834,7 @@ def _gate(ctx: RunContext, client: Any, registered: dict[str, Any]) -> dict[str,
     if champion:
         tags["gate.champion_compared"] = f"v{champion['version']}"
     reg.set_tags(client, settings.model_name, version, tags)
+    reg.point_candidate(client, settings.model_name, version, status)
     champion_out = None if champion is None else {**{k2: v for k2, v in champion.items()
                                                      if k2 not in ("per_case_ndcg", "search_per_case_ndcg")},
                                                   "ratios": _champion_ratios(evidence)}
@@ -1069,6 +1070,7 @@ def review(ctx: RunContext, approved: bool, reviewer: str, note: str = "") -> di
     reg.set_tags(client, settings.model_name, version, {
         "gate.status": new, "gate.reviewed_by": reviewer or "unknown",
         "gate.reviewed_at": datetime.now(UTC).isoformat(timespec="seconds"), "gate.review_note": note or ""})
+    reg.point_candidate(client, settings.model_name, version, new)
     append_event(settings, "approval" if approved else "rejection", settings.model_name, version, reviewer,
                  note or ("approved by a reviewer" if approved else "rejected by a reviewer"))
     out = {"status": new, "reviewer": reviewer, "note": note}

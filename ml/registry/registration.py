@@ -78,7 +78,8 @@ def version_for_run(client: MlflowClient, name: str, run_id: str | None) -> Mode
 
 def register(client: MlflowClient, name: str, model_uri: str, run_id: str | None, tags: dict[str, str],
              description: str) -> ModelVersion:
-    """Register `model_uri` as a version with `tags`, and point `candidate` at it.
+    """Register `model_uri` as a version with `tags`; `candidate` moves only when the gate passes it
+    (`point_candidate`).
 
     With a run id this is idempotent: a version already registered from that run is reused (its tags
     rewritten, any failure mark of an earlier attempt cleared) instead of a second version being made.
@@ -89,18 +90,29 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str | None
         client.create_registered_model(name, description="Vetted search and recommendation model")
     version = version_for_run(client, name, run_id)
     if version is None:
-        version = client.create_model_version(name=name, source=model_uri, run_id=run_id, tags=tags,
-                                              description=description)
-        with failure_guard(client, name, str(version.version), "register"):
-            client.set_registered_model_alias(name, CANDIDATE, version.version)
-        return version
+        return client.create_model_version(name=name, source=model_uri, run_id=run_id, tags=tags,
+                                           description=description)
     log.info("%s v%s is already registered from run %s: reusing it", name, version.version, run_id)
     with failure_guard(client, name, str(version.version), "register"):
         clear_failure(client, name, str(version.version))
         set_tags(client, name, str(version.version), tags)
         client.update_model_version(name, str(version.version), description=description)
-        client.set_registered_model_alias(name, CANDIDATE, version.version)
     return client.get_model_version(name, str(version.version))
+
+
+# `candidate` names the newest version the gate let through (passed, waiting for a reviewer, or approved): the
+# one to look at next. A version the gate or a reviewer turned down, or that failed a stage, never holds it.
+CANDIDATE_STATUSES = ("passed", "pending_approval", "approved")
+
+
+def point_candidate(client: MlflowClient, name: str, version: str, status: str | None) -> None:
+    """After the gate or a review recorded `status` on the version: give it `candidate`, or take it away."""
+    if status in CANDIDATE_STATUSES:
+        client.set_registered_model_alias(name, CANDIDATE, str(version))
+        return
+    holder = alias_version(client, name, CANDIDATE)
+    if holder is not None and str(holder.version) == str(version):
+        client.delete_registered_model_alias(name, CANDIDATE)
 
 
 def set_tags(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
@@ -152,6 +164,7 @@ def mark_failed(client: MlflowClient, name: str, version: str, stage: str, reaso
     `champion` away is written to the audit trail as a rollback."""
     version = str(version)
     set_tags(client, name, version, {"gate.status": "failed", FAILED_AT: stage, FAILURE_REASON: reason[:500]})
+    point_candidate(client, name, version, "failed")
     now = _aliases(client, name)
     if now[PREVIOUS] == version:
         _point(client, name, PREVIOUS, None)  # a failed version is no rollback target

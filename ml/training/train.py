@@ -266,6 +266,29 @@ def refresh_item_table(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, ite
     model.item_table.copy_(table.to(model.item_table.device))
 
 
+PROGRESS_SECONDS = 30.0  # at most this long between two progress lines of a training run
+
+
+class _Progress:
+    """When to log a progress line (every `every` steps, at most PROGRESS_SECONDS apart, the last step) and its text."""
+
+    def __init__(self, steps: int, every: int) -> None:
+        self.steps, self.every = steps, every
+        self.started = self.last = time.perf_counter()
+
+    def due(self, step: int) -> bool:
+        return (step in (1, self.steps) or step % self.every == 0
+                or time.perf_counter() - self.last >= PROGRESS_SECONDS)
+
+    def report(self, step: int, loss: float | None, epsilon: float | None) -> None:
+        now = time.perf_counter()
+        self.last = now
+        per_step = (now - self.started) / step
+        log.info("train step %d/%d (%.0f%%): loss %s, DP-SGD epsilon spent %s, %.2f s/step, about %.0f s left",
+                 step, self.steps, 100 * step / self.steps, "-" if loss is None else f"{loss:.4f}",
+                 "- (no DP)" if epsilon is None else f"{epsilon:.3f}", per_step, per_step * (self.steps - step))
+
+
 def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examples: Examples,
                      item_texts: Sequence[str], *, epochs: int, max_steps: int, batch_size: int,
                      learning_rate: float, max_history: int, max_query_tokens: int, max_item_tokens: int,
@@ -365,7 +388,10 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
     started = time.perf_counter()
     step, epoch, losses, epoch_metrics = 0, 0, [], []
     show_progress = not distributed or torch.distributed.get_rank() == 0
+    # the bar draws only in an interactive terminal (disable=None); the progress lines go to logging, which the
+    # Airflow task log and `vetted run` show, every tenth of the run or PROGRESS_SECONDS, whichever comes first
     bar = tqdm(total=steps, desc="train", unit="step", leave=False, disable=None if show_progress else True)
+    progress = _Progress(steps, every=max(1, steps // 10)) if show_progress else None
     while step < steps:
         epoch += 1
         epoch_losses = []
@@ -399,6 +425,11 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
             bar.update(1)
             if epoch_losses:
                 bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}")
+            if progress is not None and progress.due(step):
+                spent = float(engine.get_epsilon(dp.delta)) if engine is not None and dp is not None else None
+                progress.report(step, epoch_losses[-1] if epoch_losses else None, spent)
+                if spent is not None:
+                    bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}" if epoch_losses else "-", eps=f"{spent:.2f}")
             if step % refresh_every == 0 and model.bert.encoder.layer[-1].output.dense.weight.requires_grad:
                 refresh_item_table(model, tokenizer, item_texts, max_item_tokens)
                 module.train()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +12,13 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# the DAG runs here report their lineage to a file, read back by the tests (the provider reads this once, before
+# the first task runs; tests/conftest.py gave Airflow its private home)
+LINEAGE_FILE = Path(os.environ["AIRFLOW_HOME"]) / "lineage.jsonl"
+os.environ.setdefault("AIRFLOW__OPENLINEAGE__TRANSPORT",
+                      json.dumps({"type": "file", "log_file_path": str(LINEAGE_FILE), "append": True}))
+os.environ.setdefault("AIRFLOW__OPENLINEAGE__NAMESPACE", "vetted")
 
 # a run small enough for CI: 400 shoppers, a few DP steps, no per-slice reports
 SMALL_RUN = {"source": "synthetic", "n_users": 400, "n_items": 200, "epochs": 1, "max_steps": 6, "batch_size": 64,
@@ -53,12 +62,21 @@ def recsys_dag():
 
 @pytest.fixture
 def run_dag(recsys_dag):
-    """dag.test() with a conf; the run must succeed (a failing gate is a successful run that keeps the champion)."""
+    """dag.test() with a conf; the run must end as `expect` says (a failed gate fails the run: keep_champion)."""
     from airflow.utils.state import DagRunState
 
-    def run(conf: dict):
+    def run(conf: dict, expect: DagRunState = DagRunState.SUCCESS):
         result = recsys_dag.test(run_conf=conf)
-        assert result.state == DagRunState.SUCCESS, f"dag run ended {result.state}"
+        assert result.state == expect, f"dag run ended {result.state}, expected {expect}"
         return result
 
     return run
+
+
+def lineage_events(run_id: str) -> list[dict]:
+    """The OpenLineage events the provider wrote for one DAG run's tasks."""
+    if not LINEAGE_FILE.exists():
+        return []
+    events = [json.loads(line) for line in LINEAGE_FILE.read_text().splitlines() if line.strip()]
+    return [e for e in events
+            if (e["run"]["facets"].get("airflow") or {}).get("dagRun", {}).get("run_id") == run_id]

@@ -3,6 +3,9 @@
 from pathlib import Path
 
 import pytest
+from airflow.utils.state import DagRunState
+
+from tests.e2e.conftest import lineage_events
 
 pytestmark = pytest.mark.slow
 
@@ -32,15 +35,59 @@ def test_dag_registers_gates_and_promotes_then_a_failing_gate_keeps_the_champion
     assert (summary_dir / "summary.json").exists()
     _the_plugin_links_the_gate_task_to_its_evidence(recsys_dag, first.run_id, v1)
 
-    # a second run under a policy no model can meet: registered, tagged failed, champion unchanged
-    run_dag({**small_run, "seed": 8, "policy": quality_policy("impossible", 2.0)})
+    assert client.get_model_version_by_alias(settings.model_name, "candidate").version == v1.version
+    _every_task_reported_its_lineage(first.run_id, v1, promoted=True)
+
+    # a second run under a policy no model can meet: registered, tagged failed, champion unchanged, and the run
+    # fails at keep_champion with the gate's reasons (every stage before it succeeded)
+    second = run_dag({**small_run, "seed": 8, "policy": quality_policy("impossible", 2.0)}, expect=DagRunState.FAILED)
     latest = max(client.search_model_versions(f"name='{settings.model_name}'"), key=lambda v: int(v.version))
     assert latest.version != v1.version
     assert latest.tags["gate.status"] == "failed"
+    assert "gate.failed_at" not in latest.tags  # failed by the gate's checks, not by a stage
     assert "fail" in latest.tags["gate.quality_vs_baseline"]
     assert client.get_model_version_by_alias(settings.model_name, "champion").version == v1.version
+    assert client.get_model_version_by_alias(settings.model_name, "candidate").version == v1.version
     assert "gate.champion_compared" in latest.tags  # the champion was re-evaluated on this hold-out
+    states = _task_states(recsys_dag, second.run_id)
+    assert states["keep_champion"] == "failed" and states["promote"] == "skipped"
+    assert {states[t] for t in ("prepare", "ingest", "features", "train", "evaluate", "register", "gate")} == {"success"}
+    _every_task_reported_its_lineage(second.run_id, latest, promoted=False)
     mlflow.set_tracking_uri("")  # leave no global state behind
+
+
+def _task_states(dag, run_id: str) -> dict[str, str]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return {ti.task_id: str(ti.state) for ti in session.scalars(
+            select(TaskInstance).where(TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == run_id))}
+
+
+def _every_task_reported_its_lineage(run_id: str, version, promoted: bool) -> None:
+    """The OpenLineage file transport got a start and an end event of each task that ran, with the datasets it
+    read and wrote, and the vetted_model facet on register, gate and promote."""
+    ended = {}
+    for event in lineage_events(run_id):
+        if event["eventType"] in ("COMPLETE", "FAIL"):
+            ended[event["job"]["name"].split(".", 1)[1]] = event
+    stages = ("prepare", "ingest", "features", "train", "evaluate", "register", "gate")
+    assert set(stages) <= set(ended), sorted(ended)
+    outputs = {task: [d["name"] for d in e.get("outputs", [])] for task, e in ended.items()}
+    assert any("/events/ingest_date=" in name for name in outputs["ingest"]), outputs["ingest"]
+    assert "user_recent_items" in outputs["features"]
+    assert any(name.endswith(f"/runs/{version.run_id}") for name in outputs["train"])
+    assert outputs["register"] == [f"models/{version.name}/versions/{version.version}"]
+    last = "promote" if promoted else "keep_champion"
+    facet = ended[last]["run"]["facets"]["vetted_model"]
+    assert facet["model_version"] == str(version.version) and facet["mlflow_run_id"] == version.run_id
+    assert facet["gate_status"] == version.tags["gate.status"] and facet["promoted"] is promoted
+    assert ended[last]["eventType"] == ("COMPLETE" if promoted else "FAIL")
+    assert ended["register"]["run"]["facets"]["vetted_model"]["mlflow_run_id"] == version.run_id
+    if promoted:
+        assert outputs["promote"] == [f"models/{version.name}@champion"]
 
 
 def _the_plugin_links_the_gate_task_to_its_evidence(dag, run_id: str, version) -> None:

@@ -66,3 +66,84 @@ def test_the_forms_sources_are_the_registrys(dagbag):
 
     config = RunConfig.from_dict({**dag.params.validate(), "source": "sql", "url": "sqlite:///shop.db"})
     assert config.url == "sqlite:///shop.db"
+
+
+def test_every_param_default_is_valid_json_schema_and_optional_ones_default_to_none(dagbag):
+    """Each Param's schema is valid JSON schema and accepts its own default; a Param whose default is empty
+    admits null, so the form submits untouched."""
+    import jsonschema
+
+    params = dagbag.dags["recsys_training"].params
+    for name in params:
+        param = params.get_param(name)
+        jsonschema.Draft202012Validator.check_schema(param.schema)
+        jsonschema.validate(param.value, param.schema)
+        if param.value is None:
+            assert "null" in param.schema["type"], name
+
+
+def test_number_limits_are_in_the_text_and_refused_not_clamped(dagbag):
+    """The UI's number box clamps to a top-level minimum/maximum on blur, silently; so the limits live in allOf,
+    are written in the description, and a value past them fails with a message naming the limit."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = dagbag.dags["recsys_training"].params
+    bounded = {}
+    for name in params:
+        schema = params.get_param(name).schema
+        assert "minimum" not in schema and "maximum" not in schema, f"{name}: the form would clamp it"
+        for limits in schema.get("allOf", []):
+            bounded[name] = limits
+    assert {"n_users", "n_items", "epochs", "max_steps", "batch_size", "dp_target_epsilon", "dp_delta",
+            "dp_transitions_floor", "seed", "world_size"} <= set(bounded)
+    for name, limits in bounded.items():
+        param = params.get_param(name)
+        assert f"{limits['maximum']:,}" in param.description, (name, param.description)
+        with pytest.raises(ParamValidationError, match="greater than the maximum"):
+            param.resolve(limits["maximum"] * 2 + 1, suppress_exception=False)
+        low = limits.get("minimum", limits.get("exclusiveMinimum"))
+        with pytest.raises(ParamValidationError, match="less than"):
+            param.resolve(low - 1, suppress_exception=False)
+
+
+def test_the_form_says_n_users_does_not_bound_training(dagbag):
+    text = dagbag.dags["recsys_training"].params.get_param("n_users").description
+    assert "every lake partition" in text
+
+
+def test_a_gate_failure_is_a_named_failing_branch_and_the_links_tasks_exist(dagbag):
+    from vetted_operators import GateFailedOperator, GateRejected, version_failed
+
+    dag = dagbag.dags["recsys_training"]
+    keep = dag.get_task("keep_champion")
+    assert isinstance(keep, GateFailedOperator) and "gate failed" in keep.task_display_name
+    assert dag.get_task("promote_approved").actor == "reviewer"
+    # the gate's own reasons stand: the failure callback leaves a rejected version's tags alone
+    assert version_failed({"exception": GateRejected("gate failed"), "ti": None}) is None
+
+
+def test_the_trigger_route_takes_the_forms_defaults_and_refuses_out_of_range_numbers(airflow_db, monkeypatch):
+    """Through Airflow's own REST route the UI's form posts to: the defaults start a run; a number past its limit
+    is answered 400 with the limit named, and no run is created."""
+    import os
+    import subprocess
+    import sys
+
+    from airflow.api_fastapi.app import create_app
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+    airflow = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([airflow, "dags", "reserialize"], check=True, capture_output=True, env=os.environ.copy())
+    client = TestClient(create_app(apps="core"))
+    headers = {"Authorization": f"Bearer {client.get('/auth/token').json()['access_token']}"}
+    url = "/api/v2/dags/recsys_training/dagRuns"
+
+    started = client.post(url, headers=headers, json={"logical_date": None, "conf": {}})
+    assert started.status_code == 200, started.text
+    assert client.delete(f"{url}/{started.json()['dag_run_id']}", headers=headers).status_code == 204
+    for conf, message in (({"n_users": 5_000_000}, "n_users: 5000000 is greater than the maximum of 1000000"),
+                          ({"epochs": 0}, "epochs: 0 is less than the minimum of 1"),
+                          ({"dp_delta": 0.5}, "dp_delta: 0.5 is greater than the maximum of 0.01")):
+        refused = client.post(url, headers=headers, json={"logical_date": None, "conf": conf})
+        assert refused.status_code == 400 and message in refused.json()["detail"], refused.text
