@@ -14,7 +14,7 @@ shoppers without usable history, and shoppers with an opt-out or deletion reques
 answers (`personalized: false`), never an error. Bad input gets a 4xx, never a 5xx: a 422 says which field
 and what was expected, without echoing the input; a body over `MAX_BODY_BYTES` is a 413, refused before it
 is read (`ml.serving.limits`). No model loaded at all is a 503 (a cold start whose champion does not load
-serves the newest gate-passed version that does, see `ml.serving.champion`). The OpenAPI document is
+serves the newest gate-passed version that does, see `ml.serving.watcher`). The OpenAPI document is
 FastAPI's own, generated from `ml.serving.schemas`.
 
 Plainly valid recommendation requests (GET /recommendations/<id>[?k=N] with the right key) are answered
@@ -26,9 +26,9 @@ and answer are built there; its scoring goes to the `RecommendationBatcher`'s th
 request waiting at that moment with one matrix product (`ml.serving.batching`), mostly outside the GIL, so
 it also uses the second core. /search (the query's encoding, by ONNX Runtime or torch mostly outside the
 GIL, then the dense and lexical top-n and their fusion) runs in FastAPI's thread pool; every thread that runs
-torch uses one OpenMP thread (`champion.one_openmp_thread`). Impressions are written by a background thread (`ImpressionLog`),
+torch uses one OpenMP thread (`runtime.one_openmp_thread`). Impressions are written by a background thread (`ImpressionLog`),
 flushed at shutdown. Once warmed up, what the process holds is frozen out of the garbage collector's full
-collections (`champion.settle_heap`), which otherwise stall every waiting request.
+collections (`runtime.settle_heap`), which otherwise stall every waiting request.
 """
 
 from __future__ import annotations
@@ -54,11 +54,12 @@ from ml.privacy.pseudonymize import Pseudonymizer, load_key
 from ml.serving import errors, ranking
 from ml.serving.auth import API_KEY_HEADER, key_matches, load_api_key
 from ml.serving.batching import RecommendationBatcher
-from ml.serving.champion import Champion, ChampionWatcher, one_blas_thread, settle_heap
+from ml.serving.champion import Champion
 from ml.serving.fastpath import ServiceApp
 from ml.serving.feedback import ImpressionLog, impression_record, new_impression_id
 from ml.serving.history import HistoryReader
 from ml.serving.optouts import OptOutList
+from ml.serving.runtime import one_blas_thread, settle_heap
 from ml.serving.schemas import (
     DEFAULT_K,
     MAX_BODY_BYTES,
@@ -74,6 +75,7 @@ from ml.serving.schemas import (
     SearchResponse,
     VersionResponse,
 )
+from ml.serving.watcher import ChampionWatcher
 
 log = logging.getLogger(__name__)
 
@@ -406,7 +408,7 @@ def serve(
     workers: int = DEFAULT_WORKERS,
 ) -> None:
     """Run the service with uvicorn. Access logs stay off: request paths carry raw user ids. BLAS and FAISS
-    run one thread per request (see `champion.one_blas_thread`, `champion.one_openmp_thread`).
+    run one thread per request (see `runtime.one_blas_thread`, `runtime.one_openmp_thread`).
 
     One worker (the default) is one process holding the model. With `workers` > 1, uvicorn starts that
     many processes on the same port, each loading and polling the champion on its own (so for up to one

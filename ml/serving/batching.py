@@ -1,9 +1,9 @@
 """Recommendations scored together: the requests waiting at the same moment share one matrix product.
 
 A shopper's recommendation is dominated by one product of the history vector with the whole item table
-(its int8 copy: `champion.QuantizedItems`), and that product is bound by reading the table, not by
-arithmetic, so one product for a batch of shoppers costs far less than one per shopper (on the 2-core
-machines, 0.28 ms for 7 shoppers over 10k items, 0.08 ms for one). The `RecommendationBatcher` turns
+(its int8 copy: `ml.search.dense.QuantizedItems`), and that product is bound by reading the table, not by
+arithmetic, so one product for a batch of shoppers costs far less than one per shopper
+(benchmarks/results/scoring.md). The `RecommendationBatcher` turns
 concurrent requests into such batches without making anyone wait for a batch to fill:
 
 - a request hands its job (the champion it took, the shopper's history, k) to the batcher and awaits it;
