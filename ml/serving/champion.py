@@ -100,10 +100,6 @@ class Champion:
         """What encodes search queries: "onnx-int8", "onnx-fp32" or "torch"."""
         return self.recommender.query_runtime
 
-    @property
-    def gate_status(self) -> str | None:
-        return self.tags.get("gate.status")
-
     def search_rows(self, query_vectors: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """[B, n] top item rows and exact scores (dot / temperature + bias) for each query vector, best first."""
         one_openmp_thread()

@@ -77,12 +77,9 @@ class Scorer:
         """The int8 item table of the first pass (built on first use: the warm-up builds it)."""
         return QuantizedItems.of(self.item_vectors)
 
-    def top(self, rows: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The exact top-n item rows (best first; equal scores: the lower row) and their scores for one history."""
-        return self.top_many([rows], n)[0]
-
     def top_many(self, histories: Sequence[Sequence[int]], n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """`top` of each history; the first pass is one product for the whole batch. The same ranking as
+        """The exact top-n item rows (best first; equal scores: the lower row) and their scores for each
+        history; the first pass is one product for the whole batch. The same ranking as
         `scores` followed by a top-n (the scores agree to float32 rounding: the parts are summed in
         another order).
 

@@ -38,6 +38,7 @@ from torch import nn
 from transformers import BertModel, PreTrainedTokenizerBase
 
 from ml.training.encoder import mean_pool, tokenize
+from ml.training.heads import ContentScale, FeatureWeights
 
 # weight of the i-th newest history item in the transition feature
 TRANSITION_DECAY = 0.6
@@ -46,61 +47,6 @@ TRANSITION_DECAY = 0.6
 RECENCY_INIT = -math.log(2.0)
 # weight of the i-th newest history item in the lexical feature
 LEXICAL_DECAY = 0.5
-
-
-class FeatureWeights(nn.Module):
-    """A weighted sum over the last axis: [B, N, F] -> [B, N].
-
-    As an nn.Linear over [B, N, F], Opacus' ghost clipping would build a [B, N, N] matrix per step (N =
-    the catalogue); the per-sample gradient is only [B, F], so this module registers that instead.
-    """
-
-    def __init__(self, n_features: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(n_features))
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return features @ self.weight
-
-
-def _feature_weights_grad_sample(layer: FeatureWeights, activations: list[torch.Tensor],
-                                 backprops: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
-    # [B, ..., F] features and [B, ...] backprops: one gradient per leading row (per shopper when grouped)
-    return {layer.weight: torch.einsum("b...f,b...->bf", activations[0], backprops)}
-
-
-class ContentScale(nn.Module):
-    """exp(log_scale) * scores: a learned multiplier on the text similarity, 1 at the start.
-
-    The temperature sets how much the zero-shot similarity counts against the behavioural features; a fixed
-    one forced the feature weights to make up for it (a negative shared-brand weight: same-brand items are
-    already close in text). The log parameterization keeps the scale positive and its step sizes relative.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.log_scale = nn.Parameter(torch.zeros(1))
-
-    def forward(self, scores: torch.Tensor) -> torch.Tensor:
-        return scores * self.log_scale.exp()
-
-
-def _content_scale_grad_sample(layer: ContentScale, activations: list[torch.Tensor],
-                               backprops: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
-    per_sample = (activations[0] * backprops).flatten(1).sum(dim=1, keepdim=True) * layer.log_scale.exp()
-    return {layer.log_scale: per_sample}
-
-
-def _register_with_opacus() -> None:
-    try:
-        from opacus.grad_sample import register_grad_sampler
-    except ImportError:  # serving does not need Opacus
-        return
-    register_grad_sampler(FeatureWeights)(_feature_weights_grad_sample)
-    register_grad_sampler(ContentScale)(_content_scale_grad_sample)
-
-
-_register_with_opacus()
 
 
 class BiEncoder(nn.Module):
@@ -166,9 +112,10 @@ class BiEncoder(nn.Module):
 
         Under DP every trained coordinate gets the same Gaussian noise, whatever its signal. The projection
         (dim x dim) and the item bias (one per item) carry little signal per coordinate with a few thousand
-        shoppers, so training them adds mostly noise (measured on amazon2018: it pulled the model below the
-        zero-shot encoder it starts from) and takes a share of each shopper's clipped gradient from the
-        scalar heads that do learn (feature weights, content scale, recency, category transitions).
+        shoppers, so training them adds mostly noise (on amazon2018 it pulled the model below the zero-shot
+        encoder it starts from; no results file keeps that run) and takes a share of each shopper's clipped
+        gradient from the scalar heads that do learn (feature weights, content scale, recency, category
+        transitions).
         """
         for p in (*self.history_proj.parameters(), *self.item_bias.parameters()):
             p.requires_grad = False
@@ -177,8 +124,8 @@ class BiEncoder(nn.Module):
         """Train without the closest-item and lexical features and with the content scale fixed at 1.
 
         For DP steps quiet enough that the projection and the item bias learn (`freeze_dense_heads` is for
-        the others): on the synthetic demo (20,000 shoppers, generated item texts) DP-SGD gave these public
-        text features negative weights, and NDCG@10 was 0.2144 with them against 0.2199 without (measured).
+        the others): on the synthetic demo (generated item texts) DP-SGD gave these public text features
+        negative weights and a lower NDCG@10 than without them (no results file keeps that run).
         Call `zero_dropped_weights` after training so that the saved model needs no flag."""
         self.text_features = False
         self.lexical = torch.zeros(1, 1, device=self.item_table.device)

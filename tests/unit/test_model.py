@@ -11,13 +11,8 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from ml.evaluation.baselines import ZeroShot
 from ml.training.encoder import model_dir
-from ml.training.model import (
-    BiEncoder,
-    ContentScale,
-    _content_scale_grad_sample,
-    build_history_tensors,
-    lexical_similarity,
-)
+from ml.training.heads import ContentScale, _content_scale_grad_sample
+from ml.training.model import BiEncoder, build_history_tensors, lexical_similarity
 from ml.training.recommender import Recommender, RecommenderSettings
 from ml.training.train import DPSettings, Examples, train_bi_encoder
 

@@ -66,14 +66,14 @@ def test_top_is_the_exact_top_of_the_models_full_score(w_closest):
         np.testing.assert_allclose(scorer.scores([rows])[0], full, rtol=1e-6, atol=1e-6)
         for n in (1, 10, 60):
             expected_rows, expected_scores = best(np.arange(N_ITEMS), full, n)
-            got_rows, got_scores = scorer.top(rows, n)
+            got_rows, got_scores = scorer.top_many([rows], n)[0]
             assert got_rows.tolist() == expected_rows.tolist()
             assert got_scores == pytest.approx(expected_scores, rel=1e-5, abs=1e-4)
 
 
 def test_top_handles_more_results_than_items_and_a_repeated_item():
     scorer = Scorer(tiny_recommender(1.0))
-    rows, scores = scorer.top([5, 5, 9], N_ITEMS + 10)
+    rows, scores = scorer.top_many([[5, 5, 9]], N_ITEMS + 10)[0]
     assert sorted(rows.tolist()) == list(range(N_ITEMS))
     assert np.all(np.diff(scores) <= 0)
     assert scores == pytest.approx(np.sort(scorer.scores([[5, 5, 9]])[0])[::-1], rel=1e-5, abs=1e-4)
@@ -81,7 +81,7 @@ def test_top_handles_more_results_than_items_and_a_repeated_item():
 
 def test_an_empty_history_is_refused():
     with pytest.raises(ValueError, match="at least one item"):
-        Scorer(tiny_recommender()).top([], 10)
+        Scorer(tiny_recommender()).top_many([[]], 10)
 
 
 @pytest.mark.parametrize("w_closest", [0.0, 1.5])
@@ -93,7 +93,7 @@ def test_top_of_a_batch_is_the_top_of_each_history(w_closest):
     batch = scorer.top_many(histories, 25)
     assert len(batch) == len(histories)
     for rows, (got_rows, got_scores) in zip(histories, batch, strict=True):
-        want_rows, want_scores = scorer.top(rows, 25)
+        want_rows, want_scores = scorer.top_many([rows], 25)[0]
         assert got_rows.tolist() == want_rows.tolist()
         assert got_scores == pytest.approx(want_scores, rel=1e-5, abs=1e-4)
 
@@ -186,7 +186,7 @@ def test_top_is_exact_where_the_int8_pass_cannot_tell_items_apart():
         full = scorer.scores([rows])[0]
         for n in (1, 10, 60):
             _, want_scores = best(np.arange(N_ITEMS), full, n)
-            got_rows, got_scores = scorer.top(rows, n)
+            got_rows, got_scores = scorer.top_many([rows], n)[0]
             # items whose scores differ by a rounding may come in either order; the scores may not
             assert len(set(got_rows.tolist())) == n
             assert got_scores == pytest.approx(want_scores, rel=1e-6, abs=1e-5)
