@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -94,6 +95,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--dump", type=Path, help="also write served scores and top-10 of fixed histories here")
     parser.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results alone")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the folder of scoring.json and scoring.md")
     args = parser.parse_args()
 
     import torch
@@ -111,8 +113,10 @@ def main() -> int:
             rec = build(n_items, seed=n_items, bert_and_tokenizer=bert_and_tokenizer, tables=n_items <= 1000)
             champion = build_champion(rec, "bench", "1", {}, Path(tmp))
             for batch in (1, 8):
+                load = os.getloadavg()[0]
                 row = {"items": n_items, "batch": batch, "label": args.label,
-                       **time_scoring(champion, n_items, batch, args.requests, seed=batch)}
+                       **time_scoring(champion, n_items, batch, args.requests, seed=batch),
+                       "load_before": round(load, 1), "load_after": round(os.getloadavg()[0], 1)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             fixed = histories(n_items, 12, seed=99)
@@ -125,7 +129,7 @@ def main() -> int:
         np.savez(args.dump, **dump)
     if args.no_write:
         return 0
-    path = RESULTS / "scoring.json"
+    path = args.results / "scoring.json"
     old = json.loads(path.read_text()) if path.exists() else {"runs": []}
     old["runs"] = [r for r in old["runs"] if r["label"] != args.label] + rows
     old["machine"] = machine()
@@ -133,13 +137,14 @@ def main() -> int:
     lines = ["# Recommendation scoring in process (benchmarks/scoring.py)", "",
              "`Champion.top_for_histories`: the exact top-10, one thread, no HTTP; ms per call "
              f"({args.requests} calls after 20 warm-up ones). Every feature weight is non-zero; the 1,000-item model "
-             "also has the item x item tables.", "",
-             "| label | items | shoppers per call | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['label']} | {r['items']:,} | {r['batch']} | {r['p50']} | {r['p95']} | {r['p99']} |"
-              for r in old["runs"]]
+             "also has the item x item tables. Load: the machine's 1-minute load average before and after the row "
+             "(other jobs share the cores: compare rows run back to back, not with other files' numbers).", "",
+             "| label | items | shoppers per call | p50 ms | p95 ms | p99 ms | load |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['label']} | {r['items']:,} | {r['batch']} | {r['p50']} | {r['p95']} | {r['p99']} "
+              f"| {r.get('load_before', '?')}→{r.get('load_after', '?')} |" for r in old["runs"]]
     m = old["machine"]
     lines += ["", f"Machine: {m['cores']} cores, {m['cpu']}, torch {m['versions'].get('torch')}, {m['date']}."]
-    (RESULTS / "scoring.md").write_text("\n".join(lines) + "\n")
+    (args.results / "scoring.md").write_text("\n".join(lines) + "\n")
     return 0
 
 

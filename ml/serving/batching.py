@@ -102,19 +102,22 @@ class RecommendationBatcher:
         groups: dict[tuple[int, ranking.RankingOptions], list[_Job]] = {}
         for job in batch:  # a champion swap or other options mid-batch: each group on its own
             groups.setdefault((id(job.champion), job.options), []).append(job)
+        settled = []
         for jobs in groups.values():
             try:
                 outcomes = [(answer, False) for answer in _recommend(jobs)]
             except Exception:  # one bad job must not fail the others: score them one by one
                 log.exception("scoring a batch of %d recommendation(s) failed; scoring them one by one", len(jobs))
                 outcomes = [_alone(job) for job in jobs]
-            for job, (answer, failed) in zip(jobs, outcomes, strict=True):
-                try:
-                    job.loop.call_soon_threadsafe(_settle, job.future, answer, failed)
-                except RuntimeError:  # its event loop is closed: nobody waits for this answer any more
-                    pass
+            settled.extend(zip(jobs, outcomes, strict=True))
+        # counted before any answer goes back: a client that has its answer sees it in /healthz
         self.batches += 1
         self.jobs_done += len(batch)
+        for job, (answer, failed) in settled:
+            try:
+                job.loop.call_soon_threadsafe(_settle, job.future, answer, failed)
+            except RuntimeError:  # its event loop is closed: nobody waits for this answer any more
+                pass
 
 
 def _recommend(jobs: list[_Job]) -> list[ranking.Ranked]:

@@ -142,8 +142,8 @@ class BiEncoder(nn.Module):
     def fold_content_scale(self) -> float:
         """Move the learned content scale into the temperature (scale 1 again) and return the temperature.
 
-        The saved model then scores with `temperature` alone, which is what the search path and serving's
-        numpy tower read."""
+        The saved model then scores with `temperature` alone, which is what the search path reads
+        (`Recommender.augmented_queries`)."""
         self.temperature = float(self.temperature / self.content_scale.log_scale.exp().item())
         self.content_scale.log_scale.zero_()
         return self.temperature
