@@ -102,7 +102,7 @@ class RecommendationBatcher:
         groups: dict[tuple[int, ranking.RankingOptions], list[_Job]] = {}
         for job in batch:  # a champion swap or other options mid-batch: each group on its own
             groups.setdefault((id(job.champion), job.options), []).append(job)
-        settled = []
+        settled: list[tuple[_Job, tuple[Any, bool]]] = []
         for jobs in groups.values():
             try:
                 outcomes = [(answer, False) for answer in _recommend(jobs)]
