@@ -114,7 +114,7 @@ def synthetic(cases_file: Path, enc: dict[str, Any], seed: int) -> dict[str, Any
 def crowdflower(enc: dict[str, Any], seed: int) -> dict[str, Any]:
     from ml.data.crowdflower import load_judgments
     from ml.evaluation.metrics import graded_ndcg
-    from ml.ranking import top_k
+    from ml.topk import top_k
 
     path = SHARED_DATA / "crowdflower-search"
     if not path.exists():

@@ -98,7 +98,7 @@ def signals(inputs: dict) -> list[dict]:
     from ml.evaluation.fairness import activity_groups
     from ml.evaluation.metrics import per_case_metrics
     from ml.evaluation.user_fairness import group_ndcg
-    from ml.ranking import top_k
+    from ml.topk import top_k
 
     rec, histories = inputs["rec"], inputs["histories"]
     model = rec.model

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ml.lexical import BM25Index, words
-from ml.ranking import top_k
+from ml.topk import top_k
 
 log = logging.getLogger(__name__)
 

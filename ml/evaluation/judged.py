@@ -7,7 +7,7 @@ relevant from grade `RELEVANT_GRADE` (3) up: it answers the query, if not exactl
 query gains nothing and is not relevant (the retrieval protocol's rule).
 
 Re-ranking protocol: a query ranks its own judged products only. A scorer's order within them is its scores sorted
-(equal scores: the lower row, as `ml.ranking.top_k`); a fused order (`fused_within`) fuses the dense order and the
+(equal scores: the lower row, as `ml.topk.top_k`); a fused order (`fused_within`) fuses the dense order and the
 lexical order within them with the same reciprocal rank fusion as the served ranking (`ml.search.fusion.fuse`),
 the lexical side keeping only the products BM25 scores above 0, as `ml.search.engine.LexicalIndex.top` does.
 
@@ -26,8 +26,8 @@ import numpy as np
 from ml.data.crowdflower import gain
 from ml.evaluation.bootstrap import DEFAULT_RESAMPLES, hold_out, ratio_draws, shopper_resamples, summary
 from ml.evaluation.metrics import graded_ndcg
-from ml.ranking import top_k
 from ml.search.fusion import fuse
+from ml.topk import top_k
 
 RELEVANT_GRADE = 3
 

@@ -1,6 +1,6 @@
 """Exact top-n by inner product over a large table, fast: an int8 first pass with an error bound, then exact scores.
 
-Used for both halves of serving: a shopper's recommendations (`ml.serving.champion.HistoryTower.top_many`,
+Used for both halves of serving: a shopper's recommendations (`ml.serving.scorer.Scorer.top_many`,
 whose score adds behavioural terms to the bound) and search's dense side (`DenseIndex`: the query vector
 against the items' augmented vectors, the model's own score). The answer is always the exact top-n, whatever
 the rounding of the first pass: every item whose upper bound still reaches the n-th best exact score is scored
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ml.topk import best
 
 
 @dataclass(frozen=True)
@@ -84,22 +86,15 @@ def _matmul_t(queries: np.ndarray, table: np.ndarray) -> np.ndarray:
     """queries @ table.T as a new float32 array [B, n_items], on the calling thread (one thread).
 
     For more than one query, torch's product (no copy of the table: `from_numpy` shares its memory), which
-    on the 2-core machines runs a batch about twice as fast as numpy's OpenBLAS; one matrix-vector product
-    both do about as fast.
+    ran a batch faster than numpy's OpenBLAS on the serving machines; one matrix-vector product both do
+    about as fast (benchmarks/results/serving.md).
     """
     if len(queries) == 1:
         return (table @ queries[0])[None, :]
     return (torch.from_numpy(np.ascontiguousarray(queries)) @ torch.from_numpy(table).T).numpy()
 
 
-TOP_CANDIDATES = 64  # the smallest first candidate set `HistoryTower.top_many` computes similarities for
-
-
-def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The n best (rows, scores), best first (equal scores: the lower row first)."""
-    top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
-    top = top[np.lexsort((rows[top], -scores[top]))]
-    return rows[top], scores[top]
+TOP_CANDIDATES = 64  # the smallest first candidate set scored exactly (`DenseIndex.search`, `Scorer.top_many`)
 
 
 class DenseIndex:
@@ -120,7 +115,7 @@ class DenseIndex:
         m = max(4 * n, TOP_CANDIDATES)
         if m >= n_rows:  # a small table: every exact score
             every = np.arange(n_rows)
-            return [_best(every, row, n) for row in _matmul_t(queries, self.table)]
+            return [best(every, row, n) for row in _matmul_t(queries, self.table)]
         approx, factors = self.quantized.products(queries)
         upper = approx  # built in place: the approximate product plus its error bound, (1 + 1e-6) for rounding
         upper += (factors * (1 + 1e-6)).astype(np.float32) @ self.quantized.slack
@@ -137,5 +132,5 @@ class DenseIndex:
             if len(more):
                 rows = np.concatenate([rows, more])
                 exact = np.concatenate([exact, self.table[more] @ query])
-            out.append(_best(rows, exact, n))
+            out.append(best(rows, exact, n))
         return out

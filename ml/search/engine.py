@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from ml.lexical import BM25Index, words
-from ml.ranking import top_k
 from ml.search.fusion import fuse
 from ml.search.query_cache import DEFAULT_SIZE as DEFAULT_QUERY_CACHE_SIZE
+from ml.topk import top_k
 
 DEFAULT_DEPTH = 100
 # the query encoder's exported copies (ml.search.onnx_encoder): float32, or int8 weights (dynamic quantization)

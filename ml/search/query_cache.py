@@ -29,11 +29,6 @@ class CacheStats:
     misses: int
     evictions: int
 
-    @property
-    def hit_rate(self) -> float:
-        asked = self.hits + self.misses
-        return self.hits / asked if asked else 0.0
-
 
 class QueryCache:
     """At most `capacity` vectors, the least recently used dropped first; capacity 0 keeps nothing."""

@@ -14,7 +14,7 @@ shoppers without usable history, and shoppers with an opt-out or deletion reques
 answers (`personalized: false`), never an error. Bad input gets a 4xx, never a 5xx: a 422 says which field
 and what was expected, without echoing the input; a body over `MAX_BODY_BYTES` is a 413, refused before it
 is read (`ml.serving.limits`). No model loaded at all is a 503 (a cold start whose champion does not load
-serves the newest gate-passed version that does, see `ml.serving.champion`). The OpenAPI document is
+serves the newest gate-passed version that does, see `ml.serving.watcher`). The OpenAPI document is
 FastAPI's own, generated from `ml.serving.schemas`.
 
 Plainly valid recommendation requests (GET /recommendations/<id>[?k=N] with the right key) are answered
@@ -26,9 +26,9 @@ and answer are built there; its scoring goes to the `RecommendationBatcher`'s th
 request waiting at that moment with one matrix product (`ml.serving.batching`), mostly outside the GIL, so
 it also uses the second core. /search (the query's encoding, by ONNX Runtime or torch mostly outside the
 GIL, then the dense and lexical top-n and their fusion) runs in FastAPI's thread pool; every thread that runs
-torch uses one OpenMP thread (`champion.one_openmp_thread`). Impressions are written by a background thread (`ImpressionLog`),
+torch uses one OpenMP thread (`runtime.one_openmp_thread`). Impressions are written by a background thread (`ImpressionLog`),
 flushed at shutdown. Once warmed up, what the process holds is frozen out of the garbage collector's full
-collections (`champion.settle_heap`), which otherwise stall every waiting request.
+collections (`runtime.settle_heap`), which otherwise stall every waiting request.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import metadata
 from typing import Annotated, Any
 
@@ -54,33 +52,29 @@ from ml.privacy.pseudonymize import Pseudonymizer, load_key
 from ml.serving import errors, ranking
 from ml.serving.auth import API_KEY_HEADER, key_matches, load_api_key
 from ml.serving.batching import RecommendationBatcher
-from ml.serving.champion import Champion, ChampionWatcher, one_blas_thread, settle_heap
+from ml.serving.champion import Champion
 from ml.serving.fastpath import ServiceApp
-from ml.serving.feedback import ImpressionLog, impression_record, new_impression_id
+from ml.serving.feedback import ImpressionLog
 from ml.serving.history import HistoryReader
 from ml.serving.optouts import OptOutList
+from ml.serving.runtime import one_blas_thread, settle_heap
 from ml.serving.schemas import (
     DEFAULT_K,
     MAX_BODY_BYTES,
     MAX_K,
     MAX_USER_ID_CHARS,
-    Diagnostics,
     ErrorMessage,
-    GateSummary,
     HealthResponse,
     RecommendationResponse,
-    RerankSummary,
     SearchRequest,
     SearchResponse,
     VersionResponse,
 )
+from ml.serving.service import Service
+from ml.serving.watcher import ChampionWatcher
 
 log = logging.getLogger(__name__)
 
-NO_CHAMPION = (
-    "no champion model is loaded yet: promote a version to the 'champion' alias (vetted run / vetted demo); "
-    "GET /version (with the API key) shows the last loading error"
-)
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorMessage, "description": f"The {API_KEY_HEADER} header is missing"},
     403: {"model": ErrorMessage, "description": f"The {API_KEY_HEADER} header is wrong"},
@@ -96,56 +90,6 @@ _FIELDS = frozenset({*SearchRequest.model_fields, "user_id", "k"})
 # log lines name routes by their templates, never by the path requested (it can hold a raw user id)
 ROUTES = {"/recommendations/": "/recommendations/{user_id}", "/search": "/search", "/healthz": "/healthz",
           "/version": "/version", "/openapi.json": "/openapi.json", "/docs": "/docs"}
-
-
-@dataclass
-class Service:
-    """What the endpoints share; built once by `create_app`."""
-
-    settings: Settings
-    watcher: ChampionWatcher
-    history: HistoryReader
-    optouts: OptOutList
-    pseudonymizer: Pseudonymizer
-    impressions: ImpressionLog
-    options: ranking.RankingOptions
-    batcher: RecommendationBatcher
-
-    def champion(self) -> Champion:
-        champion = self.watcher.current()
-        if champion is None:
-            raise HTTPException(status_code=503, detail=NO_CHAMPION)
-        return champion
-
-    def results(self, champion: Champion, ranked: ranking.Ranked) -> list[dict[str, Any]]:
-        """The `Result` fields of each answer, as plain values (building pydantic models per result costs
-        the event loop; the response model validates them where one is built, as for /search)."""
-        ids, titles, brands = champion.recommender.item_ids, champion.titles, champion.brands
-        return [
-            {"item_id": ids[r], "title": titles[r], "brand": brands[r], "score": s, "explanation": e}
-            for r, s, e in zip(ranked.rows, ranked.scores, ranked.explanations, strict=True)
-        ]
-
-    def log_impression(
-        self,
-        impression_id: str,
-        pseudonym: str | None,
-        kind: str,
-        champion: Champion,
-        item_ids: list[str],
-        personalized: bool,
-    ) -> None:
-        record = impression_record(
-            impression_id,
-            datetime.now(UTC),
-            pseudonym,
-            kind,
-            item_ids,
-            personalized,
-            champion.model_name,
-            champion.version,
-        )
-        self.impressions.append(record)
 
 
 def _json(body: BaseModel | bytes) -> Response:
@@ -229,22 +173,13 @@ def create_app(
 
     authorized = [Depends(require_key)]
 
-    def answered(kind: str, champion, pseudonym: str | None, opted_out: bool, ranked) -> tuple[str, list]:
-        """The results to send, and the impression logged for them (never for an opted-out shopper)."""
-        results = service.results(champion, ranked)
-        impression_id = new_impression_id()
-        if not opted_out:
-            item_ids = [r["item_id"] for r in results]
-            service.log_impression(impression_id, pseudonym, kind, champion, item_ids, ranked.personalized)
-        return impression_id, results
-
     async def recommendation_body(champion: Champion, user_id: str, k: int) -> bytes:
         """The JSON body of GET /recommendations/{user_id}?k= (the route's and `ServiceApp`'s shortcut's)."""
         pseudonym = service.pseudonymizer.pseudonym(user_id)
         opted_out = pseudonym in service.optouts
         history = [] if opted_out else service.history.recent_items(pseudonym)
         ranked = await service.batcher.recommend(champion, history, k, service.options)
-        impression_id, results = answered("recommendations", champion, pseudonym, opted_out, ranked)
+        impression_id, results = service.answered("recommendations", champion, pseudonym, opted_out, ranked)
         response = {  # RecommendationResponse's fields as plain values, serialized without building the model
             "impression_id": impression_id,
             "model_name": champion.model_name,
@@ -295,7 +230,7 @@ def create_app(
         opted_out = pseudonym is not None and pseudonym in service.optouts
         history = service.history.recent_items(pseudonym) if pseudonym and not opted_out else []
         ranked = ranking.search(champion, request.query, history, request.k, service.options)
-        impression_id, results = answered("search", champion, pseudonym, opted_out, ranked)
+        impression_id, results = service.answered("search", champion, pseudonym, opted_out, ranked)
         return _json(
             SearchResponse(
                 impression_id=impression_id,
@@ -314,26 +249,10 @@ def create_app(
         responses={503: {"model": HealthResponse, "description": "No model loaded yet"}},
     )
     async def healthz(response: Response) -> HealthResponse:
-        champion = service.watcher.current()
-        status = service.watcher.status()
-        if champion is None:
+        health = service.health()
+        if health.status == "unavailable":
             response.status_code = 503
-        troubled = (
-            status.fallback_for is not None
-            or status.last_error is not None
-            or service.history.last_error is not None
-            or service.optouts.last_error is not None
-        )
-        return HealthResponse(
-            status="unavailable" if champion is None else "degraded" if troubled else "ok",
-            model_name=settings.model_name,
-            model_version=champion.version if champion else None,
-            loaded_at=champion.loaded_at if champion else None,
-            last_checked=status.last_checked,
-            poll_seconds=service.watcher.poll_seconds,
-            scoring_batches=service.batcher.batches,
-            scored_requests=service.batcher.jobs_done,
-        )
+        return health
 
     @app.get(
         "/version",
@@ -343,40 +262,7 @@ def create_app(
         summary="The served model version and its gate decision",
     )
     async def version() -> VersionResponse:
-        champion = service.watcher.current()
-        status = service.watcher.status()
-        if champion is None:
-            raise HTTPException(status_code=503, detail=f"{NO_CHAMPION}. Last error: {status.last_error}")
-        tags = champion.tags
-        rerank = champion.rerank
-        return VersionResponse(
-            model_name=champion.model_name,
-            version=champion.version,
-            alias=service.watcher.alias,
-            fallback_for=status.fallback_for,
-            run_id=champion.run_id,
-            loaded_at=champion.loaded_at,
-            query_encoder=champion.query_encoder,
-            gate=GateSummary(
-                status=tags.get("gate.status"),
-                checks={
-                    k: v for k, v in sorted(tags.items()) if k.startswith("gate.") and k != "gate.status"
-                },
-            ),
-            rerank=RerankSummary(
-                min_tail_share=rerank.config.min_tail_share,
-                window=rerank.config.window,
-                head_share=rerank.head_share,
-                n_tail_brands=len(rerank.tail_brands),
-            ),
-            diagnostics=Diagnostics(
-                last_checked=status.last_checked,
-                last_error=status.last_error,
-                failed_versions=status.failed_versions,
-                feature_store_error=service.history.last_error,
-                privacy_requests_error=service.optouts.last_error,
-            ),
-        )
+        return service.version()
 
     return app
 
@@ -406,7 +292,7 @@ def serve(
     workers: int = DEFAULT_WORKERS,
 ) -> None:
     """Run the service with uvicorn. Access logs stay off: request paths carry raw user ids. BLAS and FAISS
-    run one thread per request (see `champion.one_blas_thread`, `champion.one_openmp_thread`).
+    run one thread per request (see `runtime.one_blas_thread`, `runtime.one_openmp_thread`).
 
     One worker (the default) is one process holding the model. With `workers` > 1, uvicorn starts that
     many processes on the same port, each loading and polling the champion on its own (so for up to one

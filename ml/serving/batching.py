@@ -1,9 +1,9 @@
 """Recommendations scored together: the requests waiting at the same moment share one matrix product.
 
 A shopper's recommendation is dominated by one product of the history vector with the whole item table
-(its int8 copy: `champion.QuantizedItems`), and that product is bound by reading the table, not by
-arithmetic, so one product for a batch of shoppers costs far less than one per shopper (on the 2-core
-machines, 0.28 ms for 7 shoppers over 10k items, 0.08 ms for one). The `RecommendationBatcher` turns
+(its int8 copy: `ml.search.dense.QuantizedItems`), and that product is bound by reading the table, not by
+arithmetic, so one product for a batch of shoppers costs far less than one per shopper
+(benchmarks/results/scoring.md). The `RecommendationBatcher` turns
 concurrent requests into such batches without making anyone wait for a batch to fill:
 
 - a request hands its job (the champion it took, the shopper's history, k) to the batcher and awaits it;
@@ -102,19 +102,22 @@ class RecommendationBatcher:
         groups: dict[tuple[int, ranking.RankingOptions], list[_Job]] = {}
         for job in batch:  # a champion swap or other options mid-batch: each group on its own
             groups.setdefault((id(job.champion), job.options), []).append(job)
+        settled: list[tuple[_Job, tuple[Any, bool]]] = []
         for jobs in groups.values():
             try:
                 outcomes = [(answer, False) for answer in _recommend(jobs)]
             except Exception:  # one bad job must not fail the others: score them one by one
                 log.exception("scoring a batch of %d recommendation(s) failed; scoring them one by one", len(jobs))
                 outcomes = [_alone(job) for job in jobs]
-            for job, (answer, failed) in zip(jobs, outcomes, strict=True):
-                try:
-                    job.loop.call_soon_threadsafe(_settle, job.future, answer, failed)
-                except RuntimeError:  # its event loop is closed: nobody waits for this answer any more
-                    pass
+            settled.extend(zip(jobs, outcomes, strict=True))
+        # counted before any answer goes back: a client that has its answer sees it in /healthz
         self.batches += 1
         self.jobs_done += len(batch)
+        for job, (answer, failed) in settled:
+            try:
+                job.loop.call_soon_threadsafe(_settle, job.future, answer, failed)
+            except RuntimeError:  # its event loop is closed: nobody waits for this answer any more
+                pass
 
 
 def _recommend(jobs: list[_Job]) -> list[ranking.Ranked]:

@@ -2,28 +2,24 @@
 
 - a recommendation: the shopper's history item whose vector is closest to the result's (the history
   tower pools those vectors, so that item is the one that pulled the result up most directly);
-- a search result: the query's words found in the item's text (title, brand, category);
+- a search result: the query's words found in the item's text (title, brand, category), split into words as
+  search's lexical side splits them (`ml.lexical.words`), so an explanation names only words search matches on;
 - a non-personalized result: says so.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
-_WORD = re.compile(r"[0-9a-z]+")
+from ml.lexical import words
+
 STOPWORDS = frozenset(
     "a an and are as at be by for from in is it of on or the to with without my me i you your".split()
 )
 TITLE_CHARS = 60
 NOT_PERSONALIZED = "a top pick overall (not personalized)"
-
-
-def words(text: str) -> list[str]:
-    """Lower-case alphanumeric words, in order."""
-    return _WORD.findall(text.lower())
 
 
 def query_terms(query: str) -> list[str]:

@@ -21,7 +21,7 @@ RECENT_ITEMS = "user_recent_items:recent_items"
 
 
 class HistoryReader:
-    """Reads recent items for one pseudonymized shopper; thread-safe (reads are serialized, ~0.05 ms each).
+    """Reads recent items for one pseudonymized shopper; thread-safe (reads are serialized: one is short beside a request, benchmarks/results/serving.md).
 
     The read goes straight to the online store's `online_read` (the call Feast's `get_online_features`
     makes after resolving feature references against the registry): the same stored value, without the

@@ -2,8 +2,8 @@
 
 - recommendations: the top of the model's full score over every item for the shopper's recent items
   (the history tower's similarity, the item bias and the behavioural part: `Recommender.history_scores`,
-  the same function the evaluation measured; its exact top-n computed in numpy by
-  `Champion.top_for_history`); without usable history, the non-personalized order (the model's learned
+  the same function the evaluation measured; its exact top-n by `Champion.top_for_histories`, which runs the
+  model's own parts in `ml.serving.scorer`); without usable history, the non-personalized order (the model's learned
   item bias, trained under DP, so no extra privacy cost);
 - search: the ranking the evaluation measured (`ml.search.engine`): the query's vector, blended with a known
   shopper's history vector, its dense top (`ml.search.dense`) fused with BM25's by reciprocal rank fusion, with the model's own
@@ -22,7 +22,8 @@ import numpy as np
 from ml.evaluation.rerank import rerank
 from ml.search.engine import blend_history
 from ml.serving import explain
-from ml.serving.champion import Champion, one_openmp_thread
+from ml.serving.champion import Champion
+from ml.serving.runtime import one_openmp_thread
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ train (parameter-efficient fine-tuning).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import cast
@@ -37,6 +38,7 @@ from torch import nn
 from transformers import BertModel, PreTrainedTokenizerBase
 
 from ml.training.encoder import mean_pool, tokenize
+from ml.training.heads import ContentScale, FeatureWeights
 
 # weight of the i-th newest history item in the transition feature
 TRANSITION_DECAY = 0.6
@@ -47,61 +49,6 @@ RECENCY_INIT = -math.log(2.0)
 LEXICAL_DECAY = 0.5
 
 
-class FeatureWeights(nn.Module):
-    """A weighted sum over the last axis: [B, N, F] -> [B, N].
-
-    As an nn.Linear over [B, N, F], Opacus' ghost clipping would build a [B, N, N] matrix per step (N =
-    the catalogue); the per-sample gradient is only [B, F], so this module registers that instead.
-    """
-
-    def __init__(self, n_features: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(n_features))
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return features @ self.weight
-
-
-def _feature_weights_grad_sample(layer: FeatureWeights, activations: list[torch.Tensor],
-                                 backprops: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
-    # [B, ..., F] features and [B, ...] backprops: one gradient per leading row (per shopper when grouped)
-    return {layer.weight: torch.einsum("b...f,b...->bf", activations[0], backprops)}
-
-
-class ContentScale(nn.Module):
-    """exp(log_scale) * scores: a learned multiplier on the text similarity, 1 at the start.
-
-    The temperature sets how much the zero-shot similarity counts against the behavioural features; a fixed
-    one forced the feature weights to make up for it (a negative shared-brand weight: same-brand items are
-    already close in text). The log parameterization keeps the scale positive and its step sizes relative.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.log_scale = nn.Parameter(torch.zeros(1))
-
-    def forward(self, scores: torch.Tensor) -> torch.Tensor:
-        return scores * self.log_scale.exp()
-
-
-def _content_scale_grad_sample(layer: ContentScale, activations: list[torch.Tensor],
-                               backprops: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
-    per_sample = (activations[0] * backprops).flatten(1).sum(dim=1, keepdim=True) * layer.log_scale.exp()
-    return {layer.log_scale: per_sample}
-
-
-def _register_with_opacus() -> None:
-    try:
-        from opacus.grad_sample import register_grad_sampler
-    except ImportError:  # serving does not need Opacus
-        return
-    register_grad_sampler(FeatureWeights)(_feature_weights_grad_sample)
-    register_grad_sampler(ContentScale)(_content_scale_grad_sample)
-
-
-_register_with_opacus()
-
-
 class BiEncoder(nn.Module):
     # brand shared with the history, item repeated from the history, same category as the last item,
     # same brand as the last item, item-transition score (DP-noised counts, when given), and the largest
@@ -109,6 +56,7 @@ class BiEncoder(nn.Module):
     # and the lexical (BM25) match between the candidate and the history items (model numbers, sizes and part
     # names that the sentence encoder smooths over); both from the public catalogue alone
     N_FEATURES = 7
+    CLOSEST = 5  # the closest-similarity feature's position
 
     # buffers (register_buffer), declared so that they read as tensors
     item_table: torch.Tensor
@@ -164,9 +112,10 @@ class BiEncoder(nn.Module):
 
         Under DP every trained coordinate gets the same Gaussian noise, whatever its signal. The projection
         (dim x dim) and the item bias (one per item) carry little signal per coordinate with a few thousand
-        shoppers, so training them adds mostly noise (measured on amazon2018: it pulled the model below the
-        zero-shot encoder it starts from) and takes a share of each shopper's clipped gradient from the
-        scalar heads that do learn (feature weights, content scale, recency, category transitions).
+        shoppers, so training them adds mostly noise (on amazon2018 it pulled the model below the zero-shot
+        encoder it starts from; no results file keeps that run) and takes a share of each shopper's clipped
+        gradient from the scalar heads that do learn (feature weights, content scale, recency, category
+        transitions).
         """
         for p in (*self.history_proj.parameters(), *self.item_bias.parameters()):
             p.requires_grad = False
@@ -175,8 +124,8 @@ class BiEncoder(nn.Module):
         """Train without the closest-item and lexical features and with the content scale fixed at 1.
 
         For DP steps quiet enough that the projection and the item bias learn (`freeze_dense_heads` is for
-        the others): on the synthetic demo (20,000 shoppers, generated item texts) DP-SGD gave these public
-        text features negative weights, and NDCG@10 was 0.2144 with them against 0.2199 without (measured).
+        the others): on the synthetic demo (generated item texts) DP-SGD gave these public text features
+        negative weights and a lower NDCG@10 than without them (no results file keeps that run).
         Call `zero_dropped_weights` after training so that the saved model needs no flag."""
         self.text_features = False
         self.lexical = torch.zeros(1, 1, device=self.item_table.device)
@@ -193,8 +142,8 @@ class BiEncoder(nn.Module):
     def fold_content_scale(self) -> float:
         """Move the learned content scale into the temperature (scale 1 again) and return the temperature.
 
-        The saved model then scores with `temperature` alone, which is what the search path and serving's
-        numpy tower read."""
+        The saved model then scores with `temperature` alone, which is what the search path reads
+        (`Recommender.augmented_queries`)."""
         self.temperature = float(self.temperature / self.content_scale.log_scale.exp().item())
         self.content_scale.log_scale.zero_()
         return self.temperature
@@ -274,14 +223,19 @@ class BiEncoder(nn.Module):
         return self.logits(q, hist_idx, hist_mask, is_search, own_idx, own_val)
 
     def history_features(self, hist_idx: torch.Tensor, hist_mask: torch.Tensor, own_idx: torch.Tensor | None = None,
-                         own_val: torch.Tensor | None = None) -> torch.Tensor:
+                         own_val: torch.Tensor | None = None, closest: bool = True) -> torch.Tensor:
         """[B, n_items, N_FEATURES] features of each candidate against the history (no learned part).
 
         `own_idx`, `own_val` ([B, M]) are added to the transition feature at those items: in training, what the
-        example's own shopper put into the counts is taken out (ml.pipeline.stages.transition_feature)."""
+        example's own shopper put into the counts is taken out (ml.pipeline.stages.transition_feature).
+        `closest` False leaves the closest-similarity feature at 0: serving adds it for its candidates only
+        (`candidate_scores`), the costliest feature over a whole catalogue."""
         real = hist_mask > 0
-        hist_brand = self.item_brand[hist_idx].masked_fill(~real, -1)  # [B,H]
-        brand_match = (hist_brand.unsqueeze(-1) == self.item_brand.view(1, 1, -1)).any(dim=1)
+        # one row of brand flags per history, read for every item: [B, n_brands], not [B, H, n_items]
+        n_brands = int(self.item_brand.max().item()) + 1 if len(self.item_brand) else 1
+        shared = torch.zeros(hist_idx.shape[0], n_brands, device=hist_idx.device)
+        shared = shared.scatter_add(1, self.item_brand[hist_idx], real.float()).clamp(max=1.0)
+        brand_match = shared[:, self.item_brand]
         repeat = torch.zeros(hist_idx.shape[0], self.item_table.shape[0], device=hist_idx.device)
         repeat = repeat.scatter_add(1, hist_idx, real.float()).clamp(max=1.0)  # padded slots add 0
         last = hist_idx[:, 0]  # newest first
@@ -290,10 +244,11 @@ class BiEncoder(nn.Module):
         transition = self._decayed_rows(self.transitions, hist_idx, real, TRANSITION_DECAY)
         if own_idx is not None and own_val is not None:
             transition = transition.scatter_add(1, own_idx, own_val.to(transition.dtype))
-        closest = self.closest_similarity(hist_idx, real) if self.text_features else torch.zeros_like(repeat)
+        use = closest and self.text_features
+        closest_sim = self.closest_similarity(hist_idx, real) if use else torch.zeros_like(repeat)
         lexical = self._decayed_rows(self.lexical, hist_idx, real, LEXICAL_DECAY)
-        return torch.stack([brand_match.float(), repeat, same_cat.float(), last_brand.float(), transition, closest,
-                            lexical], dim=-1)
+        return torch.stack([brand_match, repeat, same_cat.float(), last_brand.float(), transition,
+                            closest_sim, lexical], dim=-1)
 
     def _decayed_rows(self, table: torch.Tensor, hist_idx: torch.Tensor, real: torch.Tensor,
                       decay: float) -> torch.Tensor:
@@ -306,9 +261,45 @@ class BiEncoder(nn.Module):
 
     def closest_similarity(self, hist_idx: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """[B, n_items] the largest cosine between each item and any real history item (0 without history)."""
-        sims = self.item_table[hist_idx] @ self.item_table.T  # [B,H,n_items], the cached (normalized) vectors
-        sims = sims.masked_fill(~real.unsqueeze(-1), -2.0).amax(dim=1)
-        return sims.masked_fill(~real[:, :1], 0.0)
+        return self._closest(self.item_table[hist_idx] @ self.item_table.T, real)  # the cached (normalized) vectors
+
+    @staticmethod
+    def _closest(sims: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """[B, M] from [B, H, M] similarities of the history items to M items: the largest over real ones."""
+        return sims.masked_fill(~real.unsqueeze(-1), -2.0).amax(dim=1).masked_fill(~real[:, :1], 0.0)
+
+    def text_scores(self, q: torch.Tensor) -> torch.Tensor:
+        """The text part of the score of every item ([B, (K,) n_items]): content scale x dot(query, item) /
+        temperature."""
+        return self._text(q @ self.item_table.T)
+
+    def _text(self, products: torch.Tensor) -> torch.Tensor:
+        return self.content_scale(products / self.temperature)
+
+    def candidate_scores(self, q: torch.Tensor, hist_idx: torch.Tensor, real: torch.Tensor,
+                         rows: torch.Tensor) -> torch.Tensor:
+        """[B, M] the text part and the weighted closest-similarity feature of items `rows` [B, M] (a history
+        query): what `behaviour_scores(closest=False)` leaves out, for a few candidates. One product of the
+        query and the history items with the candidates' vectors."""
+        stacked = torch.cat([q.unsqueeze(1), self.item_table[hist_idx]], dim=1)  # [B, 1 + H, D]
+        products = stacked @ self.item_table[rows].transpose(1, 2)  # [B, 1 + H, M]
+        text = self._text(products[:, 0])
+        if not self.text_features:
+            return text
+        return text + self.feature_weights.weight[self.CLOSEST] * self._closest(products[:, 1:], real)
+
+    def behaviour_scores(self, hist_idx: torch.Tensor, hist_mask: torch.Tensor, is_search: torch.Tensor,
+                         own_idx: torch.Tensor | None = None, own_val: torch.Tensor | None = None,
+                         closest: bool = True) -> torch.Tensor:
+        """The behavioural part of the score of every item ([B, (K,) n_items]): the category transition
+        from the newest item and the weighted history features, 0 for a search or an empty history."""
+        has_history = (hist_mask[..., :1] > 0).float() * (1 - is_search.unsqueeze(-1).float())
+        last_cat = self.item_category[hist_idx[..., 0]]
+        transition = self.category_transition(last_cat)[..., self.item_category]  # [B, (K,) n_items]
+        own = () if own_idx is None or own_val is None else (own_idx, own_val)
+        features = functools.partial(self.history_features, closest=closest)
+        weighted = self.feature_weights(self._per_example(features, hist_idx, hist_mask, *own))
+        return has_history * (transition + weighted)
 
     def set_lexical(self, similarity: torch.Tensor) -> None:
         """Install the item x item lexical similarity (`lexical_similarity`, public catalogue text only)."""
@@ -343,17 +334,14 @@ class BiEncoder(nn.Module):
     def logits(self, q: torch.Tensor, hist_idx: torch.Tensor, hist_mask: torch.Tensor,
                is_search: torch.Tensor, own_idx: torch.Tensor | None = None,
                own_val: torch.Tensor | None = None) -> torch.Tensor:
-        """The full score of every catalogue item for each query vector and its history."""
+        """The full score of every catalogue item for each query vector and its history: the text part,
+        the item bias and the behavioural part. The one definition of the score: evaluation reads it whole,
+        serving reads the same parts (`ml.serving.scorer`)."""
         bias = self.item_biases(q.shape[0], q.device)  # [B, n_items]
         if q.dim() == 3:  # grouped: one bias row per shopper, shared by its K examples
             bias = bias.unsqueeze(1)
-        scores = self.content_scale(q @ self.item_table.T / self.temperature) + bias
-        has_history = (hist_mask[..., :1] > 0).to(q.dtype) * (1 - is_search.unsqueeze(-1).to(q.dtype))
-        last_cat = self.item_category[hist_idx[..., 0]]
-        transition = self.category_transition(last_cat)[..., self.item_category]  # [B, (K,) n_items]
-        own = () if own_idx is None or own_val is None else (own_idx, own_val)
-        features = self.feature_weights(self._per_example(self.history_features, hist_idx, hist_mask, *own))
-        return scores + has_history * (transition + features)
+        scores = self.text_scores(q) + bias
+        return scores + self.behaviour_scores(hist_idx, hist_mask, is_search, own_idx, own_val)
 
     @torch.no_grad()
     def encode_texts(self, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int,
@@ -400,12 +388,11 @@ def lexical_similarity(titles: Sequence[str], texts: Sequence[str]) -> torch.Ten
 def build_history_tensors(histories: Sequence[Sequence[int]], max_history: int) -> dict[str, torch.Tensor]:
     """Pad index histories (oldest first) into newest-first tensors with positions and a mask."""
     n = len(histories)
-    idx = torch.zeros((n, max_history), dtype=torch.long)
-    mask = torch.zeros((n, max_history), dtype=torch.float32)
+    idx = np.zeros((n, max_history), dtype=np.int64)
+    mask = np.zeros((n, max_history), dtype=np.float32)
     for row, hist in enumerate(histories):
         recent = list(hist)[-max_history:][::-1]
-        if recent:
-            idx[row, : len(recent)] = torch.tensor(recent, dtype=torch.long)
-            mask[row, : len(recent)] = 1.0
+        idx[row, : len(recent)] = recent
+        mask[row, : len(recent)] = 1.0
     pos = torch.arange(max_history, dtype=torch.long).repeat(n, 1).contiguous()
-    return {"hist_idx": idx, "hist_pos": pos, "hist_mask": mask}
+    return {"hist_idx": torch.from_numpy(idx), "hist_pos": pos, "hist_mask": torch.from_numpy(mask)}

@@ -26,9 +26,9 @@ import pandas as pd
 import torch
 
 from ml.config import QUERY_ENCODERS
-from ml.ranking import top_k
 from ml.search.engine import SearchSettings
 from ml.search.onnx_encoder import QueryEncoder, export_query_encoder, load_query_encoder
+from ml.topk import top_k
 from ml.training.encoder import load_encoder
 from ml.training.model import BiEncoder, build_history_tensors
 

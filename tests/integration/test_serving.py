@@ -388,7 +388,7 @@ def test_healthz_counts_the_scoring_batches(serving_world):
 @pytest.mark.slow
 def test_the_running_service_keeps_what_it_holds_out_of_full_collections(serving_world):
     """A full collection walks every object the process holds (torch, MLflow, Feast, the model): one took
-    420 ms under load. Once warmed up, the service freezes them (`champion.settle_heap`)."""
+    420 ms under load. Once warmed up, the service freezes them (`runtime.settle_heap`)."""
     import gc
 
     assert serving_world["client"].get("/healthz").status_code == 200
@@ -407,10 +407,9 @@ def test_recommendations_are_personalized_from_feast_history_and_explained(servi
     scores = [r["score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
 
-    # the same ranking as the model's own exact top-k over alice's history (FAISS = numpy, and the
-    # service's numpy history tower = the model's torch tower)
+    # the same ranking as the model's own exact top-k over alice's history (the evaluation's path)
     champion = _service(serving_world).watcher.current()
-    assert champion.tower is not None
+    assert champion.scorer is not None and not champion.scorer.exact_only
     history = [f"i{r:02d}" for r in SHOPPERS["alice"]]
     ids, exact = champion.recommender.recommend([history], 7)
     assert [r["item_id"] for r in body["results"]] == ids[0]
@@ -890,7 +889,7 @@ def test_a_cold_start_with_a_champion_that_fails_verification_serves_the_newest_
     from ml.serving.app import create_app
 
     settings, v1, v3 = cold_world["settings"], cold_world["v1"], cold_world["v3"]
-    with caplog.at_level(logging.INFO, logger="ml.serving.champion"):
+    with caplog.at_level(logging.INFO, logger="ml.serving"):
         app = create_app(settings, poll_seconds=POLL, env=ENV)
         with TestClient(app) as client:
             health = client.get("/healthz")

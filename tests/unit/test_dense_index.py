@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ml.ranking import top_k
 from ml.search.dense import DenseIndex
+from ml.topk import top_k
 
 
 def _expected(table: np.ndarray, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

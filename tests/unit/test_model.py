@@ -11,13 +11,8 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from ml.evaluation.baselines import ZeroShot
 from ml.training.encoder import model_dir
-from ml.training.model import (
-    BiEncoder,
-    ContentScale,
-    _content_scale_grad_sample,
-    build_history_tensors,
-    lexical_similarity,
-)
+from ml.training.heads import ContentScale, _content_scale_grad_sample
+from ml.training.model import BiEncoder, build_history_tensors, lexical_similarity
 from ml.training.recommender import Recommender, RecommenderSettings
 from ml.training.train import DPSettings, Examples, train_bi_encoder
 
@@ -168,18 +163,20 @@ def test_a_saved_model_scores_as_before_with_its_item_tables(tokenizer, tmp_path
     np.testing.assert_allclose(loaded.history_scores(histories), rec.history_scores(histories), rtol=1e-5, atol=1e-4)
 
 
-def test_serving_numpy_tower_reproduces_the_model_with_every_feature(tokenizer):
-    from ml.serving.champion import checked_tower
+def test_serving_scores_are_the_models_with_every_feature(tokenizer):
+    from ml.serving.scorer import Scorer
 
     model, texts = _model(tokenizer)
     _with_tables(model, texts)
     temperature = model.fold_content_scale()
     rec = Recommender(model, tokenizer, _items(), RecommenderSettings(temperature, MAX_HISTORY, 8, 16))
-    tower = checked_tower(rec, "test")
-    assert tower is not None
+    scorer = Scorer(rec)
     histories = [[1, 5], [7, 7, 3, 0, 2]]
-    np.testing.assert_allclose(tower.scores(histories), rec.history_scores([[f"i{j}" for j in h] for h in histories]),
-                               rtol=1e-5, atol=1e-4)
+    full = rec.history_scores([[f"i{j}" for j in h] for h in histories])
+    np.testing.assert_allclose(scorer.scores(histories), full, rtol=1e-6, atol=1e-6)
+    for (rows, scores), want in zip(scorer.top_many(histories, 5), full, strict=True):
+        assert rows.tolist() == np.argsort(-want, kind="stable")[:5].tolist()
+        np.testing.assert_allclose(scores, want[rows], rtol=1e-5, atol=1e-5)
 
 
 def test_parameter_groups_give_heads_content_scale_and_projection_their_own_rates(tokenizer):

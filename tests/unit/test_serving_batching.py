@@ -13,45 +13,22 @@ import pytest
 
 from ml.serving import batching, ranking
 from ml.serving.batching import BatcherClosedError, RecommendationBatcher
-from ml.serving.champion import HistoryTower
+from ml.serving.scorer import Scorer
+from tests.unit.test_serving_scorer import tiny_recommender
 
-N_ITEMS, DIM = 400, 8
+N_ITEMS = 400
 
 
 def _champion():
-    """The parts of a Champion that `ranking.recommend_many` reads, over a small numpy tower."""
-    rng = np.random.default_rng(0)
-    vectors = rng.normal(size=(N_ITEMS, DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    tower = HistoryTower(
-        recency=np.array([0.0, -0.7, -1.4, -2.1]),
-        weight=np.eye(DIM, dtype=np.float32),
-        bias=np.zeros(DIM, dtype=np.float32),
-        item_vectors=vectors,
-        temperature=0.05,
-        item_bias=rng.normal(0, 0.3, size=N_ITEMS).astype(np.float32),
-        item_category=rng.integers(0, 5, size=N_ITEMS),
-        item_brand=rng.integers(0, 20, size=N_ITEMS),
-        category_transition=rng.normal(0, 0.3, size=(5, 5)).astype(np.float32),
-        feature_weights=np.array([0.4, -1.0, 0.3, 0.2, 0.0, 1.2], dtype=np.float32),
-        n_brands=20,
-        item_norms=np.linalg.norm(vectors, axis=1),
-    )
-    ids = [f"i{r}" for r in range(N_ITEMS)]
-    recommender = SimpleNamespace(
-        item_ids=ids,
-        index_of={i: r for r, i in enumerate(ids)},
-        item_vectors=vectors,
-        item_bias=tower.item_bias,
-        settings=SimpleNamespace(max_history=4),
-    )
+    """The parts of a Champion that `ranking.recommend_many` reads, over a small model's scorer."""
+    recommender = tiny_recommender(1.2, n_items=N_ITEMS)
+    scorer = Scorer(recommender)
     return SimpleNamespace(
         recommender=recommender,
-        tower=tower,
         rerank=SimpleNamespace(enabled=False),
-        fallback_rows=np.argsort(-tower.item_bias)[:50],
+        fallback_rows=np.argsort(-recommender.item_bias)[:50],
         titles=[f"title {r}" for r in range(N_ITEMS)],
-        top_for_histories=lambda histories, n: tower.top_many(histories, n),
+        top_for_histories=scorer.top_many,
     )
 
 

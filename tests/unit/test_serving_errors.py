@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from ml.config import Settings
 from ml.serving import errors, limits
 from ml.serving.auth import API_KEY_ENV
-from ml.serving.champion import fallback_order
 from ml.serving.schemas import MAX_BODY_BYTES, MAX_QUERY_CHARS, MAX_USER_ID_CHARS
+from ml.serving.watcher import fallback_order
 
 API_KEY = "test-api-key-0123456789abcdef"
 ENV = {API_KEY_ENV: API_KEY, "VETTED_PSEUDONYM_KEY": "test-pseudonym-key-0123456789abcdef"}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ml.ranking import top_k
+from ml.topk import top_k
 
 
 def _reference(scores: np.ndarray, k: int) -> np.ndarray:
@@ -34,3 +34,14 @@ def test_top_k_edge_cases():
         top_k(np.array([[0.1, np.nan]]), 1)
     with pytest.raises(ValueError, match="2-d"):
         top_k(np.array([0.1, 0.2]), 1)
+
+
+def test_best_orders_candidates_by_score_then_lower_row_whatever_their_order():
+    from ml.topk import best
+
+    rows = np.array([13, 11, 12, 10])
+    got_rows, got_scores = best(rows, np.array([2.0, 3.0, 3.0, 3.0], dtype=np.float32), 3)
+    assert got_rows.tolist() == [10, 11, 12] and got_scores.tolist() == [3.0, 3.0, 3.0]
+    assert best(rows, np.array([1.0, 0.0, 2.0, 0.5]), 10)[0].tolist() == [12, 13, 10, 11]
+    with pytest.raises(ValueError, match="one score per row"):
+        best(rows, np.zeros(3), 2)
