@@ -60,6 +60,7 @@ def card_links(experiment_id: str, run_id: str, reports: Mapping[str, Any], repo
     top = {"MLflow run (metrics, parameters, datasets)": run_page(experiment_id, run_id),
            f"Full model card (run artifact {CARD_ARTIFACT})": artifact_page(experiment_id, run_id, CARD_ARTIFACT)}
     slices: dict[str, str] = {}
+    folders: set[Path] = set()
     for label, path in reports.items():
         if isinstance(path, str):
             top[f"{label} report"] = artifact(path)
@@ -67,8 +68,8 @@ def card_links(experiment_id: str, run_id: str, reports: Mapping[str, Any], repo
             for attribute, groups in path.items():
                 for group, slice_path in groups.items():
                     slices[f"ranking report, {attribute} = {group}"] = artifact(slice_path)
-    if slices:
-        folder = Path(next(iter(next(iter(reports["slices"].values())).values()))).parent
+                    folders.add(Path(slice_path).parent)
+    for folder in sorted(folders):
         top[f"ranking reports by shopper group ({len(slices)} files)"] = artifact(folder)
     return top, slices
 
