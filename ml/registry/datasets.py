@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 from mlflow.data.dataset_source import DatasetSource
@@ -67,11 +68,16 @@ def file_digest(path: Path) -> str:
     return sha.hexdigest()[:DIGEST_CHARS]
 
 
+def file_uri(path: Path) -> str:
+    """The absolute file:// URI of `path`, keeping the lake's `ingest_date=` readable (`=` may stand in a path)."""
+    return "file://" + quote(Path(path).resolve().as_posix(), safe="/=")
+
+
 def lake_source(lake_dir: Path, ingest_date: str, features: Sequence[str], split: str) -> LakeSource:
     """Where a feature set's rows come from: the events partition of `ingest_date` (read with the older ones),
     the Feast feature service and the feature references joined onto them, and which side of the split."""
     partition = lake.partition_path(Path(lake_dir), "events", ingest_date)
-    return LakeSource({"uri": partition.resolve().as_uri(), "lake_table": "events", "lake_as_of": ingest_date,
+    return LakeSource({"uri": file_uri(partition), "lake_table": "events", "lake_as_of": ingest_date,
                        "feast_feature_service": FEATURE_SERVICE, "feast_features": list(features), "split": split})
 
 

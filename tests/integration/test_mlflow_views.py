@@ -26,7 +26,7 @@ from ml.registry.card import (
     headline,
     model_card,
 )
-from ml.registry.datasets import FEATURE_SERVICE, file_digest, log_training_inputs
+from ml.registry.datasets import FEATURE_SERVICE, file_digest, file_uri, log_training_inputs
 from ml.registry.tracking import EXPERIMENT_KIND_TAG, ML_EXPERIMENT, configure
 
 LINK = re.compile(r"\[([^\]]+)\]\((#/experiments/(\w+)/runs/(\w+)(?:/artifactPath/([^)\s]+))?)\)")
@@ -180,7 +180,8 @@ def test_the_run_inputs_hold_the_training_set_and_the_hold_out_with_digests_and_
     assert set(by_name) == {"training_set", "holdout"}
     contexts = {name: {t.key: t.value for t in i.tags}["mlflow.data.context"] for name, i in by_name.items()}
     assert contexts == {"training_set": "training", "holdout": "evaluation"}
-    partition = lake.partition_path(settings.lake_dir, "events", "2026-01-02").resolve().as_uri()
+    partition = file_uri(lake.partition_path(settings.lake_dir, "events", "2026-01-02"))
+    assert partition.startswith("file:///") and partition.endswith("/lake/events/ingest_date=2026-01-02/part.parquet")
     for name, path, n in (("training_set", train, 3), ("holdout", holdout, 2)):
         dataset = by_name[name].dataset
         assert dataset.digest == file_digest(path) == logged[name]["digest"]
