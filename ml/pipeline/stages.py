@@ -922,7 +922,7 @@ def _alternatives_table(ev: dict[str, Any], evidence: dict[str, Any], decision: 
 
 
 def write_card(ctx: RunContext, client: Any) -> str:
-    from ml.registry.card import CARD_ARTIFACT, artifact_page, card_links, fit_description, model_card
+    from ml.registry.card import CARD_ARTIFACT, card_links, fit_description, full_card_link, model_card
     from ml.training.autosettings import markdown as settings_markdown
 
     registered = ctx.read("register")
@@ -941,7 +941,7 @@ def write_card(ctx: RunContext, client: Any) -> str:
     if trained.get("training_settings"):  # each setting of the run, chosen from the data or by hand, and why
         card = card.replace("## Privacy\n", "\n".join(settings_markdown(trained["training_settings"])) + "## Privacy\n", 1)
     client.update_model_version(ctx.settings.model_name, registered["version"], description=fit_description(
-        card, full_card=artifact_page(trained["experiment_id"], run_id, CARD_ARTIFACT)))
+        card, full_card=full_card_link(trained["experiment_id"], run_id)))
     client.log_text(run_id, card, CARD_ARTIFACT)  # the whole card, whatever the registry's length limit
     ctx.path("model_card.md").write_text(card)
     return card

@@ -45,9 +45,15 @@ def artifact_page(experiment_id: str, run_id: str, path: str) -> str:
     return f"{run_page(experiment_id, run_id)}/artifactPath/{quote(path, safe='/')}"
 
 
+def full_card_link(experiment_id: str, run_id: str) -> str:
+    """The whole card, the run artifact CARD_ARTIFACT, in the MLflow UI on its model-training view."""
+    return f"{artifact_page(experiment_id, run_id, CARD_ARTIFACT)}?{ML_VIEW}"
+
+
 def card_links(experiment_id: str, run_id: str, reports: Mapping[str, Any], reports_dir: Path
                ) -> tuple[dict[str, str], dict[str, str]]:
-    """(links for the top of the card, per-slice report links for its end), all MLflow UI fragments.
+    """(links for the top of the card, per-slice report links for its end), all MLflow UI fragments that open
+    on the model-training view (ML_VIEW: a link opens a new tab, which would otherwise take the GenAI view).
 
     `reports` is the evaluate stage's {label: path, "slices": {attribute: {group: path}}} of files under
     `reports_dir`, which that stage logs as the run's `reports/` artifacts. The top holds the run page, the full
@@ -55,10 +61,10 @@ def card_links(experiment_id: str, run_id: str, reports: Mapping[str, Any], repo
     description, one folder link does."""
     def artifact(path: str | Path) -> str:
         relative = Path(path).resolve().relative_to(Path(reports_dir).resolve())
-        return artifact_page(experiment_id, run_id, f"reports/{relative.as_posix()}")
+        return f"{artifact_page(experiment_id, run_id, f'reports/{relative.as_posix()}')}?{ML_VIEW}"
 
-    top = {"MLflow run (metrics, parameters, datasets)": run_page(experiment_id, run_id),
-           f"Full model card (run artifact {CARD_ARTIFACT})": artifact_page(experiment_id, run_id, CARD_ARTIFACT)}
+    top = {"MLflow run (metrics, parameters, datasets)": f"{run_page(experiment_id, run_id)}?{ML_VIEW}",
+           f"Full model card (run artifact {CARD_ARTIFACT})": full_card_link(experiment_id, run_id)}
     slices: dict[str, str] = {}
     folders: set[Path] = set()
     for label, path in reports.items():

@@ -21,15 +21,17 @@ from ml.registry import registration as reg
 from ml.registry.card import (
     CARD_ARTIFACT,
     DESCRIPTION_LIMIT,
+    ML_VIEW,
     card_links,
     fit_description,
+    full_card_link,
     headline,
     model_card,
 )
 from ml.registry.datasets import FEATURE_SERVICE, file_digest, file_uri, log_training_inputs
 from ml.registry.tracking import EXPERIMENT_KIND_TAG, ML_EXPERIMENT, configure
 
-LINK = re.compile(r"\[([^\]]+)\]\((#/experiments/(\w+)/runs/(\w+)(?:/artifactPath/([^)\s]+))?)\)")
+LINK = re.compile(r"\[([^\]]+)\]\((#/experiments/(\w+)/runs/(\w+)(?:/artifactPath/([^?)\s]+))?(?:\?[^)\s]*)?)\)")
 GROUPS = {"age_band": ["18-24", "25-34", "35-44", "45-54", "55-64", "65+", "unknown"],
           "gender": ["f", "m", "x", "unknown"], "region": ["north", "south", "east", "west", "centre", "unknown"],
           "activity": ["light", "heavy"]}
@@ -107,7 +109,8 @@ def test_the_registry_description_keeps_the_decision_checks_and_links_that_open_
     summary = _summary(20, failed="check_4")
     card = _card(links, slice_links, summary, datasets)
     client.log_text(run_id, card, CARD_ARTIFACT)
-    full_card = links[f"Full model card (run artifact {CARD_ARTIFACT})"]
+    full_card = full_card_link(experiment_id, run_id)
+    assert links[f"Full model card (run artifact {CARD_ARTIFACT})"] == full_card
 
     assert len(card) > DESCRIPTION_LIMIT and len(slice_links) == sum(map(len, GROUPS.values()))
     description = fit_description(card, full_card=full_card)
@@ -121,6 +124,7 @@ def test_the_registry_description_keeps_the_decision_checks_and_links_that_open_
     assert any(url == full_card for _, url, *_ in found)  # and the note links the full card
     for label, url, exp, rid, path in LINK.findall(card):  # every link of the full card, slices included
         assert (exp, rid) == (experiment_id, run_id), url
+        assert url.endswith(f"?{ML_VIEW}"), url  # a new tab opens on the model-training view
         assert not url.startswith("#/experiments/" + experiment_id + "/runs/" + run_id + "//")
         if path:
             assert _artifact_exists(client, run_id, path), (label, path)
