@@ -4,7 +4,8 @@ Extra links ("MLflow model version", "Model card & reports") on the tasks of `re
 registration on: the run's `prepare` task returned the run folder through XCom, and the folder's
 register.json / train.json name the version and the MLflow run. Global links are resolved by the API
 server when the UI asks for them, so a link appears as soon as the version exists. The MLflow UI's address comes
-from VETTED_MLFLOW_UI (default http://127.0.0.1:5000, what `make mlflow` serves).
+from VETTED_MLFLOW_UI (default http://127.0.0.1:5000, what `make mlflow` serves); each link is that address plus
+the UI's own fragment (the card's: ml.registry.card), opened on its model-training view (ML_VIEW).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
@@ -22,6 +24,20 @@ LINKED_TASKS = {"register", "gate", "promote", "keep_champion", "review", "recor
 
 def _mlflow_ui() -> str:
     return os.environ.get("VETTED_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
+
+
+def version_link(ui: str, model: str, version: str) -> str:
+    """The model version's page (its card is the description) in the MLflow UI at `ui`."""
+    from ml.registry.card import ML_VIEW
+
+    return f"{ui}/#/models/{quote(model, safe='')}/versions/{quote(str(version), safe='')}?{ML_VIEW}"
+
+
+def reports_link(ui: str, experiment_id: str, run_id: str) -> str:
+    """The run's `reports/` artifact folder (drift, ranking, fairness and per-group reports) in the MLflow UI."""
+    from ml.registry.card import ML_VIEW, artifact_page
+
+    return f"{ui}/{artifact_page(experiment_id, run_id, 'reports')}?{ML_VIEW}"
 
 
 def _run_folder(ti_key) -> Path | None:
@@ -57,7 +73,7 @@ class ModelVersionLink(BaseOperatorLink):
             return ""
         version = _read(folder, "register").get("version")
         model = _read(folder, "context").get("settings", {}).get("model_name", "vetted-recsys")
-        return f"{_mlflow_ui()}/#/models/{model}/versions/{version}" if version else ""
+        return version_link(_mlflow_ui(), model, version) if version else ""
 
 
 class ReportsLink(BaseOperatorLink):
@@ -69,8 +85,7 @@ class ReportsLink(BaseOperatorLink):
         train = _read(folder, "train")
         if not train.get("mlflow_run_id"):
             return ""
-        return (f"{_mlflow_ui()}/#/experiments/{train['experiment_id']}/runs/{train['mlflow_run_id']}"
-                "/artifacts/reports")
+        return reports_link(_mlflow_ui(), str(train["experiment_id"]), train["mlflow_run_id"])
 
 
 class VettedLinksPlugin(AirflowPlugin):

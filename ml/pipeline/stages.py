@@ -116,7 +116,7 @@ def features(ctx: RunContext) -> dict[str, Any]:
     out = {"feature_files": paths, "feast_objects": applied, "n_train_examples": len(train),
            "n_train_search_examples": int((train["kind"] == "search").sum()), "n_cases": len(cases), "n_cases_in_holdout": n_all_cases,
            "n_search_cases": len(search_cases), "n_search_cases_in_holdout": len(searches),
-           "n_train_users": int(train["user_id"].nunique()), "window": window}
+           "n_train_users": int(train["user_id"].nunique()), "window": window, "feature_refs": feature}
     ctx.write("features", out)
     return out
 
@@ -172,6 +172,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
     from ml.data.ingest import read_lake
     from ml.privacy.accounting import MAX_DENSE_ITEMS, default_delta, plan_budget
     from ml.privacy.noise import SECURE_SOURCE, secure_rng_on
+    from ml.registry.datasets import log_training_inputs
     from ml.registry.tracking import configure, flat_params, start_attempt
     from ml.training.autosettings import member_sequences, resolve_run
     from ml.training.distributed import train_data_parallel, world_size_for
@@ -242,6 +243,8 @@ def train(ctx: RunContext) -> dict[str, Any]:
         feats = ctx.read("features")
         mlflow.log_metrics({"data.n_train_examples": feats["n_train_examples"], "data.n_cases": feats["n_cases"],
                             "data.n_train_users": n_users, "data.n_audit_users": len(audit)})
+        datasets = log_training_inputs(ctx.path(TRAIN_SET), ctx.path(CASES), settings.lake_dir, ctx.read("ingest")[
+            "ingest_date"], feats["window"]["split_time"], feats.get("feature_refs", []))  # the run's datasets panel
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             mlflow.log_metrics({f"epoch.{k}": v for k, v in metrics.items()}, step=epoch)
@@ -289,7 +292,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
            "seconds_per_step": result.seconds_per_step, "final_loss": result.final_loss,
            "n_examples": len(examples), "n_users": n_users, "audit_users": sorted(audit),
            "member_users": sorted(members), "privacy": privacy, "config": cfg.to_dict(),
-           "training_settings": chosen.to_dict()}
+           "training_settings": chosen.to_dict(), "datasets": datasets}
     ctx.write("train", out)
     return {k: out[k] for k in ("mlflow_run_id", "model_dir", "steps", "seconds")}
 
@@ -923,23 +926,14 @@ def _alternatives_table(ev: dict[str, Any], evidence: dict[str, Any], decision: 
 
 
 def write_card(ctx: RunContext, client: Any) -> str:
-    from ml.registry.card import CARD_ARTIFACT, fit_description, model_card
+    from ml.registry.card import CARD_ARTIFACT, card_links, fit_description, full_card_link, model_card
     from ml.training.autosettings import markdown as settings_markdown
 
     registered = ctx.read("register")
     trained = ctx.read("train")
     gate_out = ctx.read("gate") if ctx.has("gate") else None
     run_id = ctx.read("train")["mlflow_run_id"]
-    links = {"MLflow run": f"#/experiments/{ctx.read('train')['experiment_id']}/runs/{run_id}"}
-    reports_dir = ctx.path("reports")
-    for label, path in ctx.read("evaluate")["reports"].items():
-        if isinstance(path, str):
-            links[f"{label} report (run artifact reports/{Path(path).name})"] = path
-        else:  # per-slice ranking reports: {attribute: {group: path}}
-            for attribute, groups in path.items():
-                for group, slice_path in groups.items():
-                    rel = Path(slice_path).relative_to(reports_dir)
-                    links[f"ranking report, {attribute} = {group} (run artifact reports/{rel})"] = slice_path
+    links, slice_links = card_links(trained["experiment_id"], run_id, ctx.read("evaluate")["reports"], ctx.path("reports"))
     card = model_card(
         name=ctx.settings.model_name, version=registered["version"], config=trained.get("config", ctx.config.to_dict()),
         features=ctx.read("features"), ingest=ctx.read("ingest"), train=ctx.read("train"),
@@ -947,10 +941,11 @@ def write_card(ctx: RunContext, client: Any) -> str:
         gate=None if gate_out is None else {"status": gate_out["status"], "policy_label": gate_out["policy"],
                                              "summary_markdown": gate_out["summary_markdown"],
                                              "alternatives": gate_out.get("alternatives")},
-        champion=None if gate_out is None else gate_out["champion"], links=links)
+        champion=None if gate_out is None else gate_out["champion"], links=links, slice_links=slice_links)
     if trained.get("training_settings"):  # each setting of the run, chosen from the data or by hand, and why
         card = card.replace("## Privacy\n", "\n".join(settings_markdown(trained["training_settings"])) + "## Privacy\n", 1)
-    client.update_model_version(ctx.settings.model_name, registered["version"], description=fit_description(card))
+    client.update_model_version(ctx.settings.model_name, registered["version"], description=fit_description(
+        card, full_card=full_card_link(trained["experiment_id"], run_id)))
     client.log_text(run_id, card, CARD_ARTIFACT)  # the whole card, whatever the registry's length limit
     ctx.path("model_card.md").write_text(card)
     return card
@@ -1071,6 +1066,7 @@ def review(ctx: RunContext, approved: bool, reviewer: str, note: str = "") -> di
         "gate.status": new, "gate.reviewed_by": reviewer or "unknown",
         "gate.reviewed_at": datetime.now(UTC).isoformat(timespec="seconds"), "gate.review_note": note or ""})
     reg.point_candidate(client, settings.model_name, version, new)
+    reg.retitle(client, settings.model_name, version, new, f"{new} by {reviewer or 'unknown'}")
     append_event(settings, "approval" if approved else "rejection", settings.model_name, version, reviewer,
                  note or ("approved by a reviewer" if approved else "rejected by a reviewer"))
     out = {"status": new, "reviewer": reviewer, "note": note}

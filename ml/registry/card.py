@@ -3,9 +3,81 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ml.data.recbole import TIMES_NOTE as RECBOLE_TIMES
+
+# The card's first line, by gate status. The registry's version list shows a description's first 32 characters
+# beside MLflow's own status icon, a green check that only means "registered" (status READY: open-source MLflow
+# sets it when the version is created and has no call to change it), so the decision must be readable there.
+VERDICTS = {"passed": "Gate passed", "failed": "Gate FAILED, not approved", "pending_approval":
+            "Gate passed, awaiting review", "approved": "Approved by review", "rejected": "REJECTED by review",
+            "pending": "Gate not run yet"}
+
+
+def headline(status: str | None, name: str, version: str | None) -> str:
+    """"# Gate FAILED, not approved: vetted-recsys v3": the decision first, then which version."""
+    return f"# {VERDICTS.get(status or 'pending', f'Gate {status}')}: {name} v{version or '?'}"
+
+
+# The query that opens the MLflow UI on its model-training view (runs, the registry) rather than the GenAI
+# overview: MLflow 3.17 reads `workflowType` from the address before the choice a browser last made.
+ML_VIEW = "workflowType=machine_learning"
+
+
+def is_headline(line: str) -> bool:
+    """Whether a description's first line is a status headline (`headline`)."""
+    return line.startswith("# ") and any(line.startswith(f"# {v}: ") for v in VERDICTS.values())
+
+
+def run_page(experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI, as a fragment: relative to wherever the tracking server is served, so
+    it opens from the version's description in that UI (a path on the training machine would not)."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def artifact_page(experiment_id: str, run_id: str, path: str) -> str:
+    """The MLflow UI's view of one run artifact (an HTML report opens rendered), as a fragment."""
+    if not path or path.startswith("/") or ".." in Path(path).parts:
+        raise ValueError(f"an artifact path is relative to the run's artifact root, got {path!r}")
+    return f"{run_page(experiment_id, run_id)}/artifactPath/{quote(path, safe='/')}"
+
+
+def full_card_link(experiment_id: str, run_id: str) -> str:
+    """The whole card, the run artifact CARD_ARTIFACT, in the MLflow UI on its model-training view."""
+    return f"{artifact_page(experiment_id, run_id, CARD_ARTIFACT)}?{ML_VIEW}"
+
+
+def card_links(experiment_id: str, run_id: str, reports: Mapping[str, Any], reports_dir: Path
+               ) -> tuple[dict[str, str], dict[str, str]]:
+    """(links for the top of the card, per-slice report links for its end), all MLflow UI fragments that open
+    on the model-training view (ML_VIEW: a link opens a new tab, which would otherwise take the GenAI view).
+
+    `reports` is the evaluate stage's {label: path, "slices": {attribute: {group: path}}} of files under
+    `reports_dir`, which that stage logs as the run's `reports/` artifacts. The top holds the run page, the full
+    card, each main report and the folder of per-slice reports: about 20 slice links do not fit the registry's
+    description, one folder link does."""
+    def artifact(path: str | Path) -> str:
+        relative = Path(path).resolve().relative_to(Path(reports_dir).resolve())
+        return f"{artifact_page(experiment_id, run_id, f'reports/{relative.as_posix()}')}?{ML_VIEW}"
+
+    top = {"MLflow run (metrics, parameters, datasets)": f"{run_page(experiment_id, run_id)}?{ML_VIEW}",
+           f"Full model card (run artifact {CARD_ARTIFACT})": full_card_link(experiment_id, run_id)}
+    slices: dict[str, str] = {}
+    folders: set[Path] = set()
+    for label, path in reports.items():
+        if isinstance(path, str):
+            top[f"{label} report"] = artifact(path)
+        else:  # per-slice ranking reports: {attribute: {group: path}}
+            for attribute, groups in path.items():
+                for group, slice_path in groups.items():
+                    slices[f"ranking report, {attribute} = {group}"] = artifact(slice_path)
+                    folders.add(Path(slice_path).parent)
+    for folder in sorted(folders):
+        top[f"ranking reports by shopper group ({len(slices)} files)"] = artifact(folder)
+    return top, slices
 
 
 def _f(value: Any, digits: int = 4) -> str:
@@ -21,13 +93,25 @@ def _f(value: Any, digits: int = 4) -> str:
 def model_card(*, name: str, version: str | None, config: Mapping[str, Any], features: Mapping[str, Any],
                ingest: Mapping[str, Any], train: Mapping[str, Any], evaluation: Mapping[str, Any],
                pii_findings: int | None, smoke: Mapping[str, Any] | None, gate: Mapping[str, Any] | None,
-               champion: Mapping[str, Any] | None, links: Mapping[str, str]) -> str:
+               champion: Mapping[str, Any] | None, links: Mapping[str, str],
+               slice_links: Mapping[str, str] | None = None) -> str:
+    """The card in Markdown. The decision, the links (`links`, MLflow UI fragments: `card_links`) and the
+    datasets come first and the gate's checks next, so the registry's 5,000-character description
+    (`fit_description`) keeps them; the evidence follows, and `slice_links` close the full card."""
     k = evaluation["k"]
     privacy = train["privacy"]
-    lines = [f"# Model card: {name} v{version or '?'}", ""]
-    if gate:  # the decision first, check by check: the rest of the card is its evidence
-        lines += [f"**Gate: {gate['status'].upper()}** under policy `{gate['policy_label']}`.", "",
-                  "## Gate decision", gate.get("summary_markdown", ""), ""]
+    lines = [headline(gate["status"] if gate else None, name, version) + " (model card)", ""]
+    if gate:
+        lines += [f"**Gate: {gate['status'].upper()}** under policy `{gate['policy_label']}`.", ""]
+    if links:
+        lines += ["## Links"] + [f"- [{label}]({url})" for label, url in links.items()] + [""]
+    datasets = train.get("datasets") or {}
+    if datasets:
+        lines += ["## Datasets (MLflow run inputs)"] + [
+            f"- `{dname}` ({d['context']}): {d['rows']} rows, digest `{d['digest']}`, from `{d['source']}`"
+            for dname, d in datasets.items()] + [""]
+    if gate:  # the decision check by check: the rest of the card is its evidence
+        lines += ["## Gate decision", gate.get("summary_markdown", ""), ""]
     window = features["window"]
     lines += [
         "## Data",
@@ -104,7 +188,9 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
     if smoke:
         lines.append(f"- Serving smoke test: {'passed' if smoke.get('ok') else 'FAILED'} "
                      f"({smoke.get('error') or _f(smoke.get('max_latency_ms'), 0) + ' ms slowest answer'}).")
-    lines += ["", "## Reports"] + [f"- [{label}]({url})" for label, url in links.items()]
+    if slice_links:
+        lines += ["", "## Ranking reports by shopper group"] + [f"- [{label}]({url})"
+                                                                 for label, url in slice_links.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -239,13 +325,15 @@ DESCRIPTION_LIMIT = 5000
 CARD_ARTIFACT = "model_card.md"
 
 
-def fit_description(card: str, limit: int = DESCRIPTION_LIMIT) -> str:
+def fit_description(card: str, limit: int = DESCRIPTION_LIMIT, full_card: str | None = None) -> str:
     """The card as a model version description: whole when it fits, else cut after the last whole line that
-    fits (the report links go first, the gate decision stays) with a pointer to the full card artifact."""
+    fits (the decision, the links and the checks come first, so they stay) with a pointer to the full card
+    artifact, a link when `full_card` (its MLflow UI fragment: `artifact_page`) is given."""
     if len(card) <= limit:
         return card
+    where = f"[{CARD_ARTIFACT}]({full_card})" if full_card else f"`{CARD_ARTIFACT}`"
     note = (f"\n*Shortened to fit the registry's {limit:,} characters: the full card ({len(card):,} characters) "
-            f"is the run artifact `{CARD_ARTIFACT}`.*\n")
+            f"is the run artifact {where}.*\n")
     kept, size = [], 0
     for line in card.splitlines(keepends=True):
         if size + len(line) + len(note) > limit:

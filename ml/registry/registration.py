@@ -154,6 +154,24 @@ def clear_failure(client: MlflowClient, name: str, version: str) -> None:
             client.delete_model_version_tag(name, version, key)
 
 
+def retitle(client: MlflowClient, name: str, version: str, status: str, detail: str = "") -> str:
+    """Make the description's first line say the version's status now (`ml.registry.card.headline`).
+
+    The registry's version list shows that line beside MLflow's green "registered" check, which no client can
+    change: a version that fails after the gate wrote its card, or that a reviewer decides on, must not keep a
+    first line saying it passed. A first line that is a headline is replaced, any other first line is kept
+    below the new one; the result still fits the registry's description limit. Returns the new description."""
+    from ml.registry.card import fit_description, headline, is_headline
+
+    description = client.get_model_version(name, str(version)).description or ""
+    first, newline, rest = description.partition("\n")
+    body = (rest if newline else "") if is_headline(first) else description
+    title = headline(status, name, str(version)) + (f" ({detail})" if detail else " (model card)")
+    updated = fit_description(f"{title}\n{body}" if body else f"{title}\n")
+    client.update_model_version(name, str(version), description=updated)
+    return updated
+
+
 def mark_failed(client: MlflowClient, name: str, version: str, stage: str, reason: str,
                 aliases_before: dict[str, str | None] | None = None, settings: Settings | None = None) -> None:
     """Tag the version `gate.status=failed` (with the stage and the reason) and make sure it is not champion.
@@ -165,6 +183,10 @@ def mark_failed(client: MlflowClient, name: str, version: str, stage: str, reaso
     version = str(version)
     set_tags(client, name, version, {"gate.status": "failed", FAILED_AT: stage, FAILURE_REASON: reason[:500]})
     point_candidate(client, name, version, "failed")
+    try:
+        retitle(client, name, version, "failed", f"failed at {stage}")
+    except MlflowException:  # the tags hold the decision; taking `champion` away below matters more than the title
+        log.exception("could not retitle %s v%s's description after it failed at %s", name, version, stage)
     now = _aliases(client, name)
     if now[PREVIOUS] == version:
         _point(client, name, PREVIOUS, None)  # a failed version is no rollback target

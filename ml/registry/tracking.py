@@ -20,17 +20,27 @@ from ml.config import Settings
 log = logging.getLogger(__name__)
 
 RUN_DIR_TAG = "vetted.run_dir"
+# The experiment's kind, as the MLflow UI reads it: "custom_model_development" is a model-training experiment
+# (runs, metrics, the registry), not a GenAI app (traces, the GenAI overview). MLflow 3.17's UI, with its
+# workflow navigation on (as built), takes the view from its workflow switch instead (kept per browser, GenAI
+# unless chosen), which the `workflowType=machine_learning` query (ml.registry.card.ML_VIEW) on the links into
+# the UI sets (plugins/vetted_links.py); the tag is what its experiment page reads with that navigation off.
+EXPERIMENT_KIND_TAG, ML_EXPERIMENT = "mlflow.experimentKind", "custom_model_development"
 
 
 def configure(settings: Settings) -> str:
-    """Point MLflow at this home's tracking store; create the experiment if needed; return its id."""
+    """Point MLflow at this home's tracking store; create the experiment if needed (tagged as a model-training
+    experiment, and an experiment made before that tag existed gets it); return its id."""
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     experiment = mlflow.get_experiment_by_name(settings.experiment)
     if experiment is None:
-        experiment_id = mlflow.create_experiment(settings.experiment, artifact_location=settings.artifact_root)
+        experiment_id = mlflow.create_experiment(settings.experiment, artifact_location=settings.artifact_root,
+                                                 tags={EXPERIMENT_KIND_TAG: ML_EXPERIMENT})
         log.info("created MLflow experiment %s (artifacts in %s)", settings.experiment, settings.artifact_root)
         return experiment_id
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != ML_EXPERIMENT:
+        MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, ML_EXPERIMENT)
     return experiment.experiment_id
 
 

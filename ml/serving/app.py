@@ -53,6 +53,7 @@ from ml.serving import errors, ranking
 from ml.serving.auth import API_KEY_HEADER, key_matches, load_api_key
 from ml.serving.batching import RecommendationBatcher
 from ml.serving.champion import Champion
+from ml.serving.docs import add_offline_docs
 from ml.serving.fastpath import ServiceApp
 from ml.serving.feedback import ImpressionLog
 from ml.serving.history import HistoryReader
@@ -60,6 +61,7 @@ from ml.serving.optouts import OptOutList
 from ml.serving.runtime import one_blas_thread, settle_heap
 from ml.serving.schemas import (
     DEFAULT_K,
+    DEMO_SHOPPER,
     MAX_BODY_BYTES,
     MAX_K,
     MAX_USER_ID_CHARS,
@@ -89,7 +91,8 @@ _BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
 _FIELDS = frozenset({*SearchRequest.model_fields, "user_id", "k"})
 # log lines name routes by their templates, never by the path requested (it can hold a raw user id)
 ROUTES = {"/recommendations/": "/recommendations/{user_id}", "/search": "/search", "/healthz": "/healthz",
-          "/version": "/version", "/openapi.json": "/openapi.json", "/docs": "/docs"}
+          "/version": "/version", "/openapi.json": "/openapi.json", "/docs": "/docs",
+          "/docs/oauth2-redirect": "/docs/oauth2-redirect", "/docs-assets/": "/docs-assets/{file}"}
 
 
 def _json(body: BaseModel | bytes) -> Response:
@@ -150,7 +153,10 @@ def create_app(
         lifespan=lifespan,
         max_body_bytes=MAX_BODY_BYTES,
         routes_for_logs=ROUTES,
+        docs_url=None,  # /docs comes from add_offline_docs: Swagger UI's files served here, not from a CDN
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.add_exception_handler(RequestValidationError, errors.validation_handler(_FIELDS))
     app.state.service = service
     api_key_header = APIKeyHeader(
@@ -211,6 +217,7 @@ def create_app(
                 max_length=MAX_USER_ID_CHARS,
                 pattern=r"\S",
                 description="The shopper's id (pseudonymized on arrival)",
+                examples=[DEMO_SHOPPER],
             ),
         ],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many results")] = DEFAULT_K,

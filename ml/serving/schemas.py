@@ -14,7 +14,10 @@ MAX_USER_ID_CHARS = 256
 # the cap on a request body (413 above it, see ml.serving.limits): the longest valid /search body, every
 # character of query and user id written as a 12-byte JSON escape pair, is about 9 KiB
 MAX_BODY_BYTES = 16 * 1024
-
+# /docs' example values: a shopper of the demo's synthetic data (`make demo`: seed 7, 20,000 shoppers) with
+# purchases and searches and no privacy request, and one of its most searched queries
+DEMO_SHOPPER = "shopper-00001"
+DEMO_QUERY = "espresso machine"
 
 
 class Result(BaseModel):
@@ -40,15 +43,20 @@ class RecommendationResponse(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"query": DEMO_QUERY, "k": DEFAULT_K, "user_id": DEMO_SHOPPER}]}
+    )
 
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What the shopper typed")
-    k: int = Field(default=DEFAULT_K, ge=1, le=MAX_K, description="How many results")
+    query: str = Field(
+        min_length=1, max_length=MAX_QUERY_CHARS, description="What the shopper typed", examples=[DEMO_QUERY]
+    )
+    k: int = Field(default=DEFAULT_K, ge=1, le=MAX_K, description="How many results", examples=[DEFAULT_K])
     user_id: str | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_USER_ID_CHARS,
         description="The shopper's id, to blend in their recent items; pseudonymized on arrival, never stored raw",
+        examples=[DEMO_SHOPPER],
     )
 
     @field_validator("query")

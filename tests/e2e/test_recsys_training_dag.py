@@ -28,7 +28,11 @@ def test_dag_registers_gates_and_promotes_then_a_failing_gate_keeps_the_champion
     assert float(tags["quality.ndcg_at_10"]) >= 0.0 and tags["quality.best_baseline"]
     assert tags["gate.policy"].startswith("lenient@")
     assert "gate.quality_vs_champion" in tags and "skipped" in tags["gate.quality_vs_champion"]
-    assert v1.description.startswith("# Model card")
+    assert v1.description.startswith(f"# Gate passed: {settings.model_name} v{v1.version}")
+    experiment_id = client.get_run(v1.run_id).info.experiment_id
+    assert f"#/experiments/{experiment_id}/runs/{v1.run_id}/artifactPath/reports/drift.html" in v1.description
+    datasets = {i.dataset.name: i.dataset for i in client.get_run(v1.run_id).inputs.dataset_inputs}
+    assert set(datasets) == {"training_set", "holdout"} and all(d.digest in v1.description for d in datasets.values())
     artifacts = {a.path for a in client.list_artifacts(v1.run_id, "reports")}
     assert {"reports/drift.html", "reports/ranking.html", "reports/fairness.html"} <= artifacts
     summary_dir = Path(tags["vetted.run_dir"])
@@ -45,6 +49,7 @@ def test_dag_registers_gates_and_promotes_then_a_failing_gate_keeps_the_champion
     assert latest.version != v1.version
     assert latest.tags["gate.status"] == "failed"
     assert "gate.failed_at" not in latest.tags  # failed by the gate's checks, not by a stage
+    assert latest.description.startswith("# Gate FAILED, not approved")  # beside the registry's "registered" check
     assert "fail" in latest.tags["gate.quality_vs_baseline"]
     assert client.get_model_version_by_alias(settings.model_name, "champion").version == v1.version
     assert client.get_model_version_by_alias(settings.model_name, "candidate").version == v1.version
@@ -107,8 +112,11 @@ def _the_plugin_links_the_gate_task_to_its_evidence(dag, run_id: str, version) -
     for task_id in ("register", "gate", "promote"):
         operator = dag.get_task(task_id)
         page = ModelVersionLink().get_link(operator, ti_key=keys[task_id])
-        assert page == f"http://127.0.0.1:5000/#/models/{version.name}/versions/{version.version}", (task_id, page)
+        assert page == (f"http://127.0.0.1:5000/#/models/{version.name}/versions/{version.version}"
+                        "?workflowType=machine_learning"), (task_id, page)
         reports = ReportsLink().get_link(operator, ti_key=keys[task_id])
-        assert reports.endswith(f"/runs/{version.run_id}/artifacts/reports"), (task_id, reports)
+        assert reports.startswith("http://127.0.0.1:5000/#/experiments/"), (task_id, reports)
+        assert reports.endswith(f"/runs/{version.run_id}/artifactPath/reports?workflowType=machine_learning"), (
+            task_id, reports)
     # tasks before registration know no version: no link rather than a broken one
     assert ModelVersionLink().get_link(dag.get_task("train"), ti_key=keys["train"]) == ""
