@@ -26,9 +26,9 @@ Concurrency: /recommendations, /healthz and /version run on the event loop. A re
 and answer are built there; its scoring goes to the `RecommendationBatcher`'s thread, which scores every
 request waiting at that moment with one matrix product (`ml.serving.batching`), mostly outside the GIL, so
 it also uses the second core. A search's Feast read and answer are built on the event loop too; its ranking
-goes to the `SearchBatcher`'s thread (`ml.serving.search_batching`): each query encoded on its own by ONNX
-Runtime or torch, mostly outside the GIL, then one dense and one lexical pass for every search waiting at that
-moment. Every thread that runs torch uses one OpenMP thread (`champion.one_openmp_thread`). Impressions are written by a background thread (`ImpressionLog`),
+goes to the `SearchBatcher` (`ml.serving.search_batching`): one thread encodes each query on its own (ONNX
+Runtime or torch, mostly outside the GIL), another gives every encoded search waiting at that moment one dense and
+one lexical pass. Every thread that runs torch uses one OpenMP thread (`champion.one_openmp_thread`). Impressions are written by a background thread (`ImpressionLog`),
 flushed at shutdown. Once warmed up, what the process holds is frozen out of the garbage collector's full
 collections (`champion.settle_heap`), which otherwise stall every waiting request.
 """

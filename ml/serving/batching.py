@@ -37,7 +37,7 @@ Task = TypeVar("Task")  # what one request asks a batcher for
 
 
 @dataclass
-class _Job(Generic[Task]):
+class Job(Generic[Task]):
     task: Task
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
@@ -61,7 +61,7 @@ class Batcher(Generic[Task]):
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.max_batch = max_batch
         self._cond = threading.Condition()
-        self._jobs: list[_Job[Task]] = []
+        self._jobs: list[Job[Task]] = []
         self._closed = False
         self._thread: threading.Thread | None = None
         self.batches = 0  # batches answered so far
@@ -77,7 +77,12 @@ class Batcher(Generic[Task]):
 
     async def _submit(self, task: Task) -> Any:
         loop = asyncio.get_running_loop()
-        job = _Job(task, loop, loop.create_future())
+        job = Job(task, loop, loop.create_future())
+        self._enqueue(job)
+        return await job.future
+
+    def _enqueue(self, job: Job[Task]) -> None:
+        """Queue a job (from any thread: a request's, or an earlier stage's); BatcherClosedError once closed."""
         with self._cond:
             if self._closed:
                 raise BatcherClosedError(f"the {self.thread_name} is closed")
@@ -86,7 +91,6 @@ class Batcher(Generic[Task]):
                 self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
                 self._thread.start()
             self._cond.notify()
-        return await job.future
 
     def close(self, timeout: float = 30.0) -> None:
         """Answer what is queued, then stop the thread. Later calls raise BatcherClosedError."""
@@ -107,8 +111,8 @@ class Batcher(Generic[Task]):
                 batch, self._jobs = self._jobs[: self.max_batch], self._jobs[self.max_batch :]
             self._answer(batch)
 
-    def _answer(self, batch: list[_Job[Task]]) -> None:
-        groups: dict[Hashable, list[_Job[Task]]] = {}
+    def _answer(self, batch: list[Job[Task]]) -> None:
+        groups: dict[Hashable, list[Job[Task]]] = {}
         for job in batch:  # a champion swap or other options mid-batch: each group on its own
             groups.setdefault(self._group(job.task), []).append(job)
         for jobs in groups.values():
@@ -118,10 +122,7 @@ class Batcher(Generic[Task]):
                 log.exception("answering a batch of %d %s(s) failed; answering them one by one", len(jobs), self.what)
                 outcomes = [self._alone(job.task) for job in jobs]
             for job, (answer, failed) in zip(jobs, outcomes, strict=True):
-                try:
-                    job.loop.call_soon_threadsafe(_settle, job.future, answer, failed)
-                except RuntimeError:  # its event loop is closed: nobody waits for this answer any more
-                    pass
+                settle(job, answer, failed)
         self.batches += 1
         self.jobs_done += len(batch)
 
@@ -160,6 +161,14 @@ class RecommendationBatcher(Batcher[_Recommendation]):
 
     def _work(self, tasks: list[_Recommendation]) -> list[Any]:
         return ranking.recommend_many(tasks[0].champion, [(t.history, t.k) for t in tasks], tasks[0].options)
+
+
+def settle(job: Job[Any], answer: Any, failed: bool) -> None:
+    """Hand `answer` (an exception when `failed`) to the job's request, on its event loop."""
+    try:
+        job.loop.call_soon_threadsafe(_settle, job.future, answer, failed)
+    except RuntimeError:  # its event loop is closed: nobody waits for this answer any more
+        pass
 
 
 def _settle(future: asyncio.Future, answer: Any, failed: bool) -> None:

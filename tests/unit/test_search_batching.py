@@ -1,5 +1,6 @@
 """The search batcher: concurrent searches answered together give exactly the answers of `ranking.search` one by
-one (rows, scores and explanations), each query is encoded alone, and a failing search fails alone."""
+one (rows, scores and explanations), each query is encoded alone, and a search that fails (in either stage) fails
+alone."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ class OneQueryEncoder:
 
     def __call__(self, queries: list[str]) -> np.ndarray:
         assert len(queries) == 1, f"queries encoded together: {queries}"
+        if "explode" in queries[0]:
+            raise RuntimeError("the encoder broke")
         self.calls += 1
         vector = np.zeros(DIM, dtype=np.float64)
         for word in queries[0].lower().split():
@@ -137,17 +140,17 @@ def test_concurrent_searches_are_answered_in_batches_with_the_answers_of_one_by_
     jobs = _jobs(40)
     expected = [ranking.search(champion, q, h, k, options) for q, h, k in jobs]
     seen_batches: list[int] = []
-    real = search_batching.search_many
+    real = search_batching.rank_many
 
     def recording(ch, batch, opts):
-        if not seen_batches:  # hold the first batch until every other search is queued behind it
+        if not seen_batches:  # hold the first ranking batch until every other search is encoded and queued
             deadline = time.monotonic() + 10
-            while len(batcher._jobs) + len(batch) < len(jobs) and time.monotonic() < deadline:
+            while len(batcher.ranking._jobs) + len(batch) < len(jobs) and time.monotonic() < deadline:
                 time.sleep(0.005)
         seen_batches.append(len(batch))
         return real(ch, batch, opts)
 
-    monkeypatch.setattr(search_batching, "search_many", recording)
+    monkeypatch.setattr(search_batching, "rank_many", recording)
     batcher = SearchBatcher(max_batch=16)
 
     async def main():
@@ -160,36 +163,40 @@ def test_concurrent_searches_are_answered_in_batches_with_the_answers_of_one_by_
     for g, e in zip(got, expected, strict=True):
         _same(g, e)
     assert sum(seen_batches) == 40 and max(seen_batches) == 16 and len(seen_batches) <= 4
-    assert batcher.jobs_done == 40
+    assert batcher.jobs_done == batcher.ranking.jobs_done == 40
+    assert champion.encoder.calls >= 40  # one pass per query (and one per expected answer above)
 
 
 def test_a_failing_search_fails_alone_and_the_batcher_goes_on(monkeypatch):
+    """A search whose encoding fails gets its error alone; a ranking batch that fails is ranked again one search at
+    a time, so only the search that fails alone gets the error."""
     champion = _champion()
     options = ranking.RankingOptions()
-    real = search_batching.search_many
+    real = search_batching.rank_many
 
     def poisoned(ch, batch, opts):
-        if any("poison" in query for query, _, _ in batch):
-            raise ValueError("search broke on a poisoned query")
+        if any("poison" in search.query for search in batch):
+            raise ValueError("ranking broke on a poisoned query")
         return real(ch, batch, opts)
 
-    monkeypatch.setattr(search_batching, "search_many", poisoned)
+    monkeypatch.setattr(search_batching, "rank_many", poisoned)
     batcher = SearchBatcher()
+    queries = ("red mug", "poison lamp", "wool jacket", "explode desk", "kids gift")
 
     async def main():
         return await asyncio.gather(
-            *(batcher.search(champion, q, [], 10, options) for q in ("red mug", "poison lamp", "wool jacket")),
-            return_exceptions=True,
+            *(batcher.search(champion, q, [], 10, options) for q in queries), return_exceptions=True
         )
 
     try:
-        first, bad, last = asyncio.run(main())
+        first, bad, third, exploded, last = asyncio.run(main())
         later = asyncio.run(batcher.search(champion, "steel desk", ["i3"], 10, options))
     finally:
         batcher.close()
     assert isinstance(bad, ValueError) and "poisoned" in str(bad)
-    _same(first, ranking.search(champion, "red mug", [], 10, options))
-    _same(last, ranking.search(champion, "wool jacket", [], 10, options))
+    assert isinstance(exploded, RuntimeError) and "encoder broke" in str(exploded)
+    for query, got in [("red mug", first), ("wool jacket", third), ("kids gift", last)]:
+        _same(got, ranking.search(champion, query, [], 10, options))
     assert later.personalized and len(later.rows) == 10
 
 
@@ -206,4 +213,4 @@ def test_a_closed_search_batcher_refuses_new_work():
         return answer
 
     assert len(asyncio.run(main()).rows) == 4
-    assert not any(t.name == "search-batcher" and t.is_alive() for t in threading.enumerate())
+    assert not any(t.name.startswith("search-") and t.is_alive() for t in threading.enumerate())
