@@ -210,7 +210,9 @@ def search_markdown(report: dict[str, Any]) -> list[str]:
         "The served search ranking (`ml.serving.ranking.search`): the query encoded (the version's exported int8 "
         "encoder on ONNX Runtime behind the query cache, or torch when the server runs with "
         "`VETTED_QUERY_ENCODER=torch`), blended with the shopper's history vector (Feast), the dense top by the "
-        "model's exact score (`ml.search.dense`), BM25's top from the query words' posting lists, fused by RRF. "
+        "model's exact score (`ml.search.dense`), BM25's top from the query words' posting lists, fused by RRF; "
+        "answered past FastAPI's routing (`ml.serving.fastpath.plain_search`), each query encoded on its own thread "
+        "and the searches waiting together ranked in one dense and one lexical pass (`ml.serving.search_batching`). "
         "Queries: two or three words of " + str(len(QUERY_WORDS)) + " (some in the titles, some in none). "
         "*new*: every request's text differs (a number appended), so the query cache never answers; *repeated*: "
         f"drawn from {SEARCH_POOL:,} queries by a Zipf law (exponent {SEARCH_ZIPF}), as head queries repeat.",
