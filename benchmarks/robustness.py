@@ -1,6 +1,6 @@
 """Robustness: the running API fuzzed with a few thousand generated bad requests, and the ingestion half.
 
-The API half builds a servable model without training (`benchmarks/serving.py`'s `build_world`: the frozen
+The API half builds a servable model without training (`benchmarks/serving_world.py`'s `build_world`: the frozen
 pretrained MiniLM over a random catalogue, registered with its artifact digests and promoted, Feast filled),
 starts `ml.serving.app.serve` (uvicorn, access log off, the library's INFO log on) in a subprocess on
 127.0.0.1, and sends it requests from a SEEDED generator (no property-testing package): wrong types, NaN and
@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]  # the sibling scripts, as they import each other
 
 import common  # noqa: E402
-from serving import API_KEY, build_world, free_port, start_server, stop_server, wait_healthy  # noqa: E402
+from serving_world import API_KEY, build_world, free_port, start_server, stop_server, wait_healthy  # noqa: E402
 
 log = logging.getLogger("benchmarks.robustness")
 

@@ -17,16 +17,18 @@ is read (`ml.serving.limits`). No model loaded at all is a 503 (a cold start who
 serves the newest gate-passed version that does, see `ml.serving.watcher`). The OpenAPI document is
 FastAPI's own, generated from `ml.serving.schemas`.
 
-Plainly valid recommendation requests (GET /recommendations/<id>[?k=N] with the right key) are answered
-by `fastpath.ServiceApp` past FastAPI's routing and parameter solving, with the function the route calls;
-every other request, valid or not, goes through FastAPI, whose error bodies and OpenAPI stay the reference.
+Plainly valid recommendation requests (GET /recommendations/<id>[?k=N] with the right key) and searches
+(POST /search with a small JSON body the route accepts) are answered by `fastpath.ServiceApp` past FastAPI's
+routing and parameter solving, with the function the route calls; every other request, valid or not, goes
+through FastAPI, whose error bodies and OpenAPI stay the reference.
 
 Concurrency: /recommendations, /healthz and /version run on the event loop. A recommendation's Feast read
 and answer are built there; its scoring goes to the `RecommendationBatcher`'s thread, which scores every
 request waiting at that moment with one matrix product (`ml.serving.batching`), mostly outside the GIL, so
-it also uses the second core. /search (the query's encoding, by ONNX Runtime or torch mostly outside the
-GIL, then the dense and lexical top-n and their fusion) runs in FastAPI's thread pool; every thread that runs
-torch uses one OpenMP thread (`runtime.one_openmp_thread`). Impressions are written by a background thread (`ImpressionLog`),
+it also uses the second core. A search's Feast read and answer are built on the event loop too; its ranking
+goes to the `SearchBatcher` (`ml.serving.search_batching`): one thread encodes each query on its own (ONNX
+Runtime or torch, mostly outside the GIL), another gives every encoded search waiting at that moment one dense and
+one lexical pass. Every thread that runs torch uses one OpenMP thread (`runtime.one_openmp_thread`). Impressions are written by a background thread (`ImpressionLog`),
 flushed at shutdown. Once warmed up, what the process holds is frozen out of the garbage collector's full
 collections (`runtime.settle_heap`), which otherwise stall every waiting request.
 """
@@ -72,6 +74,7 @@ from ml.serving.schemas import (
     SearchResponse,
     VersionResponse,
 )
+from ml.serving.search_batching import SearchBatcher
 from ml.serving.service import Service
 from ml.serving.watcher import ChampionWatcher
 
@@ -127,6 +130,7 @@ def create_app(
         impressions=ImpressionLog(settings.home),
         options=options or ranking.RankingOptions(),
         batcher=RecommendationBatcher(),
+        searcher=SearchBatcher(),
     )
 
     @asynccontextmanager
@@ -142,6 +146,7 @@ def create_app(
         yield
         gc.unfreeze()
         service.batcher.close()
+        service.searcher.close()
         if owns_watcher:
             service.watcher.close()
         service.impressions.close()
@@ -199,7 +204,29 @@ def create_app(
         champion = service.watcher.current()
         return None if champion is None else await recommendation_body(champion, user_id, k)
 
+    async def search_body(champion: Champion, request: SearchRequest) -> bytes:
+        """The JSON body of POST /search (the route's and `ServiceApp`'s shortcut's)."""
+        pseudonym = service.pseudonymizer.pseudonym(request.user_id) if request.user_id else None
+        opted_out = pseudonym is not None and pseudonym in service.optouts
+        history = service.history.recent_items(pseudonym) if pseudonym and not opted_out else []
+        ranked = await service.searcher.search(champion, request.query, history, request.k, service.options)
+        impression_id, results = service.answered("search", champion, pseudonym, opted_out, ranked)
+        response = {  # SearchResponse's fields as plain values, serialized without building the model
+            "impression_id": impression_id,
+            "model_name": champion.model_name,
+            "model_version": champion.version,
+            "personalized": ranked.personalized,
+            "results": results,
+            "query": request.query,
+        }
+        return pydantic_core.to_json(response)
+
+    async def fast_search(request: SearchRequest) -> bytes | None:
+        champion = service.watcher.current()
+        return None if champion is None else await search_body(champion, request)
+
     app.fast_answer = fast_answer
+    app.fast_search = fast_search
     app.api_key = api_key
 
     @app.get(
@@ -231,23 +258,8 @@ def create_app(
         dependencies=authorized,
         summary="Search the catalogue",
     )
-    def search(request: SearchRequest) -> Response:
-        champion = service.champion()
-        pseudonym = service.pseudonymizer.pseudonym(request.user_id) if request.user_id else None
-        opted_out = pseudonym is not None and pseudonym in service.optouts
-        history = service.history.recent_items(pseudonym) if pseudonym and not opted_out else []
-        ranked = ranking.search(champion, request.query, history, request.k, service.options)
-        impression_id, results = service.answered("search", champion, pseudonym, opted_out, ranked)
-        return _json(
-            SearchResponse(
-                impression_id=impression_id,
-                model_name=champion.model_name,
-                model_version=champion.version,
-                personalized=ranked.personalized,
-                query=request.query,
-                results=results,
-            )
-        )
+    async def search(request: SearchRequest) -> Response:
+        return _json(await search_body(service.champion(), request))
 
     @app.get(
         "/healthz",

@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ml.serving import ranking
 from ml.serving.champion import Champion
@@ -33,13 +33,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 32
 
+Task = TypeVar("Task")  # what one request asks a batcher for
+
 
 @dataclass
-class _Job:
-    champion: Champion
-    history: Sequence[str]
-    k: int
-    options: ranking.RankingOptions
+class Job(Generic[Task]):
+    task: Task
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
 
@@ -48,36 +47,50 @@ class BatcherClosedError(RuntimeError):
     """The batcher was closed (the service is stopping)."""
 
 
-class RecommendationBatcher:
-    """Scores recommendation jobs in batches on one background thread (started on first use)."""
+class Batcher(Generic[Task]):
+    """Answers tasks in batches on one background thread (started on first use): the thread takes every task
+    waiting when it is free (at most `max_batch`), answers each group of them (`_group`) with one `_work` call,
+    and hands each answer back to its request's event loop. A group whose `_work` fails is answered again one
+    task at a time, so only a task that fails alone gets the error."""
+
+    thread_name = "batcher"
+    what = "task"  # for messages: what a task is
 
     def __init__(self, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.max_batch = max_batch
         self._cond = threading.Condition()
-        self._jobs: list[_Job] = []
+        self._jobs: list[Job[Task]] = []
         self._closed = False
         self._thread: threading.Thread | None = None
-        self.batches = 0  # batches scored so far
-        self.jobs_done = 0  # jobs answered so far (results and errors)
+        self.batches = 0  # batches answered so far
+        self.jobs_done = 0  # tasks answered so far (results and errors)
 
-    async def recommend(
-        self, champion: Champion, history: Sequence[str], k: int, options: ranking.RankingOptions
-    ) -> ranking.Ranked:
-        """What `ranking.recommend(champion, history, k, options)` returns, scored with the other waiting
-        requests."""
+    def _group(self, task: Task) -> Hashable:
+        """Tasks of one batch with equal groups are answered by one `_work` call."""
+        raise NotImplementedError
+
+    def _work(self, tasks: list[Task]) -> list[Any]:
+        """One answer per task, in order."""
+        raise NotImplementedError
+
+    async def _submit(self, task: Task) -> Any:
         loop = asyncio.get_running_loop()
-        job = _Job(champion, history, k, options, loop, loop.create_future())
+        job = Job(task, loop, loop.create_future())
+        self._enqueue(job)
+        return await job.future
+
+    def _enqueue(self, job: Job[Task]) -> None:
+        """Queue a job (from any thread: a request's, or an earlier stage's); BatcherClosedError once closed."""
         with self._cond:
             if self._closed:
-                raise BatcherClosedError("the recommendation batcher is closed")
+                raise BatcherClosedError(f"the {self.thread_name} is closed")
             self._jobs.append(job)
             if self._thread is None:  # started here, not in __init__: the serving process may be a fork
-                self._thread = threading.Thread(target=self._run, name="recommendation-batcher", daemon=True)
+                self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
                 self._thread.start()
             self._cond.notify()
-        return await job.future
 
     def close(self, timeout: float = 30.0) -> None:
         """Answer what is queued, then stop the thread. Later calls raise BatcherClosedError."""
@@ -96,40 +109,69 @@ class RecommendationBatcher:
                 if not self._jobs:  # closed and drained
                     return
                 batch, self._jobs = self._jobs[: self.max_batch], self._jobs[self.max_batch :]
-            self._score(batch)
+            self._answer(batch)
 
-    def _score(self, batch: list[_Job]) -> None:
-        groups: dict[tuple[int, ranking.RankingOptions], list[_Job]] = {}
+    def _answer(self, batch: list[Job[Task]]) -> None:
+        groups: dict[Hashable, list[Job[Task]]] = {}
         for job in batch:  # a champion swap or other options mid-batch: each group on its own
-            groups.setdefault((id(job.champion), job.options), []).append(job)
-        settled: list[tuple[_Job, tuple[Any, bool]]] = []
+            groups.setdefault(self._group(job.task), []).append(job)
+        settled: list[tuple[Job[Task], tuple[Any, bool]]] = []
         for jobs in groups.values():
             try:
-                outcomes = [(answer, False) for answer in _recommend(jobs)]
-            except Exception:  # one bad job must not fail the others: score them one by one
-                log.exception("scoring a batch of %d recommendation(s) failed; scoring them one by one", len(jobs))
-                outcomes = [_alone(job) for job in jobs]
+                outcomes = [(answer, False) for answer in self._work([j.task for j in jobs])]
+            except Exception:  # one bad task must not fail the others: answer them one by one
+                log.exception("answering a batch of %d %s(s) failed; answering them one by one", len(jobs), self.what)
+                outcomes = [self._alone(job.task) for job in jobs]
             settled.extend(zip(jobs, outcomes, strict=True))
         # counted before any answer goes back: a client that has its answer sees it in /healthz
         self.batches += 1
         self.jobs_done += len(batch)
         for job, (answer, failed) in settled:
-            try:
-                job.loop.call_soon_threadsafe(_settle, job.future, answer, failed)
-            except RuntimeError:  # its event loop is closed: nobody waits for this answer any more
-                pass
+            settle(job, answer, failed)
+
+    def _alone(self, task: Task) -> tuple[Any, bool]:
+        """(answer, False), or (the exception, True) when this task alone fails too."""
+        try:
+            return self._work([task])[0], False
+        except Exception as err:
+            return err, True
 
 
-def _recommend(jobs: list[_Job]) -> list[ranking.Ranked]:
-    return ranking.recommend_many(jobs[0].champion, [(j.history, j.k) for j in jobs], jobs[0].options)
+@dataclass(frozen=True)
+class _Recommendation:
+    champion: Champion
+    history: Sequence[str]
+    k: int
+    options: ranking.RankingOptions
 
 
-def _alone(job: _Job) -> tuple[Any, bool]:
-    """(answer, False), or (the exception, True) when this job alone fails too."""
+class RecommendationBatcher(Batcher[_Recommendation]):
+    """Scores recommendation jobs in batches on one background thread (started on first use)."""
+
+    thread_name = "recommendation-batcher"
+    what = "recommendation"
+
+    async def recommend(
+        self, champion: Champion, history: Sequence[str], k: int, options: ranking.RankingOptions
+    ) -> ranking.Ranked:
+        """What `ranking.recommend(champion, history, k, options)` returns, scored with the other waiting
+        requests."""
+        answer: ranking.Ranked = await self._submit(_Recommendation(champion, history, k, options))
+        return answer
+
+    def _group(self, task: _Recommendation) -> Hashable:
+        return id(task.champion), task.options
+
+    def _work(self, tasks: list[_Recommendation]) -> list[Any]:
+        return ranking.recommend_many(tasks[0].champion, [(t.history, t.k) for t in tasks], tasks[0].options)
+
+
+def settle(job: Job[Any], answer: Any, failed: bool) -> None:
+    """Hand `answer` (an exception when `failed`) to the job's request, on its event loop."""
     try:
-        return _recommend([job])[0], False
-    except Exception as err:
-        return err, True
+        job.loop.call_soon_threadsafe(_settle, job.future, answer, failed)
+    except RuntimeError:  # its event loop is closed: nobody waits for this answer any more
+        pass
 
 
 def _settle(future: asyncio.Future, answer: Any, failed: bool) -> None:

@@ -19,6 +19,7 @@ from ml.serving.feedback import ImpressionLog, impression_record, new_impression
 from ml.serving.history import HistoryReader
 from ml.serving.optouts import OptOutList
 from ml.serving.schemas import Diagnostics, GateSummary, HealthResponse, RerankSummary, VersionResponse
+from ml.serving.search_batching import SearchBatcher
 from ml.serving.watcher import ChampionWatcher
 
 NO_CHAMPION = (
@@ -39,6 +40,7 @@ class Service:
     impressions: ImpressionLog
     options: ranking.RankingOptions
     batcher: RecommendationBatcher
+    searcher: SearchBatcher
 
     def champion(self) -> Champion:
         champion = self.watcher.current()

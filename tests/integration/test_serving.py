@@ -463,6 +463,59 @@ def test_the_recommendation_shortcut_answers_as_the_fastapi_route_does(serving_w
 
 
 @pytest.mark.slow
+def test_the_search_shortcut_answers_as_the_fastapi_route_does(serving_world):
+    """`ServiceApp` answers plainly valid searches itself (`ml.serving.fastpath.plain_search`): for many queries,
+    shoppers and k, the same status, headers and body (but the impression id) as FastAPI's route, and for an
+    anonymous shopper the ranking of `ranking.search` in process; a body the route refuses gets its 422."""
+    from ml.serving import ranking
+    from ml.serving.schemas import SearchResponse
+
+    app, client = serving_world["app"], serving_world["client"]
+    champion = _service(serving_world).watcher.current()
+    shortcut = app.fast_search
+    taken: list[str] = []
+
+    async def counted(request):  # type: ignore[no-untyped-def]
+        taken.append(request.query)
+        return await shortcut(request)
+
+    rng = np.random.default_rng(5)
+    words = ["red", "blue", "kettle", "scarf", "mug", "lamp", "wool", "steel", "gift", "zzyzx", "the", "Caf\u00e9"]
+    users = [None, "alice", "bob", OPTED_OUT, "stranger"]
+    cases = []
+    for i in range(40):
+        query = " ".join(words[int(w)] for w in rng.integers(0, len(words), size=int(rng.integers(1, 4))))
+        body = {"query": query, "k": int(rng.integers(1, 12))}
+        if users[i % len(users)] is not None:
+            body["user_id"] = users[i % len(users)]
+        cases.append(body)
+    try:
+        for body in cases:
+            app.fast_search = counted
+            fast = client.post("/search", json=body, headers=AUTH)
+            app.fast_search = None
+            routed = client.post("/search", json=body, headers=AUTH)
+            assert fast.status_code == routed.status_code == 200, (fast.text, routed.text)
+            assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
+            fast_body, routed_body = fast.json(), routed.json()
+            assert SearchResponse.model_validate_json(fast.content).model_dump(mode="json") == fast_body
+            assert fast_body.pop("impression_id") != routed_body.pop("impression_id")
+            assert fast_body == routed_body
+            if "user_id" not in body:
+                expected = ranking.search(champion, body["query"], [], body["k"], ranking.RankingOptions())
+                ids = champion.recommender.item_ids
+                assert [r["item_id"] for r in fast_body["results"]] == [ids[r] for r in expected.rows]
+        assert taken == [body["query"] for body in cases]
+        app.fast_search = counted
+        for bad, message in [({"query": "shoe", "k": 0}, "greater than or equal to 1"), ({"query": "  "}, "blank")]:
+            refused = client.post("/search", json=bad, headers=AUTH)
+            assert refused.status_code == 422 and message in refused.text
+        assert len(taken) == len(cases)  # FastAPI's route answered them, with FastAPI's 422 bodies
+    finally:
+        app.fast_search = shortcut
+
+
+@pytest.mark.slow
 def test_unknown_and_opted_out_shoppers_get_the_non_personalized_order(serving_world):
     client = serving_world["client"]
     champion = _service(serving_world).watcher.current()
