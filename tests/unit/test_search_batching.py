@@ -17,8 +17,10 @@ from ml.search.dense import DenseIndex
 from ml.search.engine import SearchEngine, SearchSettings
 from ml.serving import ranking, search_batching
 from ml.serving.batching import BatcherClosedError
-from ml.serving.champion import Champion, HistoryTower
+from ml.serving.champion import Champion
+from ml.serving.scorer import Scorer
 from ml.serving.search_batching import SearchBatcher, search_many
+from tests.unit.test_serving_scorer import tiny_recommender
 
 N_ITEMS, DIM = 3000, 16  # large enough for the dense index's int8 first pass (depth 100 of 3,000 rows)
 WORDS = ["red", "blue", "steel", "wool", "mug", "lamp", "jacket", "kettle", "desk", "warm", "kids", "gift"]
@@ -44,26 +46,15 @@ class OneQueryEncoder:
 
 
 def _champion():
-    """A champion of the parts search reads: a numpy history tower, the dense index over the augmented item
+    """A champion of the parts search reads: the scorer of a tiny model with these item vectors, the dense index over the augmented item
     vectors, BM25 over item texts; `query_vectors`, `search_rows` and `history_vector` are Champion's own."""
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(N_ITEMS, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     bias = rng.normal(0, 0.3, size=N_ITEMS).astype(np.float32)
-    tower = HistoryTower(
-        recency=np.array([0.0, -0.7, -1.4, -2.1]),
-        weight=np.eye(DIM, dtype=np.float32),
-        bias=np.zeros(DIM, dtype=np.float32),
-        item_vectors=vectors,
-        temperature=0.05,
-        item_bias=bias,
-        item_category=rng.integers(0, 5, size=N_ITEMS),
-        item_brand=rng.integers(0, 20, size=N_ITEMS),
-        category_transition=rng.normal(0, 0.3, size=(5, 5)).astype(np.float32),
-        feature_weights=np.array([0.4, -1.0, 0.3, 0.2, 0.0, 1.2], dtype=np.float32),
-        n_brands=20,
-        item_norms=np.linalg.norm(vectors, axis=1),
-    )
+    rng_parts = np.random.default_rng(2)
+    scorer = Scorer(tiny_recommender(vectors=vectors, bias=bias, categories=rng_parts.integers(0, 5, size=N_ITEMS),
+                                     brands=rng_parts.integers(0, 20, size=N_ITEMS), n_items=N_ITEMS))
     ids = [f"i{r}" for r in range(N_ITEMS)]
     titles = [f"{WORDS[r % 12]} {WORDS[(r // 12) % 12]} item {r}" for r in range(N_ITEMS)]
     brands = [f"brand{r % 20}" for r in range(N_ITEMS)]
@@ -84,7 +75,7 @@ def _champion():
 
     champion = SimpleNamespace(
         recommender=recommender,
-        tower=tower,
+        _scorer=scorer,
         rerank=SimpleNamespace(enabled=False),
         dense=DenseIndex(np.hstack([vectors, bias[:, None]])),
         search_engine=SearchEngine(LexicalIndex(texts), settings.search),
