@@ -64,7 +64,7 @@ def test_secure_counts_are_not_reproducible_seeded_ones_are():
 
 
 def test_secure_poisson_batches_sample_each_shopper_at_the_planned_rate():
-    from ml.training.train import SecurePoissonBatches
+    from ml.training.sampling import SecurePoissonBatches
 
     sampler = SecurePoissonBatches(n=2000, batches_per_epoch=10)
     batches = list(sampler)
