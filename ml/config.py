@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ml.errors import ConfigError
+from ml.store_urls import redact, redis_connection_string, sql_registry_url
+
 PROFILES = ("local", "prod")
 SOURCES = ("synthetic", "amazon2018", "coat", "recbole")
 # tracking stores every worker of the prod profile can reach (PostgreSQL, MySQL, an MLflow server)
@@ -20,10 +23,6 @@ FEAST_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*")
 # what encodes search queries in a loaded model (ml.training.recommender): its exported ONNX encoder when it has
 # one (else torch), or always the torch encoder (to measure the two side by side)
 QUERY_ENCODERS = ("onnx", "torch")
-
-
-class ConfigError(ValueError):
-    """A setting or a run parameter is invalid; the message says which and what to do."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,6 @@ class Settings:
 
     def _check_prod(self) -> None:
         """Every store the prod profile needs is named, and in a form its client accepts."""
-        from ml.features.store import redact, redis_connection_string, sql_registry_url
-
         missing = [name for name, value in (("VETTED_POSTGRES_DSN", self.postgres_dsn),
                                             ("VETTED_REDIS_URL", self.redis_url),
                                             ("MLFLOW_TRACKING_URI", self.tracking_uri)) if not value]

@@ -79,7 +79,7 @@ class RunContext:
 
 
 def _masked(settings: Settings) -> dict[str, Any]:
-    from ml.features.store import redact
+    from ml.store_urls import redact
 
     data = asdict(settings)
     for name in SECRET_SETTINGS:
@@ -89,7 +89,7 @@ def _masked(settings: Settings) -> dict[str, Any]:
 
 def _unmasked(stored: dict[str, Any]) -> Settings:
     """The run's settings, with each masked URL replaced by this process's own (which must name the same store)."""
-    from ml.features.store import redact
+    from ml.store_urls import redact
 
     data = {**stored, "home": Path(stored["home"])}
     masked = [name for name in SECRET_SETTINGS if ":***@" in str(stored.get(name, ""))]
