@@ -8,10 +8,11 @@ from ml.config import RunConfig, Settings
 from ml.data.ingest import read_lake
 from ml.data.synthetic import generate
 from ml.features import store as fs
+from ml.keys import load_pseudonym_key
 from ml.pipeline import stages
 from ml.pipeline.context import RunContext
 from ml.privacy.consent import read_deletion_log
-from ml.privacy.pseudonymize import Pseudonymizer, load_key
+from ml.privacy.pseudonymize import Pseudonymizer
 
 
 def test_a_deleted_shopper_leaves_no_trace(vetted_home):
@@ -23,7 +24,7 @@ def test_a_deleted_shopper_leaves_no_trace(vetted_home):
     requested = set(raw.privacy_requests["user_id"])
     active = raw.events["user_id"].value_counts()
     victim = next(u for u in active.index if u not in requested)
-    pseudonym = Pseudonymizer(load_key(os.environ, settings.home, allow_demo_key=True)).pseudonym(victim)
+    pseudonym = Pseudonymizer(load_pseudonym_key(os.environ, settings.home, allow_demo_key=True)).pseudonym(victim)
 
     first = RunContext.create(settings, config, name="first")
     stages.ingest(first, raw=raw)

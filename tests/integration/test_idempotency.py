@@ -19,9 +19,10 @@ from ml.config import RunConfig, Settings
 from ml.data import lake
 from ml.data.ingest import read_lake
 from ml.data.sources import read_source
+from ml.keys import load_pseudonym_key
 from ml.pipeline import stages
 from ml.pipeline.context import RunContext
-from ml.privacy.pseudonymize import Pseudonymizer, load_key
+from ml.privacy.pseudonymize import Pseudonymizer
 from ml.serving.optouts import OptOutList
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +87,7 @@ def test_rerunning_a_date_with_fewer_or_other_privacy_requests_loses_none(vetted
     assert set(requests["request"]) == {"opt_out", "delete"}
     ctx = RunContext.create(settings, SMALL.with_(ingest_date=CURRENT), name="full")
     stages.ingest(ctx, raw=raw)
-    pseudonym = Pseudonymizer(load_key(os.environ, settings.home, allow_demo_key=True)).pseudonym
+    pseudonym = Pseudonymizer(load_pseudonym_key(os.environ, settings.home, allow_demo_key=True)).pseudonym
     received = {pseudonym(u) for u in requests["user_id"]}
 
     # the same date again, from a source that lost most requests and carries one new one
