@@ -17,6 +17,13 @@ from typing import Any
 
 from ml.config import ConfigError, RunConfig, Settings
 
+# the frames the stages leave in the run folder beside their <stage>.json
+TRAIN_SET, CASES, SEQUENCES = "train_set.parquet", "cases.parquet", "train_sequences.parquet"
+SEARCH_CASES = "search_cases.parquet"  # hold-out searches followed by a click or purchase: query -> item
+# per hold-out case: the shopper, the audit groups and every ranker's NDCG, for the paired bootstrap
+PER_CASE = "per_case.parquet"
+SEARCH_PER_CASE = "search_per_case.parquet"  # the same for the hold-out's search cases
+
 # Settings fields that may carry a password, and the variable each comes from
 SECRET_SETTINGS = {"tracking_uri": "MLFLOW_TRACKING_URI", "artifact_root": "VETTED_ARTIFACT_ROOT",
                    "postgres_dsn": "VETTED_POSTGRES_DSN", "redis_url": "VETTED_REDIS_URL"}

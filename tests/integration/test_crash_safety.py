@@ -26,7 +26,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from ml.config import RunConfig, Settings
-from ml.pipeline import stages
+from ml.pipeline import registry_stages, stages
 from ml.pipeline.context import RunContext
 from ml.registry import registration as reg
 from ml.registry.audit import read_events
@@ -210,7 +210,7 @@ def test_a_gate_that_raises_leaves_the_version_failed_not_champion(home, champio
     def broken(*args, **kwargs):
         raise OSError("registry timed out writing the card")
 
-    monkeypatch.setattr(stages, "write_card", broken)
+    monkeypatch.setattr(registry_stages, "write_card", broken)
     with pytest.raises(OSError, match="timed out"):
         stages.gate(retried.ctx)
     tags = _tags(retried)
@@ -234,7 +234,7 @@ def test_a_promote_that_fails_after_moving_champion_puts_it_back(home, champion,
     def broken(ctx):
         raise OSError("disk full writing summary.json")
 
-    monkeypatch.setattr(stages, "write_summary", broken)
+    monkeypatch.setattr(registry_stages, "write_summary", broken)
     with pytest.raises(OSError, match="disk full"):
         stages.promote(retried.ctx)
     assert _champion(client, settings) == champion.version

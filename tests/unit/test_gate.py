@@ -815,7 +815,7 @@ def test_a_copy_of_the_default_policy_loads_to_the_same_checks(tmp_path: Path, p
 
 def test_a_ratio_the_hold_out_cannot_measure_is_skipped_only_with_its_reason():
     """Coat: every case has a full 10-item history, so there is no light/heavy split to compare."""
-    from ml.pipeline.stages import unmeasurable_ratios
+    from ml.gate.inputs import unmeasurable_ratios
 
     check = Check(name="fairness_user_activity", metric="fairness.user_ndcg_ratio.activity", comparator=">=",
                   threshold=0.8, fallback="no_worse_than_alternatives", skip_if_no_match=True)
