@@ -155,15 +155,16 @@ class RunConfig:
     # training budget
     epochs: int = 20
     max_steps: int = 100
-    # expected shoppers per step; 0 = auto: the largest before DP noise stops falling much
-    # (ml.training.autosettings.choose_batch: 2,048 on the synthetic demo, 256 on amazon2018-industrial)
+    # expected shoppers per step; 0 = auto (ml.training.autosettings.choose_batch): the largest before doubling it
+    # stops cutting much of the DP noise on a step's mean gradient (each corpus's choice and why:
+    # benchmarks/results/autosettings.md)
     batch_size: int = 0
     learning_rate: float = 1e-3
     trainable_layers: int = 0
     # examples of each sampled shopper in a training step (all its examples when it has fewer): under DP the
-    # shopper's gradient over them is clipped once. A step does up to that many times the work. 0 = auto: a step's
-    # 2,048 example slots shared among the batch, at most what most shoppers have
-    # (ml.training.autosettings.choose_examples_per_user: 1 on the demo's 20,000 shoppers, 8 on amazon2018's 2,717).
+    # shopper's gradient over them is clipped once. A step does up to that many times the work. 0 = auto
+    # (ml.training.autosettings.choose_examples_per_user): a step's example slots (SLOTS_PER_STEP) shared among the
+    # batch, at most what most shoppers have (each corpus's choice: benchmarks/results/autosettings.md).
     # With trainable_layers > 0 a step takes one per shopper
     examples_per_user: int = 0
     temperature: float = 0.05
