@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +234,3 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"unknown run parameter(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**data, dp=DPConfig(**dp_data))
-
-    def with_(self, **changes: Any) -> RunConfig:
-        return replace(self, **changes)

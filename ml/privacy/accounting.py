@@ -266,25 +266,6 @@ def noisy_counts(
     return counts
 
 
-def dp_transition_counts(
-    sequences: Sequence[Sequence[int]],
-    n_items: int,
-    per_user: int,
-    sigma: float | None,
-    rng: np.random.Generator,
-    noise: NoiseSource | None = None,
-) -> np.ndarray:
-    """Item-transition counts (n_items x n_items, float32) with per-shopper contributions bounded and, when
-    `sigma` is given, Gaussian noise of std sigma * sqrt(per_user) on every cell, clipped at 0.
-
-    Each sequence is one shopper's items in time order; a shopper with more than `per_user` distinct pairs
-    contributes a random `per_user` of them (drawn with `rng`). The noise comes from `noise` (default `rng`).
-    `capped_pairs` then `noisy_counts`.
-    """
-    pairs = capped_pairs(sequences, n_items, per_user, rng)
-    return noisy_counts(pairs, n_items, per_user, sigma, rng if noise is None else noise)
-
-
 def privacy_record(plan: PrivacyPlan | None, sgd: Mapping[str, Any] | None, *, n_users: int, secure: bool,
                    target_epsilon: float, pairs_per_user: int, with_transitions: bool) -> dict[str, Any]:
     """What the run's privacy was, as trained: the unit, and with DP (`plan` and the trained DP-SGD's `sgd`, the

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlparse
@@ -80,7 +81,7 @@ def home(tmp_path_factory):
 @pytest.fixture(scope="module")
 def champion(home):
     """A first run through the whole chain: its version is champion."""
-    ctx = RunContext.create(home.settings, SMALL.with_(policy=home.policy), name="first")
+    ctx = RunContext.create(home.settings, replace(SMALL, policy=home.policy), name="first")
     for stage in stages.STAGES:
         getattr(stages, stage)(ctx)
     assert ctx.read("promote")["promoted"], ctx.read("gate")["decision"]["blocking_failures"]
@@ -121,7 +122,7 @@ def retried(home, champion):
     """A second run on the same data: training killed mid-way, retried, then evaluated and registered."""
     settings = home.settings
     client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
-    ctx = RunContext.create(settings, SMALL.with_(policy=home.policy, seed=8), name=RETRIED)
+    ctx = RunContext.create(settings, replace(SMALL, policy=home.policy, seed=8), name=RETRIED)
     for name in ("ingest.json", "features.json", stages.TRAIN_SET, stages.CASES, stages.SEQUENCES,
                  stages.SEARCH_CASES):
         shutil.copy(champion.ctx.path(name), ctx.path(name))  # same date, same data: no need to rebuild it

@@ -1,6 +1,7 @@
 """A deletion request reaches everything: lake partitions, Feast (offline and online), training sets."""
 
 import hashlib
+from dataclasses import replace
 
 import pandas as pd
 
@@ -36,7 +37,7 @@ def test_a_deleted_shopper_leaves_no_trace(vetted_home):
     # the shopper asks for deletion; the next ingestion (another date) applies it everywhere
     delete = pd.DataFrame({"user_id": [victim], "request": ["delete"], "ts": ["2026-04-01T00:00:00Z"]})
     raw.privacy_requests = pd.concat([raw.privacy_requests, delete], ignore_index=True)
-    second = RunContext.create(settings, config.with_(ingest_date="2099-01-01"), name="second")
+    second = RunContext.create(settings, replace(config, ingest_date="2099-01-01"), name="second")
     result = stages.ingest(second, raw=raw)
     stages.features(second)
 
