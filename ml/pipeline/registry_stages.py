@@ -164,9 +164,9 @@ def _gate(ctx: RunContext, client: Any, registered: dict[str, Any]) -> dict[str,
     # the same bootstrap resamples over the hold-out's shoppers as the evaluation drew (same cases, same seed)
     evidence, draws = gate_evidence(ndcg, groups, ev["uncertainty"]["eligible_groups"],
                                     per_case_resamples(per_case, cfg.seed), best=ev["best_baseline"],
-                                    best_non_private=ev.get("best_non_private_baseline"))
+                                    best_non_private=ev["best_non_private_baseline"])
     metrics = gate_metrics(ctx.read("train"), ev, registered, evidence)
-    searched = ev.get("search") or {}
+    searched = ev["search"]
     search_frame = pd.read_parquet(ctx.path(SEARCH_PER_CASE)) if searched.get("n_cases") else None
     search_metrics, search_draws = search_points(searched, search_frame, cfg.seed,
                                                  (champion or {}).get("search_per_case_ndcg"))

@@ -25,7 +25,7 @@ def version_tags(ctx: RunContext) -> dict[str, str]:
         "quality.best_baseline_ndcg_at_10": ev["best_baseline_ndcg"],
         "privacy.dp": str(bool(privacy["dp"])).lower(),
         "privacy.unit": privacy["unit"],
-        "privacy.secure_rng": str(bool(privacy.get("secure_rng"))).lower(),
+        "privacy.secure_rng": str(bool(privacy["secure_rng"])).lower(),
         "privacy.mia_auc": ev["mia"]["auc"],
         "fairness.provider_exposure_ratio": ev["provider_exposure_ratio"],
         "drift.share": ev["drift"]["share_drifted"],
@@ -63,7 +63,7 @@ def uncertainty_tags(metrics: dict[str, Any], ev: dict[str, Any], decision: Gate
             "quality.best_baseline_ndcg_at_10_interval": interval_text(unc["ndcg"][ev["best_baseline"]]),
             "quality.bootstrap": f"{unc['method']['n_resamples']} resamples of {unc['method']['n_shoppers']} "
                                  f"shoppers, seed {unc['method']['seed']}, paired"}
-    best_np = ev.get("best_non_private_baseline")
+    best_np = ev["best_non_private_baseline"]
     if best_np:
         price = unc["price_of_privacy"]
         tags.update({"quality.best_non_private_baseline": best_np,
@@ -116,14 +116,14 @@ def write_card(ctx: RunContext, client: Any) -> str:
                     rel = Path(slice_path).relative_to(reports_dir)
                     links[f"ranking report, {attribute} = {group} (run artifact reports/{rel})"] = slice_path
     card = model_card(
-        name=ctx.settings.model_name, version=registered["version"], config=trained.get("config", ctx.config.to_dict()),
+        name=ctx.settings.model_name, version=registered["version"], config=trained["config"],
         features=ctx.read("features"), ingest=ctx.read("ingest"), train=ctx.read("train"),
         evaluation=ctx.read("evaluate"), pii_findings=registered["pii_findings"], smoke=registered["smoke"],
         gate=None if gate_out is None else {"status": gate_out["status"], "policy_label": gate_out["policy"],
                                              "summary_markdown": gate_out["summary_markdown"],
-                                             "alternatives": gate_out.get("alternatives")},
+                                             "alternatives": gate_out["alternatives"]},
         champion=None if gate_out is None else gate_out["champion"], links=links)
-    if trained.get("training_settings"):  # each setting of the run, chosen from the data or by hand, and why
+    if trained["training_settings"]:  # each setting of the run, chosen from the data or by hand, and why
         card = card.replace("## Privacy\n", "\n".join(settings_markdown(trained["training_settings"])) + "## Privacy\n", 1)
     client.update_model_version(ctx.settings.model_name, registered["version"], description=fit_description(card))
     client.log_text(run_id, card, CARD_ARTIFACT)  # the whole card, whatever the registry's length limit
