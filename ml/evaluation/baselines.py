@@ -160,7 +160,7 @@ class ZeroShot(Baseline):
 def released_counts(item_ids: list[str], log_counts: np.ndarray) -> np.ndarray:
     """The transition counts the train stage released, from the model's table of their log1p (post-processing).
 
-    The table is ``log1p(max(noisy count - floor, 0))`` (ml.pipeline.stages.transition_feature); expm1 gives back
+    The table is ``log1p(max(noisy count - floor, 0))`` (ml.privacy.transitions.transition_feature); expm1 gives back
     the floored noisy counts, which rank exactly as the table does."""
     table = np.asarray(log_counts, dtype=np.float64)
     n = len(item_ids)

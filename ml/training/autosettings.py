@@ -143,7 +143,7 @@ def corpus_stats(example_users: Iterable[str], sequences: Sequence[Sequence[int]
 
 def member_sequences(sequences: Any, members: set[str], index_of: dict[str, int]) -> list[list[int]]:
     """Each training shopper's items in time order, in index space, from the train_sequences frame (user_id,
-    position, item_id), as the transition counts read them (ml.pipeline.stages.transition_feature)."""
+    position, item_id), as the transition counts read them (ml.privacy.transitions.transition_feature)."""
     rows = sequences[sequences["user_id"].isin(members)].sort_values(["user_id", "position"])
     return [[index_of[i] for i in items if i in index_of] for items in rows.groupby("user_id")["item_id"].agg(list)]
 

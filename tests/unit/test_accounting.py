@@ -147,7 +147,7 @@ def test_capped_pairs_then_noisy_counts_are_the_transition_counts():
     assert [len(p) for p in pairs] == [5, 3, 1]  # the long shopper is capped; (3, 4) counts once
     assert pairs[1] == [(3, 4), (4, 5), (5, 3)]
     counts = noisy_counts(pairs, 30, 5, 0.8, np.random.default_rng(3))
-    rng = np.random.default_rng(3)  # one generator through both steps, as dp_transition_counts draws
+    rng = np.random.default_rng(3)  # one generator through both steps, as ml.privacy.transitions draws
     both = noisy_counts(capped_pairs(sequences, 30, 5, rng), 30, 5, 0.8, rng)
     np.testing.assert_array_equal(both, _counts(sequences, 30, 5, 0.8, np.random.default_rng(3)))
     assert counts.shape == (30, 30)
