@@ -1,11 +1,11 @@
 """The chain's stages: one function each, taking a RunContext and returning small values.
 
 The Airflow tasks of `dags/recsys_training.py` and `vetted run` call these same functions in the same
-order, so the two never drift apart; the stages after training (register, gate, promote, and a reviewer's answer)
-live in ml.pipeline.registry_stages and are called from here by the same names. Every stage writes `<run_dir>/<stage>.json`; later stages read
-what they need from there (or from the lake, Feast and MLflow), never from another stage's memory.
-A stage only wires: it reads the run folder, calls the library (ml.data, ml.features, ml.training, ml.privacy,
-ml.evaluation, ml.gate, ml.registry), logs and writes.
+order, so the two never drift apart; the stages after training (register, gate, promote, and a reviewer's
+answer) live in ml.pipeline.registry_stages and are called from here by the same names. Every stage writes
+`<run_dir>/<stage>.json`; later stages read what they need from there (or from the lake, Feast and MLflow),
+never from another stage's memory. A stage only wires: it reads the run folder, calls the library (ml.data,
+ml.features, ml.training, ml.privacy, ml.evaluation, ml.gate, ml.registry), logs and writes.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def _imports(path: Path, in_functions: bool) -> set[str]:
                 found.add(node.module)
                 found.update(f"{node.module}.{alias.name}" for alias in node.names)
             for field in ("body", "orelse", "finalbody", "handlers"):
-                if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and isinstance(getattr(node, field, None), list):
+                if isinstance(getattr(node, field, None), list):  # if, try, with, for, class bodies
                     visit(getattr(node, field))
 
     visit(ast.parse(path.read_text()).body)

@@ -79,8 +79,8 @@ class _Memorizer:
 
     def __init__(self, trained: set[str], rows: pd.DataFrame) -> None:
         self.index_of = {f"i{j}": j for j in range(5)}
-        self._target_of = {tuple(h): self.index_of[t] for h, t, u in zip(rows["history"], rows["item_id"],
-                                                                           rows["user_id"], strict=True) if u in trained}
+        mine = rows[rows["user_id"].isin(trained)]
+        self._target_of = {tuple(h): self.index_of[t] for h, t in zip(mine["history"], mine["item_id"], strict=True)}
 
     def history_vectors(self, histories: list[list[str]]) -> list[list[str]]:
         return histories
