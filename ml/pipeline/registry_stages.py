@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ml.config import Settings
 
 
-def _registry(settings: Settings) -> MlflowClient:
+def registry_client(settings: Settings) -> MlflowClient:
     """The MLflow client of the home's tracking store, the store configured for this process first."""
     from ml.registry.tracking import client, configure
 
@@ -59,7 +59,7 @@ def _register(ctx: RunContext) -> dict[str, Any]:
     from ml.registry.tracking import flat_params
 
     cfg, settings = ctx.config, ctx.settings
-    client = _registry(settings)
+    client = registry_client(settings)
     trained = ctx.read("train")
     run_id = trained["mlflow_run_id"]
     status = client.get_run(run_id).info.status
@@ -117,7 +117,7 @@ def fail_version(ctx: RunContext, stage: str, reason: str) -> str | None:
 
     if not ctx.has("train"):
         return None
-    client = _registry(ctx.settings)
+    client = registry_client(ctx.settings)
     version = reg.version_for_run(client, ctx.settings.model_name, ctx.read("train")["mlflow_run_id"])
     if version is None:
         return None
@@ -134,7 +134,7 @@ def gate(ctx: RunContext) -> dict[str, Any]:
     from ml.registry import registration as reg
 
     settings = ctx.settings
-    client = _registry(settings)
+    client = registry_client(settings)
     registered = ctx.read("register")
     version = registered["version"]
     with stage_lease(ctx.run_dir, "gate"), reg.failure_guard(client, settings.model_name, version, "gate",
@@ -220,7 +220,7 @@ def promote(ctx: RunContext, actor: str = "vetted") -> dict[str, Any]:
     from ml.registry import registration as reg
 
     settings = ctx.settings
-    client = _registry(settings)
+    client = registry_client(settings)
     version = ctx.read("register")["version"]
     with stage_lease(ctx.run_dir, "promote"), reg.failure_guard(client, settings.model_name, version, "promote",
                                                                 settings=settings):
@@ -261,7 +261,7 @@ def review(ctx: RunContext, approved: bool, reviewer: str, note: str = "") -> di
     from ml.registry.audit import append_event
 
     settings = ctx.settings
-    client = _registry(settings)
+    client = registry_client(settings)
     version = ctx.read("register")["version"]
     status = client.get_model_version(settings.model_name, version).tags.get("gate.status")
     if status != "pending_approval":
