@@ -11,7 +11,8 @@ settings and are in quality-dev.md. The development split is the test split's tr
 shopper's last item held out (`ml.data.amazon2018.development_split`): no test target is read. Writes benchmarks/results/ablation.json and .md.
 
 Each seed draws its own DP noise, and a variant that changes which transitions a shopper contributes draws
-other noise too: differences under about 0.002 are within what one seed's noise moves.
+other noise too: compare a variant's difference with how far the seeds of one variant lie apart (the per-seed
+columns of benchmarks/results/ablation.md) before reading it as an effect.
 """
 
 from __future__ import annotations

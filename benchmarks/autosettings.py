@@ -88,7 +88,7 @@ def games() -> dict:
     import pandas as pd
 
     from ml.config import RunConfig
-    from ml.pipeline.stages import split_audit_users
+    from ml.privacy.mia import split_audit_users
     from ml.training.autosettings import resolve_run
 
     folder = SHARED_DATA / "amazon2018-games"

@@ -68,16 +68,15 @@ def new_context(name: str, overrides: dict[str, Any], home: Path | None = None):
     import tempfile
 
     from ml.config import RunConfig, Settings
+    from ml.keys import PSEUDONYM_KEY
     from ml.pipeline.context import RunContext
-    from ml.privacy.pseudonymize import KEY_ENV
 
     home = home or Path(tempfile.mkdtemp(prefix=f"vetted-bench-{name}-"))
     os.environ["VETTED_HOME"] = str(home)
     os.environ["VETTED_DEMO"] = "1"
     # one key for every benchmark run: the membership-audit shoppers are drawn among pseudonyms, so a fresh
-    # demo key per run drew another audit split and moved every figure (co-occurrence on amazon2018: 0.1001
-    # to 0.1026 between runs of the same code)
-    os.environ.setdefault(KEY_ENV, BENCHMARK_PSEUDONYM_KEY)
+    # demo key per run would draw another audit split and move every figure between runs of the same code
+    os.environ.setdefault(PSEUDONYM_KEY.env, BENCHMARK_PSEUDONYM_KEY)
     return RunContext.create(Settings.from_env(), RunConfig.from_dict(overrides), name=name)
 
 

@@ -54,7 +54,7 @@ def _run_stages(name: str, overrides: dict):
     from ml.pipeline import stages
 
     # a fresh home, and the benchmarks' one pseudonym key (with a fresh demo key per run the audit shoppers, and
-    # so the model and co-occurrence figures, moved between runs: amazon2018 candidate 0.0829 and 0.0790)
+    # so the model and co-occurrence figures, would move between runs of the same code)
     ctx = new_context(name, overrides)
     timings: dict[str, dict] = {}
     for stage in stages.STAGES:

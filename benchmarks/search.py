@@ -210,7 +210,7 @@ def synthetic(ctx: Any, rec: Any) -> dict[str, Any]:
 
 
 def run_seed(seed: int) -> dict[str, Any]:
-    from ml.pipeline.stages import _zero_shot_encoder
+    from ml.evaluation.baselines import zero_shot_encoder
     from ml.training.recommender import Recommender
 
     ctx, seconds = train(seed)
@@ -218,7 +218,7 @@ def run_seed(seed: int) -> dict[str, Any]:
     started = time.perf_counter()
     syn = synthetic(ctx, rec)
     syn["seconds"] = round(time.perf_counter() - started, 1)
-    cf = crowdflower(rec, _zero_shot_encoder(), seed)
+    cf = crowdflower(rec, zero_shot_encoder(), seed)
     return {"seed": seed, "stage_seconds": seconds, "search_settings": asdict(rec.settings.search),
             "trainable_layers": ctx.config.trainable_layers, "synthetic": syn, "crowdflower": cf}
 

@@ -56,8 +56,9 @@ def dp_sgd_steps(steps: int) -> dict[str, Any]:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from ml.training.encoder import model_dir
+    from ml.training.examples import Examples
     from ml.training.model import BiEncoder
-    from ml.training.train import DPSettings, Examples, train_bi_encoder
+    from ml.training.train import DPSettings, train_bi_encoder
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir()), local_files_only=True)
     n_items, n_users = INDUSTRIAL_ITEMS, 2000

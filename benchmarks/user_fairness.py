@@ -63,13 +63,14 @@ def corpora(seed: int, root: Path) -> dict[str, dict]:
 
 def candidate_inputs(ctx) -> dict:
     """The evaluation stage's inputs for the mitigation: cases, the model's candidate pools and scores, the
-    history lengths and the provider tiers (as `ml.pipeline.stages.evaluate` builds them)."""
+    history lengths and the provider tiers (as `ml.evaluation.candidate.evaluate_candidate` builds them)."""
     import pandas as pd
 
     from ml.data.ingest import read_lake
+    from ml.evaluation.candidate import RERANK_POOL
     from ml.evaluation.fairness import brand_tiers, catalogue_tail, item_tiers
     from ml.evaluation.rerank import RerankConfig
-    from ml.pipeline.stages import CASES, RERANK_POOL, SEQUENCES
+    from ml.pipeline.stages import CASES, SEQUENCES
     from ml.training.recommender import Recommender
 
     trained = ctx.read("train")
@@ -232,8 +233,8 @@ def main() -> None:
 
     import pandas as pd
 
+    from ml.evaluation.candidate import RERANK_POOL
     from ml.evaluation.user_fairness import choose_strength
-    from ml.pipeline.stages import RERANK_POOL
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="7", help="comma-separated run seeds")

@@ -71,14 +71,18 @@ def _source_url(a: argparse.Namespace) -> str:
     return a.url or (os.environ.get(SOURCE_URL_VARIABLE, "") if REGISTRY[a.source].needs == "url" else "")
 
 
-def run_chain(settings: Settings, config: RunConfig, echo: Any = print) -> dict[str, Any]:
+def run_chain(settings: Settings, config: RunConfig, echo: Any = print, key: bytes | None = None) -> dict[str, Any]:
     """Settle runs whose stage died, then every stage in order (each holding the run's lease), printing each as
-    it goes; returns the summary."""
+    it goes; returns the summary. `key` is the pseudonym key; without it the key is loaded (ml.keys) before any
+    stage starts, so a missing key stops the chain before it settles or creates anything."""
+    from ml.keys import load_pseudonym_key
     from ml.pipeline import stages
     from ml.pipeline.context import RunContext
     from ml.pipeline.lease import stage_lease
     from ml.registry.sweep import sweep
 
+    if key is None:
+        key = load_pseudonym_key(os.environ, settings.home, allow_demo_key=settings.demo)
     for orphan in sweep(settings, actor="vetted run").orphans:
         echo(f"Settled a dead run first: {_orphan_line(orphan)}")
     ctx = RunContext.create(settings, config)
@@ -87,7 +91,7 @@ def run_chain(settings: Settings, config: RunConfig, echo: Any = print) -> dict[
         started = time.perf_counter()
         echo(f"[{n}/{len(stages.STAGES)}] {name} ...", flush=True)
         with stage_lease(ctx.run_dir, name):
-            result = getattr(stages, name)(ctx)
+            result = stages.ingest(ctx, key=key) if name == "ingest" else getattr(stages, name)(ctx)
         echo(f"      {name} done in {time.perf_counter() - started:.1f} s: {_short(result)}", flush=True)
     return ctx.read("summary")
 

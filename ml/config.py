@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ml.data.sources import REGISTRY, SOURCE_NAMES
+from ml.errors import ConfigError
+from ml.store_urls import redact, redis_connection_string, sql_registry_url
 
 PROFILES = ("local", "prod")
 # the source names, read from the one registry of sources (ml.data.sources.REGISTRY: adapter, what it needs)
@@ -23,10 +25,6 @@ FEAST_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*")
 # what encodes search queries in a loaded model (ml.training.recommender): its exported ONNX encoder when it has
 # one (else torch), or always the torch encoder (to measure the two side by side)
 QUERY_ENCODERS = ("onnx", "torch")
-
-
-class ConfigError(ValueError):
-    """A setting or a run parameter is invalid; the message says which and what to do."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +66,6 @@ class Settings:
 
     def _check_prod(self) -> None:
         """Every store the prod profile needs is named, and in a form its client accepts."""
-        from ml.features.store import redact, redis_connection_string, sql_registry_url
-
         missing = [name for name, value in (("VETTED_POSTGRES_DSN", self.postgres_dsn),
                                             ("VETTED_REDIS_URL", self.redis_url),
                                             ("MLFLOW_TRACKING_URI", self.tracking_uri)) if not value]
@@ -164,15 +160,16 @@ class RunConfig:
     # training budget
     epochs: int = 20
     max_steps: int = 100
-    # expected shoppers per step; 0 = auto: the largest before DP noise stops falling much
-    # (ml.training.autosettings.choose_batch: 2,048 on the synthetic demo, 256 on amazon2018-industrial)
+    # expected shoppers per step; 0 = auto (ml.training.autosettings.choose_batch): the largest before doubling it
+    # stops cutting much of the DP noise on a step's mean gradient (each corpus's choice and why:
+    # benchmarks/results/autosettings.md)
     batch_size: int = 0
     learning_rate: float = 1e-3
     trainable_layers: int = 0
     # examples of each sampled shopper in a training step (all its examples when it has fewer): under DP the
-    # shopper's gradient over them is clipped once. A step does up to that many times the work. 0 = auto: a step's
-    # 2,048 example slots shared among the batch, at most what most shoppers have
-    # (ml.training.autosettings.choose_examples_per_user: 1 on the demo's 20,000 shoppers, 8 on amazon2018's 2,717).
+    # shopper's gradient over them is clipped once. A step does up to that many times the work. 0 = auto
+    # (ml.training.autosettings.choose_examples_per_user): a step's example slots (SLOTS_PER_STEP) shared among the
+    # batch, at most what most shoppers have (each corpus's choice: benchmarks/results/autosettings.md).
     # With trainable_layers > 0 a step takes one per shopper
     examples_per_user: int = 0
     temperature: float = 0.05
@@ -231,7 +228,7 @@ class RunConfig:
         """The fields, the source URL's password masked (`***`): this is what run folders, MLflow params, model
         cards and summaries record. A run loaded from its folder takes the real URL from VETTED_SOURCE_URL
         (`ml.pipeline.context`)."""
-        from ml.features.store import redact
+        from ml.store_urls import redact
 
         return {**asdict(self), "url": redact(self.url)}
 
@@ -250,6 +247,3 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"unknown run parameter(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**data, dp=DPConfig(**dp_data))
-
-    def with_(self, **changes: Any) -> RunConfig:
-        return replace(self, **changes)

@@ -47,7 +47,7 @@ def read(request: SourceRequest) -> RawTables:
 
 def redact(url: str) -> str:
     """The URL with its password masked, for every message and log line."""
-    from ml.features.store import redact as masked
+    from ml.store_urls import redact as masked
 
     return masked(url)
 

@@ -20,7 +20,7 @@ alternatives its policy would itself ship:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,7 +160,7 @@ class ZeroShot(Baseline):
 def released_counts(item_ids: list[str], log_counts: np.ndarray) -> np.ndarray:
     """The transition counts the train stage released, from the model's table of their log1p (post-processing).
 
-    The table is ``log1p(max(noisy count - floor, 0))`` (ml.pipeline.stages.transition_feature); expm1 gives back
+    The table is ``log1p(max(noisy count - floor, 0))`` (ml.privacy.transitions.transition_feature); expm1 gives back
     the floored noisy counts, which rank exactly as the table does."""
     table = np.asarray(log_counts, dtype=np.float64)
     n = len(item_ids)
@@ -214,3 +214,14 @@ def best_baseline(ndcg: dict[str, float], learns: dict[str, str], kinds: tuple[s
     ties go to the first in name order, so the choice never depends on dict order."""
     eligible = sorted(name for name in ndcg if learns.get(name) in kinds)
     return max(eligible, key=lambda name: ndcg[name]) if eligible else None
+
+
+def zero_shot_encoder() -> Callable[[Sequence[str], int], np.ndarray]:
+    """The pretrained MiniLM, not fine-tuned: (texts, max_tokens) -> L2-normalized vectors, encoded as the
+    bi-encoder encodes them (the ZeroShot baseline of recommendation, and of search)."""
+    from ml.training.encoder import load_encoder
+    from ml.training.model import BiEncoder
+
+    bert, tokenizer = load_encoder()
+    model = BiEncoder(bert, n_items=1, trainable_layers=0)
+    return lambda texts, max_tokens: model.encode_texts(tokenizer, list(texts), max_tokens).numpy()

@@ -72,14 +72,6 @@ class UserFairnessConfig:
         return asdict(self)
 
 
-def activity_threshold(history_lengths: Sequence[int]) -> float:
-    """The median history length: the light/heavy boundary `activity_groups` draws. Computed once on the
-    training window's cases, it is the `threshold` serving passes for one shopper at a time."""
-    if len(history_lengths) == 0:
-        raise ValueError("no history lengths to take a median of; pass the training window's case histories")
-    return float(np.median(np.asarray(history_lengths, dtype=float)))
-
-
 def mitigated(history_lengths: Sequence[int], config: UserFairnessConfig) -> np.ndarray:
     """Which shoppers the mitigation applies to: those of `config.group` (bool per shopper).
 

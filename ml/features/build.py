@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ml.data.splits import interaction_sequences
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 # a shopper's recent items travel as one string feature joined by the ASCII unit separator: Feast's file
 # offline store (dask) hashes a string column in one pass, but pickles a list column row by row (minutes)
@@ -62,3 +66,24 @@ def write_feature_tables(data_dir: Path, items: pd.DataFrame, events: pd.DataFra
     item_feature_frame(items, seq, as_of).to_parquet(paths["items"], index=False)
     user_event_frame(events, max_history).to_parquet(paths["user_events"], index=False)
     return {k: str(v) for k, v in paths.items()}
+
+
+RECENT_ITEMS = "user_recent_items:recent_items"  # the feature a row's history is read from
+
+
+def with_history(store: FeatureStore, rows: pd.DataFrame, max_history: int) -> pd.DataFrame:
+    """`rows` with each row's history (item ids, oldest first, at most `max_history`) as the feature store knew it
+    just before the row's own event: a point-in-time read, so no row sees its own target."""
+    import numpy as np
+
+    from ml.features.store import historical_features
+
+    if rows.empty:
+        return rows.assign(history=[])
+    entity = pd.DataFrame({"user_id": rows["user_id"].to_numpy(), "row_id": np.arange(len(rows)),
+                           "event_timestamp": pd.to_datetime(rows["ts"], utc=True) - pd.Timedelta(microseconds=1)})
+    got = historical_features(store, entity, [RECENT_ITEMS])
+    # a row from before the shopper's first interaction has no feature row: its history is empty
+    by_row = dict(zip(got["row_id"], got["recent_items"], strict=True))
+    history = [decode_history(by_row.get(i))[-max_history:] for i in range(len(rows))]
+    return rows.reset_index(drop=True).assign(history=history)

@@ -17,6 +17,13 @@ from typing import Any
 
 from ml.config import ConfigError, RunConfig, Settings
 
+# the frames the stages leave in the run folder beside their <stage>.json
+TRAIN_SET, CASES, SEQUENCES = "train_set.parquet", "cases.parquet", "train_sequences.parquet"
+SEARCH_CASES = "search_cases.parquet"  # hold-out searches followed by a click or purchase: query -> item
+# per hold-out case: the shopper, the audit groups and every ranker's NDCG, for the paired bootstrap
+PER_CASE = "per_case.parquet"
+SEARCH_PER_CASE = "search_per_case.parquet"  # the same for the hold-out's search cases
+
 # Settings fields that may carry a password, and the variable each comes from
 SECRET_SETTINGS = {"tracking_uri": "MLFLOW_TRACKING_URI", "artifact_root": "VETTED_ARTIFACT_ROOT",
                    "postgres_dsn": "VETTED_POSTGRES_DSN", "redis_url": "VETTED_REDIS_URL"}
@@ -81,7 +88,7 @@ class RunContext:
 
 
 def _masked(settings: Settings) -> dict[str, Any]:
-    from ml.features.store import redact
+    from ml.store_urls import redact
 
     data = asdict(settings)
     for name in SECRET_SETTINGS:
@@ -91,7 +98,7 @@ def _masked(settings: Settings) -> dict[str, Any]:
 
 def _unmasked(stored: dict[str, Any]) -> Settings:
     """The run's settings, with each masked URL replaced by this process's own (which must name the same store)."""
-    from ml.features.store import redact
+    from ml.store_urls import redact
 
     data = {**stored, "home": Path(stored["home"])}
     masked = [name for name in SECRET_SETTINGS if ":***@" in str(stored.get(name, ""))]
@@ -110,7 +117,7 @@ def _unmasked_config(stored: dict[str, Any]) -> RunConfig:
     """The run's config, its masked source URL replaced by VETTED_SOURCE_URL (which must name the same database)."""
     import os
 
-    from ml.features.store import redact
+    from ml.store_urls import redact
 
     url = str(stored.get("url") or "")
     if ":***@" in url:

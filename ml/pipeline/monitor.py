@@ -32,15 +32,13 @@ def check_drift(settings: Settings, policy_path: str | None = None, window_days:
                 threshold: float | None = None) -> dict[str, Any]:
     """Compare the last `window_days` of lake events with the champion's training window."""
     from ml.data.ingest import read_lake
+    from ml.evaluation.drift import drift_frames
     from ml.evaluation.reports import drift_report
-    from ml.pipeline.stages import drift_frames
+    from ml.pipeline.registry_stages import registry_client
     from ml.registry.registration import CHAMPION, alias_version
-    from ml.registry.tracking import client as make_client
-    from ml.registry.tracking import configure
 
     threshold = drift_threshold(policy_path) if threshold is None else threshold
-    configure(settings)
-    champ = alias_version(make_client(settings), settings.model_name, CHAMPION)
+    champ = alias_version(registry_client(settings), settings.model_name, CHAMPION)
     if champ is None:
         return {"status": "no_champion", "drifted": False, "threshold": threshold}
     window = champ.tags.get("data.window", "")

@@ -12,13 +12,21 @@ not swayed by the class ratio and a result can be reproduced.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
+
+if TYPE_CHECKING:
+    from ml.training.recommender import Recommender
 
 log = logging.getLogger(__name__)
 
 LOW_FPR = 0.01
+AUDIT_SHARE = 0.1  # shoppers kept out of training as the audit's non-members
+LOSS_ATTACK = ("loss threshold: mean log-probability of a shopper's own next items, "
+               "trained shoppers vs shoppers held out of training")
 
 
 def _clean(scores: np.ndarray, name: str) -> np.ndarray:
@@ -71,3 +79,38 @@ def membership_inference_audit(
         log.warning("membership audit on only %d shoppers per side: TPR at 1%% FPR is coarse", members.size)
     log.info("membership inference: AUC %.3f, advantage %.3f, TPR@1%%FPR %.3f", auc, advantage, tpr_low)
     return result
+
+
+def split_audit_users(users: np.ndarray, seed: int) -> tuple[set[str], set[str]]:
+    """Training shoppers and the held-out audit shoppers (same distribution, never trained on): AUDIT_SHARE of
+    them, none when there are 10 or fewer (too few to hold any out)."""
+    rng = np.random.default_rng(seed)
+    users = np.sort(users)
+    audit = set(rng.choice(users, size=max(1, int(len(users) * AUDIT_SHARE)), replace=False)) if len(users) > 10 else set()
+    return set(users) - audit, audit
+
+
+def loss_attack(rec: Recommender, train_set: pd.DataFrame, members: set[str], nonmembers: set[str], seed: int,
+                per_side: int = 500) -> dict[str, Any]:
+    """The loss-based attack on a trained recommender: a shopper whose own examples the model scores unusually
+    well was likely trained on. Score per shopper = mean log-probability the model gives their next items in the
+    training window, at most `per_side` shoppers a side (a seeded sample); returns the audit and the attack."""
+    rows = train_set[(train_set["kind"] == "next_item") & (train_set["history"].map(len) > 0)]
+    rows = rows[rows["item_id"].isin(rec.index_of)]
+    rng = np.random.default_rng(seed)
+
+    def scores_for(users: set[str]) -> np.ndarray:
+        chosen = sorted(set(rows["user_id"]) & users)
+        if len(chosen) > per_side:
+            chosen = sorted(rng.choice(chosen, size=per_side, replace=False))
+        part = rows[rows["user_id"].isin(set(chosen))]
+        if part.empty:
+            return np.zeros(0)
+        logits = rec.scores(rec.history_vectors([list(h) for h in part["history"]]))
+        logits = logits - logits.max(axis=1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        target = np.array([rec.index_of[i] for i in part["item_id"]])
+        per_row = logp[np.arange(len(part)), target]
+        return pd.Series(per_row).groupby(part["user_id"].to_numpy()).mean().to_numpy()
+
+    return {**membership_inference_audit(scores_for(members), scores_for(nonmembers)), "attack": LOSS_ATTACK}

@@ -1,8 +1,7 @@
 """Keyed pseudonyms for shoppers: HMAC-SHA256 of the raw user id under a secret key.
 
-The key comes from the environment (`VETTED_PSEUDONYM_KEY`, which an Airflow connection
-`vetted_pseudonym_key` can feed) and is never logged, printed or stored in an artifact. Outside the demo
-a missing key is an error; the demo may create a local key file readable by its owner only.
+The key is loaded by ml.keys (given by the caller, or `VETTED_PSEUDONYM_KEY`; the demo may create a local key
+file readable by its owner only) and is never logged, printed or stored in an artifact.
 Serving pseudonymizes at its boundary with the same key, so the same shopper maps to the same pseudonym.
 """
 
@@ -11,55 +10,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Mapping
-from pathlib import Path
 from typing import NoReturn, SupportsIndex
 
 import pandas as pd
 
-from ml.privacy.secret_file import demo_secret
+from ml.keys import load_pseudonym_key
 
 log = logging.getLogger(__name__)
 
-KEY_ENV = "VETTED_PSEUDONYM_KEY"
-KEY_CONNECTION = "vetted_pseudonym_key"
-MIN_KEY_CHARS = 16
 PREFIX = "u_"
 HEX_CHARS = 32
-
-
-class MissingKeyError(RuntimeError):
-    """No pseudonym key is configured and the demo key is not allowed."""
-
-
-def _demo_key_path(home: Path) -> Path:
-    return home / "secrets" / "pseudonym.key"
-
-
-def load_key(env: Mapping[str, str], home: Path, allow_demo_key: bool) -> bytes:
-    """Return the pseudonym key from `env`, or (demo only) from a local owner-only key file under `home`."""
-    raw = env.get(KEY_ENV, "")
-    if raw:
-        if len(raw) < MIN_KEY_CHARS:
-            raise MissingKeyError(
-                f"{KEY_ENV} is set but has {len(raw)} characters; use at least {MIN_KEY_CHARS} "
-                f"(for example: python -c 'import secrets; print(secrets.token_hex(32))')"
-            )
-        log.info("pseudonym key read from the environment (%s)", KEY_ENV)
-        return raw.encode("utf-8")
-    if not allow_demo_key:
-        raise MissingKeyError(
-            f"no pseudonym key: set the environment variable {KEY_ENV} (at least {MIN_KEY_CHARS} characters, "
-            f"e.g. from `python -c 'import secrets; print(secrets.token_hex(32))'`), or create an Airflow "
-            f"connection `{KEY_CONNECTION}` whose password is the key (exposed to tasks as {KEY_ENV}). "
-            f"Only the demo may generate a local key."
-        )
-    return _demo_key(_demo_key_path(home))
-
-
-def _demo_key(path: Path) -> bytes:
-    """Create (once) or reuse the demo key file: 32 random bytes, hex, mode 0600 in a 0700 folder."""
-    return demo_secret(path, "pseudonym key", KEY_ENV, MIN_KEY_CHARS, MissingKeyError).encode("ascii")
+# ml.serving.app reads the key through this name; the loader is ml.keys.load_pseudonym_key
+load_key = load_pseudonym_key
 
 
 class Pseudonymizer:
@@ -69,7 +31,7 @@ class Pseudonymizer:
 
     def __init__(self, key: bytes) -> None:
         if not isinstance(key, bytes | bytearray) or len(key) == 0:
-            raise ValueError("Pseudonymizer needs a non-empty key (bytes); see load_key()")
+            raise ValueError("Pseudonymizer needs a non-empty key (bytes); see ml.keys.load_pseudonym_key()")
         self._key = bytes(key)
 
     def __repr__(self) -> str:

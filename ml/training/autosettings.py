@@ -39,12 +39,12 @@ MAX_BATCH = 4096  # the training form's limit
 NOISE_GAIN = 0.15
 # examples per shopper are capped at this quantile of the shoppers' example counts (more would be mostly padding)
 EXAMPLES_QUANTILE = 0.9
-# the pairs that carry the transition signal: the quarter of the transitions in the most-counted pairs. Over the
-# transitions, the upper quartile of their pair's count is 1 on amazon2018-industrial and on Coat (a few pairs hold
-# many shoppers, most hold one) and 6 on the synthetic demo (benchmarks/results/autosettings.md)
+# the pairs that carry the transition signal: the quarter of the transitions in the most-counted pairs. A few pairs
+# hold many shoppers and most hold one on the real corpora, so a mean would follow the few; the quartile per corpus
+# is in benchmarks/results/autosettings.md
 PAIR_QUANTILE = 0.75
-# the transition floor's range in noise deviations: measured 0.5 to 3 on amazon2018's development split, 1 and 2 on
-# the synthetic demo (benchmarks/results/ablation.md); outside it no corpus has been measured
+# the transition floor's range in noise deviations: the floors compared on a corpus (benchmarks/results/ablation.md
+# and autosettings.md); outside the range no floor has been measured, so none is chosen there
 FLOOR_RANGE = (1.0, 2.0)
 
 # (sample_rate, steps) -> DP-SGD noise multiplier that the privacy budget allows
@@ -143,7 +143,7 @@ def corpus_stats(example_users: Iterable[str], sequences: Sequence[Sequence[int]
 
 def member_sequences(sequences: Any, members: set[str], index_of: dict[str, int]) -> list[list[int]]:
     """Each training shopper's items in time order, in index space, from the train_sequences frame (user_id,
-    position, item_id), as the transition counts read them (ml.pipeline.stages.transition_feature)."""
+    position, item_id), as the transition counts read them (ml.privacy.transitions.transition_feature)."""
     rows = sequences[sequences["user_id"].isin(members)].sort_values(["user_id", "position"])
     return [[index_of[i] for i in items if i in index_of] for items in rows.groupby("user_id")["item_id"].agg(list)]
 

@@ -34,11 +34,9 @@ gradients are averaged weighted by each share's size: the global batch's mean gr
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -46,7 +44,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ml.training.model import BiEncoder
 from ml.training.train import TrainResult, train_bi_encoder
@@ -71,97 +68,6 @@ def world_size_for(device_count: int, requested: int) -> int:
         raise ValueError(f"world_size={requested} needs {requested} GPUs, but {device_count} are visible; "
                          f"set world_size to at most {max(device_count, 1)} (0 = automatic)")
     return requested
-
-
-class _SharedSampleShards(Sampler[list[int]], ABC):
-    """Global batches drawn identically on every rank; each rank yields its share (every world-th member)."""
-
-    def __init__(self, n: int, batches_per_epoch: int, seed: int, rank: int, world_size: int) -> None:
-        if n < 1 or batches_per_epoch < 1:
-            raise ValueError(f"need n >= 1 and batches_per_epoch >= 1, got {n} and {batches_per_epoch}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
-        self.n = n
-        self.batches_per_epoch = batches_per_epoch
-        self.rank = rank
-        self.world_size = world_size
-        self.generator = torch.Generator().manual_seed(seed)  # the same stream on every rank
-
-    def __len__(self) -> int:
-        return self.batches_per_epoch
-
-    @abstractmethod
-    def global_batches(self) -> Iterator[torch.Tensor]:
-        """One epoch of global batches (shopper indices), the same on every rank."""
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.global_batches():
-            if len(batch):  # nobody drawn: every rank skips the step, as the single process does
-                yield batch[self.rank::self.world_size].tolist()
-
-
-class PoissonShards(_SharedSampleShards):
-    """DP: each shopper joins each step's global sample independently with probability 1 / batches_per_epoch."""
-
-    def global_batches(self) -> Iterator[torch.Tensor]:
-        rate = 1.0 / self.batches_per_epoch
-        for _ in range(self.batches_per_epoch):
-            yield (torch.rand(self.n, generator=self.generator) < rate).nonzero().flatten()
-
-
-class ShuffleShards(_SharedSampleShards):
-    """No DP: a shared permutation per epoch cut into batches of `batch_size`."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world_size: int) -> None:
-        super().__init__(n, math.ceil(n / batch_size), seed, rank, world_size)
-        self.batch_size = batch_size
-
-    def global_batches(self) -> Iterator[torch.Tensor]:
-        order = torch.randperm(self.n, generator=self.generator)
-        yield from order.split(self.batch_size)
-
-
-def shard_loader(dataset: Dataset, collate: Callable[[Sequence[Any]], dict[str, torch.Tensor]], *,
-                 batch_size: int, poisson: bool, seed: int) -> DataLoader:
-    """This rank's loader: its share of each global batch (possibly empty: then only an empty `target`).
-
-    The number of batches per epoch is ceil(n / batch_size), so Opacus derives the planned sample rate
-    from `1 / len(loader)`.
-    """
-    n = len(dataset)  # type: ignore[arg-type]
-    per_epoch = max(1, math.ceil(n / batch_size))
-    rank, world_size = dist.get_rank(), dist.get_world_size()
-    sampler = (PoissonShards(n, per_epoch, seed, rank, world_size) if poisson
-               else ShuffleShards(n, batch_size, seed, rank, world_size))
-
-    def collate_share(rows: Sequence[Any]) -> dict[str, torch.Tensor]:
-        return collate(rows) if rows else {"target": torch.zeros(0, dtype=torch.long)}
-
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_share)
-
-
-def trainable_params(optimizer: torch.optim.Optimizer) -> list[torch.nn.Parameter]:
-    return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
-
-
-def zero_gradients(optimizer: torch.optim.Optimizer) -> None:
-    """A rank whose share of the global sample is empty contributes zero, but still joins the all-reduce."""
-    for p in trainable_params(optimizer):
-        p.grad = torch.zeros_like(p)
-
-
-def average_gradients(optimizer: torch.optim.Optimizer, n_local: int) -> None:
-    """Without DP: the global batch's mean gradient from each rank's mean, weighted by its share's size."""
-    params = trainable_params(optimizer)
-    if not params:
-        return
-    total = torch.tensor([float(n_local)], device=params[0].device)
-    dist.all_reduce(total)
-    weight = n_local / float(total.item())
-    for p in params:
-        assert p.grad is not None  # set by the backward pass, or by zero_gradients for an empty share
-        p.grad.mul_(weight)
-        dist.all_reduce(p.grad)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypedDict, cast
@@ -22,62 +22,27 @@ from typing import TYPE_CHECKING, TypedDict, cast
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ml.privacy.noise import SECURE_SOURCE, SecureRandom
 from ml.training.encoder import tokenize
+from ml.training.examples import Examples
 from ml.training.model import BiEncoder, build_history_tensors
+from ml.training.sampling import (
+    PerUserDataset,
+    SecurePoissonBatches,
+    average_gradients,
+    shard_loader,
+    zero_gradients,
+)
 
 if TYPE_CHECKING:  # Opacus is imported only when DP is on (serving does not need it)
     from opacus.grad_sample import AbstractGradSampleModule
     from opacus.optimizers import DPOptimizer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Examples:
-    """Training examples in index space: history (item indices, oldest first) or query -> target item.
-
-    `transition_own`, when given, holds per example the (item index, value) entries added to its transition
-    feature in training: its shopper's own pairs taken out of the counts (ml.pipeline.stages.transition_feature).
-    """
-
-    users: list[str]
-    histories: list[list[int]]
-    queries: list[str | None]
-    targets: list[int]
-    transition_own: list[list[tuple[int, float]]] | None = None
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-
-class PerUserDataset(Dataset):
-    """Item u = up to `per_user` distinct examples of shopper u (all of them when it has fewer), drawn afresh
-    (seeded) each time it is read."""
-
-    def __init__(self, examples: Examples, seed: int, per_user: int = 1) -> None:
-        if per_user < 1:
-            raise ValueError(f"per_user must be at least 1, got {per_user}")
-        by_user: dict[str, list[int]] = {}
-        for i, user in enumerate(examples.users):
-            by_user.setdefault(user, []).append(i)
-        self.users = sorted(by_user)
-        self.example_ids = [np.asarray(by_user[u]) for u in self.users]
-        self.per_user = per_user
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return len(self.users)
-
-    def __getitem__(self, u: int) -> tuple[int, ...]:
-        ids = self.example_ids[u]
-        if self.per_user == 1:
-            return (int(ids[self.rng.integers(len(ids))]),)
-        return tuple(int(i) for i in self.rng.choice(ids, size=min(self.per_user, len(ids)), replace=False))
 
 
 IGNORE = -100  # target of a padding slot in a grouped batch (CrossEntropyLoss' default ignore_index)
@@ -186,24 +151,6 @@ class TrainResult:
     epoch_metrics: list[dict[str, float]] = field(default_factory=list)
     dp: DPInfo | None = None
     world_size: int = 1
-
-
-class SecurePoissonBatches(Sampler[list[int]]):
-    """DP-SGD's sample of shoppers from the OS CSPRNG: each shopper joins each of the `batches_per_epoch`
-    batches independently with probability 1 / batches_per_epoch (Opacus' Poisson sampling; its own needs
-    torchcsprng for a secure generator). A batch may be empty."""
-
-    def __init__(self, n: int, batches_per_epoch: int) -> None:
-        self.n, self.batches_per_epoch = n, batches_per_epoch
-        self.source = SecureRandom()
-
-    def __len__(self) -> int:
-        return self.batches_per_epoch
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rate = 1.0 / self.batches_per_epoch
-        for _ in range(self.batches_per_epoch):
-            yield np.flatnonzero(self.source.random(self.n) < rate).tolist()
 
 
 def use_secure_noise(optimizer: DPOptimizer) -> None:
@@ -338,10 +285,8 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
     collate = make_collate(examples, tokenizer, max_history, max_query_tokens, query_cache, per_user)
     world_size = 1
     if distributed:
-        from ml.training import distributed as ddp
-
         world_size = torch.distributed.get_world_size()
-        loader = ddp.shard_loader(dataset, collate, batch_size=batch_size, poisson=dp is not None, seed=seed)
+        loader = shard_loader(dataset, collate, batch_size=batch_size, poisson=dp is not None, seed=seed)
     elif secure:  # Opacus keeps this sample (poisson_sampling=False below): an empty draw gives an empty target
 
         def collate_or_empty(rows: Sequence[tuple[int, ...]]) -> dict[str, torch.Tensor]:
@@ -417,9 +362,9 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
                 loss.backward()
                 epoch_losses.append(float(loss.item()))
             else:  # an empty share of a non-empty global batch: adds zero, joins the all-reduce
-                ddp.zero_gradients(optimizer)
+                zero_gradients(optimizer)
             if distributed and dp is None:
-                ddp.average_gradients(optimizer, n_local)
+                average_gradients(optimizer, n_local)
             optimizer.step()
             step += 1
             bar.update(1)

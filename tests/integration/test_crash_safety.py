@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlparse
@@ -26,7 +27,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from ml.config import RunConfig, Settings
-from ml.pipeline import stages
+from ml.pipeline import registry_stages, stages
 from ml.pipeline.context import RunContext
 from ml.registry import registration as reg
 from ml.registry.audit import read_events
@@ -80,7 +81,7 @@ def home(tmp_path_factory):
 @pytest.fixture(scope="module")
 def champion(home):
     """A first run through the whole chain: its version is champion."""
-    ctx = RunContext.create(home.settings, SMALL.with_(policy=home.policy), name="first")
+    ctx = RunContext.create(home.settings, replace(SMALL, policy=home.policy), name="first")
     for stage in stages.STAGES:
         getattr(stages, stage)(ctx)
     assert ctx.read("promote")["promoted"], ctx.read("gate")["decision"]["blocking_failures"]
@@ -121,7 +122,7 @@ def retried(home, champion):
     """A second run on the same data: training killed mid-way, retried, then evaluated and registered."""
     settings = home.settings
     client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
-    ctx = RunContext.create(settings, SMALL.with_(policy=home.policy, seed=8), name=RETRIED)
+    ctx = RunContext.create(settings, replace(SMALL, policy=home.policy, seed=8), name=RETRIED)
     for name in ("ingest.json", "features.json", stages.TRAIN_SET, stages.CASES, stages.SEQUENCES,
                  stages.SEARCH_CASES):
         shutil.copy(champion.ctx.path(name), ctx.path(name))  # same date, same data: no need to rebuild it
@@ -210,7 +211,7 @@ def test_a_gate_that_raises_leaves_the_version_failed_not_champion(home, champio
     def broken(*args, **kwargs):
         raise OSError("registry timed out writing the card")
 
-    monkeypatch.setattr(stages, "write_card", broken)
+    monkeypatch.setattr(registry_stages, "write_card", broken)
     with pytest.raises(OSError, match="timed out"):
         stages.gate(retried.ctx)
     tags = _tags(retried)
@@ -234,7 +235,7 @@ def test_a_promote_that_fails_after_moving_champion_puts_it_back(home, champion,
     def broken(ctx):
         raise OSError("disk full writing summary.json")
 
-    monkeypatch.setattr(stages, "write_summary", broken)
+    monkeypatch.setattr(registry_stages, "write_summary", broken)
     with pytest.raises(OSError, match="disk full"):
         stages.promote(retried.ctx)
     assert _champion(client, settings) == champion.version

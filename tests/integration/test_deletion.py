@@ -1,6 +1,7 @@
 """A deletion request reaches everything: lake partitions, Feast (offline and online), training sets."""
 
 import hashlib
+from dataclasses import replace
 
 import pandas as pd
 
@@ -8,10 +9,11 @@ from ml.config import RunConfig, Settings
 from ml.data.ingest import read_lake
 from ml.data.synthetic import generate
 from ml.features import store as fs
+from ml.keys import load_pseudonym_key
 from ml.pipeline import stages
 from ml.pipeline.context import RunContext
 from ml.privacy.consent import read_deletion_log
-from ml.privacy.pseudonymize import Pseudonymizer, load_key
+from ml.privacy.pseudonymize import Pseudonymizer
 
 
 def test_a_deleted_shopper_leaves_no_trace(vetted_home):
@@ -23,7 +25,7 @@ def test_a_deleted_shopper_leaves_no_trace(vetted_home):
     requested = set(raw.privacy_requests["user_id"])
     active = raw.events["user_id"].value_counts()
     victim = next(u for u in active.index if u not in requested)
-    pseudonym = Pseudonymizer(load_key(os.environ, settings.home, allow_demo_key=True)).pseudonym(victim)
+    pseudonym = Pseudonymizer(load_pseudonym_key(os.environ, settings.home, allow_demo_key=True)).pseudonym(victim)
 
     first = RunContext.create(settings, config, name="first")
     stages.ingest(first, raw=raw)
@@ -35,7 +37,7 @@ def test_a_deleted_shopper_leaves_no_trace(vetted_home):
     # the shopper asks for deletion; the next ingestion (another date) applies it everywhere
     delete = pd.DataFrame({"user_id": [victim], "request": ["delete"], "ts": ["2026-04-01T00:00:00Z"]})
     raw.privacy_requests = pd.concat([raw.privacy_requests, delete], ignore_index=True)
-    second = RunContext.create(settings, config.with_(ingest_date="2099-01-01"), name="second")
+    second = RunContext.create(settings, replace(config, ingest_date="2099-01-01"), name="second")
     result = stages.ingest(second, raw=raw)
     stages.features(second)
 

@@ -7,7 +7,7 @@ import pytest
 
 from ml.data.splits import histories_before, temporal_split
 from ml.features import store as fs
-from ml.features.build import decode_history, user_event_frame, write_feature_tables
+from ml.features.build import decode_history, user_event_frame, with_history, write_feature_tables
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,6 @@ def test_user_event_frame_holds_the_last_items_including_the_current_one(synthet
 
 
 def test_point_in_time_histories_match_the_reference_and_never_include_the_target(synthetic, tmp_path):
-    from ml.pipeline.stages import _with_history
-
     items, events, split_time = synthetic
     data_dir = tmp_path / "features"
     write_feature_tables(data_dir, items, events, 10, pd.Timestamp(datetime.now(UTC)))
@@ -43,7 +41,7 @@ def test_point_in_time_histories_match_the_reference_and_never_include_the_targe
 
     split = temporal_split(events, split_time)
     rows = split.train[split.train["kind"] == "next_item"].head(300)
-    got = _with_history(store, rows, ["user_recent_items:recent_items"], 10)
+    got = with_history(store, rows, 10)
     expected = histories_before(split.sequences, rows, 10)
     assert got["history"].tolist() == expected
     assert any(len(h) for h in expected)

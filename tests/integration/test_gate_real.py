@@ -36,6 +36,7 @@ from ml.gate.decision import GateDecision, decide
 from ml.gate.policy import Policy, load_policy
 from ml.pipeline import stages
 from ml.pipeline.context import RunContext
+from ml.privacy.mia import split_audit_users
 from ml.training.encoder import item_texts
 from tests.conftest import shared_data
 
@@ -75,7 +76,7 @@ def hold_out(env: pytest.MonkeyPatch) -> dict[str, Any]:
     cases["history"] = cases["history"].map(list)
     # the baselines learn from the shoppers a candidate would be trained on (the audit shoppers left out)
     train_users = pd.read_parquet(ctx.path(stages.TRAIN_SET), columns=["user_id"])["user_id"].unique()
-    members, _ = stages.split_audit_users(train_users, ctx.config.seed)
+    members, _ = split_audit_users(train_users, ctx.config.seed)
     seq = pd.read_parquet(ctx.path(stages.SEQUENCES))
     seq = seq[seq["user_id"].isin(members)]
     item_ids = items["item_id"].astype(str).tolist()
@@ -85,7 +86,7 @@ def hold_out(env: pytest.MonkeyPatch) -> dict[str, Any]:
     texts = item_texts(items)
     fitted = [bl.Popularity.fit(item_ids, seq), bl.Cooccurrence.fit(item_ids, seq),
               bl.BM25(item_ids=item_ids, texts=texts, titles=items["title"].tolist()),
-              bl.ZeroShot(item_ids=item_ids, vectors=stages._zero_shot_encoder()(texts, ctx.config.max_item_tokens))]
+              bl.ZeroShot(item_ids=item_ids, vectors=bl.zero_shot_encoder()(texts, ctx.config.max_item_tokens))]
     histories = cases["history"].tolist()
     out = {"cases": cases, "groups": audit_groups(cases, users), "seed": ctx.config.seed, "tiers": tiers,
            "popularity": popularity, "n_catalog": len(item_ids), "n_train_users": len(members),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,9 +20,10 @@ from ml.config import RunConfig, Settings
 from ml.data import lake
 from ml.data.ingest import read_lake
 from ml.data.sources import read_source
+from ml.keys import load_pseudonym_key
 from ml.pipeline import stages
 from ml.pipeline.context import RunContext
-from ml.privacy.pseudonymize import Pseudonymizer, load_key
+from ml.privacy.pseudonymize import Pseudonymizer
 from ml.serving.optouts import OptOutList
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +46,7 @@ def _feature_frames(ctx: RunContext) -> dict[str, pd.DataFrame]:
 
 
 def _run(settings: Settings, name: str, ingest_date: str, features: bool = True) -> RunContext:
-    ctx = RunContext.create(settings, SMALL.with_(ingest_date=ingest_date), name=name)
+    ctx = RunContext.create(settings, replace(SMALL, ingest_date=ingest_date), name=name)
     stages.ingest(ctx)
     if features:
         stages.features(ctx)
@@ -84,9 +86,9 @@ def test_rerunning_a_date_with_fewer_or_other_privacy_requests_loses_none(vetted
     raw = read_source("synthetic", None, n_users=SMALL.n_users, n_items=SMALL.n_items, seed=SMALL.seed)
     requests = raw.privacy_requests
     assert set(requests["request"]) == {"opt_out", "delete"}
-    ctx = RunContext.create(settings, SMALL.with_(ingest_date=CURRENT), name="full")
+    ctx = RunContext.create(settings, replace(SMALL, ingest_date=CURRENT), name="full")
     stages.ingest(ctx, raw=raw)
-    pseudonym = Pseudonymizer(load_key(os.environ, settings.home, allow_demo_key=True)).pseudonym
+    pseudonym = Pseudonymizer(load_pseudonym_key(os.environ, settings.home, allow_demo_key=True)).pseudonym
     received = {pseudonym(u) for u in requests["user_id"]}
 
     # the same date again, from a source that lost most requests and carries one new one
@@ -95,7 +97,7 @@ def test_rerunning_a_date_with_fewer_or_other_privacy_requests_loses_none(vetted
     late = pd.DataFrame({"user_id": [newcomer], "request": ["opt_out"], "ts": ["2026-01-01T00:00:00Z"]})
     raw.privacy_requests = pd.concat([requests.iloc[:2], late], ignore_index=True)
     for name in ("fewer", "fewer-again"):  # twice: the second run reads the lake the first one wrote
-        stages.ingest(RunContext.create(settings, SMALL.with_(ingest_date=CURRENT), name=name), raw=raw)
+        stages.ingest(RunContext.create(settings, replace(SMALL, ingest_date=CURRENT), name=name), raw=raw)
 
     ledger = read_lake(settings.lake_dir)["privacy_requests"]
     assert received | {pseudonym(newcomer)} <= set(ledger["user_id"])
@@ -113,7 +115,7 @@ def test_rerunning_a_date_with_fewer_or_other_privacy_requests_loses_none(vetted
 
     # identical data once more: the same bytes
     before = _digests(settings.lake_dir)
-    stages.ingest(RunContext.create(settings, SMALL.with_(ingest_date=CURRENT), name="same"), raw=raw)
+    stages.ingest(RunContext.create(settings, replace(SMALL, ingest_date=CURRENT), name="same"), raw=raw)
     assert _digests(settings.lake_dir) == before
 
 
@@ -159,7 +161,7 @@ def test_a_date_before_any_hold_out_event_says_so_instead_of_training_on_nothing
 
 def test_a_malformed_ingest_date_is_refused_before_anything_is_written(vetted_home):
     settings = Settings.from_env()
-    ctx = RunContext.create(settings, SMALL.with_(ingest_date="2026-13-01"), name="bad")
+    ctx = RunContext.create(settings, replace(SMALL, ingest_date="2026-13-01"), name="bad")
     with pytest.raises(ValueError, match="not a YYYY-MM-DD date"):
         stages.ingest(ctx)
     assert not settings.lake_dir.exists() or not any(settings.lake_dir.rglob("*.parquet"))

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from transformers import BertConfig, BertModel
 
 from ml.config import RunConfig
-from ml.pipeline.stages import NOISY_DP_ITEM_STEP, NOISY_DP_STEP, dense_heads_too_noisy
 from ml.privacy.accounting import plan_budget
+from ml.training.dp_regime import (
+    NOISY_DP_ITEM_STEP,
+    NOISY_DP_LR_SCALE,
+    NOISY_DP_STEP,
+    apply_dp_regime,
+    dense_heads_too_noisy,
+)
+from ml.training.model import BiEncoder
 from ml.training.train import planned_steps
 
 
@@ -46,3 +55,36 @@ def test_each_rule_alone_freezes_the_heads():
 def test_a_step_without_shoppers_is_refused():
     with pytest.raises(ValueError, match="shoppers_per_step"):
         dense_heads_too_noisy(1.0, 0.0, n_items=10)
+
+
+def _model(n_items: int = 6) -> BiEncoder:
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32, max_position_embeddings=16), add_pooling_layer=False)
+    model = BiEncoder(bert, n_items=n_items, trainable_layers=0)
+    model.set_lexical(torch.eye(n_items))
+    return model
+
+
+def _dense_trainable(model: BiEncoder) -> bool:
+    return all(p.requires_grad for p in (*model.history_proj.parameters(), *model.item_bias.parameters()))
+
+
+def test_a_loud_step_fixes_the_dense_heads_and_lowers_the_rate():
+    model = _model()
+    assert apply_dp_regime(model, 10.0, 100.0, 6, learning_rate=0.2) == pytest.approx(0.2 * NOISY_DP_LR_SCALE)
+    assert not _dense_trainable(model)
+    assert model.text_features and model.lexical.shape == (6, 6)  # the text features stay
+
+
+def test_a_quiet_step_trains_the_dense_heads_without_the_text_features():
+    model = _model()
+    assert apply_dp_regime(model, 0.5, 2_048.0, 6, learning_rate=0.2) == 0.2
+    assert _dense_trainable(model)
+    assert not model.text_features and model.lexical.shape == (1, 1)
+    assert not model.content_scale.log_scale.requires_grad
+
+
+def test_without_dp_nothing_changes():
+    model = _model()
+    assert apply_dp_regime(model, None, 1.0, 6, learning_rate=1e-3) == 1e-3
+    assert _dense_trainable(model) and model.text_features and model.lexical.shape == (6, 6)

@@ -7,17 +7,12 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from ml.privacy.accounting import composed_epsilon
-from ml.training.distributed import (
-    PoissonShards,
-    ShuffleShards,
-    check_ranks_agree,
-    run_ranks,
-    train_data_parallel,
-    world_size_for,
-)
+from ml.training.distributed import check_ranks_agree, run_ranks, train_data_parallel, world_size_for
 from ml.training.encoder import model_dir
+from ml.training.examples import Examples
 from ml.training.model import BiEncoder
-from ml.training.train import DPSettings, Examples, parameter_groups
+from ml.training.sampling import PoissonShards, ShuffleShards
+from ml.training.train import DPSettings, parameter_groups
 
 N_ITEMS = 12
 N_SHOPPERS = 48

@@ -3,7 +3,8 @@
 import pytest
 
 from ml.config import ConfigError
-from ml.features.store import redact, redis_connection_string, repo_config, sql_registry_url
+from ml.features.store import repo_config
+from ml.store_urls import redact, redis_connection_string, sql_registry_url
 
 
 @pytest.mark.parametrize("url, expected", [

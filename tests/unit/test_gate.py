@@ -813,27 +813,6 @@ def test_a_copy_of_the_default_policy_loads_to_the_same_checks(tmp_path: Path, p
     assert judge(stricter, GOOD).blocking_failures == ["privacy_epsilon"]
 
 
-def test_a_ratio_the_hold_out_cannot_measure_is_skipped_only_with_its_reason():
-    """Coat: every case has a full 10-item history, so there is no light/heavy split to compare."""
-    from ml.pipeline.stages import unmeasurable_ratios
-
-    check = Check(name="fairness_user_activity", metric="fairness.user_ndcg_ratio.activity", comparator=">=",
-                  threshold=0.8, fallback="no_worse_than_alternatives", skip_if_no_match=True)
-    reason = unmeasurable_ratios({"activity": {"by_group": {"light": {"ndcg": 0.02, "n": 860}},
-                                               "ratio": {"ndcg": None}, "excluded": []},
-                                  "gender": {"by_group": {}, "ratio": {"ndcg": 0.9}}})
-    assert list(reason) == ["unmeasurable.fairness.user_ndcg_ratio.activity"]
-    assert "fewer than two groups" in reason["unmeasurable.fairness.user_ndcg_ratio.activity"]
-    assert "light 860" in reason["unmeasurable.fairness.user_ndcg_ratio.activity"]
-    (skipped,) = evaluate_check(check, {"fairness.user_ndcg_ratio.activity": None, **reason})
-    assert skipped.status == "skipped" and "not measurable on this hold-out: fewer than two groups" in skipped.message
-    (failed,) = evaluate_check(check, {"fairness.user_ndcg_ratio.activity": None})  # no reason: a missing metric
-    assert failed.status == "fail" and "never passes" in failed.message
-    strict = Check(name="a", metric="fairness.user_ndcg_ratio.activity", comparator=">=", threshold=0.8)
-    (failed,) = evaluate_check(strict, {"fairness.user_ndcg_ratio.activity": None, **reason})  # not opted in
-    assert failed.status == "fail"
-
-
 def test_the_default_policy_skips_an_unmeasurable_activity_split_but_not_a_missing_protected_ratio(policy):
     reasons = {"unmeasurable.fairness.user_ndcg_ratio.activity": "fewer than two groups (light 860)"}
     by_name = {r.name: r for c in policy.checks if c.metric.startswith("fairness.user_ndcg_ratio")

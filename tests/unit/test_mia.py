@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from ml.privacy.mia import membership_inference_audit
+from ml.privacy.mia import AUDIT_SHARE, loss_attack, membership_inference_audit, split_audit_users
 
 
 def test_perfect_separation():
@@ -63,3 +64,39 @@ def test_bad_input():
         membership_inference_audit(np.array([]), np.array([0.1]))
     with pytest.raises(ValueError, match="non-finite"):
         membership_inference_audit(np.array([0.1, np.nan]), np.array([0.1]))
+
+
+def test_the_audit_holds_out_a_tenth_of_the_shoppers_the_same_way_each_time():
+    users = np.array([f"u{i}" for i in range(200)])
+    members, audit = split_audit_users(users, seed=3)
+    assert len(audit) == int(200 * AUDIT_SHARE) and not members & audit and members | audit == set(users)
+    assert split_audit_users(users[::-1].copy(), seed=3) == (members, audit)  # the order given does not matter
+    assert split_audit_users(users[:10], seed=3)[1] == set()  # too few to hold any out
+
+
+class _Memorizer:
+    """Scores each trained shopper's own next item far above the rest, and nothing else."""
+
+    def __init__(self, trained: set[str], rows: pd.DataFrame) -> None:
+        self.index_of = {f"i{j}": j for j in range(5)}
+        mine = rows[rows["user_id"].isin(trained)]
+        self._target_of = {tuple(h): self.index_of[t] for h, t in zip(mine["history"], mine["item_id"], strict=True)}
+
+    def history_vectors(self, histories: list[list[str]]) -> list[list[str]]:
+        return histories
+
+    def scores(self, histories: list[list[str]]) -> np.ndarray:
+        out = np.zeros((len(histories), 5))
+        for row, h in enumerate(histories):
+            if tuple(h) in self._target_of:
+                out[row, self._target_of[tuple(h)]] = 10.0
+        return out
+
+
+def test_the_loss_attack_finds_the_shoppers_a_model_memorized():
+    rows = pd.DataFrame({"user_id": [f"u{i}" for i in range(40)], "kind": "next_item",
+                         "history": [[f"h{i}"] for i in range(40)], "item_id": [f"i{i % 5}" for i in range(40)]})
+    members, nonmembers = {f"u{i}" for i in range(20)}, {f"u{i}" for i in range(20, 40)}
+    result = loss_attack(_Memorizer(members, rows), rows, members, nonmembers, seed=0)
+    assert result["auc"] == 1.0 and result["n_members"] == result["n_nonmembers"] == 20
+    assert "loss threshold" in result["attack"]

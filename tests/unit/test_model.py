@@ -11,10 +11,11 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from ml.evaluation.baselines import ZeroShot
 from ml.training.encoder import model_dir
+from ml.training.examples import Examples
 from ml.training.heads import ContentScale, _content_scale_grad_sample
 from ml.training.model import BiEncoder, build_history_tensors, lexical_similarity
 from ml.training.recommender import Recommender, RecommenderSettings
-from ml.training.train import DPSettings, Examples, train_bi_encoder
+from ml.training.train import DPSettings, train_bi_encoder
 
 N_ITEMS, N_SHOPPERS, MAX_HISTORY = 12, 40, 4
 
@@ -257,7 +258,7 @@ def test_a_grouped_batch_scores_each_slot_as_its_own_example_and_pads_with_ignor
 
 
 def test_per_user_dataset_draws_distinct_examples_of_one_shopper_up_to_the_limit():
-    from ml.training.train import PerUserDataset
+    from ml.training.sampling import PerUserDataset
 
     examples = Examples(["a", "a", "a", "b"], [[1], [2], [3], [4]], [None] * 4, [5, 6, 7, 8])
     dataset = PerUserDataset(examples, seed=0, per_user=2)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from ml.pipeline.stages import own_transitions, transition_feature
+from ml.privacy.transitions import own_transitions, transition_feature
 from ml.training.model import TRANSITION_DECAY
 
 N_ITEMS, MAX_HISTORY = 8, 3
@@ -29,14 +27,13 @@ def _decayed(table: np.ndarray, history: list[int]) -> np.ndarray:
 @pytest.mark.parametrize("sigma", [None, 0.01])
 def test_a_shoppers_own_entries_give_the_feature_of_the_counts_without_that_shopper(sigma):
     # with DP both tables draw the same noise (no shopper is capped, so the generator draws nothing else)
-    cfg = SimpleNamespace(seed=3, dp=SimpleNamespace(transitions_per_user=8, transitions_floor=2.0))
-    plan = None if sigma is None else SimpleNamespace(transitions_sigma=sigma)
+    settings = {"seed": 3, "pairs_per_user": 8, "floor": 2.0, "sigma": sigma}
     index_of = {f"i{j}": j for j in range(N_ITEMS)}
     frame = _frame(SEQUENCES)
-    table, own = transition_feature(frame, set(SEQUENCES), index_of, cfg, plan)
+    table, own = transition_feature(frame, set(SEQUENCES), index_of, **settings)
     assert set(own) == set(SEQUENCES)
     for user, items in SEQUENCES.items():
-        without, _ = transition_feature(frame, set(SEQUENCES) - {user}, index_of, cfg, plan)
+        without, _ = transition_feature(frame, set(SEQUENCES) - {user}, index_of, **settings)
         for end in range(1, len(items)):  # every history the shopper's examples can have
             history = items[:end]
             feature = _decayed(table, history)
@@ -54,3 +51,9 @@ def test_own_entries_follow_the_history_order_and_decay():
     # newest first: 4 at position 0, 2 at position 1, 9 (no own pairs) at 2; 1 lies beyond MAX_HISTORY
     assert own_transitions([1, 9, 2, 4], own, MAX_HISTORY) == [(6, -0.5), (7, -0.25), (5, -TRANSITION_DECAY)]
     assert own_transitions([], own, MAX_HISTORY) == []
+
+
+def test_a_shopper_must_be_allowed_a_pair():
+    with pytest.raises(ValueError, match="pairs_per_user"):
+        transition_feature(_frame(SEQUENCES), set(SEQUENCES), {f"i{j}": j for j in range(N_ITEMS)}, seed=3,
+                           pairs_per_user=0, floor=2.0, sigma=None)

@@ -9,7 +9,6 @@ import pytest
 from ml.evaluation.rerank import RerankConfig
 from ml.evaluation.user_fairness import (
     UserFairnessConfig,
-    activity_threshold,
     blend,
     bootstrap_ratios,
     choose_strength,
@@ -55,17 +54,6 @@ def test_mitigated_group_follows_activity_groups_or_threshold() -> None:
         True,
         True,
     ]
-
-
-def test_activity_threshold_gives_the_audit_groups_one_shopper_at_a_time() -> None:
-    lengths = [1, 5, 3, 3, 10]
-    threshold = activity_threshold(lengths)
-    assert threshold == 3.0
-    together = mitigated(lengths, UserFairnessConfig(group="heavy")).tolist()
-    alone = [bool(mitigated([n], UserFairnessConfig(group="heavy", threshold=threshold))[0]) for n in lengths]
-    assert alone == together
-    with pytest.raises(ValueError, match="median"):
-        activity_threshold([])
 
 
 def test_standardize_hand_worked_and_constant() -> None:
