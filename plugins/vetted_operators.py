@@ -57,22 +57,24 @@ def ingest_date(logical_date: Any, dag_run: Any) -> str:
 def load_context(run_dir: str) -> Any:
     from ml.pipeline.context import RunContext
 
-    pseudonym_key_from_connection()
     return RunContext.load(run_dir)
 
 
-def pseudonym_key_from_connection() -> None:
-    """The pseudonym key comes from the environment or the Airflow connection `vetted_pseudonym_key`."""
-    if os.environ.get("VETTED_PSEUDONYM_KEY"):
-        return
-    try:
-        from airflow.sdk import BaseHook
+def pseudonym_key(settings: Any) -> bytes:
+    """The key ingest pseudonymizes with, handed to the stage (never written into the environment):
+    $VETTED_PSEUDONYM_KEY, else the password of the Airflow connection `vetted_pseudonym_key`, else (demo only)
+    the demo key file; the rules and the errors are ml.keys.load_pseudonym_key's."""
+    from ml.keys import load_pseudonym_key
 
-        conn = BaseHook.get_connection("vetted_pseudonym_key")
-        if conn.password:
-            os.environ["VETTED_PSEUDONYM_KEY"] = conn.password
-    except Exception:  # no such connection: load_key says what to do, or the demo key is used
-        pass
+    value = None
+    if not os.environ.get("VETTED_PSEUDONYM_KEY"):  # the environment wins, as the library's own loader has it
+        try:
+            from airflow.sdk import BaseHook
+
+            value = BaseHook.get_connection("vetted_pseudonym_key").password or None
+        except Exception:  # no such connection: the loader says what to do, or the demo key is used
+            value = None
+    return load_pseudonym_key(os.environ, settings.home, allow_demo_key=settings.demo, value=value)
 
 
 def version_failed(context: Any) -> None:
@@ -217,7 +219,9 @@ class StageOperator(_StageLineage, BaseOperator):
         from ml.pipeline.lease import stage_lease
 
         ctx = load_context(self.run_dir)
-        kwargs = {"actor": self.actor} if self.actor else {}
+        kwargs: dict[str, Any] = {"actor": self.actor} if self.actor else {}
+        if self.stage == "ingest":
+            kwargs["key"] = pseudonym_key(ctx.settings)
         if self.stage in SELF_LEASED:
             return getattr(stages, self.stage)(ctx, **kwargs)
         # a task killed mid-stage (SIGKILL, a lost worker) leaves the lease for the orphan sweep to settle

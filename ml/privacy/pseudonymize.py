@@ -14,14 +14,10 @@ from typing import NoReturn, SupportsIndex
 
 import pandas as pd
 
-from ml.keys import load_pseudonym_key
-
 log = logging.getLogger(__name__)
 
 PREFIX = "u_"
 HEX_CHARS = 32
-# ml.serving.app reads the key through this name; the loader is ml.keys.load_pseudonym_key
-load_key = load_pseudonym_key
 
 
 class Pseudonymizer:

@@ -50,9 +50,10 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 
 from ml.config import Settings
-from ml.privacy.pseudonymize import Pseudonymizer, load_key
+from ml.keys import load_api_key, load_pseudonym_key
+from ml.privacy.pseudonymize import Pseudonymizer
 from ml.serving import errors, ranking
-from ml.serving.auth import API_KEY_HEADER, key_matches, load_api_key
+from ml.serving.auth import API_KEY_HEADER, key_matches
 from ml.serving.batching import RecommendationBatcher
 from ml.serving.champion import Champion
 from ml.serving.docs import add_offline_docs
@@ -119,7 +120,7 @@ def create_app(
     built here; `env` defaults to the process environment (read here, at the edge, and nowhere deeper)."""
     env = os.environ if env is None else env
     api_key = load_api_key(env, settings.home, allow_demo_key=settings.demo)
-    pseudonymizer = Pseudonymizer(load_key(env, settings.home, allow_demo_key=settings.demo))
+    pseudonymizer = Pseudonymizer(load_pseudonym_key(env, settings.home, allow_demo_key=settings.demo))
     owns_watcher = watcher is None
     service = Service(
         settings=settings,
@@ -335,7 +336,7 @@ def serve(
         )
     # the keys are checked (and the demo's key files created) once here, before the workers could race
     load_api_key(os.environ, settings.home, allow_demo_key=settings.demo)
-    load_key(os.environ, settings.home, allow_demo_key=settings.demo)
+    load_pseudonym_key(os.environ, settings.home, allow_demo_key=settings.demo)
     os.environ[POLL_SECONDS_ENV] = str(poll_seconds)
     log.info("Vetted serving on http://%s:%d with %d workers (OpenAPI at /docs)", host, port, workers)
     uvicorn.run(

@@ -21,8 +21,10 @@ from fastapi.testclient import TestClient
 
 from ml.config import Settings
 from ml.evaluation.rerank import RerankConfig, rerank
+from ml.keys import API_KEY as API_KEY_SECRET
+from ml.keys import MissingApiKeyError, load_api_key
 from ml.serving import explain
-from ml.serving.auth import API_KEY_ENV, MissingApiKeyError, demo_key_path, key_matches, load_api_key
+from ml.serving.auth import API_KEY_ENV, key_matches
 from ml.serving.champion import ChampionLoadError, rerank_settings
 from ml.serving.feedback import ImpressionLog, impression_path, impression_record, read_impressions
 from ml.serving.optouts import OptOutList
@@ -50,11 +52,11 @@ def test_api_key_from_env_demo_file_or_refusal(tmp_path, caplog):
         load_api_key({}, tmp_path, allow_demo_key=False)
     with pytest.raises(MissingApiKeyError, match="at least 16"):
         load_api_key({API_KEY_ENV: "short"}, tmp_path, allow_demo_key=False)
-    assert not demo_key_path(tmp_path).exists()
+    assert not API_KEY_SECRET.demo_path(tmp_path).exists()
 
-    with caplog.at_level(logging.INFO, logger="ml.serving.auth"):
+    with caplog.at_level(logging.INFO, logger="ml.keys"):
         first = load_api_key({}, tmp_path, allow_demo_key=True)
-    path = demo_key_path(tmp_path)
+    path = API_KEY_SECRET.demo_path(tmp_path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert str(path) in caplog.text and first not in caplog.text
     assert load_api_key({}, tmp_path, allow_demo_key=True) == first  # reused, not replaced
