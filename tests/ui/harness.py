@@ -92,6 +92,7 @@ class Server:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(self.command, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
+        _stop_on_sigterm(self)
         return self
 
     def wait_until(self, what: str, check: Callable[[], Any], timeout: float) -> Any:
@@ -110,7 +111,11 @@ class Server:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
     def stop(self) -> None:
-        """SIGTERM to the server's own process group, SIGKILL after 30 s."""
+        """SIGINT to the server's own process group, then SIGTERM, then SIGKILL; what outlives its leader is killed."""
+        if any(s is self for s in _RUNNING):
+            _RUNNING[:] = [s for s in _RUNNING if s is not self]
+            if not _RUNNING and _PREVIOUS_SIGTERM:
+                signal.signal(signal.SIGTERM, _PREVIOUS_SIGTERM.pop())
         if self.proc is None or self.proc.poll() is not None:
             return
         for sig, grace in ((signal.SIGINT, 20), (signal.SIGTERM, 20), (signal.SIGKILL, 10)):
@@ -120,9 +125,33 @@ class Server:
                 return
             try:
                 self.proc.wait(timeout=grace)
-                return
+                break
             except subprocess.TimeoutExpired:
                 continue
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+# Servers run in sessions of their own, so a SIGTERM to the test process (a CI timeout, `timeout`) would leave
+# them running: while any is up, SIGTERM stops them first, then ends the tests.
+_RUNNING: list[Server] = []
+_PREVIOUS_SIGTERM: list[Any] = []
+
+
+def _stop_on_sigterm(server: Server) -> None:
+    import threading
+
+    if not _RUNNING and threading.current_thread() is threading.main_thread():
+        _PREVIOUS_SIGTERM.append(signal.signal(signal.SIGTERM, _stop_all_and_exit))
+    _RUNNING.append(server)
+
+
+def _stop_all_and_exit(signum: int, frame: Any) -> None:
+    for server in list(_RUNNING):
+        server.stop()
+    raise SystemExit(128 + signum)
 
 
 def clean_env(home: Path) -> dict[str, str]:
