@@ -78,13 +78,21 @@ def set_field(driver, name: str, value: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    field = driver.find_element(By.NAME, f"element_{name}")
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", field)
-    field.click()
-    field.send_keys(Keys.CONTROL, "a")
-    field.send_keys(Keys.DELETE)
-    field.send_keys(value)
-    field.send_keys(Keys.TAB)  # number fields settle (clamp, format) on blur
+    for _ in range(3):  # on a busy machine the page can drop a key: type again until the field holds the value
+        field = driver.find_element(By.NAME, f"element_{name}")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", field)
+        field.click()
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys(Keys.DELETE)
+        for char in value:
+            field.send_keys(char)
+            time.sleep(0.02)
+        field.send_keys(Keys.TAB)  # number fields settle (clamp, format) on blur
+        time.sleep(0.5)
+        if driver.find_element(By.NAME, f"element_{name}").get_attribute("value") == value:
+            return
+    pytest.fail(f"the form's {name} field holds "
+                f"{driver.find_element(By.NAME, f'element_{name}').get_attribute('value')!r}, not {value!r}")
 
 
 def set_switch(driver, name: str, on: bool) -> None:
