@@ -14,7 +14,6 @@ they are missing, the tests skip and say so. A failed test leaves a screenshot a
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,7 +25,6 @@ import pytest
 from tests.ui.harness import (
     BIN,
     CHAIN_TIMEOUT_S,
-    FAILURES,
     ROOT,
     SMALL_RUN,
     AirflowUI,
@@ -37,6 +35,7 @@ from tests.ui.harness import (
     clean_env,
     free_port,
     new_browser,
+    save_page,
     write_lenient_policy,
 )
 
@@ -60,15 +59,7 @@ def pytest_runtest_makereport(item, call):
     driver = getattr(item, "_vetted_browser", None)
     if driver is None or report.passed or report.when != "call":
         return
-    FAILURES.mkdir(parents=True, exist_ok=True)
-    stem = FAILURES / re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)
-    try:
-        driver.save_screenshot(str(stem.with_suffix(".png")))
-        stem.with_suffix(".html").write_text(driver.page_source)
-        report.sections.append(("browser", f"url {driver.current_url}\nscreenshot {stem.with_suffix('.png')}\n"
-                                           f"html {stem.with_suffix('.html')}"))
-    except Exception as err:  # the browser itself died: say so, keep the test's own failure
-        report.sections.append(("browser", f"no screenshot: {err}"))
+    report.sections.append(("browser", save_page(driver, item.nodeid)))
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,8 +27,8 @@ FAILURES = Path(tempfile.gettempdir()) / "vetted-ui-failures"
 # the chain small enough for 2 CPU cores: 400 shoppers, 6 DP steps, no per-slice reports
 SMALL_RUN = {"source": "synthetic", "n_users": 400, "n_items": 200, "epochs": 1, "max_steps": 6, "batch_size": 64,
              "slice_reports": False}
-# a small chain takes about 6 minutes on 2 busy cores (measured while writing these tests); twice that is a hang
-CHAIN_TIMEOUT_S = 1500
+# a small chain takes minutes on 2 busy cores; one that has not reached its end in 20 is taken as hung
+CHAIN_TIMEOUT_S = 1200
 
 
 def browser_binaries() -> tuple[str, str]:
@@ -58,6 +59,18 @@ def new_browser() -> Any:
     driver = webdriver.Chrome(options=options, service=Service(chromedriver))
     driver.set_page_load_timeout(120)
     return driver
+
+
+def save_page(driver: Any, name: str) -> str:
+    """Save the browser's screenshot and HTML under FAILURES; say where (or why not)."""
+    FAILURES.mkdir(parents=True, exist_ok=True)
+    stem = FAILURES / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    try:
+        driver.save_screenshot(str(stem.with_suffix(".png")))
+        stem.with_suffix(".html").write_text(driver.page_source)
+        return f"url {driver.current_url}\nscreenshot {stem.with_suffix('.png')}\nhtml {stem.with_suffix('.html')}"
+    except Exception as err:  # the browser itself died: say so, keep the test's own failure
+        return f"no screenshot: {err}"
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 2.0) -> Any:

@@ -18,6 +18,7 @@ from tests.ui.harness import (
     SMALL_RUN,
     AirflowUI,
     new_browser,
+    save_page,
     wait_for,
     write_lenient_policy,
 )
@@ -194,10 +195,7 @@ def test_an_invalid_value_is_refused_with_a_clear_message(browser, airflow_ui):
 # ---------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def run_at_review(airflow_ui, tmp_path_factory) -> dict[str, Any]:
-    """A small run triggered from the form (DAG unpaused on trigger), followed until the reviewer is asked.
-
-    The wait is the chain's own time: about 6 minutes on 2 busy cores while writing these tests.
-    """
+    """A small run triggered from the form (DAG unpaused on trigger), followed until the reviewer is asked."""
     ui = airflow_ui
     policy = write_lenient_policy(tmp_path_factory.mktemp("ui-policy") / "lenient.yaml")
     before = {r["dag_run_id"] for r in ui.runs()}
@@ -216,6 +214,9 @@ def run_at_review(airflow_ui, tmp_path_factory) -> dict[str, Any]:
             assert unpause.is_selected()
         _button(dialog, "Trigger").click()
         run = new_run(ui, before)
+    except BaseException:
+        print(save_page(driver, "run_at_review"))
+        raise
     finally:
         driver.quit()
     conf = run["conf"]
