@@ -125,6 +125,11 @@ def airflow_ui(tmp_path_factory) -> Iterator[AirflowUI]:
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": url,
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+        # a task's calls to the API server wait and retry longer than the defaults (5 s, 5 tries): on 2 busy cores
+        # a run's first task was killed when its start call timed out
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+        "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
+        "AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS": "10",
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         # paused at creation, and no cron runs: unpausing recsys_training would otherwise start last
