@@ -64,11 +64,11 @@ def new_browser() -> Any:
 def save_page(driver: Any, name: str) -> str:
     """Save the browser's screenshot and HTML under FAILURES; say where (or why not)."""
     FAILURES.mkdir(parents=True, exist_ok=True)
-    stem = FAILURES / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    stem = str(FAILURES / re.sub(r"[^A-Za-z0-9_-]+", "_", name))
     try:
-        driver.save_screenshot(str(stem.with_suffix(".png")))
-        stem.with_suffix(".html").write_text(driver.page_source)
-        return f"url {driver.current_url}\nscreenshot {stem.with_suffix('.png')}\nhtml {stem.with_suffix('.html')}"
+        driver.save_screenshot(f"{stem}.png")
+        Path(f"{stem}.html").write_text(driver.page_source)
+        return f"url {driver.current_url}\nscreenshot {stem}.png\nhtml {stem}.html"
     except Exception as err:  # the browser itself died: say so, keep the test's own failure
         return f"no screenshot: {err}"
 
