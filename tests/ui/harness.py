@@ -233,6 +233,18 @@ class AirflowUI:
     def runs(self, dag_id: str = "recsys_training") -> list[dict[str, Any]]:
         return self.json(f"/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
 
+    def task_log(self, run_id: str, task_id: str, dag_id: str = "recsys_training", chars: int = 3000) -> str:
+        """The end of a task's log of its latest try, as the UI's log view shows it."""
+        base = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        try:
+            tries = self.json(base)["try_number"]
+            content = self.json(f"{base}/logs/{tries}?full_content=true").get("content") or []
+        except (AssertionError, httpx.HTTPError, KeyError) as err:
+            return f"(no log: {err})"
+        lines = [" ".join(str(e.get(k, "")) for k in ("timestamp", "level", "event", "error_detail") if e.get(k))
+                 if isinstance(e, dict) else str(e) for e in content]
+        return "\n".join(lines)[-chars:]
+
     def task_states(self, run_id: str, dag_id: str = "recsys_training") -> dict[str, str | None]:
         tis = self.json(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
         return {t["task_id"]: t["state"] for t in tis}

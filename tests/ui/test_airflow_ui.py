@@ -230,7 +230,8 @@ def run_at_review(airflow_ui, tmp_path_factory) -> dict[str, Any]:
         states = ui.task_states(run_id)
         broken = {t: s for t, s in states.items() if s in ("failed", "upstream_failed")}
         if broken:
-            pytest.fail(f"run {run_id} failed before the review: {broken} (log {ui.server.log})")
+            logs = "\n".join(f"--- {t}:\n{ui.task_log(run_id, t)}" for t, s in broken.items() if s == "failed")
+            pytest.fail(f"run {run_id} failed before the review: {broken} (log {ui.server.log})\n{logs}")
         return states if states.get("review") == "awaiting_input" else None
 
     states = wait_for(f"run {run_id} reaching the review step", at_review, CHAIN_TIMEOUT_S, 10)
