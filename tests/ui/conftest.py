@@ -117,6 +117,9 @@ def airflow_ui(tmp_path_factory) -> Iterator[AirflowUI]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        # named as the Makefile's `airflow` target names it: each task is a process of its own, and a stage that
+        # does not point MLflow at the home's store itself would otherwise read MLflow's default store
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
         # 2 cores: few task slots, one API worker (the Makefile's `airflow` target does the same)
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2",
