@@ -76,7 +76,7 @@ def small_chain(tmp_path_factory) -> Chain:
             "--no-slice-reports", "--policy", policy]
     log = folder / "chain.log"
     with log.open("wb") as out:
-        done = subprocess.run([sys.executable, "-m", "ml.cli", "run", *args], env=clean_env(home), cwd=ROOT,
+        done = subprocess.run([sys.executable, "-m", "ml.cli", "run", *args], env=clean_env(home), cwd=folder,
                               stdout=out, stderr=subprocess.STDOUT, timeout=CHAIN_TIMEOUT_S)
     assert done.returncode == 0, f"vetted run failed ({log}):\n{log.read_text(errors='replace')[-4000:]}"
     summaries = sorted((home / "runs").glob("*/summary.json"))

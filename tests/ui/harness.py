@@ -93,7 +93,8 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """A server started in a process group of its own, with its output in a log file."""
+    """A server started in a process group of its own, in its log file's folder (nothing it writes by mistake into
+    its working directory lands in the repository), with its output in that log file."""
 
     name: str
     command: list[str]
@@ -103,7 +104,7 @@ class Server:
 
     def start(self) -> Server:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.command, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen(self.command, env=self.env, cwd=self.log.parent, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         _stop_on_sigterm(self)
         return self
