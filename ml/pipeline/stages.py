@@ -248,6 +248,7 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         ranking_reports_by_group,
     )
     from ml.privacy.mia import loss_attack
+    from ml.registry.tracking import configure
     from ml.training.recommender import Recommender
 
     cfg, settings = ctx.config, ctx.settings
@@ -299,6 +300,7 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         "evidently_ranking": ranking["metrics"],
     }
     ctx.write("evaluate", out)
+    configure(settings)  # this task's own process: the run lives in the home's tracking store, not MLflow's default
     with mlflow.start_run(run_id=trained["mlflow_run_id"]):
         mlflow.log_metrics(evaluation_metrics(summary, ratios, mia, drift["share_drifted"]))
         mlflow.log_artifacts(str(reports_dir), artifact_path="reports")
