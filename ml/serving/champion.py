@@ -37,6 +37,7 @@ from ml.search.dense import DenseIndex
 from ml.search.engine import SearchEngine
 from ml.serving.runtime import one_openmp_thread
 from ml.serving.scorer import Scorer, scorer_for
+from ml.serving.tower import HistoryTower
 from ml.topk import top_k
 from ml.training.recommender import Recommender
 
@@ -87,7 +88,7 @@ class Champion:
     )  # per item row, "" when missing (plain lists: fast lookups)
     brands: list[str] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
-    scorer: Scorer | None = None  # the history scores and their top-n (`ml.serving.scorer`)
+    scorer: Scorer | HistoryTower | None = None  # the history scores and their top-n (`ml.serving.scorer.scorer_for`)
 
     def query_vectors(self, queries: Sequence[str]) -> np.ndarray:
         """[n, D] the query tower's vectors of search texts: the version's exported ONNX encoder (one core, with
@@ -111,7 +112,7 @@ class Champion:
         return self._scorer.vectors([rows])
 
     @property
-    def _scorer(self) -> Scorer:
+    def _scorer(self) -> Scorer | HistoryTower:
         if self.scorer is None:
             raise ValueError(f"{self.model_name} v{self.version} was built without its scorer; use build_champion")
         return self.scorer

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from ml.search.dense import TOP_CANDIDATES, QuantizedItems
 from ml.topk import best
 from ml.training.model import BiEncoder, build_history_tensors
 from ml.training.recommender import Recommender
+
+if TYPE_CHECKING:
+    from ml.serving.tower import HistoryTower
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +154,16 @@ class Scorer:
         return np.vstack([self.quantized.slack, self._norms[None, :], ones[None, :]]).astype(np.float32)
 
 
-def scorer_for(recommender: Recommender, where: str) -> Scorer:
-    """The scorer of a loaded model: with the int8 first pass when this torch has its integer product,
-    else scoring every item exactly (a warning says so)."""
+def scorer_for(recommender: Recommender, where: str) -> Scorer | HistoryTower:
+    """The scorer serving runs for a loaded model: the numpy `HistoryTower` when it reproduces the model
+    (`ml.serving.tower.checked_tower`: several times cheaper per request), else this module's torch scorer, with
+    the int8 first pass when this torch has its integer product, else scoring every item exactly (a warning
+    says so)."""
+    from ml.serving.tower import checked_tower
+
+    tower = checked_tower(recommender, where)
+    if tower is not None:
+        return tower
     scorer = Scorer(recommender)
     try:
         scorer.quantized.products(recommender.item_vectors[:1])
