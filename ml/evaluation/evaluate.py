@@ -16,7 +16,7 @@ from ml.data.schema import USER_ATTRIBUTES
 from ml.evaluation.bootstrap import Resamples, group_ratio_draws, hold_out, ratio_draws
 from ml.evaluation.fairness import _group_labels, activity_groups, provider_exposure, user_group_fairness
 from ml.evaluation.metrics import beyond_accuracy, per_case_metrics, summarize
-from ml.gate.checks import ALTERNATIVE_PREFIX
+from ml.gate.uncertainty import ALTERNATIVE_PREFIX
 
 
 def audit_groups(cases: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:

@@ -11,8 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ml.gate.checks import THRESHOLD_RULE, CheckResult, Draws, evaluate_check, format_value
+from ml.gate.checks import evaluate_check
 from ml.gate.policy import Policy
+from ml.gate.result import THRESHOLD_RULE, CheckResult
+from ml.gate.uncertainty import Draws
+from ml.gate.values import format_value
 
 log = logging.getLogger(__name__)
 

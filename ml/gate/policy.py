@@ -27,7 +27,7 @@ Quality and fairness figures come with paired bootstrap resamples over shoppers 
 the ``confidence`` interval of the margin, metric - threshold, taken resample by resample). ``lower`` on ``>=``
 passes only when the candidate clears the threshold with confidence; ``upper`` fails only when it misses it
 with confidence. ``fallback: no_worse_than_alternatives`` lets a failing fairness check pass when no
-alternative (best shippable baseline, champion) is fairer with confidence (``ml.gate.checks``). The policy is identified on the registry as ``name@sha256[:12]`` of the
+alternative (best shippable baseline, champion) is fairer with confidence (``ml.gate.uncertainty``). The policy is identified on the registry as ``name@sha256[:12]`` of the
 file's bytes, so any edit to the file changes the label.
 """
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from ml.privacy.scan import PIIFinding
+from ml.privacy.text_scan import PIIFinding
 
 MAX_RECORDED = 50  # findings kept in the scan record (the count covers them all)
 
@@ -20,7 +20,8 @@ def scan_release(users: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame,
     findings, their count and what was checked. Raw ids are the source's own (`users`, `events`); text the public
     catalogue also holds (`items`: model numbers and the like) is not a leak."""
     from ml.privacy.pii import PIIScrubber
-    from ml.privacy.scan import RawIdMatcher, catalogue_texts, scan_paths, scan_texts
+    from ml.privacy.raw_ids import RawIdMatcher, catalogue_texts
+    from ml.privacy.scan import scan_paths, scan_texts
 
     raw_ids = set(users["user_id"].dropna().astype(str)) | set(events["user_id"].dropna().astype(str))
     matcher = RawIdMatcher(raw_ids, public_texts=catalogue_texts(items))

@@ -31,9 +31,9 @@ from ml.evaluation import baselines as bl
 from ml.evaluation.compare import compare_rankings, per_case_groups, per_case_resamples
 from ml.evaluation.evaluate import audit_groups, gate_evidence, ndcg_ratios
 from ml.evaluation.fairness import HEAD, brand_tiers, item_tiers
-from ml.gate.checks import format_value
 from ml.gate.decision import GateDecision, decide
 from ml.gate.policy import Policy, load_policy
+from ml.gate.values import format_value
 from ml.pipeline import stages
 from ml.pipeline.context import RunContext
 from ml.privacy.mia import split_audit_users

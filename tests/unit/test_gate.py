@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml.gate.checks import CheckResult, evaluate_check, format_value
+from ml.gate.checks import evaluate_check
 from ml.gate.decision import GateDecision, decide
 from ml.gate.policy import Check, Policy, PolicyError, load_policy, parse_policy
+from ml.gate.result import CheckResult
+from ml.gate.values import format_value
 
 # A candidate that passes every default check, with hand-picked margins:
 # baseline threshold 0.10 * 1.05 = 0.105 and champion threshold 0.115 - 0.01 = 0.105 (candidate 0.12).

@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.privacy import scan
+from ml.privacy import scan_files, text_scan
 from ml.privacy.pii import CARD, EMAIL, PHONE, PIIScrubber
-from ml.privacy.scan import RAW_ID, PIIFinding, RawIdMatcher, scan_paths, scan_texts
+from ml.privacy.raw_ids import RawIdMatcher, catalogue_texts, is_shopper_field
+from ml.privacy.scan import scan_paths, scan_texts
+from ml.privacy.text_scan import RAW_ID, PIIFinding
 
 RAW_IDS = ["A2X3Y4Z5QQ", "AB12CD34EF", "user-0042"]
 PSEUDONYM = "u_c5da39fa60c52e73cd3ef3e061c63a6e"
@@ -272,9 +274,9 @@ def test_html_library_code_is_not_scanned_but_visible_text_is(tmp_path, scrubber
 
 
 def test_long_lines_and_small_windows_find_each_once(tmp_path, scrubber, monkeypatch):
-    monkeypatch.setattr(scan, "WINDOW_CHARS", 256)
-    monkeypatch.setattr(scan, "OVERLAP_CHARS", 64)
-    monkeypatch.setattr(scan, "BATCH_CHARS", 300)
+    monkeypatch.setattr(text_scan, "WINDOW_CHARS", 256)
+    monkeypatch.setattr(text_scan, "OVERLAP_CHARS", 64)
+    monkeypatch.setattr(text_scan, "BATCH_CHARS", 300)
     filler = "bolts and nuts, "
     line = "".join(f"{filler * (i % 5)}mail person{i}@example.com then A2X3Y4Z5QQ; " for i in range(60))
     path = tmp_path / "one_line.json"
@@ -290,7 +292,7 @@ def test_long_lines_and_small_windows_find_each_once(tmp_path, scrubber, monkeyp
 
 
 def test_binary_chunks_find_each_raw_id_once(tmp_path, scrubber, monkeypatch):
-    monkeypatch.setattr(scan, "BINARY_CHUNK", 512)
+    monkeypatch.setattr(scan_files, "BINARY_CHUNK", 512)
     blob = bytearray(b"\x00" * 5000)
     offsets = list(range(3, 4980, 37))  # many of them straddle a chunk boundary
     for k in offsets:
@@ -411,7 +413,7 @@ def test_token_ids_are_still_found_anywhere_and_pii_in_any_field(tmp_path, scrub
     ("username_hint", False),
 ])
 def test_shopper_field_names(name, shopper):
-    assert scan.is_shopper_field(name) is shopper
+    assert is_shopper_field(name) is shopper
 
 
 def shopper_mention_cases() -> list[tuple[str, list[str]]]:
@@ -444,7 +446,7 @@ def _corpus_run(root: Path, items: pd.DataFrame) -> Path:
 
 
 def _zero_then_planted(tmp_path: Path, scrubber, ids: set[str], items: pd.DataFrame, planted: str) -> None:
-    matcher = RawIdMatcher(ids, public_texts=scan.catalogue_texts(items))
+    matcher = RawIdMatcher(ids, public_texts=catalogue_texts(items))
     run = _corpus_run(tmp_path, items)
     assert scan_paths([run], scrubber, matcher) == []
     pd.DataFrame({"user_id": [PSEUDONYM, planted]}).to_parquet(run / "leak.parquet", index=False)
@@ -461,7 +463,7 @@ def test_amazon2018_industrial_catalogue_gives_no_finding_and_a_planted_id_is_ca
     raw = amazon2018.load(shared_data("amazon2018-industrial"))
     ids = set(raw.events["user_id"].dropna().astype(str)) | set(raw.users["user_id"].astype(str))
     items = raw.items[["item_id", "title", "brand", "category"]]
-    matcher = RawIdMatcher(ids, public_texts=scan.catalogue_texts(raw.items))
+    matcher = RawIdMatcher(ids, public_texts=catalogue_texts(raw.items))
     public = matcher.report()["why_shopper_fields_only"]["words_of_the_catalogue_text"]
     assert public > 0  # model numbers such as "ASTM A276" equal raw ids here
     planted = next(i for i in sorted(ids) if i not in matcher and len(i) >= 4)  # a model number too, then a token id
