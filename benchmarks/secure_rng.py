@@ -55,10 +55,11 @@ def count_release(n_items: int, repeats: int) -> dict[str, Any]:
 def dp_sgd_steps(steps: int) -> dict[str, Any]:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
+    from ml.training.dp_sgd import DPSettings
     from ml.training.encoder import model_dir
     from ml.training.examples import Examples
     from ml.training.model import BiEncoder
-    from ml.training.train import DPSettings, train_bi_encoder
+    from ml.training.train import train_bi_encoder
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir()), local_files_only=True)
     n_items, n_users = INDUSTRIAL_ITEMS, 2000

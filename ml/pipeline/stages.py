@@ -146,11 +146,12 @@ def train(ctx: RunContext) -> dict[str, Any]:
     from ml.training.autosettings import member_sequences, resolve_run
     from ml.training.distributed import train_data_parallel, world_size_for
     from ml.training.dp_regime import apply_dp_regime
+    from ml.training.dp_sgd import DPSettings
     from ml.training.encoder import item_texts, load_encoder
     from ml.training.examples import training_examples
     from ml.training.model import BiEncoder, catalogue_codes, lexical_similarity
     from ml.training.recommender import Recommender, RecommenderSettings
-    from ml.training.train import DPSettings, planned_steps
+    from ml.training.train import planned_steps
 
     cfg, settings = ctx.config, ctx.settings
     items = read_lake(settings.lake_dir)["items"]

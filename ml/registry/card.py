@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ml.data.recbole import TIMES_NOTE as RECBOLE_TIMES
+from ml.data.recbole_sequences import TIMES_NOTE as RECBOLE_TIMES
 
 # The card's first line, by gate status. The registry's version list shows a description's first 32 characters
 # beside MLflow's own status icon, a green check that only means "registered" (status READY: open-source MLflow

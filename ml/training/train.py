@@ -6,6 +6,9 @@ each sampled shopper's gradient, the gradient of the mean loss over that shopper
 takes them as one grouped row, `BiEncoder.forward`): the (epsilon, delta) it reports is user-level, and a
 shopper's whole gradient is clipped once instead of one of its examples standing for it. Without DP the
 same dataset is shuffled and the loss is the same, so the two runs differ only in privacy.
+
+The batches and their loss live in `ml.training.batches`; DP-SGD's settings, the record of a DP run and the
+secure noise source in `ml.training.dp_sgd`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypedDict, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -26,10 +29,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from ml.privacy.noise import SECURE_SOURCE, SecureRandom
-from ml.training.encoder import tokenize
+from ml.privacy.noise import SECURE_SOURCE
+from ml.training.batches import make_collate, per_user_loss
+from ml.training.dp_sgd import DPInfo, DPSettings, use_secure_noise
 from ml.training.examples import Examples
-from ml.training.model import BiEncoder, build_history_tensors
+from ml.training.model import BiEncoder
 from ml.training.sampling import (
     PerUserDataset,
     SecurePoissonBatches,
@@ -45,99 +49,10 @@ if TYPE_CHECKING:  # Opacus is imported only when DP is on (serving does not nee
 log = logging.getLogger(__name__)
 
 
-IGNORE = -100  # target of a padding slot in a grouped batch (CrossEntropyLoss' default ignore_index)
-
-
-def make_collate(examples: Examples, tokenizer: PreTrainedTokenizerBase, max_history: int,
-                 max_query_tokens: int, query_cache: torch.Tensor | None = None, per_user: int = 1
-                 ) -> Callable[[Sequence[tuple[int, ...]]], dict[str, torch.Tensor]]:
-    """Batches of examples; with `query_cache` (frozen encoder) search text comes as its cached vector.
-
-    per_user = 1: one example per row, tensors [B, ...]. per_user = K > 1 (needs `query_cache`): one shopper
-    per row with a second axis of K example slots, [B, K, ...]; a shopper with fewer examples has padding
-    slots, whose target is IGNORE (and whose history is empty)."""
-    if per_user > 1 and query_cache is None:
-        raise ValueError("grouped batches (per_user > 1) need the cached query vectors of a frozen encoder")
-
-    def flat(ids: Sequence[int]) -> dict[str, torch.Tensor]:
-        if query_cache is not None:
-            batch = {"query_vec": query_cache[list(ids)]}
-        else:
-            batch = tokenize(tokenizer, [examples.queries[i] or "" for i in ids], max_query_tokens)
-        batch.update(build_history_tensors([examples.histories[i] for i in ids], max_history))
-        batch["is_search"] = torch.tensor([1.0 if examples.queries[i] else 0.0 for i in ids])
-        batch["target"] = torch.tensor([examples.targets[i] for i in ids], dtype=torch.long)
-        if examples.transition_own is not None:
-            own = [examples.transition_own[i] for i in ids]
-            width = max(1, max(map(len, own)))  # padding entries add 0.0 to item 0
-            batch["own_idx"] = torch.zeros((len(ids), width), dtype=torch.long)
-            batch["own_val"] = torch.zeros((len(ids), width), dtype=torch.float32)
-            for row, entries in enumerate(own):
-                if entries:
-                    batch["own_idx"][row, : len(entries)] = torch.tensor([j for j, _ in entries], dtype=torch.long)
-                    batch["own_val"][row, : len(entries)] = torch.tensor([v for _, v in entries])
-        return batch
-
-    def collate(rows: Sequence[tuple[int, ...]]) -> dict[str, torch.Tensor]:
-        if per_user == 1:
-            return flat([r[0] for r in rows])
-        slots = [i for r in rows for i in r]
-        batch = flat(slots)
-        position = torch.tensor([b * per_user + j for b, r in enumerate(rows) for j in range(len(r))], dtype=torch.long)
-        grouped = {}
-        for key, value in batch.items():
-            fill = IGNORE if key == "target" else 0
-            out = value.new_full((len(rows) * per_user, *value.shape[1:]), fill)
-            out[position] = value
-            grouped[key] = out.view(len(rows), per_user, *value.shape[1:])
-        return grouped
-
-    return collate
-
-
-def per_user_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per row: the cross-entropy of [B, n] logits, or of grouped [B, K, n] ones the mean over the row's real
-    (not IGNORE) slots. What Opacus' ghost-clipping loss computes with `shape` (the DP path)."""
-    if logits.dim() == 2:
-        return nn.functional.cross_entropy(logits, target, reduction="none")
-    per_slot = nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none",
-                                           ignore_index=IGNORE).view(target.shape)
-    return per_slot.sum(dim=1) / (target != IGNORE).sum(dim=1).clamp(min=1)
-
-
 def pick_device(prefer: str = "auto") -> torch.device:
     if prefer == "cpu":
         return torch.device("cpu")
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@dataclass
-class DPSettings:
-    """What Opacus needs. The noise multiplier comes from the privacy plan (ml.privacy.accounting), which
-    sizes it with Opacus' RDP accountant so that DP-SGD composed with any other mechanism meets the target."""
-
-    noise_multiplier: float
-    delta: float
-    max_grad_norm: float
-    # the Gaussian noise and the Poisson sample of shoppers from the OS CSPRNG (ml.privacy.noise): not reproducible
-    # from the seed; off, Opacus draws from torch's generator seeded with the run's seed
-    secure_rng: bool = False
-
-
-class DPInfo(TypedDict):
-    """The DP-SGD run as trained: what the privacy report and the composed epsilon read."""
-
-    noise_multiplier: float
-    max_grad_norm: float
-    sample_rate: float
-    steps: int
-    accountant: str
-    epsilon_sgd: float
-    delta: float
-    clipping: str
-    examples_per_user: int
-    secure_rng: bool
-    noise_source: str
 
 
 @dataclass
@@ -151,30 +66,6 @@ class TrainResult:
     epoch_metrics: list[dict[str, float]] = field(default_factory=list)
     dp: DPInfo | None = None
     world_size: int = 1
-
-
-def use_secure_noise(optimizer: DPOptimizer) -> None:
-    """Make a single-process Opacus optimizer draw its Gaussian noise from the OS CSPRNG.
-
-    Opacus' `secure_mode` would do this with torchcsprng, which is not installed; this replaces the optimizer's
-    `add_noise` (DPOptimizer and its ghost-clipping subclass, Opacus 1.6) by the same step with
-    `ml.privacy.noise.SecureRandom`'s draws: same standard deviation, same bookkeeping of processed gradients,
-    and, like `secure_mode`, each value a sum of Gaussians that resists floating-point attacks."""
-    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
-
-    source = SecureRandom()
-
-    def add_noise() -> None:
-        multiplier = getattr(optimizer, "_adjusted_noise_multiplier", optimizer.noise_multiplier)
-        std = float(multiplier) * float(cast(float, optimizer.max_grad_norm))
-        for p in optimizer.params:
-            _check_processed_flag(p.summed_grad)
-            noise = torch.from_numpy(source.standard_normal(tuple(p.summed_grad.shape)) * std)
-            p.grad = (p.summed_grad + noise.to(p.summed_grad.device, p.summed_grad.dtype)).view_as(p)
-            _mark_as_processed(p.summed_grad)
-
-    setattr(optimizer, "add_noise", add_noise)  # noqa: B010 (an instance attribute overrides the method)
-    optimizer.secure_mode = True
 
 
 def planned_steps(n_users: int, batch_size: int, epochs: int, max_steps: int) -> tuple[int, float]:

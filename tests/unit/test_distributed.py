@@ -8,11 +8,12 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from ml.privacy.accounting import composed_epsilon
 from ml.training.distributed import check_ranks_agree, run_ranks, train_data_parallel, world_size_for
+from ml.training.dp_sgd import DPSettings
 from ml.training.encoder import model_dir
 from ml.training.examples import Examples
 from ml.training.model import BiEncoder
 from ml.training.sampling import PoissonShards, ShuffleShards
-from ml.training.train import DPSettings, parameter_groups
+from ml.training.train import parameter_groups
 
 N_ITEMS = 12
 N_SHOPPERS = 48

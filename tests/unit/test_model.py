@@ -10,12 +10,13 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from ml.evaluation.baselines import ZeroShot
+from ml.training.dp_sgd import DPSettings
 from ml.training.encoder import model_dir
 from ml.training.examples import Examples
 from ml.training.heads import ContentScale, _content_scale_grad_sample
 from ml.training.model import BiEncoder, build_history_tensors, lexical_similarity
 from ml.training.recommender import Recommender, RecommenderSettings
-from ml.training.train import DPSettings, train_bi_encoder
+from ml.training.train import train_bi_encoder
 
 N_ITEMS, N_SHOPPERS, MAX_HISTORY = 12, 40, 4
 
@@ -229,7 +230,7 @@ def test_a_model_saved_with_five_features_and_no_content_scale_loads_and_scores_
 
 
 def _grouped(model: BiEncoder, examples: Examples, rows: list[tuple[int, ...]], per_user: int) -> dict:
-    from ml.training.train import make_collate
+    from ml.training.batches import make_collate
 
     cache = torch.zeros(len(examples), model.dim)
     return make_collate(examples, None, MAX_HISTORY, 8, cache, per_user)(rows)
@@ -279,7 +280,7 @@ def test_under_ghost_clipping_a_grouped_row_is_one_shopper_whose_mean_loss_gradi
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader
 
-    from ml.training.train import per_user_loss
+    from ml.training.batches import per_user_loss
 
     model, texts = _model(tokenizer)
     _with_tables(model, texts)

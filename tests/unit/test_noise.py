@@ -83,7 +83,7 @@ def test_secure_poisson_batches_sample_each_shopper_at_the_planned_rate():
 def test_secure_noise_replaces_opacus_noise_with_the_same_scale():
     from opacus import PrivacyEngine
 
-    from ml.training.train import use_secure_noise
+    from ml.training.dp_sgd import use_secure_noise
 
     torch.manual_seed(0)
     model = torch.nn.Linear(200, 50)

@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 
 from ml.data import recbole, schema
+from ml.data.recbole_files import read_atomic
+from ml.data.recbole_sequences import SPLIT_TIME, WINDOWS
 from ml.data.sources import RawTables, SourceError, SourceNotFoundError, read_source
 from ml.data.splits import histories_before, temporal_split
 
@@ -47,7 +49,7 @@ def periods(raw: RawTables) -> dict[str, list[str]]:
     """Each shopper's items labelled by the window their time falls in."""
     out = {}
     for user, seq in ordered(raw).items():
-        out[user] = [next(p for p, (lo, hi) in recbole.WINDOWS.items() if lo <= ts < hi) for _, ts in seq]
+        out[user] = [next(p for p, (lo, hi) in WINDOWS.items() if lo <= ts < hi) for _, ts in seq]
     return out
 
 
@@ -65,7 +67,7 @@ def test_valid_test_pair_recovers_each_sequence_in_order(tmp_path):
     for seq in ordered(raw).values():  # strictly increasing times: the order is unambiguous
         assert all(a[1] < b[1] for a, b in zip(seq, seq[1:], strict=False))
     assert raw.counts() == {"items": 20, "users": 3, "events": 12, "privacy_requests": 0}
-    assert raw.split_time == recbole.SPLIT_TIME
+    assert raw.split_time == SPLIT_TIME
     assert set(raw.events["event_type"]) == {"purchase"}
     assert raw.events["event_id"].is_unique
 
@@ -284,7 +286,7 @@ def test_games_corpus_holds_one_case_per_shopper():
     split = temporal_split(raw.events, raw.split_time)
     assert len(split.cases) == 50_546 and split.cases["user_id"].is_unique
     # every case reproduces its test-file row: the target, and the history as its item_id_list
-    test = recbole.read_atomic(folder / "Games-6k.test.inter").rows.set_index("user_id")
+    test = read_atomic(folder / "Games-6k.test.inter").rows.set_index("user_id")
     cases = split.cases.set_index("user_id").loc[test.index].reset_index()
     assert (cases["item_id"].to_numpy() == test["item_id"].to_numpy()).all()
     sample = cases.iloc[::997]

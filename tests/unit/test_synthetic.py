@@ -11,6 +11,8 @@ import pytest
 
 from ml.data import schema, synthetic
 from ml.data.sources import RawTables, read_source
+from ml.data.synthetic_catalog import CATEGORIES
+from ml.data.synthetic_shoppers import AGE_BANDS, REGIONS
 
 PII = re.compile(r"@example\.|555[ -]01\d\d|7946 0\d\d\d")
 
@@ -59,8 +61,8 @@ def test_shape_ids_and_period(shop):
     assert shop.users["user_id"].str.fullmatch(r"shopper-\d{5}").all()
     assert shop.items["item_id"].str.fullmatch(r"i\d{5}").all() and shop.items["item_id"].is_unique
     assert set(shop.users["gender"]) == {"f", "m", "x"}
-    assert set(shop.users["age_band"]) == set(synthetic.AGE_BANDS)
-    assert shop.users["region"].isin(synthetic.REGIONS).all()
+    assert set(shop.users["age_band"]) == set(AGE_BANDS)
+    assert shop.users["region"].isin(REGIONS).all()
     assert shop.items["category"].nunique() == 12
     assert 55 <= shop.items["brand"].nunique() <= 60
     start = pd.Timestamp("2026-01-05", tz="UTC")
@@ -104,7 +106,7 @@ def test_catalog_text_reads_like_a_shop(clean):
     items = clean["items"]
     first = items.iloc[0]
     assert first["title"].startswith(first["brand"] + " ")
-    vocab = {c.name: c for c in synthetic.CATEGORIES}
+    vocab = {c.name: c for c in CATEGORIES}
     for _, item in items.head(200).iterrows():
         cat = vocab[item["category"]]
         assert any(noun in item["title"] for noun in cat.nouns)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import re
 
-from ml.training.train import DPSettings, train_bi_encoder
+from ml.training.dp_sgd import DPSettings
+from ml.training.train import train_bi_encoder
 from tests.unit.test_model import MAX_HISTORY, _examples, _model, tokenizer  # noqa: F401 (tokenizer: a fixture)
 
 
