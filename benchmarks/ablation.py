@@ -31,14 +31,19 @@ from common import SHARED_DATA, branch_context, machine, new_context, write  # n
 VARIANTS: dict[str, tuple[str, dict]] = {
     "current": ("the quality benchmark's settings", {}),
     "one_example_per_shopper": ("examples_per_user 1 (8, chosen from the data)", {"examples_per_user": 1}),
-    "no_transition_counts": ("transitions_share 0: DP-SGD takes the whole budget, no item-transition counts",
-                             {"dp": {"enabled": True, "transitions_share": 0.0}}),
-    "transitions_floor_2": ("transitions_floor 2 (1, chosen from the data): two noise deviations off each count, the demo's choice",
-                            {"dp": {"enabled": True, "transitions_floor": 2.0}}),
-    "transitions_per_user_5": ("each shopper adds at most 5 transitions (8): less noise, fewer pairs",
-                               {"dp": {"enabled": True, "transitions_per_user": 5}}),
-    "more_dp_sgd_steps": ("max_steps 300 (100): 220 steps at the same epsilon, more noise each",
-                          {"max_steps": 300}),
+    "no_transition_counts": (
+        "transitions_share 0: DP-SGD takes the whole budget, no item-transition counts",
+        {"dp": {"enabled": True, "transitions_share": 0.0}},
+    ),
+    "transitions_floor_2": (
+        "transitions_floor 2 (1, chosen from the data): two noise deviations off each count, the demo's choice",
+        {"dp": {"enabled": True, "transitions_floor": 2.0}},
+    ),
+    "transitions_per_user_5": (
+        "each shopper adds at most 5 transitions (8): less noise, fewer pairs",
+        {"dp": {"enabled": True, "transitions_per_user": 5}},
+    ),
+    "more_dp_sgd_steps": ("max_steps 300 (100): 220 steps at the same epsilon, more noise each", {"max_steps": 300}),
     "item_text_96_tokens": ("max_item_tokens 96 (48): the description's start fits", {"max_item_tokens": 96}),
 }
 
@@ -60,20 +65,28 @@ def markdown(results: dict) -> str:
     seeds = results["seeds"]
     ran = list(results["variants"])
     only = "" if set(ran) == set(VARIANTS) else f" --only {','.join(ran)}"
-    out = [f"# Ablation, amazon2018 {results['split']} split ({results['machine']['date']}, "
-           f"{results['machine']['cores']} cores)", "",
-           f"`python benchmarks/ablation.py --split {results['split']} --seeds {','.join(map(str, seeds))}{only}`: the "
-           "candidate retrained with one setting changed, on the same features; NDCG@10 over every case, not "
-           "re-ranked.", "",
-           "| variant | change | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | vs current |",
-           "|---|---|" + "---|" * (len(seeds) + 2)]
+    out = [
+        f"# Ablation, amazon2018 {results['split']} split ({results['machine']['date']}, "
+        f"{results['machine']['cores']} cores)",
+        "",
+        f"`python benchmarks/ablation.py --split {results['split']} --seeds {','.join(map(str, seeds))}{only}`: the "
+        "candidate retrained with one setting changed, on the same features; NDCG@10 over every case, not "
+        "re-ranked.",
+        "",
+        "| variant | change | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | vs current |",
+        "|---|---|" + "---|" * (len(seeds) + 2),
+    ]
     current = results["variants"].get("current", {}).get("mean_ndcg_at_10")
     for name, v in results["variants"].items():
         cells = " | ".join(f"{r['ndcg_at_10']:.4f}" for r in v["runs"])
         delta = "" if current is None or name == "current" else f"{v['mean_ndcg_at_10'] - current:+.4f}"
         out.append(f"| {name} | {v['change']} | {cells} | {v['mean_ndcg_at_10']:.4f} | {delta} |")
-    out += ["", "Train stage seconds per variant (mean over seeds): "
-            + ", ".join(f"{n} {v['mean_train_seconds']:.0f}" for n, v in results["variants"].items()), ""]
+    out += [
+        "",
+        "Train stage seconds per variant (mean over seeds): "
+        + ", ".join(f"{n} {v['mean_train_seconds']:.0f}" for n, v in results["variants"].items()),
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -98,8 +111,10 @@ def main() -> None:
         path = development_split(path, Path(tempfile.mkdtemp(prefix="vetted-dev-split-")) / "data")
     runs: dict[str, list[dict]] = {n: [] for n in names}
     for seed in seeds:
-        base = new_context(f"ablation-{seed}", {"source": "amazon2018", "path": str(path), "seed": seed,
-                                                "max_eval_cases": 0, "slice_reports": False})
+        base = new_context(
+            f"ablation-{seed}",
+            {"source": "amazon2018", "path": str(path), "seed": seed, "max_eval_cases": 0, "slice_reports": False},
+        )
         stages.ingest(base)
         stages.features(base)
         for name in names:
@@ -109,14 +124,32 @@ def main() -> None:
             seconds = time.perf_counter() - start
             metrics = score(ctx)
             privacy = ctx.read("train")["privacy"]
-            runs[name].append({"seed": seed, "ndcg_at_10": metrics["ndcg_at_10"], "hr_at_10": metrics["hr_at_10"],
-                               "epsilon": privacy.get("epsilon"), "train_seconds": round(seconds, 1)})
+            runs[name].append(
+                {
+                    "seed": seed,
+                    "ndcg_at_10": metrics["ndcg_at_10"],
+                    "hr_at_10": metrics["hr_at_10"],
+                    "epsilon": privacy.get("epsilon"),
+                    "train_seconds": round(seconds, 1),
+                }
+            )
             print(seed, name, runs[name][-1], flush=True)
-    results = {"machine": machine(), "split": args.split, "seeds": seeds, "settings": "the defaults (chosen from the data: ml.training.autosettings)",
-               "variants": {n: {"change": VARIANTS[n][0], "overrides": VARIANTS[n][1], "runs": runs[n],
-                                "mean_ndcg_at_10": sum(r["ndcg_at_10"] for r in runs[n]) / len(runs[n]),
-                                "mean_train_seconds": sum(r["train_seconds"] for r in runs[n]) / len(runs[n])}
-                            for n in names}}
+    results = {
+        "machine": machine(),
+        "split": args.split,
+        "seeds": seeds,
+        "settings": "the defaults (chosen from the data: ml.training.autosettings)",
+        "variants": {
+            n: {
+                "change": VARIANTS[n][0],
+                "overrides": VARIANTS[n][1],
+                "runs": runs[n],
+                "mean_ndcg_at_10": sum(r["ndcg_at_10"] for r in runs[n]) / len(runs[n]),
+                "mean_train_seconds": sum(r["train_seconds"] for r in runs[n]) / len(runs[n]),
+            }
+            for n in names
+        },
+    }
     name = "ablation" if args.split == "dev" else "ablation-test"
     write(name, results, markdown(results))
     print(markdown(results))

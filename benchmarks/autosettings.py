@@ -32,27 +32,42 @@ HAND_SETTINGS = {"batch_size": 256, "examples_per_user": 8, "dp": {"transitions_
 
 def _ndcg(ev: dict) -> dict:
     plain = next(t["ndcg"] for t in ev["rerank"]["tradeoff"] if t["min_tail_share"] == 0.0)
-    return {"ndcg_at_10": ev["candidate"]["metrics"]["ndcg_at_10"], "ndcg_at_10_no_rerank": plain,
-            "best_baseline": ev["best_baseline"], "best_baseline_ndcg": ev["best_baseline_ndcg"]}
+    return {
+        "ndcg_at_10": ev["candidate"]["metrics"]["ndcg_at_10"],
+        "ndcg_at_10_no_rerank": plain,
+        "best_baseline": ev["best_baseline"],
+        "best_baseline_ndcg": ev["best_baseline_ndcg"],
+    }
 
 
 def _trained(ctx, ev: dict, timing: dict) -> dict:
     tr = ctx.read("train")
-    return {**_ndcg(ev), "epsilon": tr["privacy"].get("epsilon"), "steps": tr["steps"],
-            "train_seconds": tr["seconds"], "seconds": timing["seconds"],
-            "settings": {c["name"]: c["value"] for c in tr["training_settings"]["choices"]},
-            "choices": tr["training_settings"]["choices"], "stats": tr["training_settings"]["stats"]}
+    return {
+        **_ndcg(ev),
+        "epsilon": tr["privacy"].get("epsilon"),
+        "steps": tr["steps"],
+        "train_seconds": tr["seconds"],
+        "seconds": timing["seconds"],
+        "settings": {c["name"]: c["value"] for c in tr["training_settings"]["choices"]},
+        "choices": tr["training_settings"]["choices"],
+        "stats": tr["training_settings"]["stats"],
+    }
 
 
 def amazon(seed: int, path: Path) -> dict:
     from ml.pipeline import stages
 
-    base = new_context(f"autosettings-amazon-{seed}", {"source": "amazon2018", "path": str(path), "seed": seed,
-                                                       "max_eval_cases": 0, "slice_reports": False})
+    base = new_context(
+        f"autosettings-amazon-{seed}",
+        {"source": "amazon2018", "path": str(path), "seed": seed, "max_eval_cases": 0, "slice_reports": False},
+    )
     stages.ingest(base)
     stages.features(base)
     out = {"seed": seed}
-    for name, ctx in (("auto", base), ("hand", branch_context(base, f"autosettings-amazon-{seed}-hand", HAND_SETTINGS))):
+    for name, ctx in (
+        ("auto", base),
+        ("hand", branch_context(base, f"autosettings-amazon-{seed}-hand", HAND_SETTINGS)),
+    ):
         print(f"amazon2018 seed {seed}: {name} ...", flush=True)
         timing: dict = {}
         with measure(timing):
@@ -75,12 +90,19 @@ def demo() -> dict:
 
     tr = RunContext.load(run_dir).read("train")
     checks = {c["name"]: c["status"] for c in summary["gate"]["checks"] or []}
-    return {"gate": summary["gate"]["status"], "checks": checks, "ndcg_at_10": summary["metrics"]["ndcg_at_10"],
-            "best_baseline": summary["best_baseline"],
-            "best_baseline_ndcg": summary["baselines"][summary["best_baseline"]]["ndcg_at_10"],
-            "epsilon": summary["privacy"].get("epsilon"), "seconds": timing["seconds"], "home": str(ctx.settings.home),
-            "settings": {c["name"]: c["value"] for c in tr["training_settings"]["choices"]},
-            "choices": tr["training_settings"]["choices"], "stats": tr["training_settings"]["stats"]}
+    return {
+        "gate": summary["gate"]["status"],
+        "checks": checks,
+        "ndcg_at_10": summary["metrics"]["ndcg_at_10"],
+        "best_baseline": summary["best_baseline"],
+        "best_baseline_ndcg": summary["baselines"][summary["best_baseline"]]["ndcg_at_10"],
+        "epsilon": summary["privacy"].get("epsilon"),
+        "seconds": timing["seconds"],
+        "home": str(ctx.settings.home),
+        "settings": {c["name"]: c["value"] for c in tr["training_settings"]["choices"]},
+        "choices": tr["training_settings"]["choices"],
+        "stats": tr["training_settings"]["stats"],
+    }
 
 
 def games() -> dict:
@@ -96,8 +118,10 @@ def games() -> dict:
     test.columns = [c.split(":")[0] for c in test.columns]
     n_items = sum(1 for _ in open(folder / "Games-6k.item", encoding="utf-8")) - 1
     # whole sequence = test history + test target; training = all but the last two items
-    sequences = {u: (h.split() + [t])[:-2] for u, h, t in zip(test["user_id"], test["item_id_list"], test["item_id"],
-                                                             strict=True)}
+    sequences = {
+        u: (h.split() + [t])[:-2]
+        for u, h, t in zip(test["user_id"], test["item_id_list"], test["item_id"], strict=True)
+    }
     members, _ = split_audit_users(pd.Series(list(sequences)).to_numpy(), 7)
     index_of: dict[str, int] = {}
     seqs = [[index_of.setdefault(i, len(index_of)) for i in sequences[u]] for u in sorted(members)]
@@ -106,43 +130,73 @@ def games() -> dict:
     timing: dict = {}
     with measure(timing):
         resolved = resolve_run(RunConfig(), example_users, seqs, n_items)
-    return {"settings": {c.name: c.value for c in resolved.choices}, "choices": resolved.to_dict()["choices"],
-            "stats": resolved.stats.to_dict(), "resolve_seconds": timing["seconds"]}
+    return {
+        "settings": {c.name: c.value for c in resolved.choices},
+        "choices": resolved.to_dict()["choices"],
+        "stats": resolved.stats.to_dict(),
+        "resolve_seconds": timing["seconds"],
+    }
 
 
 def markdown(r: dict) -> str:
-    out = [f"# Training settings chosen from the data ({r['machine']['date']}, {r['machine']['cores']} cores)", "",
-           f"`python benchmarks/autosettings.py --seeds {','.join(map(str, r.get('seeds', [])))}`. The defaults (batch_size 0, "
-           "examples_per_user 0, dp.transitions_floor None: chosen by `ml.training.autosettings`) against the "
-           f"settings the benchmarks passed by hand ({HAND_SETTINGS}).", ""]
+    out = [
+        f"# Training settings chosen from the data ({r['machine']['date']}, {r['machine']['cores']} cores)",
+        "",
+        f"`python benchmarks/autosettings.py --seeds {','.join(map(str, r.get('seeds', [])))}`. The defaults (batch_size 0, "
+        "examples_per_user 0, dp.transitions_floor None: chosen by `ml.training.autosettings`) against the "
+        f"settings the benchmarks passed by hand ({HAND_SETTINGS}).",
+        "",
+    ]
     if r.get("amazon"):
-        out += ["## amazon2018-industrial, development split", "",
-                "| seed | settings | batch | examples/shopper | floor | steps | NDCG@10 (re-ranked) | NDCG@10 (not) | "
-                "best baseline | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            "## amazon2018-industrial, development split",
+            "",
+            "| seed | settings | batch | examples/shopper | floor | steps | NDCG@10 (re-ranked) | NDCG@10 (not) | "
+            "best baseline | train s |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for s in r["amazon"]:
             for name in ("auto", "hand"):
                 x = s[name]
                 st = x["settings"]
-                out.append(f"| {s['seed']} | {name} | {st['batch_size']} | {st['examples_per_user']} | "
-                           f"{st['dp.transitions_floor']} | {x['steps']} | {x['ndcg_at_10']:.4f} | "
-                           f"{x['ndcg_at_10_no_rerank']:.4f} | {x['best_baseline']} {x['best_baseline_ndcg']:.4f} | "
-                           f"{x['train_seconds']:.0f} |")
+                out.append(
+                    f"| {s['seed']} | {name} | {st['batch_size']} | {st['examples_per_user']} | "
+                    f"{st['dp.transitions_floor']} | {x['steps']} | {x['ndcg_at_10']:.4f} | "
+                    f"{x['ndcg_at_10_no_rerank']:.4f} | {x['best_baseline']} {x['best_baseline_ndcg']:.4f} | "
+                    f"{x['train_seconds']:.0f} |"
+                )
         first = r["amazon"][0]["auto"]
-        out += ["", "Statistics read: " + ", ".join(f"{k} {v:g}" for k, v in first["stats"].items()), "",
-                "Why (seed " + str(r["amazon"][0]["seed"]) + "):"] + [f"- {c['name']} {c['value']}: {c['text']}"
-                                                                     for c in first["choices"]] + [""]
+        out += (
+            [
+                "",
+                "Statistics read: " + ", ".join(f"{k} {v:g}" for k, v in first["stats"].items()),
+                "",
+                "Why (seed " + str(r["amazon"][0]["seed"]) + "):",
+            ]
+            + [f"- {c['name']} {c['value']}: {c['text']}" for c in first["choices"]]
+            + [""]
+        )
     if r.get("demo"):
         d = r["demo"]
-        out += ["## Synthetic demo (`vetted run` defaults)", "",
-                f"Gate **{d['gate']}**: candidate NDCG@10 {d['ndcg_at_10']:.4f} against {d['best_baseline']} "
-                f"{d['best_baseline_ndcg']:.4f} (needs x 1.05 = {1.05 * d['best_baseline_ndcg']:.4f}); epsilon "
-                f"{d['epsilon']:.2f}; whole chain {d['seconds']:.0f} s.", "",
-                "Statistics read: " + ", ".join(f"{k} {v:g}" for k, v in d["stats"].items()), ""]
+        out += [
+            "## Synthetic demo (`vetted run` defaults)",
+            "",
+            f"Gate **{d['gate']}**: candidate NDCG@10 {d['ndcg_at_10']:.4f} against {d['best_baseline']} "
+            f"{d['best_baseline_ndcg']:.4f} (needs x 1.05 = {1.05 * d['best_baseline_ndcg']:.4f}); epsilon "
+            f"{d['epsilon']:.2f}; whole chain {d['seconds']:.0f} s.",
+            "",
+            "Statistics read: " + ", ".join(f"{k} {v:g}" for k, v in d["stats"].items()),
+            "",
+        ]
         out += [f"- {c['name']} {c['value']}: {c['text']}" for c in d["choices"]] + [""]
     if r.get("games"):
         g = r["games"]
-        out += ["## amazon2018-games (no source adapter: the rules' choice only, not trained)", "",
-                "Statistics: " + ", ".join(f"{k} {v:g}" for k, v in g["stats"].items()), ""]
+        out += [
+            "## amazon2018-games (no source adapter: the rules' choice only, not trained)",
+            "",
+            "Statistics: " + ", ".join(f"{k} {v:g}" for k, v in g["stats"].items()),
+            "",
+        ]
         out += [f"- {c['name']} {c['value']}: {c['text']}" for c in g["choices"]] + [""]
     return "\n".join(out) + "\n"
 
@@ -177,8 +231,9 @@ def main() -> None:
         results["games"] = games()
         print(json.dumps(results["games"]["settings"]), flush=True)
     if "amazon" in only and (SHARED_DATA / "amazon2018-industrial").exists():
-        path = development_split(SHARED_DATA / "amazon2018-industrial",
-                                 Path(tempfile.mkdtemp(prefix="vetted-dev-split-")) / "data")
+        path = development_split(
+            SHARED_DATA / "amazon2018-industrial", Path(tempfile.mkdtemp(prefix="vetted-dev-split-")) / "data"
+        )
         results["amazon"] = []
         for seed in seeds:
             results["amazon"].append(amazon(seed, path))

@@ -32,11 +32,18 @@ PSEUDONYM_KEY = "benchmark-key-0123456789"  # not a secret: benchmark data only
 def run_chain(corpus: str, source: str) -> tuple[Path, float]:
     """`vetted run` with the defaults in a fresh home; (summary.json, wall seconds)."""
     home = Path(tempfile.mkdtemp(prefix=f"vetted-gate-{corpus}-"))
-    env = {**os.environ, "VETTED_HOME": str(home), "VETTED_PSEUDONYM_KEY": PSEUDONYM_KEY,
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {
+        **os.environ,
+        "VETTED_HOME": str(home),
+        "VETTED_PSEUDONYM_KEY": PSEUDONYM_KEY,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ml.cli", "run", "--source", source, "--path", str(SHARED_DATA / corpus)],
-                   env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "ml.cli", "run", "--source", source, "--path", str(SHARED_DATA / corpus)],
+        env=env,
+        check=True,
+    )
     seconds = time.perf_counter() - started
     (summary,) = sorted((home / "runs").glob("*/summary.json"))
     return summary, seconds
@@ -58,12 +65,25 @@ def rows_of(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per gate check as the run recorded it."""
     rows = []
     for check in summary["gate"]["checks"] or []:
-        decided = ("point" if check.get("decide_on", "point") == "point"
-                   else f"{check['decide_on']} {check['confidence']:.0%} bound")
-        rows.append({"check": check["name"], "value": check["value"], "interval": check.get("interval"),
-                     "threshold": f"{check['comparator']} {_fmt(check['threshold'])}", "margin": check.get("margin"),
-                     "margin_interval": check.get("margin_interval"), "decided_on": decided,
-                     "rule": check.get("rule", "threshold"), "status": check["status"], "message": check["message"]})
+        decided = (
+            "point"
+            if check.get("decide_on", "point") == "point"
+            else f"{check['decide_on']} {check['confidence']:.0%} bound"
+        )
+        rows.append(
+            {
+                "check": check["name"],
+                "value": check["value"],
+                "interval": check.get("interval"),
+                "threshold": f"{check['comparator']} {_fmt(check['threshold'])}",
+                "margin": check.get("margin"),
+                "margin_interval": check.get("margin_interval"),
+                "decided_on": decided,
+                "rule": check.get("rule", "threshold"),
+                "status": check["status"],
+                "message": check["message"],
+            }
+        )
     return rows
 
 
@@ -71,16 +91,28 @@ def corpus_result(corpus: str, summary_path: Path, seconds: float | None) -> dic
     summary = json.loads(summary_path.read_text())
     k = summary["config"]["k"]
     unc = summary.get("uncertainty") or {}
-    return {"corpus": corpus, "summary": str(summary_path), "seconds": None if seconds is None else round(seconds),
-            "status": summary["gate"]["status"], "policy": summary["gate"]["policy"],
-            "candidate_ndcg": (unc.get("ndcg") or {}).get("candidate") or summary["metrics"][f"ndcg_at_{k}"],
-            "baselines": {n: {"ndcg": (unc.get("ndcg") or {}).get(n), "learns": m.get("learns"),
-                              "candidate_minus": (unc.get("candidate_minus") or {}).get(n)}
-                          for n, m in summary["baselines"].items()},
-            "best_baseline": summary["best_baseline"], "best_non_private_baseline":
-                summary.get("best_non_private_baseline"), "price_of_privacy": unc.get("price_of_privacy"),
-            "bootstrap": unc.get("method"), "fairness_vs_alternatives": summary["gate"].get("fairness_vs_alternatives"),
-            "checks": rows_of(summary)}
+    return {
+        "corpus": corpus,
+        "summary": str(summary_path),
+        "seconds": None if seconds is None else round(seconds),
+        "status": summary["gate"]["status"],
+        "policy": summary["gate"]["policy"],
+        "candidate_ndcg": (unc.get("ndcg") or {}).get("candidate") or summary["metrics"][f"ndcg_at_{k}"],
+        "baselines": {
+            n: {
+                "ndcg": (unc.get("ndcg") or {}).get(n),
+                "learns": m.get("learns"),
+                "candidate_minus": (unc.get("candidate_minus") or {}).get(n),
+            }
+            for n, m in summary["baselines"].items()
+        },
+        "best_baseline": summary["best_baseline"],
+        "best_non_private_baseline": summary.get("best_non_private_baseline"),
+        "price_of_privacy": unc.get("price_of_privacy"),
+        "bootstrap": unc.get("method"),
+        "fairness_vs_alternatives": summary["gate"].get("fairness_vs_alternatives"),
+        "checks": rows_of(summary),
+    }
 
 
 def _ci(entry: dict[str, Any] | None) -> str:
@@ -90,37 +122,62 @@ def _ci(entry: dict[str, Any] | None) -> str:
 
 
 def markdown(results: list[dict[str, Any]], info: dict[str, Any], note: str = "") -> str:
-    lines = ["# The default gate on the shared real corpora", "",
-             f"`benchmarks/gate_real.py`, {info['date']}, Python {info['python']}, {info['cores']} cores; "
-             f"MLflow {info['versions'].get('mlflow')}, Opacus {info['versions'].get('opacus')}. Each corpus: "
-             "`vetted run` with the defaults (packaged policy). Intervals: 95% paired bootstrap over shoppers "
-             "(1,000 resamples; margin = value - threshold on each resample).", ""]
+    lines = [
+        "# The default gate on the shared real corpora",
+        "",
+        f"`benchmarks/gate_real.py`, {info['date']}, Python {info['python']}, {info['cores']} cores; "
+        f"MLflow {info['versions'].get('mlflow')}, Opacus {info['versions'].get('opacus')}. Each corpus: "
+        "`vetted run` with the defaults (packaged policy). Intervals: 95% paired bootstrap over shoppers "
+        "(1,000 resamples; margin = value - threshold on each resample).",
+        "",
+    ]
     if note:
         lines += [f"Note: {note}", ""]
     for res in results:
         boot = res.get("bootstrap") or {}
-        lines += [f"## {res['corpus']}: gate {res['status']}", "",
-                  f"Policy `{res['policy']}`; {boot.get('n_cases')} cases of {boot.get('n_shoppers')} shoppers"
-                  + (f"; chain {res['seconds']} s" if res["seconds"] else "") + ".", "",
-                  "| model | learns from shoppers | NDCG@10 [95%] | candidate - model [95%] |", "|---|---|---|---|",
-                  f"| candidate | DP | {_ci(res['candidate_ndcg']) if isinstance(res['candidate_ndcg'], dict) else _fmt(res['candidate_ndcg'])} | |"]
+        lines += [
+            f"## {res['corpus']}: gate {res['status']}",
+            "",
+            f"Policy `{res['policy']}`; {boot.get('n_cases')} cases of {boot.get('n_shoppers')} shoppers"
+            + (f"; chain {res['seconds']} s" if res["seconds"] else "")
+            + ".",
+            "",
+            "| model | learns from shoppers | NDCG@10 [95%] | candidate - model [95%] |",
+            "|---|---|---|---|",
+            f"| candidate | DP | {_ci(res['candidate_ndcg']) if isinstance(res['candidate_ndcg'], dict) else _fmt(res['candidate_ndcg'])} | |",
+        ]
         for name, b in res["baselines"].items():
-            mark = " (bar)" if name == res["best_baseline"] else " (best non-private)" \
-                if name == res["best_non_private_baseline"] else ""
+            mark = (
+                " (bar)"
+                if name == res["best_baseline"]
+                else " (best non-private)"
+                if name == res["best_non_private_baseline"]
+                else ""
+            )
             lines.append(f"| {name}{mark} | {b['learns']} | {_ci(b['ndcg'])} | {_ci(b['candidate_minus'])} |")
         if res.get("price_of_privacy"):
-            lines += ["", f"Price of privacy (candidate / {res['price_of_privacy']['baseline']}): "
-                      f"{_ci(res['price_of_privacy'])}."]
-        lines += ["", "| check | value [95%] | threshold | margin [95%] | decided on | rule | decision |",
-                  "|---|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                f"Price of privacy (candidate / {res['price_of_privacy']['baseline']}): "
+                f"{_ci(res['price_of_privacy'])}.",
+            ]
+        lines += [
+            "",
+            "| check | value [95%] | threshold | margin [95%] | decided on | rule | decision |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for row in res["checks"]:
-            lines.append(f"| {row['check']} | {_fmt(row['value'])} {_bounds(row['interval'])} | {row['threshold']} | "
-                         f"{_fmt(row['margin']) if row['margin_interval'] else ''} {_bounds(row['margin_interval'])} | "
-                         f"{row['decided_on']} | {row['rule']} | {row['status']} |")
+            lines.append(
+                f"| {row['check']} | {_fmt(row['value'])} {_bounds(row['interval'])} | {row['threshold']} | "
+                f"{_fmt(row['margin']) if row['margin_interval'] else ''} {_bounds(row['margin_interval'])} | "
+                f"{row['decided_on']} | {row['rule']} | {row['status']} |"
+            )
         for alt in res.get("fairness_vs_alternatives") or []:
-            lines.append(f"\n- {alt['attribute']}: candidate {_fmt(alt['candidate'])}, best shippable baseline "
-                         f"{_fmt(alt['best_baseline'])}, champion {_fmt(alt['champion'])}: {alt['rule']} "
-                         f"({alt['status']})")
+            lines.append(
+                f"\n- {alt['attribute']}: candidate {_fmt(alt['candidate'])}, best shippable baseline "
+                f"{_fmt(alt['best_baseline'])}, champion {_fmt(alt['champion'])}: {alt['rule']} "
+                f"({alt['status']})"
+            )
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -128,8 +185,13 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any], note: str = ""
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=list(CORPORA), action="append")
-    parser.add_argument("--summary", action="append", default=[], metavar="CORPUS=PATH",
-                        help="table this run's summary.json instead of running the corpus")
+    parser.add_argument(
+        "--summary",
+        action="append",
+        default=[],
+        metavar="CORPUS=PATH",
+        help="table this run's summary.json instead of running the corpus",
+    )
     parser.add_argument("--note", default="", help="how the tabled runs were made, when not by this script")
     args = parser.parse_args()
     given = dict(item.split("=", 1) for item in args.summary)

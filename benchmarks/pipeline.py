@@ -38,8 +38,16 @@ from common import RESULTS, SHARED_DATA, machine, measure, new_context, write  #
 POSTGRES = os.environ.get("VETTED_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("VETTED_BENCH_REDIS", "redis://127.0.0.1:6379/15")
 # one synthetic chain, run in both profiles: big enough that the stores do real work, small enough for ~2 x 2 min
-PROD_RUN = {"source": "synthetic", "n_users": 5000, "n_items": 800, "epochs": 5, "max_steps": 30, "batch_size": 512,
-            "max_eval_cases": 2000, "slice_reports": False}
+PROD_RUN = {
+    "source": "synthetic",
+    "n_users": 5000,
+    "n_items": 800,
+    "epochs": 5,
+    "max_steps": 30,
+    "batch_size": 512,
+    "max_eval_cases": 2000,
+    "slice_reports": False,
+}
 ONLINE_READS = 500
 REPEATS = 2
 HISTORY = "user_recent_items:recent_items"
@@ -69,8 +77,9 @@ def _run_stages(name: str, overrides: dict):
         "total_seconds": round(sum(t["seconds"] for t in timings.values()), 1),
         "n_cases": ctx.read("evaluate")["n_cases"],
         "model": {"ndcg_at_10": summary["metrics"][f"ndcg_at_{k}"], "hr_at_10": summary["metrics"][f"hr_at_{k}"]},
-        "baselines": {b: {"ndcg_at_10": m[f"ndcg_at_{k}"], "hr_at_10": m[f"hr_at_{k}"]}
-                      for b, m in summary["baselines"].items()},
+        "baselines": {
+            b: {"ndcg_at_10": m[f"ndcg_at_{k}"], "hr_at_10": m[f"hr_at_{k}"]} for b, m in summary["baselines"].items()
+        },
         "privacy": {key: summary["privacy"].get(key) for key in ("dp", "epsilon", "delta")},
         "gate": summary["gate"]["status"],
     }, ctx.settings
@@ -89,9 +98,13 @@ def prod_environment() -> Iterator[dict[str, str]]:
     dbs = {purpose: f"{prefix}_{purpose}" for purpose in ("feast", "mlflow")}
     for name in dbs.values():
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    env = {"VETTED_PROFILE": "prod", "VETTED_FEAST_PROJECT": prefix, "VETTED_REDIS_URL": REDIS,
-           "VETTED_POSTGRES_DSN": urlsplit(POSTGRES)._replace(path=f"/{dbs['feast']}").geturl(),
-           "MLFLOW_TRACKING_URI": urlsplit(POSTGRES)._replace(path=f"/{dbs['mlflow']}").geturl()}
+    env = {
+        "VETTED_PROFILE": "prod",
+        "VETTED_FEAST_PROJECT": prefix,
+        "VETTED_REDIS_URL": REDIS,
+        "VETTED_POSTGRES_DSN": urlsplit(POSTGRES)._replace(path=f"/{dbs['feast']}").geturl(),
+        "MLFLOW_TRACKING_URI": urlsplit(POSTGRES)._replace(path=f"/{dbs['mlflow']}").geturl(),
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -129,25 +142,38 @@ def online_reads(settings, n: int = ONLINE_READS, seed: int = 0) -> tuple[str, l
 
 def latency_summary(store_type: str, seconds: list[float], found: int) -> dict:
     ms = np.array(seconds) * 1000
-    return {"online_store": store_type, "reads": len(seconds), "found": found,
-            **{f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 99)},
-            "mean_ms": round(float(ms.mean()), 3)}
+    return {
+        "online_store": store_type,
+        "reads": len(seconds),
+        "found": found,
+        **{f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 99)},
+        "mean_ms": round(float(ms.mean()), 3),
+    }
 
 
 def best_of(runs: list[dict]) -> dict:
     """Per stage the fastest of the repeats (the machine is shared: the minimum is the least disturbed)."""
     stages = {s: min((r["stages"][s] for r in runs), key=lambda t: t["seconds"]) for s in runs[0]["stages"]}
-    return {"stages": stages, "total_seconds": round(sum(t["seconds"] for t in stages.values()), 1),
-            "run_totals": [r["total_seconds"] for r in runs], "gates": [r["gate"] for r in runs],
-            "ndcg_at_10": [round(r["model"]["ndcg_at_10"], 4) for r in runs],
-            "best_baseline_ndcg_at_10": [round(max(b["ndcg_at_10"] for b in r["baselines"].values()), 4) for r in runs],
-            "n_cases": runs[0]["n_cases"]}
+    return {
+        "stages": stages,
+        "total_seconds": round(sum(t["seconds"] for t in stages.values()), 1),
+        "run_totals": [r["total_seconds"] for r in runs],
+        "gates": [r["gate"] for r in runs],
+        "ndcg_at_10": [round(r["model"]["ndcg_at_10"], 4) for r in runs],
+        "best_baseline_ndcg_at_10": [round(max(b["ndcg_at_10"] for b in r["baselines"].values()), 4) for r in runs],
+        "n_cases": runs[0]["n_cases"],
+    }
 
 
 def _local_profile() -> None:
     os.environ["VETTED_PROFILE"] = "local"
-    for k in ("MLFLOW_TRACKING_URI", "VETTED_TRACKING_URI", "VETTED_POSTGRES_DSN", "VETTED_REDIS_URL",
-              "VETTED_FEAST_PROJECT"):
+    for k in (
+        "MLFLOW_TRACKING_URI",
+        "VETTED_TRACKING_URI",
+        "VETTED_POSTGRES_DSN",
+        "VETTED_REDIS_URL",
+        "VETTED_FEAST_PROJECT",
+    ):
         os.environ.pop(k, None)
 
 
@@ -157,8 +183,9 @@ def run_profiles() -> dict:
     # a small unrecorded run first: imports, model loading and file caches would otherwise bill the first profile
     print("warm-up run ...", flush=True)
     _local_profile()
-    _run_stages("warmup", {**PROD_RUN, "n_users": 400, "n_items": 200, "max_steps": 2, "batch_size": 64,
-                           "max_eval_cases": 200})
+    _run_stages(
+        "warmup", {**PROD_RUN, "n_users": 400, "n_items": 200, "max_steps": 2, "batch_size": 64, "max_eval_cases": 200}
+    )
     runs: dict[str, list[dict]] = {"local": [], "prod": []}
     reads: dict[str, tuple[str, list[float], int]] = {}
     for rep in range(REPEATS):
@@ -178,7 +205,9 @@ def run_profiles() -> dict:
     for profile in runs:
         out["runs"][profile] = best_of(runs[profile])
         out["online_reads"][profile] = latency_summary(*reads[profile])
-        print(f"  {profile}: {out['runs'][profile]['total_seconds']} s; reads {out['online_reads'][profile]}", flush=True)
+        print(
+            f"  {profile}: {out['runs'][profile]['total_seconds']} s; reads {out['online_reads'][profile]}", flush=True
+        )
     return out
 
 
@@ -189,12 +218,22 @@ def markdown(results: dict) -> str:
         if "skipped" in r:
             lines += [f"## {name}", f"skipped: {r['skipped']}", ""]
             continue
-        lines += [f"## {name} ({r['n_cases']} hold-out cases; gate {r['gate']}; DP epsilon "
-                  f"{r['privacy']['epsilon']:.2f})" if r["privacy"].get("epsilon") else f"## {name}", "",
-                  "| stage | seconds | peak RSS (MB) |", "|---|---|---|"]
+        lines += [
+            f"## {name} ({r['n_cases']} hold-out cases; gate {r['gate']}; DP epsilon {r['privacy']['epsilon']:.2f})"
+            if r["privacy"].get("epsilon")
+            else f"## {name}",
+            "",
+            "| stage | seconds | peak RSS (MB) |",
+            "|---|---|---|",
+        ]
         lines += [f"| {s} | {t['seconds']} | {t['peak_rss_mb']} |" for s, t in r["stages"].items()]
-        lines += [f"| **total** | {r['total_seconds']} | |", "", "| model | NDCG@10 | HR@10 |", "|---|---|---|",
-                  f"| candidate (DP) | {r['model']['ndcg_at_10']:.4f} | {r['model']['hr_at_10']:.4f} |"]
+        lines += [
+            f"| **total** | {r['total_seconds']} | |",
+            "",
+            "| model | NDCG@10 | HR@10 |",
+            "|---|---|---|",
+            f"| candidate (DP) | {r['model']['ndcg_at_10']:.4f} | {r['model']['hr_at_10']:.4f} |",
+        ]
         lines += [f"| {b} | {v['ndcg_at_10']:.4f} | {v['hr_at_10']:.4f} |" for b, v in r["baselines"].items()]
         lines.append("")
     if "profiles" in results:
@@ -209,40 +248,56 @@ def profiles_markdown(p: dict) -> list[str]:
     def each(values: list) -> str:
         return " / ".join(str(v) for v in values)
 
-    lines = [f"## Profiles: local (SQLite) vs prod (PostgreSQL + Redis) (measured {p['date']})", "",
-             f"Synthetic, {c['n_users']} shoppers x {c['n_items']} items, {c['max_steps']} DP steps, "
-             f"{local['n_cases']} hold-out cases; each profile run {p['repeats']} times, interleaved, after an "
-             "unrecorded warm-up run. MLflow backend: SQLite file vs PostgreSQL; Feast registry: SQLite file vs "
-             "PostgreSQL (`sql`); online store: SQLite vs Redis; offline store: parquet on the home in both. "
-             "Stage times are the fastest of the runs (the machine is shared).", "",
-             "| stage | local (s) | prod (s) |", "|---|---|---|"]
+    lines = [
+        f"## Profiles: local (SQLite) vs prod (PostgreSQL + Redis) (measured {p['date']})",
+        "",
+        f"Synthetic, {c['n_users']} shoppers x {c['n_items']} items, {c['max_steps']} DP steps, "
+        f"{local['n_cases']} hold-out cases; each profile run {p['repeats']} times, interleaved, after an "
+        "unrecorded warm-up run. MLflow backend: SQLite file vs PostgreSQL; Feast registry: SQLite file vs "
+        "PostgreSQL (`sql`); online store: SQLite vs Redis; offline store: parquet on the home in both. "
+        "Stage times are the fastest of the runs (the machine is shared).",
+        "",
+        "| stage | local (s) | prod (s) |",
+        "|---|---|---|",
+    ]
     lines += [f"| {s} | {t['seconds']} | {prod['stages'][s]['seconds']} |" for s, t in local["stages"].items()]
-    lines += [f"| **total** (sum of the above) | {local['total_seconds']} | {prod['total_seconds']} |",
-              f"| each run's total | {each(local['run_totals'])} | {each(prod['run_totals'])} |",
-              f"| candidate NDCG@10, each run | {each(local['ndcg_at_10'])} | {each(prod['ndcg_at_10'])} |",
-              f"| best baseline NDCG@10 | {each(local['best_baseline_ndcg_at_10'])} | "
-              f"{each(prod['best_baseline_ndcg_at_10'])} |",
-              f"| gate, each run | {each(local['gates'])} | {each(prod['gates'])} |", "",
-              "The gate row is the default policy's verdict on each small run, reported rather than compared: the "
-              "profile changes where results are stored, not how the model trains.", "",
-              f"Feast online read of one shopper's history (`get_online_features`, {p['online_reads']['local']['reads']} "
-              "reads in all, each run's first 20 not counted, one process, loopback):", "",
-              "| online store | p50 (ms) | p99 (ms) | mean (ms) | shoppers found |", "|---|---|---|---|---|"]
+    lines += [
+        f"| **total** (sum of the above) | {local['total_seconds']} | {prod['total_seconds']} |",
+        f"| each run's total | {each(local['run_totals'])} | {each(prod['run_totals'])} |",
+        f"| candidate NDCG@10, each run | {each(local['ndcg_at_10'])} | {each(prod['ndcg_at_10'])} |",
+        f"| best baseline NDCG@10 | {each(local['best_baseline_ndcg_at_10'])} | "
+        f"{each(prod['best_baseline_ndcg_at_10'])} |",
+        f"| gate, each run | {each(local['gates'])} | {each(prod['gates'])} |",
+        "",
+        "The gate row is the default policy's verdict on each small run, reported rather than compared: the "
+        "profile changes where results are stored, not how the model trains.",
+        "",
+        f"Feast online read of one shopper's history (`get_online_features`, {p['online_reads']['local']['reads']} "
+        "reads in all, each run's first 20 not counted, one process, loopback):",
+        "",
+        "| online store | p50 (ms) | p99 (ms) | mean (ms) | shoppers found |",
+        "|---|---|---|---|---|",
+    ]
     for profile, r in p["online_reads"].items():
-        lines.append(f"| {r['online_store']} ({profile}) | {r['p50_ms']} | {r['p99_ms']} | {r['mean_ms']} | "
-                     f"{r['found']}/{r['reads']} |")
+        lines.append(
+            f"| {r['online_store']} ({profile}) | {r['p50_ms']} | {r['p99_ms']} | {r['mean_ms']} | "
+            f"{r['found']}/{r['reads']} |"
+        )
     return lines + [""]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", choices=["synthetic", "amazon2018", "prod"], default=None,
-                        help="one data set, or `prod`: the profile comparison alone")
+    parser.add_argument(
+        "--only",
+        choices=["synthetic", "amazon2018", "prod"],
+        default=None,
+        help="one data set, or `prod`: the profile comparison alone",
+    )
     args = parser.parse_args()
     datasets = {
         "synthetic": {"source": "synthetic"},
-        "amazon2018": {"source": "amazon2018", "path": str(SHARED_DATA / "amazon2018-industrial"),
-                       "max_eval_cases": 0},
+        "amazon2018": {"source": "amazon2018", "path": str(SHARED_DATA / "amazon2018-industrial"), "max_eval_cases": 0},
     }
     previous = RESULTS / "pipeline.json"  # a partial run (--only) keeps the other data set's figures
     kept = json.loads(previous.read_text()) if previous.exists() else {}

@@ -18,12 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import SHARED_DATA, branch_context, machine, measure, new_context, write  # noqa: E402
 
-SETTINGS = {"eps1": {"dp": {"enabled": True, "target_epsilon": 1.0}},
-            "eps3": {"dp": {"enabled": True, "target_epsilon": 3.0}},
-            "eps8": {"dp": {"enabled": True, "target_epsilon": 8.0}},
-            # above the gate's epsilon 8: what twice the budget buys toward the quality target on this corpus
-            "eps16": {"dp": {"enabled": True, "target_epsilon": 16.0}},
-            "no_dp": {"dp": {"enabled": False}}}
+SETTINGS = {
+    "eps1": {"dp": {"enabled": True, "target_epsilon": 1.0}},
+    "eps3": {"dp": {"enabled": True, "target_epsilon": 3.0}},
+    "eps8": {"dp": {"enabled": True, "target_epsilon": 8.0}},
+    # above the gate's epsilon 8: what twice the budget buys toward the quality target on this corpus
+    "eps16": {"dp": {"enabled": True, "target_epsilon": 16.0}},
+    "no_dp": {"dp": {"enabled": False}},
+}
 
 
 def main() -> None:
@@ -52,27 +54,43 @@ def main() -> None:
         tr, ev = ctx.read("train"), ctx.read("evaluate")
         k = ev["k"]
         rows[name] = {
-            "epsilon": tr["privacy"].get("epsilon"), "delta": tr["privacy"].get("delta"),
-            "ndcg_at_10": ev["candidate"]["metrics"][f"ndcg_at_{k}"], "hr_at_10": ev["candidate"]["metrics"][f"hr_at_{k}"],
-            "mia_auc": ev["mia"]["auc"], "mia_advantage": ev["mia"]["advantage"],
-            "seconds_per_step": tr["seconds_per_step"], "steps": tr["steps"], "train_stage_seconds": timing["seconds"],
-            "best_baseline": ev["best_baseline"], "best_baseline_ndcg_at_10": ev["best_baseline_ndcg"],
+            "epsilon": tr["privacy"].get("epsilon"),
+            "delta": tr["privacy"].get("delta"),
+            "ndcg_at_10": ev["candidate"]["metrics"][f"ndcg_at_{k}"],
+            "hr_at_10": ev["candidate"]["metrics"][f"hr_at_{k}"],
+            "mia_auc": ev["mia"]["auc"],
+            "mia_advantage": ev["mia"]["advantage"],
+            "seconds_per_step": tr["seconds_per_step"],
+            "steps": tr["steps"],
+            "train_stage_seconds": timing["seconds"],
+            "best_baseline": ev["best_baseline"],
+            "best_baseline_ndcg_at_10": ev["best_baseline_ndcg"],
         }
         print(name, rows[name], flush=True)
     no_dp = rows["no_dp"]["ndcg_at_10"]
     for r in rows.values():
         r["share_of_non_private_ndcg"] = r["ndcg_at_10"] / no_dp if no_dp else None
     results = {"machine": machine(), "source": args.source, "settings": rows}
-    lines = [f"# Privacy benchmark: {args.source} ({results['machine']['date']}, {results['machine']['cores']} cores)", "",
-             "| setting | epsilon | NDCG@10 | share of non-DP NDCG | HR@10 | MIA AUC | s/step |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Privacy benchmark: {args.source} ({results['machine']['date']}, {results['machine']['cores']} cores)",
+        "",
+        "| setting | epsilon | NDCG@10 | share of non-DP NDCG | HR@10 | MIA AUC | s/step |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
         eps = f"{r['epsilon']:.2f}" if r["epsilon"] else "none"
-        lines.append(f"| {name} | {eps} | {r['ndcg_at_10']:.4f} | {r['share_of_non_private_ndcg']:.2f} | "
-                     f"{r['hr_at_10']:.4f} | {r['mia_auc']:.3f} | {r['seconds_per_step']:.3f} |")
+        lines.append(
+            f"| {name} | {eps} | {r['ndcg_at_10']:.4f} | {r['share_of_non_private_ndcg']:.2f} | "
+            f"{r['hr_at_10']:.4f} | {r['mia_auc']:.3f} | {r['seconds_per_step']:.3f} |"
+        )
     first = next(iter(rows.values()))
-    lines += ["", "NDCG@10 and HR@10 after fair re-ranking (the run's minimum long-tail share), as the gate reads them.",
-              "", f"Best baseline on the same split: {first['best_baseline']} {first['best_baseline_ndcg_at_10']:.4f} "
-              "(non-private)."]
+    lines += [
+        "",
+        "NDCG@10 and HR@10 after fair re-ranking (the run's minimum long-tail share), as the gate reads them.",
+        "",
+        f"Best baseline on the same split: {first['best_baseline']} {first['best_baseline_ndcg_at_10']:.4f} "
+        "(non-private).",
+    ]
     write("privacy" if args.source == "amazon2018" else f"privacy-{args.source}", results, "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -84,25 +84,40 @@ class Generator:
         """Any JSON-ish value, as text (so NaN, Infinity and lone surrogates can be written)."""
         r = self.rnd
         choices = [
-            lambda: "NaN", lambda: "Infinity", lambda: "-Infinity", lambda: "1e400", lambda: "-1e400",
-            lambda: str(r.choice([10**20, -(10**30), 2**63, -(2**64)])), lambda: "9" * r.randint(20, 4000),
-            lambda: str(r.uniform(-1e6, 1e6)), lambda: r.choice(["true", "false", "null"]),
-            lambda: json.dumps(self.raw()), lambda: '"\\ud800"', lambda: '"' + self.raw() + '\\udc00"',
-            lambda: '"\\udfff\\ud800"', lambda: '""', lambda: json.dumps(" " * r.randint(1, 50)),
+            lambda: "NaN",
+            lambda: "Infinity",
+            lambda: "-Infinity",
+            lambda: "1e400",
+            lambda: "-1e400",
+            lambda: str(r.choice([10**20, -(10**30), 2**63, -(2**64)])),
+            lambda: "9" * r.randint(20, 4000),
+            lambda: str(r.uniform(-1e6, 1e6)),
+            lambda: r.choice(["true", "false", "null"]),
+            lambda: json.dumps(self.raw()),
+            lambda: '"\\ud800"',
+            lambda: '"' + self.raw() + '\\udc00"',
+            lambda: '"\\udfff\\ud800"',
+            lambda: '""',
+            lambda: json.dumps(" " * r.randint(1, 50)),
             lambda: json.dumps("x" * r.randint(513, 3000)),
         ]
         if depth < 3:
             choices += [
                 lambda: "[" + ",".join(self.junk_value(depth + 1) for _ in range(r.randint(0, 3))) + "]",
-                lambda: "{" + ",".join(f'"{self.raw()}":{self.junk_value(depth + 1)}' for _ in range(r.randint(0, 3))) + "}",
+                lambda: (
+                    "{" + ",".join(f'"{self.raw()}":{self.junk_value(depth + 1)}' for _ in range(r.randint(0, 3))) + "}"
+                ),
             ]
         return r.choice(choices)()
 
     def search_body(self) -> str:
         """A /search object with one or more fields wrong."""
         r = self.rnd
-        fields = {"query": json.dumps(r.choice(["red shoe", "mug", "lamp"])), "k": str(r.randint(1, 100)),
-                  "user_id": json.dumps(self.raw())}
+        fields = {
+            "query": json.dumps(r.choice(["red shoe", "mug", "lamp"])),
+            "k": str(r.randint(1, 100)),
+            "user_id": json.dumps(self.raw()),
+        }
         for name in r.sample(list(fields), r.randint(1, 3)):
             fields[name] = self.junk_value()
         if r.random() < 0.3:
@@ -114,40 +129,77 @@ class Generator:
     def probe(self) -> Probe:
         r = self.rnd
         kind = r.choices(
-            ["valid", "search_fields", "search_body_shape", "bad_json", "content_type", "huge_body",
-             "recommendations_params", "recommendations_path", "routes_methods", "api_key"],
+            [
+                "valid",
+                "search_fields",
+                "search_body_shape",
+                "bad_json",
+                "content_type",
+                "huge_body",
+                "recommendations_params",
+                "recommendations_path",
+                "routes_methods",
+                "api_key",
+            ],
             weights=[10, 25, 10, 10, 6, 3, 12, 8, 8, 8],
         )[0]
         return getattr(self, f"_{kind}")()
 
     def _valid(self) -> Probe:
         if self.rnd.random() < 0.5:
-            return Probe("valid", "GET", f"/recommendations/{self.raw()}", self.auth(),
-                         params={"k": str(self.rnd.randint(1, 100))}, valid=True)
-        body = json.dumps({"query": self.rnd.choice(["red shoe", "blue mug", "wool jacket"]), "k": 5,
-                           "user_id": self.raw()})
+            return Probe(
+                "valid",
+                "GET",
+                f"/recommendations/{self.raw()}",
+                self.auth(),
+                params={"k": str(self.rnd.randint(1, 100))},
+                valid=True,
+            )
+        body = json.dumps(
+            {"query": self.rnd.choice(["red shoe", "blue mug", "wool jacket"]), "k": 5, "user_id": self.raw()}
+        )
         return Probe("valid", "POST", "/search", self.auth(), body.encode(), valid=True)
 
     def _search_fields(self) -> Probe:
-        return Probe("search_fields", "POST", "/search", self.auth(), self.search_body().encode("utf-8", "surrogatepass"))
+        return Probe(
+            "search_fields", "POST", "/search", self.auth(), self.search_body().encode("utf-8", "surrogatepass")
+        )
 
     def _search_body_shape(self) -> Probe:
         r = self.rnd
         raw = json.dumps(self.raw())
-        body = r.choice([
-            f'[{{"user_id":{raw},"query":"shoe"}}]', f"[{raw}]", f'[[{{"user_id":{raw}}}]]',
-            "[" * 3000 + "]" * 3000, '{"a":' * 2000 + "1" + "}" * 2000, f'{{"query":{{"user_id":{raw}}}}}',
-            raw, "null", "0", "NaN", '"\\ud800"', f'{{"user_id":{raw},"user_id":{raw}}}',
-        ])
+        body = r.choice(
+            [
+                f'[{{"user_id":{raw},"query":"shoe"}}]',
+                f"[{raw}]",
+                f'[[{{"user_id":{raw}}}]]',
+                "[" * 3000 + "]" * 3000,
+                '{"a":' * 2000 + "1" + "}" * 2000,
+                f'{{"query":{{"user_id":{raw}}}}}',
+                raw,
+                "null",
+                "0",
+                "NaN",
+                '"\\ud800"',
+                f'{{"user_id":{raw},"user_id":{raw}}}',
+            ]
+        )
         return Probe("search_body_shape", "POST", "/search", self.auth(), body.encode())
 
     def _bad_json(self) -> Probe:
         r = self.rnd
         raw = self.raw()
-        body = r.choice([
-            f'{{"query": "shoe", "user_id": "{raw}"', f"{{'query': 'shoe', 'user_id': '{raw}'}}",
-            f'{{"query": "shoe", "user_id": "{raw}",}}', "", "{", "}", f'{{"user_id": "{raw}" "k": 1}}',
-        ]).encode()
+        body = r.choice(
+            [
+                f'{{"query": "shoe", "user_id": "{raw}"',
+                f"{{'query': 'shoe', 'user_id': '{raw}'}}",
+                f'{{"query": "shoe", "user_id": "{raw}",}}',
+                "",
+                "{",
+                "}",
+                f'{{"user_id": "{raw}" "k": 1}}',
+            ]
+        ).encode()
         if r.random() < 0.3:
             body = bytes(r.randrange(256) for _ in range(r.randint(1, 200))) + raw.encode()  # not UTF-8
         return Probe("bad_json", "POST", "/search", self.auth(), body)
@@ -155,13 +207,19 @@ class Generator:
     def _content_type(self) -> Probe:
         r = self.rnd
         raw = self.raw()
-        ctype, body = r.choice([
-            ("text/plain", f'{{"query": "shoe", "user_id": "{raw}"}}'),
-            ("application/x-www-form-urlencoded", f"query=shoe&user_id={raw}"),
-            ("multipart/form-data; boundary=xx", f'--xx\r\nContent-Disposition: form-data; name="user_id"\r\n\r\n{raw}\r\n--xx--'),
-            ("application/xml", f"<user_id>{raw}</user_id>"), ("", f'{{"query": "shoe", "user_id": "{raw}"}}'),
-            ("application/json; charset=latin-1", f'{{"query": "shoe", "user_id": "{raw}"}}'),
-        ])
+        ctype, body = r.choice(
+            [
+                ("text/plain", f'{{"query": "shoe", "user_id": "{raw}"}}'),
+                ("application/x-www-form-urlencoded", f"query=shoe&user_id={raw}"),
+                (
+                    "multipart/form-data; boundary=xx",
+                    f'--xx\r\nContent-Disposition: form-data; name="user_id"\r\n\r\n{raw}\r\n--xx--',
+                ),
+                ("application/xml", f"<user_id>{raw}</user_id>"),
+                ("", f'{{"query": "shoe", "user_id": "{raw}"}}'),
+                ("application/json; charset=latin-1", f'{{"query": "shoe", "user_id": "{raw}"}}'),
+            ]
+        )
         headers = {"X-API-Key": API_KEY, "content-type": ctype}
         return Probe("content_type", "POST", "/search", headers, body.encode())
 
@@ -170,13 +228,35 @@ class Generator:
         size = r.choice([20_000, 100_000, MB, 10 * MB])
         raw = self.raw()
         body = ('{"query": "' + "x" * size + f'", "user_id": "{raw}"}}').encode()
-        return Probe("huge_body", "POST", r.choice(["/search", f"/recommendations/{raw}"]), self.auth(), body,
-                     stream=r.random() < 0.5)
+        return Probe(
+            "huge_body",
+            "POST",
+            r.choice(["/search", f"/recommendations/{raw}"]),
+            self.auth(),
+            body,
+            stream=r.random() < 0.5,
+        )
 
     def _recommendations_params(self) -> Probe:
         r = self.rnd
-        k = r.choice(["NaN", "Infinity", "-Infinity", "1e400", "0", "-1", "101", "9" * 50, "ten", "", "1.5",
-                      "%00", "\u00e9", "[1]"])
+        k = r.choice(
+            [
+                "NaN",
+                "Infinity",
+                "-Infinity",
+                "1e400",
+                "0",
+                "-1",
+                "101",
+                "9" * 50,
+                "ten",
+                "",
+                "1.5",
+                "%00",
+                "\u00e9",
+                "[1]",
+            ]
+        )
         params = {"k": k}
         if r.random() < 0.3:
             params[self.raw()] = self.raw()
@@ -185,27 +265,49 @@ class Generator:
     def _recommendations_path(self) -> Probe:
         r = self.rnd
         raw = self.raw()
-        tail = r.choice([f"{raw}%ED%A0%80", f"{raw}%00", "%20%20", raw + "x" * 300, f"{raw}/extra",
-                         f"{raw}%2F..%2F", f"{raw}%FF%FE", f"{raw}?k=5&k=6", f"..%2F{raw}"])
+        tail = r.choice(
+            [
+                f"{raw}%ED%A0%80",
+                f"{raw}%00",
+                "%20%20",
+                raw + "x" * 300,
+                f"{raw}/extra",
+                f"{raw}%2F..%2F",
+                f"{raw}%FF%FE",
+                f"{raw}?k=5&k=6",
+                f"..%2F{raw}",
+            ]
+        )
         return Probe("recommendations_path", "GET", f"/recommendations/{tail}", self.auth())
 
     def _routes_methods(self) -> Probe:
         r = self.rnd
         raw = self.raw()
-        method, path = r.choice([
-            ("GET", f"/users/{raw}"), ("POST", f"/recommendations/{raw}"), ("DELETE", f"/recommendations/{raw}"),
-            ("PUT", "/search"), ("GET", "/search"), ("PATCH", "/version"), ("POST", "/healthz"),
-            ("OPTIONS", "/search"), ("HEAD", f"/recommendations/{raw}"), ("GET", f"/{raw}"),
-            ("GET", f"/recommendations/{raw}/../../version"), ("TRACE", "/healthz"),
-        ])
+        method, path = r.choice(
+            [
+                ("GET", f"/users/{raw}"),
+                ("POST", f"/recommendations/{raw}"),
+                ("DELETE", f"/recommendations/{raw}"),
+                ("PUT", "/search"),
+                ("GET", "/search"),
+                ("PATCH", "/version"),
+                ("POST", "/healthz"),
+                ("OPTIONS", "/search"),
+                ("HEAD", f"/recommendations/{raw}"),
+                ("GET", f"/{raw}"),
+                ("GET", f"/recommendations/{raw}/../../version"),
+                ("TRACE", "/healthz"),
+            ]
+        )
         body = json.dumps({"user_id": raw}).encode() if method in ("POST", "PUT", "PATCH", "DELETE") else None
         return Probe("routes_methods", method, path, self.auth(), body)
 
     def _api_key(self) -> Probe:
         r = self.rnd
         raw = self.raw()
-        key = r.choice([None, "", "wrong-key-0123456789", API_KEY + "x", API_KEY[:-1], "k" * 10_000, raw,
-                        "\u00e9" * 20])
+        key = r.choice(
+            [None, "", "wrong-key-0123456789", API_KEY + "x", API_KEY[:-1], "k" * 10_000, raw, "\u00e9" * 20]
+        )
         headers = {"content-type": "application/json"}
         if key is not None:
             headers["X-API-Key"] = key
@@ -344,8 +446,11 @@ def markdown(report: dict[str, Any], ingestion_md: str) -> str:
     for kind, counts in api["by_kind"].items():
         lines.append(f"| {kind} | " + ", ".join(f"{k}: {v}" for k, v in counts.items()) + " |")
     if api["transport_errors"]:
-        lines += ["", "Requests with no answer (the client's error): "
-                  + ", ".join(f"{k}: {v}" for k, v in api["transport_errors"].items())]
+        lines += [
+            "",
+            "Requests with no answer (the client's error): "
+            + ", ".join(f"{k}: {v}" for k, v in api["transport_errors"].items()),
+        ]
     lines += ["", ingestion_md.strip(), ""]
     return "\n".join(lines)
 
@@ -389,8 +494,13 @@ def main(argv: list[str] | None = None) -> int:
         "ingestion_run": ingestion is not None,
     }
     common.write("robustness", report, markdown(report, ingestion_md))
-    log.info("API: %d requests, %d 5xx, %d raw ids in the log, %d echoed", api["requests_tried"],
-             api["responses_5xx"], len(leaked), api["raw_ids_echoed_in_error_answers"])
+    log.info(
+        "API: %d requests, %d 5xx, %d raw ids in the log, %d echoed",
+        api["requests_tried"],
+        api["responses_5xx"],
+        len(leaked),
+        api["raw_ids_echoed_in_error_answers"],
+    )
     return 0 if api["responses_5xx"] == 0 and not leaked and not api["raw_ids_echoed_in_error_answers"] else 1
 
 

@@ -105,8 +105,13 @@ def _hostile(rng: np.random.Generator, pii: _Planter, good: Any, kinds: tuple[st
 TEXT_BAD = ("pii", "pii", "pii", "float", "list", "bool", "bytes", "huge", "surrogate", "empty")
 
 
-def _mangle(rng: np.random.Generator, pii: _Planter, frame: pd.DataFrame, columns: dict[str, tuple[str, ...]],
-            share_good: float = 1 / 3) -> pd.DataFrame:
+def _mangle(
+    rng: np.random.Generator,
+    pii: _Planter,
+    frame: pd.DataFrame,
+    columns: dict[str, tuple[str, ...]],
+    share_good: float = 1 / 3,
+) -> pd.DataFrame:
     """Break one cell in each of about (1 - share_good) of the rows; huge strings in at most 1% of rows."""
     frame = frame.astype(object)
     names = list(columns)
@@ -130,65 +135,114 @@ def generate(seed: int = 0, n_rows: int = 2000) -> tuple[RawTables, set[str]]:
     rng = np.random.default_rng(seed)
     pii = _Planter(rng)
     n = n_rows
-    items = pd.DataFrame({
-        "item_id": [f"i{k:05d}" for k in range(n)],
-        "title": [f"Item {k}" for k in range(n)],
-        "description": [f"A fine thing, number {k}." for k in range(n)],
-        "brand": [f"Brand {k % 40}" for k in range(n)],
-        "category": [f"Category {k % 12}" for k in range(n)],
-        "price": rng.uniform(1, 500, n).round(2),
-        "seller_note": [pii.text("ask the seller") if rng.random() < 0.5 else "ok" for _ in range(n)],
-    })
-    items = _mangle(rng, pii, items, {
-        "item_id": ("pii",), "title": TEXT_BAD, "description": TEXT_BAD, "brand": TEXT_BAD, "category": TEXT_BAD,
-        "price": ("float", "bool", "list", "pii", "empty"),
-    })
-    users = pd.DataFrame({
-        "user_id": [f"shopper-{k:05d}" for k in range(n)],
-        "gender": rng.choice(["f", "m", "x"], n).astype(object),
-        "age_band": rng.choice(["<20", "20-30", "30-40", "60+"], n).astype(object),
-        "region": rng.choice(["urban", "rural"], n).astype(object),
-        "contact": [pii.value() if rng.random() < 0.5 else None for _ in range(n)],  # an attribute that is PII
-    })
-    users = _mangle(rng, pii, users, {
-        "user_id": ("float", "bool", "bytes", "empty"), "gender": TEXT_BAD, "age_band": TEXT_BAD, "region": TEXT_BAD,
-    })
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{k:05d}" for k in range(n)],
+            "title": [f"Item {k}" for k in range(n)],
+            "description": [f"A fine thing, number {k}." for k in range(n)],
+            "brand": [f"Brand {k % 40}" for k in range(n)],
+            "category": [f"Category {k % 12}" for k in range(n)],
+            "price": rng.uniform(1, 500, n).round(2),
+            "seller_note": [pii.text("ask the seller") if rng.random() < 0.5 else "ok" for _ in range(n)],
+        }
+    )
+    items = _mangle(
+        rng,
+        pii,
+        items,
+        {
+            "item_id": ("pii",),
+            "title": TEXT_BAD,
+            "description": TEXT_BAD,
+            "brand": TEXT_BAD,
+            "category": TEXT_BAD,
+            "price": ("float", "bool", "list", "pii", "empty"),
+        },
+    )
+    users = pd.DataFrame(
+        {
+            "user_id": [f"shopper-{k:05d}" for k in range(n)],
+            "gender": rng.choice(["f", "m", "x"], n).astype(object),
+            "age_band": rng.choice(["<20", "20-30", "30-40", "60+"], n).astype(object),
+            "region": rng.choice(["urban", "rural"], n).astype(object),
+            "contact": [pii.value() if rng.random() < 0.5 else None for _ in range(n)],  # an attribute that is PII
+        }
+    )
+    users = _mangle(
+        rng,
+        pii,
+        users,
+        {
+            "user_id": ("float", "bool", "bytes", "empty"),
+            "gender": TEXT_BAD,
+            "age_band": TEXT_BAD,
+            "region": TEXT_BAD,
+        },
+    )
     t0 = pd.Timestamp("2026-01-05", tz="UTC")
     cutoff = pd.Timestamp(INGEST_DATE, tz="UTC") + pd.Timedelta(days=1)
     offsets = rng.uniform(0, (cutoff - t0).total_seconds() * 1.2, n)  # about one in six after the ingest date
     stamps = [t0 + pd.Timedelta(seconds=float(s)) for s in offsets]
     kinds = rng.choice(["view", "click", "add_to_cart", "purchase", "rating", "search"], n)
-    events = pd.DataFrame({
-        "event_id": [f"e{k:07d}" for k in range(n)],
-        "user_id": [f"shopper-{rng.integers(n):05d}" for _ in range(n)],
-        "item_id": [None if kind == "search" else f"i{rng.integers(n):05d}" for kind in kinds],
-        "event_type": kinds.astype(object),
-        "query": [pii.text("blue lamp") if kind == "search" and rng.random() < 0.3 else
-                  ("blue lamp" if kind == "search" else None) for kind in kinds],
-        # ISO text, or an integer epoch in seconds (the contract's unit for numbers)
-        "ts": [s.isoformat() if rng.random() < 0.7 else int(s.timestamp()) for s in stamps],
-        "client_ip": [pii.value() for _ in range(n)],
-        "user_agent": [pii.text("Mozilla/5.0") if rng.random() < 0.2 else "Mozilla/5.0" for _ in range(n)],
-    })
-    events = _mangle(rng, pii, events, {
-        "event_id": ("pii", "float", "bool", "empty"), "user_id": ("float", "bool", "bytes", "empty"),
-        "item_id": ("pii", "float", "bool"), "event_type": ("pii", "bool", "float"), "query": TEXT_BAD,
-        "ts": ("float", "bool", "pii", "bytes", "list"),
-    })
+    events = pd.DataFrame(
+        {
+            "event_id": [f"e{k:07d}" for k in range(n)],
+            "user_id": [f"shopper-{rng.integers(n):05d}" for _ in range(n)],
+            "item_id": [None if kind == "search" else f"i{rng.integers(n):05d}" for kind in kinds],
+            "event_type": kinds.astype(object),
+            "query": [
+                pii.text("blue lamp")
+                if kind == "search" and rng.random() < 0.3
+                else ("blue lamp" if kind == "search" else None)
+                for kind in kinds
+            ],
+            # ISO text, or an integer epoch in seconds (the contract's unit for numbers)
+            "ts": [s.isoformat() if rng.random() < 0.7 else int(s.timestamp()) for s in stamps],
+            "client_ip": [pii.value() for _ in range(n)],
+            "user_agent": [pii.text("Mozilla/5.0") if rng.random() < 0.2 else "Mozilla/5.0" for _ in range(n)],
+        }
+    )
+    events = _mangle(
+        rng,
+        pii,
+        events,
+        {
+            "event_id": ("pii", "float", "bool", "empty"),
+            "user_id": ("float", "bool", "bytes", "empty"),
+            "item_id": ("pii", "float", "bool"),
+            "event_type": ("pii", "bool", "float"),
+            "query": TEXT_BAD,
+            "ts": ("float", "bool", "pii", "bytes", "list"),
+        },
+    )
     unknown = rng.random(n) < 0.05  # events naming items the catalog lacks
     events.loc[unknown & events["item_id"].notna().to_numpy(), "item_id"] = "i99999"
-    requests = pd.DataFrame({
-        "user_id": [f"shopper-{rng.integers(n):05d}" for _ in range(n)],
-        "request": rng.choice(["opt_out", "delete"], n, p=[0.8, 0.2]).astype(object),
-        "ts": [t0.isoformat() if rng.random() < 0.5 else int(t0.timestamp()) for _ in range(n)],
-        "note": [pii.value() for _ in range(n)],
-    })
-    requests = _mangle(rng, pii, requests, {
-        "user_id": ("float", "bool", "bytes", "empty"), "request": ("pii", "bool", "float"),
-        "ts": ("float", "bool", "pii", "bytes"),
-    })
-    raw = RawTables(name="hostile", items=items, users=users, events=events, privacy_requests=requests,
-                    split_time=pd.Timestamp("2026-02-15", tz="UTC"))
+    requests = pd.DataFrame(
+        {
+            "user_id": [f"shopper-{rng.integers(n):05d}" for _ in range(n)],
+            "request": rng.choice(["opt_out", "delete"], n, p=[0.8, 0.2]).astype(object),
+            "ts": [t0.isoformat() if rng.random() < 0.5 else int(t0.timestamp()) for _ in range(n)],
+            "note": [pii.value() for _ in range(n)],
+        }
+    )
+    requests = _mangle(
+        rng,
+        pii,
+        requests,
+        {
+            "user_id": ("float", "bool", "bytes", "empty"),
+            "request": ("pii", "bool", "float"),
+            "ts": ("float", "bool", "pii", "bytes"),
+        },
+    )
+    raw = RawTables(
+        name="hostile",
+        items=items,
+        users=users,
+        events=events,
+        privacy_requests=requests,
+        split_time=pd.Timestamp("2026-02-15", tz="UTC"),
+    )
     return raw, pii.planted
 
 
@@ -235,19 +289,29 @@ def run(seed: int = 0, n_rows: int = 2000) -> dict[str, Any]:
     tables: dict[str, dict[str, int]] = {}
     for table in TABLES:
         tables[table] = {
-            "rows_read": result.read[table], "accepted": result.accepted[table],
-            "quarantined": result.quarantined[table], "deferred": result.deferred[table],
-            "raw_ids_found": found[table]["raw_ids_found"], "pii_found": found[table]["pii_found"],
+            "rows_read": result.read[table],
+            "accepted": result.accepted[table],
+            "quarantined": result.quarantined[table],
+            "deferred": result.deferred[table],
+            "raw_ids_found": found[table]["raw_ids_found"],
+            "pii_found": found[table]["pii_found"],
             "cells_scanned": found[table]["cells_scanned"],
             "dropped_columns": len(result.dropped_columns.get(table, [])),
         }
     total = {key: sum(t[key] for t in tables.values()) for key in (*KEYS, "cells_scanned", "dropped_columns")}
     reasons = Counter(result.quarantine_reasons)
     return {
-        "seed": seed, "n_rows": n_rows, "ingest_date": INGEST_DATE, "tables": tables, "total": total,
-        "pii_values_planted": len(planted), "pii_replaced": result.pii_replaced,
-        "dropped_columns": result.dropped_columns, "quarantine_reasons": dict(reasons.most_common(15)),
-        "ingest_seconds": round(seconds, 1), "machine": machine(),
+        "seed": seed,
+        "n_rows": n_rows,
+        "ingest_date": INGEST_DATE,
+        "tables": tables,
+        "total": total,
+        "pii_values_planted": len(planted),
+        "pii_replaced": result.pii_replaced,
+        "dropped_columns": result.dropped_columns,
+        "quarantine_reasons": dict(reasons.most_common(15)),
+        "ingest_seconds": round(seconds, 1),
+        "machine": machine(),
     }
 
 
@@ -268,15 +332,27 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     rows = [*result["tables"].items(), ("**total**", result["total"])]
     for table, t in rows:
-        lines.append(f"| {table} | {t['rows_read']} | {t['accepted']} | {t['quarantined']} | {t['deferred']} | "
-                     f"{t['raw_ids_found']} | {t['pii_found']} | {t['cells_scanned']} | {t['dropped_columns']} |")
-    lines += ["", f"- Columns dropped (not in the contract): {result['dropped_columns'] or 'none'}.",
-              f"- PII replaced by the scrubber: {result['pii_replaced']}.",
-              f"- Ingestion took {result['ingest_seconds']} s.", "", "Most frequent quarantine reasons:", "",
-              "| reason | rows |", "|---|---|"]
+        lines.append(
+            f"| {table} | {t['rows_read']} | {t['accepted']} | {t['quarantined']} | {t['deferred']} | "
+            f"{t['raw_ids_found']} | {t['pii_found']} | {t['cells_scanned']} | {t['dropped_columns']} |"
+        )
+    lines += [
+        "",
+        f"- Columns dropped (not in the contract): {result['dropped_columns'] or 'none'}.",
+        f"- PII replaced by the scrubber: {result['pii_replaced']}.",
+        f"- Ingestion took {result['ingest_seconds']} s.",
+        "",
+        "Most frequent quarantine reasons:",
+        "",
+        "| reason | rows |",
+        "|---|---|",
+    ]
     lines += [f"| {reason} | {n} |" for reason, n in result["quarantine_reasons"].items()]
-    lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}; "
-              f"{m['date']}.", ""]
+    lines += [
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}; {m['date']}.",
+        "",
+    ]
     return "\n".join(lines)
 
 

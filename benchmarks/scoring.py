@@ -42,12 +42,23 @@ def build(n_items: int, seed: int, bert_and_tokenizer: Any, tables: bool) -> Any
     rng = np.random.default_rng(seed)
     n_cat, n_brand = max(5, n_items // 250), max(10, n_items // 50)
     cats, brands = np.arange(n_items) % n_cat, rng.integers(0, n_brand, size=n_items)
-    items = pd.DataFrame({"item_id": [f"it{i:06d}" for i in range(n_items)],
-                          "title": [f"item {i} of brand {b}" for i, b in enumerate(brands)],
-                          "brand": [f"b{b}" for b in brands], "category": [f"c{c}" for c in cats]})
+    items = pd.DataFrame(
+        {
+            "item_id": [f"it{i:06d}" for i in range(n_items)],
+            "title": [f"item {i} of brand {b}" for i, b in enumerate(brands)],
+            "brand": [f"b{b}" for b in brands],
+            "category": [f"c{c}" for c in cats],
+        }
+    )
     bert, tokenizer = bert_and_tokenizer
-    model = BiEncoder(bert, n_items=n_items, trainable_layers=0, max_history=HISTORY,
-                      item_category=torch.as_tensor(cats), item_brand=torch.as_tensor(brands))
+    model = BiEncoder(
+        bert,
+        n_items=n_items,
+        trainable_layers=0,
+        max_history=HISTORY,
+        item_category=torch.as_tensor(cats),
+        item_brand=torch.as_tensor(brands),
+    )
     vectors = rng.normal(size=(n_items, model.dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     with torch.no_grad():
@@ -78,7 +89,7 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 def time_scoring(champion: Any, n_items: int, batch: int, n_requests: int, seed: int) -> dict[str, float]:
     hs = histories(n_items, n_requests * batch, seed)
-    groups = [hs[i:i + batch] for i in range(0, len(hs), batch)]
+    groups = [hs[i : i + batch] for i in range(0, len(hs), batch)]
     for g in groups[:20]:
         champion.top_for_histories(g, 10)
     seconds, cpu = [], []
@@ -116,9 +127,14 @@ def main() -> int:
             champion = build_champion(rec, "bench", "1", {}, Path(tmp))
             for batch in (1, 8):
                 load = os.getloadavg()[0]
-                row = {"items": n_items, "batch": batch, "label": args.label,
-                       **time_scoring(champion, n_items, batch, args.requests, seed=batch),
-                       "load_before": round(load, 1), "load_after": round(os.getloadavg()[0], 1)}
+                row = {
+                    "items": n_items,
+                    "batch": batch,
+                    "label": args.label,
+                    **time_scoring(champion, n_items, batch, args.requests, seed=batch),
+                    "load_before": round(load, 1),
+                    "load_after": round(os.getloadavg()[0], 1),
+                }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             fixed = histories(n_items, 12, seed=99)
@@ -136,15 +152,22 @@ def main() -> int:
     old["runs"] = [r for r in old["runs"] if r["label"] != args.label] + rows
     old["machine"] = machine()
     path.write_text(json.dumps(old, indent=2) + "\n")
-    lines = ["# Recommendation scoring in process (benchmarks/scoring.py)", "",
-             "`Champion.top_for_histories`: the exact top-10, one thread, no HTTP; ms per call "
-             f"({args.requests} calls after 20 warm-up ones). Every feature weight is non-zero; the 1,000-item model "
-             "also has the item x item tables. Load: the machine's 1-minute load average before and after the row "
-             "(other jobs share the cores: compare rows run back to back, not with other files' numbers).", "",
-             "| label | items | shoppers per call | CPU ms p50 | wall p50 ms | wall p95 ms | wall p99 ms | load |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['label']} | {r['items']:,} | {r['batch']} | {r.get('cpu_p50', '?')} | {r['p50']} | {r['p95']} "
-              f"| {r['p99']} | {r.get('load_before', '?')}→{r.get('load_after', '?')} |" for r in old["runs"]]
+    lines = [
+        "# Recommendation scoring in process (benchmarks/scoring.py)",
+        "",
+        "`Champion.top_for_histories`: the exact top-10, one thread, no HTTP; ms per call "
+        f"({args.requests} calls after 20 warm-up ones). Every feature weight is non-zero; the 1,000-item model "
+        "also has the item x item tables. Load: the machine's 1-minute load average before and after the row "
+        "(other jobs share the cores: compare rows run back to back, not with other files' numbers).",
+        "",
+        "| label | items | shoppers per call | CPU ms p50 | wall p50 ms | wall p95 ms | wall p99 ms | load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['label']} | {r['items']:,} | {r['batch']} | {r.get('cpu_p50', '?')} | {r['p50']} | {r['p95']} "
+        f"| {r['p99']} | {r.get('load_before', '?')}→{r.get('load_after', '?')} |"
+        for r in old["runs"]
+    ]
     m = old["machine"]
     lines += ["", f"Machine: {m['cores']} cores, {m['cpu']}, torch {m['versions'].get('torch')}, {m['date']}."]
     (args.results / "scoring.md").write_text("\n".join(lines) + "\n")

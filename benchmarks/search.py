@@ -72,8 +72,11 @@ def over_products(rec: Any, items: pd.DataFrame) -> Any:
     view.items = items.reset_index(drop=True)
     view.item_ids = view.items["item_id"].astype(str).tolist()
     view.index_of = {i: r for r, i in enumerate(view.item_ids)}
-    view.item_vectors = rec.model.encode_texts(rec.tokenizer, item_texts(view.items),
-                                               rec.settings.max_item_tokens).numpy().astype(np.float32)
+    view.item_vectors = (
+        rec.model.encode_texts(rec.tokenizer, item_texts(view.items), rec.settings.max_item_tokens)
+        .numpy()
+        .astype(np.float32)
+    )
     view.item_bias = np.zeros(len(view.items), dtype=np.float32)
     view._search_engine = None
     return view
@@ -123,11 +126,14 @@ def crowdflower(rec: Any, zero_shot: Any, seed: int) -> dict[str, Any]:
 
     judged = load_judgments(SHARED_DATA / "crowdflower-search")
     p = judged.products
-    items = pd.DataFrame({"item_id": p["product_id"], "title": p["title"], "description": p["description"],
-                          "brand": "", "category": ""})
+    items = pd.DataFrame(
+        {"item_id": p["product_id"], "title": p["title"], "description": p["description"], "brand": "", "category": ""}
+    )
     queries = judged.queries
-    grades = [dict(zip(part["product_id"], part["grade"], strict=True))
-              for _, part in judged.judged.groupby("query", sort=True)]
+    grades = [
+        dict(zip(part["product_id"], part["grade"], strict=True))
+        for _, part in judged.judged.groupby("query", sort=True)
+    ]
     settings = rec.settings.search
     start = time.perf_counter()
     view = CachedQueries(over_products(rec, items))
@@ -136,8 +142,15 @@ def crowdflower(rec: Any, zero_shot: Any, seed: int) -> dict[str, Any]:
     none: list[list[str]] = [[] for _ in queries]
 
     # retrieval: every product of the file
-    retrieval = baseline_rankings(queries, view.item_ids, items, lambda q: zero_shot(q, rec.settings.max_query_tokens),
-                                  zs_items, DEEP, depth=settings.depth)
+    retrieval = baseline_rankings(
+        queries,
+        view.item_ids,
+        items,
+        lambda q: zero_shot(q, rec.settings.max_query_tokens),
+        zs_items,
+        DEEP,
+        depth=settings.depth,
+    )
     retrieval[SERVED] = served_search(view, queries, none, DEEP)[0]
     retrieval[DENSE] = served_search(view, queries, none, DEEP, dense_only=True)[0]
     dense_is_zero_shot = retrieval[DENSE] == retrieval[ZERO_SHOT]
@@ -154,20 +167,29 @@ def crowdflower(rec: Any, zero_shot: Any, seed: int) -> dict[str, Any]:
         orders[ZERO_SHOT].append(order_within(zs_scores[q], rows))
         orders[DENSE].append(order_within(dense_scores[q], rows))
         orders[HYBRID].append(fused_within(zs_scores[q], bm25_scores[q], rows, 1.0, settings.depth))
-        orders[SERVED].append(fused_within(dense_scores[q], bm25_scores[q], rows, settings.lexical_weight,
-                                           settings.depth))
+        orders[SERVED].append(
+            fused_within(dense_scores[q], bm25_scores[q], rows, settings.lexical_weight, settings.depth)
+        )
     reranking = {n: [[view.item_ids[r] for r in o] for o in lists] for n, lists in orders.items()}
 
     # the served fusion's lexical weight, on retrieval
-    sweep = {f"{w:g}": served_search(view, queries, none, K,
-                                     engine=SearchEngine.for_items(items, replace(settings, lexical_weight=w)))[0]
-             for w in WEIGHTS}
+    sweep = {
+        f"{w:g}": served_search(
+            view, queries, none, K, engine=SearchEngine.for_items(items, replace(settings, lexical_weight=w))
+        )[0]
+        for w in WEIGHTS
+    }
     swept = {w: per_query({w: lists}, grades, deep=False)[w]["ndcg"] for w, lists in sweep.items()}
-    out = {"n_queries": len(queries), "n_products": len(items), "n_judged": len(judged.judged),
-           "dense_equals_zero_shot": dense_is_zero_shot,
-           "retrieval": summarize(per_query({n: retrieval[n] for n in METHODS}, grades, deep=True), queries, seed),
-           "reranking": summarize(per_query(reranking, grades, deep=False), queries, seed),
-           "sweep": sweep_summary(swept, queries, seed), "seconds": round(time.perf_counter() - start, 1)}
+    out = {
+        "n_queries": len(queries),
+        "n_products": len(items),
+        "n_judged": len(judged.judged),
+        "dense_equals_zero_shot": dense_is_zero_shot,
+        "retrieval": summarize(per_query({n: retrieval[n] for n in METHODS}, grades, deep=True), queries, seed),
+        "reranking": summarize(per_query(reranking, grades, deep=False), queries, seed),
+        "sweep": sweep_summary(swept, queries, seed),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     return out
 
 
@@ -203,10 +225,16 @@ def synthetic(ctx: Any, rec: Any) -> dict[str, Any]:
     users = cases["user_id"].astype(str).tolist()
     # served - dense only on the evaluate stage's resamples (same shoppers, same seed); weight 0 is the dense side
     versus_dense = paired_summary({SERVED: ndcg[default], DENSE: ndcg["0"]}, users, ctx.config.seed, SERVED)
-    return {"n_cases": searched["n_cases"], "candidate": searched["candidate"], "dense_only": searched["dense_only"],
-            "baselines": searched["baselines"], "uncertainty": searched["uncertainty"],
-            "served_minus_dense": versus_dense["difference"][DENSE],
-            "sweep": sweep_summary(ndcg, users, ctx.config.seed), "sweep_default_reproduces_evaluate": same}
+    return {
+        "n_cases": searched["n_cases"],
+        "candidate": searched["candidate"],
+        "dense_only": searched["dense_only"],
+        "baselines": searched["baselines"],
+        "uncertainty": searched["uncertainty"],
+        "served_minus_dense": versus_dense["difference"][DENSE],
+        "sweep": sweep_summary(ndcg, users, ctx.config.seed),
+        "sweep_default_reproduces_evaluate": same,
+    }
 
 
 def run_seed(seed: int) -> dict[str, Any]:
@@ -219,8 +247,14 @@ def run_seed(seed: int) -> dict[str, Any]:
     syn = synthetic(ctx, rec)
     syn["seconds"] = round(time.perf_counter() - started, 1)
     cf = crowdflower(rec, zero_shot_encoder(), seed)
-    return {"seed": seed, "stage_seconds": seconds, "search_settings": asdict(rec.settings.search),
-            "trainable_layers": ctx.config.trainable_layers, "synthetic": syn, "crowdflower": cf}
+    return {
+        "seed": seed,
+        "stage_seconds": seconds,
+        "search_settings": asdict(rec.settings.search),
+        "trainable_layers": ctx.config.trainable_layers,
+        "synthetic": syn,
+        "crowdflower": cf,
+    }
 
 
 def main() -> None:
@@ -232,8 +266,15 @@ def main() -> None:
         raise SystemExit(f"{SHARED_DATA / 'crowdflower-search'} is absent: the Crowdflower judgments are needed")
     started = time.perf_counter()
     runs = [run_seed(s) for s in args.seeds]
-    data = {"machine": machine(), "k": K, "deep": DEEP, "weights": list(WEIGHTS), "seeds": args.seeds, "runs": runs,
-            "seconds": round(time.perf_counter() - started, 1)}
+    data = {
+        "machine": machine(),
+        "k": K,
+        "deep": DEEP,
+        "weights": list(WEIGHTS),
+        "seeds": args.seeds,
+        "runs": runs,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     write("search", data, markdown(data))
 
 

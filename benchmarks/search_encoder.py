@@ -49,8 +49,10 @@ def train(seed: int, n_users: int, max_steps: int) -> tuple[Path, Path]:
     """(the saved model's folder, the search cases file) of a synthetic run trained with the demo's settings."""
     from ml.pipeline import stages
 
-    ctx = new_context(f"search-encoder-{seed}", {"source": "synthetic", "seed": seed, "n_users": n_users,
-                                                 "max_steps": max_steps, "slice_reports": False})
+    ctx = new_context(
+        f"search-encoder-{seed}",
+        {"source": "synthetic", "seed": seed, "n_users": n_users, "max_steps": max_steps, "slice_reports": False},
+    )
     for stage in ("ingest", "features", "train"):
         getattr(stages, stage)(ctx)
     return Path(ctx.read("train")["model_dir"]), ctx.path(stages.SEARCH_CASES)
@@ -68,8 +70,11 @@ def encoders(folder: Path) -> dict[str, Any]:
     def torch_one_by_one(queries: list[str]) -> np.ndarray:
         return np.vstack([rec.torch_query_vectors([q]) for q in queries])
 
-    return {"rec": rec, "encode": {"torch": torch_one_by_one, "fp32": onnx["fp32"].encode, "int8": onnx["int8"].encode},
-            "onnx": onnx}
+    return {
+        "rec": rec,
+        "encode": {"torch": torch_one_by_one, "fp32": onnx["fp32"].encode, "int8": onnx["int8"].encode},
+        "onnx": onnx,
+    }
 
 
 def paired(values: dict[str, np.ndarray], units: np.ndarray, seed: int) -> dict[str, Any]:
@@ -83,8 +88,12 @@ def paired(values: dict[str, np.ndarray], units: np.ndarray, seed: int) -> dict[
         diff = values[a] - values[b]
         lower, upper = interval(resamples.means(diff))
         base = out["mean"][b]
-        out["diff"][f"{a}-{b}"] = {"value": float(itself.means(diff)[0]), "lower": lower, "upper": upper,
-                                   "relative": float(itself.means(diff)[0]) / base if base else None}
+        out["diff"][f"{a}-{b}"] = {
+            "value": float(itself.means(diff)[0]),
+            "lower": lower,
+            "upper": upper,
+            "relative": float(itself.means(diff)[0]) / base if base else None,
+        }
     return out
 
 
@@ -104,11 +113,18 @@ def synthetic(cases_file: Path, enc: dict[str, Any], seed: int) -> dict[str, Any
     for runtime in RUNTIMES:
         rec.query_encoder = None if runtime == "torch" else enc["onnx"][runtime]
         served[runtime] = per_case_metrics(search_rankings(rec, cases, K), targets, K)["ndcg"].to_numpy(float)
-        dense[runtime] = per_case_metrics(search_rankings(rec, cases, K, dense_only=True), targets, K)["ndcg"].to_numpy(float)
+        dense[runtime] = per_case_metrics(search_rankings(rec, cases, K, dense_only=True), targets, K)["ndcg"].to_numpy(
+            float
+        )
     rec.query_encoder = None
     units = cases["user_id"].astype(str).to_numpy()
-    return {"n_cases": len(cases), "n_shoppers": int(len(set(units))), "served": paired(served, units, seed),
-            "dense_only": paired(dense, units, seed), "queries": cases["query"].astype(str).tolist()}
+    return {
+        "n_cases": len(cases),
+        "n_shoppers": int(len(set(units))),
+        "served": paired(served, units, seed),
+        "dense_only": paired(dense, units, seed),
+        "queries": cases["query"].astype(str).tolist(),
+    }
 
 
 def crowdflower(enc: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -130,10 +146,15 @@ def crowdflower(enc: dict[str, Any], seed: int) -> dict[str, Any]:
     for runtime in RUNTIMES:
         vectors[runtime] = enc["encode"][runtime](queries)
         top = top_k(vectors[runtime] @ items.T, K)
-        ndcg[runtime] = np.array([graded_ndcg([ids[j] for j in row], judgments.gains(q), K)
-                                  for q, row in zip(queries, top, strict=True)])
-    return {"n_queries": len(queries), "n_products": len(ids), "retrieval": paired(ndcg, np.array(queries), seed),
-            "queries": queries}
+        ndcg[runtime] = np.array(
+            [graded_ndcg([ids[j] for j in row], judgments.gains(q), K) for q, row in zip(queries, top, strict=True)]
+        )
+    return {
+        "n_queries": len(queries),
+        "n_products": len(ids),
+        "retrieval": paired(ndcg, np.array(queries), seed),
+        "queries": queries,
+    }
 
 
 def cosines(enc: dict[str, Any], queries: list[str]) -> dict[str, Any]:
@@ -143,8 +164,12 @@ def cosines(enc: dict[str, Any], queries: list[str]) -> dict[str, Any]:
     for precision in ("fp32", "int8"):
         got = enc["encode"][precision](queries)
         cos = (got * reference).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1))
-        out[precision] = {"min": float(cos.min()), "p01": float(np.quantile(cos, 0.01)),
-                          "median": float(np.median(cos)), "n_queries": len(queries)}
+        out[precision] = {
+            "min": float(cos.min()),
+            "p01": float(np.quantile(cos, 0.01)),
+            "median": float(np.median(cos)),
+            "n_queries": len(queries),
+        }
     return out
 
 
@@ -163,8 +188,10 @@ def latency(enc: dict[str, Any], queries: list[str]) -> dict[str, Any]:
                 start = time.perf_counter()
                 enc["encode"][runtime]([query])
                 times[runtime].append(time.perf_counter() - start)
-    return {r: {"median_ms": 1000 * float(np.median(t)), "p99_ms": 1000 * float(np.quantile(t, 0.99)), "n": len(t)}
-            for r, t in times.items()}
+    return {
+        r: {"median_ms": 1000 * float(np.median(t)), "p99_ms": 1000 * float(np.quantile(t, 0.99)), "n": len(t)}
+        for r, t in times.items()
+    }
 
 
 def run(seed: int, n_users: int, max_steps: int) -> dict[str, Any]:
@@ -176,9 +203,14 @@ def run(seed: int, n_users: int, max_steps: int) -> dict[str, Any]:
     cf = crowdflower(enc, seed)
     synth_queries, cf_queries = synth.pop("queries"), cf.pop("queries", [])
     timed = cf_queries or synth_queries[:LATENCY_QUERIES]  # real queries where there are some
-    return {"seed": seed, "synthetic": synth, "crowdflower": cf, "cosine": cosines(enc, synth_queries + cf_queries),
-            "latency": latency(enc, timed), "sizes_mb": {p: round(e.path.stat().st_size / 2**20, 1)
-                                                         for p, e in enc["onnx"].items()}}
+    return {
+        "seed": seed,
+        "synthetic": synth,
+        "crowdflower": cf,
+        "cosine": cosines(enc, synth_queries + cf_queries),
+        "latency": latency(enc, timed),
+        "sizes_mb": {p: round(e.path.stat().st_size / 2**20, 1) for p, e in enc["onnx"].items()},
+    }
 
 
 # ---------------------------------------------------------------------------------------------- the report
@@ -188,15 +220,21 @@ def _fmt_diff(d: dict[str, Any]) -> str:
 
 
 def _table(title: str, runs: list[dict[str, Any]], pick) -> list[str]:
-    lines = [f"### {title}", "", "| seed | cases | torch | fp32 ONNX | int8 ONNX | int8 - fp32 [95% CI] | int8 - torch [95% CI] |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {title}",
+        "",
+        "| seed | cases | torch | fp32 ONNX | int8 ONNX | int8 - fp32 [95% CI] | int8 - torch [95% CI] |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         part, n = pick(r)
         if part is None:
             continue
         m, d = part["mean"], part["diff"]
-        lines.append(f"| {r['seed']} | {n} | {m['torch']:.4f} | {m['fp32']:.4f} | {m['int8']:.4f} | "
-                     f"{_fmt_diff(d['int8-fp32'])} | {_fmt_diff(d['int8-torch'])} |")
+        lines.append(
+            f"| {r['seed']} | {n} | {m['torch']:.4f} | {m['fp32']:.4f} | {m['int8']:.4f} | "
+            f"{_fmt_diff(d['int8-fp32'])} | {_fmt_diff(d['int8-torch'])} |"
+        )
     return [*lines, ""]
 
 
@@ -207,57 +245,90 @@ def _spread(values: list[float]) -> str:
 def markdown(results: dict[str, Any]) -> str:
     runs = results["runs"]
     m = results["machine"]
-    lines = [f"# Search query encoder: int8 vs fp32 ONNX vs torch ({m['date']}, {m['cores']} cores, "
-             f"{m['memory_gb']} GB, Python {m['python']}, torch {m['versions'].get('torch')}, "
-             f"onnxruntime {results['onnxruntime']})", "",
-             f"Models trained on the synthetic shop with the demo's settings ({results['n_users']} shoppers, "
-             f"{results['max_steps']} steps, seeds {', '.join(str(r['seed']) for r in runs)}); the same model encodes "
-             "queries with torch, the fp32 ONNX file and the int8 file (dynamic quantization, per-channel weights), "
-             "one query at a time. Intervals: 95% paired bootstrap (shoppers on the synthetic cases, queries on "
-             "Crowdflower). `benchmarks/search_encoder.py`.", "",
-             "With the demo's settings the encoder is frozen (`trainable_layers` 0): every seed's query tower is "
-             "MiniLM itself, so the Crowdflower figures repeat across seeds, and the seeds differ only in the "
-             "synthetic hold-out and the trained heads the served ranking adds. A fine-tuned encoder "
-             "(`vetted run --trainable-layers N`) is not measured here; the registration check compares each model's own files "
-             "with its torch encoder.", ""]
+    lines = [
+        f"# Search query encoder: int8 vs fp32 ONNX vs torch ({m['date']}, {m['cores']} cores, "
+        f"{m['memory_gb']} GB, Python {m['python']}, torch {m['versions'].get('torch')}, "
+        f"onnxruntime {results['onnxruntime']})",
+        "",
+        f"Models trained on the synthetic shop with the demo's settings ({results['n_users']} shoppers, "
+        f"{results['max_steps']} steps, seeds {', '.join(str(r['seed']) for r in runs)}); the same model encodes "
+        "queries with torch, the fp32 ONNX file and the int8 file (dynamic quantization, per-channel weights), "
+        "one query at a time. Intervals: 95% paired bootstrap (shoppers on the synthetic cases, queries on "
+        "Crowdflower). `benchmarks/search_encoder.py`.",
+        "",
+        "With the demo's settings the encoder is frozen (`trainable_layers` 0): every seed's query tower is "
+        "MiniLM itself, so the Crowdflower figures repeat across seeds, and the seeds differ only in the "
+        "synthetic hold-out and the trained heads the served ranking adds. A fine-tuned encoder "
+        "(`vetted run --trainable-layers N`) is not measured here; the registration check compares each model's own files "
+        "with its torch encoder.",
+        "",
+    ]
     cf_ok = [r for r in runs if "retrieval" in r["crowdflower"]]
-    loss = {"crowdflower": [100 * r["crowdflower"]["retrieval"]["diff"]["int8-fp32"]["relative"] for r in cf_ok],
-            "synthetic served": [100 * r["synthetic"]["served"]["diff"]["int8-fp32"]["relative"] for r in runs],
-            "synthetic dense only": [100 * r["synthetic"]["dense_only"]["diff"]["int8-fp32"]["relative"] for r in runs]}
+    loss = {
+        "crowdflower": [100 * r["crowdflower"]["retrieval"]["diff"]["int8-fp32"]["relative"] for r in cf_ok],
+        "synthetic served": [100 * r["synthetic"]["served"]["diff"]["int8-fp32"]["relative"] for r in runs],
+        "synthetic dense only": [100 * r["synthetic"]["dense_only"]["diff"]["int8-fp32"]["relative"] for r in runs],
+    }
     worst = min(v for vs in loss.values() for v in vs)
     met = worst > -100 * TARGET_LOSS
-    lines += ["## Verdict", "",
-              f"Target: int8 loses under {100 * TARGET_LOSS:.0f}% NDCG@10 against fp32. "
-              f"**{'Met' if met else 'Not met'}**: the worst int8 - fp32 change over every seed and protocol is "
-              f"{worst:+.2f}% (negative: a loss).",
-              ""]
+    lines += [
+        "## Verdict",
+        "",
+        f"Target: int8 loses under {100 * TARGET_LOSS:.0f}% NDCG@10 against fp32. "
+        f"**{'Met' if met else 'Not met'}**: the worst int8 - fp32 change over every seed and protocol is "
+        f"{worst:+.2f}% (negative: a loss).",
+        "",
+    ]
     lines += [f"- {name}: int8 vs fp32 NDCG@10 change, mean over seeds {_spread(v)}" for name, v in loss.items() if v]
     lines += ["", "## NDCG@10", ""]
-    lines += _table("Crowdflower queries, retrieval from all products (graded NDCG@10)", runs,
-                    lambda r: (r["crowdflower"].get("retrieval"), r["crowdflower"].get("n_queries")))
-    lines += _table("Synthetic hold-out search cases, the served search ranking (dense + BM25, history blended)", runs,
-                    lambda r: (r["synthetic"]["served"], r["synthetic"]["n_cases"]))
-    lines += _table("Synthetic hold-out search cases, the dense side alone", runs,
-                    lambda r: (r["synthetic"]["dense_only"], r["synthetic"]["n_cases"]))
+    lines += _table(
+        "Crowdflower queries, retrieval from all products (graded NDCG@10)",
+        runs,
+        lambda r: (r["crowdflower"].get("retrieval"), r["crowdflower"].get("n_queries")),
+    )
+    lines += _table(
+        "Synthetic hold-out search cases, the served search ranking (dense + BM25, history blended)",
+        runs,
+        lambda r: (r["synthetic"]["served"], r["synthetic"]["n_cases"]),
+    )
+    lines += _table(
+        "Synthetic hold-out search cases, the dense side alone",
+        runs,
+        lambda r: (r["synthetic"]["dense_only"], r["synthetic"]["n_cases"]),
+    )
     skipped = [r for r in runs if "skipped" in r["crowdflower"]]
     if skipped:
         lines += [f"Crowdflower skipped: {skipped[0]['crowdflower']['skipped']}", ""]
-    lines += ["## Vectors against torch (cosine per query; registration floors: "
-              f"fp32 {results['min_cosine']['fp32']}, int8 {results['min_cosine']['int8']})", "",
-              "| seed | queries | fp32 min | int8 min | int8 1st percentile | int8 median |", "|---|---|---|---|---|---|"]
+    lines += [
+        "## Vectors against torch (cosine per query; registration floors: "
+        f"fp32 {results['min_cosine']['fp32']}, int8 {results['min_cosine']['int8']})",
+        "",
+        "| seed | queries | fp32 min | int8 min | int8 1st percentile | int8 median |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in runs:
         c = r["cosine"]
-        lines.append(f"| {r['seed']} | {c['int8']['n_queries']} | {c['fp32']['min']:.6f} | {c['int8']['min']:.4f} | "
-                     f"{c['int8']['p01']:.4f} | {c['int8']['median']:.4f} |")
-    lines += ["", "## Single-query encode latency (one thread, tokenization included)", "",
-              "| seed | runtime | median (ms) | p99 (ms) | queries timed | file (MB) |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['seed']} | {c['int8']['n_queries']} | {c['fp32']['min']:.6f} | {c['int8']['min']:.4f} | "
+            f"{c['int8']['p01']:.4f} | {c['int8']['median']:.4f} |"
+        )
+    lines += [
+        "",
+        "## Single-query encode latency (one thread, tokenization included)",
+        "",
+        "| seed | runtime | median (ms) | p99 (ms) | queries timed | file (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in runs:
         for runtime in RUNTIMES:
             t = r["latency"][runtime]
             size = r["sizes_mb"].get(runtime, "-")
             lines.append(f"| {r['seed']} | {runtime} | {t['median_ms']:.2f} | {t['p99_ms']:.2f} | {t['n']} | {size} |")
-    lines += ["", "The machine is shared: latencies are read side by side (interleaved passes), not as absolute figures.",
-              ""]
+    lines += [
+        "",
+        "The machine is shared: latencies are read side by side (interleaved passes), not as absolute figures.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -286,8 +357,15 @@ def main() -> None:
         rewrite_report()
         return
     runs = [run(seed, args.n_users, args.max_steps) for seed in args.seeds]
-    results = {"machine": machine(), "onnxruntime": metadata.version("onnxruntime"), "n_users": args.n_users,
-               "max_steps": args.max_steps, "target_loss": TARGET_LOSS, "min_cosine": MIN_COSINE, "runs": runs}
+    results = {
+        "machine": machine(),
+        "onnxruntime": metadata.version("onnxruntime"),
+        "n_users": args.n_users,
+        "max_steps": args.max_steps,
+        "target_loss": TARGET_LOSS,
+        "min_cosine": MIN_COSINE,
+        "runs": runs,
+    }
     write("search-encoder", results, markdown(results))
     print(markdown(results))
 

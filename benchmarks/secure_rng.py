@@ -48,8 +48,13 @@ def count_release(n_items: int, repeats: int) -> dict[str, Any]:
     pairs = [[(int(a), int(b))] for a, b in rng.integers(0, n_items, size=(2000, 2))]
     seeded = _best_of(lambda: noisy_counts(pairs, n_items, 8, 1.0, np.random.default_rng(1)), repeats)
     secure = _best_of(lambda: noisy_counts(pairs, n_items, 8, 1.0, SecureRandom()), repeats)
-    return {"n_items": n_items, "cells": n_items * n_items, "seconds_seeded": round(seeded, 3),
-            "seconds_secure": round(secure, 3), "ratio": round(secure / seeded, 2)}
+    return {
+        "n_items": n_items,
+        "cells": n_items * n_items,
+        "seconds_seeded": round(seeded, 3),
+        "seconds_secure": round(secure, 3),
+        "ratio": round(secure / seeded, 2),
+    }
 
 
 def dp_sgd_steps(steps: int) -> dict[str, Any]:
@@ -71,18 +76,43 @@ def dp_sgd_steps(steps: int) -> dict[str, Any]:
     out: dict[str, Any] = {"n_items": n_items, "n_users": n_users, "batch_size": 256, "steps": steps}
     for secure in (False, True):
         torch.manual_seed(0)
-        bert = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=384, num_hidden_layers=1,
-                                    num_attention_heads=6, intermediate_size=1536, max_position_embeddings=64),
-                         add_pooling_layer=False)
-        model = BiEncoder(bert, n_items=n_items, trainable_layers=0, max_history=10,
-                          item_category=torch.arange(n_items) % 40, item_brand=torch.arange(n_items) % 300)
+        bert = BertModel(
+            BertConfig(
+                vocab_size=tokenizer.vocab_size,
+                hidden_size=384,
+                num_hidden_layers=1,
+                num_attention_heads=6,
+                intermediate_size=1536,
+                max_position_embeddings=64,
+            ),
+            add_pooling_layer=False,
+        )
+        model = BiEncoder(
+            bert,
+            n_items=n_items,
+            trainable_layers=0,
+            max_history=10,
+            item_category=torch.arange(n_items) % 40,
+            item_brand=torch.arange(n_items) % 300,
+        )
         with torch.no_grad():
             model.item_table.copy_(torch.nn.functional.normalize(torch.randn(n_items, 384), dim=1))
         out["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        result = train_bi_encoder(model, tokenizer, examples, texts, epochs=100, max_steps=steps, batch_size=256,
-                                  learning_rate=0.2, max_history=10, max_query_tokens=8, max_item_tokens=8,
-                                  seed=7, dp=DPSettings(noise_multiplier=1.0, delta=1e-4, max_grad_norm=1.0,
-                                                        secure_rng=secure))
+        result = train_bi_encoder(
+            model,
+            tokenizer,
+            examples,
+            texts,
+            epochs=100,
+            max_steps=steps,
+            batch_size=256,
+            learning_rate=0.2,
+            max_history=10,
+            max_query_tokens=8,
+            max_item_tokens=8,
+            seed=7,
+            dp=DPSettings(noise_multiplier=1.0, delta=1e-4, max_grad_norm=1.0, secure_rng=secure),
+        )
         out["seconds_per_step_" + ("secure" if secure else "seeded")] = round(result.seconds_per_step, 4)
     out["ratio"] = round(out["seconds_per_step_secure"] / out["seconds_per_step_seeded"], 2)
     return out
@@ -91,36 +121,57 @@ def dp_sgd_steps(steps: int) -> dict[str, Any]:
 def per_value(n: int, repeats: int) -> dict[str, Any]:
     seeded = _best_of(lambda: torch.normal(0.0, 1.0, size=(n,)), repeats)
     secure = _best_of(lambda: SecureRandom().standard_normal(n, dtype=np.float32), repeats)
-    return {"values": n, "ns_per_value_seeded": round(seeded / n * 1e9, 2),
-            "ns_per_value_secure": round(secure / n * 1e9, 2),
-            "minilm_step_noise_seconds_secure": round(secure / n * MINILM_PARAMS, 3),
-            "minilm_step_noise_seconds_seeded": round(seeded / n * MINILM_PARAMS, 3)}
+    return {
+        "values": n,
+        "ns_per_value_seeded": round(seeded / n * 1e9, 2),
+        "ns_per_value_secure": round(secure / n * 1e9, 2),
+        "minilm_step_noise_seconds_secure": round(secure / n * MINILM_PARAMS, 3),
+        "minilm_step_noise_seconds_seeded": round(seeded / n * MINILM_PARAMS, 3),
+    }
 
 
 def markdown(data: dict[str, Any]) -> str:
     m = data["machine"]
-    lines = ["# Secure DP randomness (dp.secure_rng): its cost", "",
-             f"{m['date']}, {m['cpu']}, {m['cores']} cores, torch {m['versions']['torch']}, "
-             f"opacus {m['versions']['opacus']}; `benchmarks/secure_rng.py`. Seeded = numpy's PCG64 (counts) or "
-             "torch's generator (DP-SGD), as in the local profile; secure = os.urandom, four Gaussians a value "
-             "(ml.privacy.noise), as in the prod profile. Best of the repeats; the machine is shared, so "
-             "ratios are the figure to read.", "",
-             "## Transition counts release (`noisy_counts`)", "",
-             "| items | cells | seeded s | secure s | ratio |", "|---|---|---|---|---|"]
-    lines += [f"| {r['n_items']:,} | {r['cells']:,} | {r['seconds_seeded']} | {r['seconds_secure']} | {r['ratio']}x |"
-              for r in data["counts"]]
+    lines = [
+        "# Secure DP randomness (dp.secure_rng): its cost",
+        "",
+        f"{m['date']}, {m['cpu']}, {m['cores']} cores, torch {m['versions']['torch']}, "
+        f"opacus {m['versions']['opacus']}; `benchmarks/secure_rng.py`. Seeded = numpy's PCG64 (counts) or "
+        "torch's generator (DP-SGD), as in the local profile; secure = os.urandom, four Gaussians a value "
+        "(ml.privacy.noise), as in the prod profile. Best of the repeats; the machine is shared, so "
+        "ratios are the figure to read.",
+        "",
+        "## Transition counts release (`noisy_counts`)",
+        "",
+        "| items | cells | seeded s | secure s | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['n_items']:,} | {r['cells']:,} | {r['seconds_seeded']} | {r['seconds_secure']} | {r['ratio']}x |"
+        for r in data["counts"]
+    ]
     s = data["dp_sgd"]
-    lines += ["", "## DP-SGD steps (`train_bi_encoder`, frozen encoder)", "",
-              f"{s['trainable_params']:,} trainable parameters, {s['n_items']:,} items, {s['n_users']:,} shoppers, "
-              f"batch {s['batch_size']}, {s['steps']} steps.", "",
-              "| seeded s/step | secure s/step | ratio |", "|---|---|---|",
-              f"| {s['seconds_per_step_seeded']} | {s['seconds_per_step_secure']} | {s['ratio']}x |", "",
-              "## One noise value", "",
-              "| seeded ns | secure ns | noise of one step over MiniLM's 22.7M parameters, seeded / secure s |",
-              "|---|---|---|"]
+    lines += [
+        "",
+        "## DP-SGD steps (`train_bi_encoder`, frozen encoder)",
+        "",
+        f"{s['trainable_params']:,} trainable parameters, {s['n_items']:,} items, {s['n_users']:,} shoppers, "
+        f"batch {s['batch_size']}, {s['steps']} steps.",
+        "",
+        "| seeded s/step | secure s/step | ratio |",
+        "|---|---|---|",
+        f"| {s['seconds_per_step_seeded']} | {s['seconds_per_step_secure']} | {s['ratio']}x |",
+        "",
+        "## One noise value",
+        "",
+        "| seeded ns | secure ns | noise of one step over MiniLM's 22.7M parameters, seeded / secure s |",
+        "|---|---|---|",
+    ]
     v = data["per_value"]
-    lines.append(f"| {v['ns_per_value_seeded']} | {v['ns_per_value_secure']} | "
-                 f"{v['minilm_step_noise_seconds_seeded']} / {v['minilm_step_noise_seconds_secure']} |")
+    lines.append(
+        f"| {v['ns_per_value_seeded']} | {v['ns_per_value_secure']} | "
+        f"{v['minilm_step_noise_seconds_seeded']} / {v['minilm_step_noise_seconds_secure']} |"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -131,8 +182,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    data = {"machine": machine(), "counts": [count_release(n, args.repeats) for n in args.items],
-            "dp_sgd": dp_sgd_steps(args.steps), "per_value": per_value(4_000_000, args.repeats)}
+    data = {
+        "machine": machine(),
+        "counts": [count_release(n, args.repeats) for n in args.items],
+        "dp_sgd": dp_sgd_steps(args.steps),
+        "per_value": per_value(4_000_000, args.repeats),
+    }
     write("secure-rng", data, markdown(data))
     print(markdown(data))
 

@@ -79,8 +79,9 @@ def run_size(n: int, base: Path, args: argparse.Namespace, encoder: Any, levels:
         plan.append(("healthz", TARGET_CLIENTS, args.requests, 100))  # the HTTP stack alone: the floor under the rest
     rows, repeats, startup = _serve_levels(home, n, args, plan, "onnx", target_repeats=not args.search_only)
     if args.search_requests:  # the torch encoder, for comparison: the cache cannot help it either
-        torch_rows, _, _ = _serve_levels(home, n, args, [("search", TARGET_CLIENTS, args.search_requests, 50)],
-                                         "torch", target_repeats=False)
+        torch_rows, _, _ = _serve_levels(
+            home, n, args, [("search", TARGET_CLIENTS, args.search_requests, 50)], "torch", target_repeats=False
+        )
         rows += torch_rows
     size_report = {
         "n_items": n,
@@ -93,8 +94,14 @@ def run_size(n: int, base: Path, args: argparse.Namespace, encoder: Any, levels:
     return size_report
 
 
-def _serve_levels(home: Path, n: int, args: argparse.Namespace, plan: list[tuple[str, int, int, int]],
-                  query_encoder: str, target_repeats: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
+def _serve_levels(
+    home: Path,
+    n: int,
+    args: argparse.Namespace,
+    plan: list[tuple[str, int, int, int]],
+    query_encoder: str,
+    target_repeats: bool,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
     """Start the server with `query_encoder`, run the plan's levels (and the target level's repeats), stop it."""
     port, log_path = free_port(), home / f"server-{query_encoder}.log"
     proc = start_server(home, port, log_path, workers=args.workers, encoder=query_encoder)
@@ -112,14 +119,21 @@ def _serve_levels(home: Path, n: int, args: argparse.Namespace, plan: list[tuple
         first = next((r for r in rows if r["endpoint"] == "recommendations" and r["clients"] == TARGET_CLIENTS), None)
         repeats = [first] if first and target_repeats else []
         for r in range(1, args.target_repeats if repeats else 0):
-            row = load_level(port, proc.pid, "recommendations", TARGET_CLIENTS, args.requests, args.max_seconds,
-                             100, args.seed + 50_000 + r)
+            row = load_level(
+                port,
+                proc.pid,
+                "recommendations",
+                TARGET_CLIENTS,
+                args.requests,
+                args.max_seconds,
+                100,
+                args.seed + 50_000 + r,
+            )
             log.info("%d items target repeat %d %s", n, r, {k: row[k] for k in row if k != "error_examples"})
             repeats.append(row)
     finally:
         stop_server(proc)
     return rows, repeats, startup
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--search-requests", type=int, default=600, help="/search requests per level at 16 clients (0: skip)"
     )
-    parser.add_argument("--search-only", action="store_true",
-                        help="only the /search levels; their rows replace those of the serving.json in --out, if any")
+    parser.add_argument(
+        "--search-only",
+        action="store_true",
+        help="only the /search levels; their rows replace those of the serving.json in --out, if any",
+    )
     parser.add_argument("--max-seconds", type=float, default=60.0, help="time bound per level")
     parser.add_argument("--floor-queries", type=int, default=300)
     parser.add_argument(

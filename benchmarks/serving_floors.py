@@ -89,4 +89,3 @@ def floors(world: dict[str, Any], n_queries: int, seed: int) -> dict[str, Any]:
             "full_score_topk": _percentiles(time_each(full_score_top)),
             "in_process_recommendation": _percentiles(time_each(service_path)),
         }
-

@@ -33,8 +33,30 @@ from serving_world import API_KEY, N_SHOPPERS, K  # noqa: E402
 # /search queries: words of the catalogue's titles and others no title holds, two or three of them. "search":
 # every request's text is new (a number appended), so the query cache never answers: the encoder's full cost.
 # "search_repeated": drawn from a pool by a Zipf law, as a shop's head queries repeat, so the cache answers some.
-QUERY_WORDS = ["red", "blue", "green", "steel", "wool", "ceramic", "shoe", "mug", "lamp", "jacket", "kettle",
-               "desk", "running", "winter", "warm", "small", "large", "kids", "gift", "set", "cheap", "best"]
+QUERY_WORDS = [
+    "red",
+    "blue",
+    "green",
+    "steel",
+    "wool",
+    "ceramic",
+    "shoe",
+    "mug",
+    "lamp",
+    "jacket",
+    "kettle",
+    "desk",
+    "running",
+    "winter",
+    "warm",
+    "small",
+    "large",
+    "kids",
+    "gift",
+    "set",
+    "cheap",
+    "best",
+]
 SEARCH_KINDS = ("search", "search_repeated")
 SEARCH_POOL = 2000
 SEARCH_ZIPF = 1.1

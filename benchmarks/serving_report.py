@@ -217,7 +217,8 @@ def search_markdown(report: dict[str, Any]) -> list[str]:
         "*new*: every request's text differs (a number appended), so the query cache never answers; *repeated*: "
         f"drawn from {SEARCH_POOL:,} queries by a Zipf law (exponent {SEARCH_ZIPF}), as head queries repeat.",
         "",
-        "Targets: p99 < " + " and < ".join(f"{t:.0f} ms at {n:,} items" for n, t in SEARCH_TARGET_P99_MS.items())
+        "Targets: p99 < "
+        + " and < ".join(f"{t:.0f} ms at {n:,} items" for n, t in SEARCH_TARGET_P99_MS.items())
         + ", 0 errors, with the exported encoder.",
         "",
         "| items | encoder | queries | requests | errors | p50 ms | p95 ms | p99 ms | max ms | req/s "
@@ -251,4 +252,3 @@ def merge_search_rows(previous: dict[str, Any], new: dict[str, Any]) -> dict[str
     merged["search_measured"] = new["date"]
     merged["search_machine_load"] = [new["load_average_before"], new["load_average_after"]]
     return merged
-

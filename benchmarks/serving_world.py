@@ -89,16 +89,12 @@ def build_world(home: Path, n_items: int, seed: int, bert_and_tokenizer: Any) ->
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     with torch.no_grad():
         model.item_table.copy_(torch.from_numpy(vectors))
-        model.item_bias.weight.copy_(
-            torch.from_numpy(rng.normal(0, 0.1, size=(n_items, 1)).astype(np.float32))
-        )
+        model.item_bias.weight.copy_(torch.from_numpy(rng.normal(0, 0.1, size=(n_items, 1)).astype(np.float32)))
         # non-zero behavioural weights, as a trained model has (zeros would let the service skip the
         # closest-history-item similarity, the costliest part of the score)
         weights = torch.tensor(FEATURE_WEIGHTS[: model.feature_weights.weight.numel()])
         model.feature_weights.weight.copy_(weights)
-    rec_settings = RecommenderSettings(
-        temperature=0.05, max_history=HISTORY, max_query_tokens=32, max_item_tokens=48
-    )
+    rec_settings = RecommenderSettings(temperature=0.05, max_history=HISTORY, max_query_tokens=32, max_item_tokens=48)
     folder = Recommender(model, tokenizer, items, rec_settings).save(home / "model")
 
     experiment = configure(settings)
@@ -146,8 +142,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(home: Path, port: int, log_path: Path, workers: int = 1, encoder: str = "onnx"
-                 ) -> subprocess.Popen:
+def start_server(home: Path, port: int, log_path: Path, workers: int = 1, encoder: str = "onnx") -> subprocess.Popen:
     env = {
         "VETTED_QUERY_ENCODER": encoder,
         **os.environ,
@@ -201,4 +196,3 @@ def stop_server(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-

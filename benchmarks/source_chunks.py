@@ -54,15 +54,17 @@ def make_events(rows: int, extra: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz "))
     pool = ["".join(rng.choice(letters, 200)) for _ in range(997)]  # distinct text, no cheap dictionary of one
-    frame = pd.DataFrame({
-        "event_id": [f"e{i:09d}" for i in range(rows)],
-        "user_id": [f"u{n:06d}" for n in rng.integers(0, rows // 20 + 1, rows)],
-        "item_id": [f"i{n:05d}" for n in rng.integers(0, 5000, rows)],
-        "event_type": rng.choice(["view", "click", "purchase"], rows),
-        "query": None,
-        "ts": pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(np.sort(rng.integers(0, 86400 * 90, rows)),
-                                                                      unit="s"),
-    })
+    frame = pd.DataFrame(
+        {
+            "event_id": [f"e{i:09d}" for i in range(rows)],
+            "user_id": [f"u{n:06d}" for n in rng.integers(0, rows // 20 + 1, rows)],
+            "item_id": [f"i{n:05d}" for n in rng.integers(0, 5000, rows)],
+            "event_type": rng.choice(["view", "click", "purchase"], rows),
+            "query": None,
+            "ts": pd.Timestamp("2026-01-01", tz="UTC")
+            + pd.to_timedelta(np.sort(rng.integers(0, 86400 * 90, rows)), unit="s"),
+        }
+    )
     for k in range(extra):
         frame[f"payload_{k}"] = [pool[(i * (k + 3)) % len(pool)] for i in range(rows)]
     return frame
@@ -92,7 +94,11 @@ def run(rows: int, extra: int) -> dict[str, Any]:
             probe = PROBE.format(root=str(ROOT), folder=str(folder), url=url, code=code)
             done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
             n, peak_mb, seconds = done.stdout.split()
-            out["readers"][name] = {"rows": int(n), "peak_mb": round(float(peak_mb)), "seconds": round(float(seconds), 1)}
+            out["readers"][name] = {
+                "rows": int(n),
+                "peak_mb": round(float(peak_mb)),
+                "seconds": round(float(seconds), 1),
+            }
             print(name, out["readers"][name], flush=True)
     return out
 
@@ -111,12 +117,17 @@ def markdown(result: dict[str, Any], env: dict[str, Any]) -> str:
     ]
     for name, r in result["readers"].items():
         lines.append(f"| {name} | {r['rows']:,} | {r['peak_mb']} | {r['seconds']} |")
-    lines += ["", "The sources hold the contract's columns of every row (their memory grows with the rows, not with the "
-              "shop's other columns); the whole-table loads hold every column, as `pd.read_parquet` and "
-              "`pd.read_sql_table` without a column list do.",
-              "", f"Machine: {env['cpu']}, {env['cores']} cores, {env['memory_gb']} GB, Python {env['python']}, "
-              f"{env['date']} (shared with other jobs: times are indicative).", "",
-              "Produced by `benchmarks/source_chunks.py`."]
+    lines += [
+        "",
+        "The sources hold the contract's columns of every row (their memory grows with the rows, not with the "
+        "shop's other columns); the whole-table loads hold every column, as `pd.read_parquet` and "
+        "`pd.read_sql_table` without a column list do.",
+        "",
+        f"Machine: {env['cpu']}, {env['cores']} cores, {env['memory_gb']} GB, Python {env['python']}, "
+        f"{env['date']} (shared with other jobs: times are indicative).",
+        "",
+        "Produced by `benchmarks/source_chunks.py`.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -20,8 +20,7 @@ AMAZON = "amazon2018-industrial"
 STRENGTHS = (0.05, 0.1, 0.2, 0.3, 0.35, 0.4, 0.5)
 K = 10
 # a synthetic shop small enough to train in a minute or two on two cores (benchmarks/pipeline.py's prod run)
-SYNTHETIC = {"source": "synthetic", "n_users": 5000, "n_items": 800, "epochs": 5, "max_steps": 30,
-             "batch_size": 512}
+SYNTHETIC = {"source": "synthetic", "n_users": 5000, "n_items": 800, "epochs": 5, "max_steps": 30, "batch_size": 512}
 
 
 def trained_context(name: str, overrides: dict, root: Path):
@@ -60,7 +59,6 @@ def corpora(seed: int, root: Path) -> dict[str, dict]:
     return out
 
 
-
 def candidate_inputs(ctx) -> dict:
     """The evaluation stage's inputs for the mitigation: cases, the model's candidate pools and scores, the
     history lengths and the provider tiers (as `ml.evaluation.candidate.evaluate_candidate` builds them)."""
@@ -84,11 +82,20 @@ def candidate_inputs(ctx) -> dict:
     rec = Recommender.load(Path(trained["model_dir"]))
     histories = cases["history"].tolist()
     pools, scores = rec.recommend(histories, max(RERANK_POOL, K))
-    return {"rec": rec, "histories": histories, "targets": cases["item_id"].tolist(), "pools": pools,
-            "pool_scores": [s.tolist() for s in scores], "lengths": [len(h) for h in histories],
-            "item_tier": tiers, "epsilon": trained["privacy"].get("epsilon"),
-            "provider": (catalogue_tail(item_brand),
-                         RerankConfig(min_tail_share=ctx.config.rerank_min_tail_share, window=K))}
+    return {
+        "rec": rec,
+        "histories": histories,
+        "targets": cases["item_id"].tolist(),
+        "pools": pools,
+        "pool_scores": [s.tolist() for s in scores],
+        "lengths": [len(h) for h in histories],
+        "item_tier": tiers,
+        "epsilon": trained["privacy"].get("epsilon"),
+        "provider": (
+            catalogue_tail(item_brand),
+            RerankConfig(min_tail_share=ctx.config.rerank_min_tail_share, window=K),
+        ),
+    }
 
 
 def signals(inputs: dict) -> list[dict]:
@@ -104,25 +111,32 @@ def signals(inputs: dict) -> list[dict]:
     rec, histories = inputs["rec"], inputs["histories"]
     model = rec.model
     labels = np.asarray(activity_groups(inputs["lengths"]), dtype=object)
-    parts: dict[str, list[np.ndarray]] = {"model": [], "text score alone": [], "DP transition counts alone": [],
-                                          "model on the newest 2 items": []}
+    parts: dict[str, list[np.ndarray]] = {
+        "model": [],
+        "text score alone": [],
+        "DP transition counts alone": [],
+        "model on the newest 2 items": [],
+    }
     for start in range(0, len(histories), 256):
-        batch = histories[start:start + 256]
+        batch = histories[start : start + 256]
         t = rec._history_tensors(batch)
         with torch.no_grad():
             q = model.history_vector(t["hist_idx"], t["hist_pos"], t["hist_mask"])
             parts["text score alone"].append((q @ model.item_table.T / model.temperature).numpy())
-            parts["DP transition counts alone"].append(model.history_features(t["hist_idx"], t["hist_mask"])[..., 4]
-                                                       .numpy())
+            parts["DP transition counts alone"].append(
+                model.history_features(t["hist_idx"], t["hist_mask"])[..., 4].numpy()
+            )
         parts["model"].append(rec.history_scores(batch))
         parts["model on the newest 2 items"].append(rec.history_scores([h[-2:] for h in batch]))
     table = {name: np.vstack(p) for name, p in parts.items()}
     counts = model.transitions.numpy()
     if counts.shape[0] == len(rec.item_ids):  # column sums of the released counts: post-processing, no epsilon
-        table["DP popularity (released counts)"] = np.tile(np.expm1(counts).clip(min=0).sum(axis=0),
-                                                           (len(histories), 1))
+        table["DP popularity (released counts)"] = np.tile(
+            np.expm1(counts).clip(min=0).sum(axis=0), (len(histories), 1)
+        )
     table["model, history items put last"] = table["model"] - 1e3 * np.asarray(
-        [[item in set(h) for item in rec.item_ids] for h in histories], dtype=np.float32)
+        [[item in set(h) for item in rec.item_ids] for h in histories], dtype=np.float32
+    )
     rows = []
     for name, scores in table.items():
         lists = [[rec.item_ids[j] for j in row] for row in top_k(scores, K)]
@@ -137,10 +151,20 @@ def measure(inputs: dict, group: str) -> dict[str, list[dict]]:
     from ml.evaluation.user_fairness import tradeoff, unseen
 
     support = unseen(inputs["pools"], inputs["histories"])
-    args = (inputs["pools"], inputs["pool_scores"], support, inputs["lengths"], inputs["targets"], K, STRENGTHS,
-            inputs["item_tier"])
-    return {"not_reranked": tradeoff(*args, group=group).to_dict(orient="records"),
-            "provider_reranked": tradeoff(*args, group=group, provider=inputs["provider"]).to_dict(orient="records")}
+    args = (
+        inputs["pools"],
+        inputs["pool_scores"],
+        support,
+        inputs["lengths"],
+        inputs["targets"],
+        K,
+        STRENGTHS,
+        inputs["item_tier"],
+    )
+    return {
+        "not_reranked": tradeoff(*args, group=group).to_dict(orient="records"),
+        "provider_reranked": tradeoff(*args, group=group, provider=inputs["provider"]).to_dict(orient="records"),
+    }
 
 
 def _fmt(value) -> str:
@@ -148,13 +172,18 @@ def _fmt(value) -> str:
 
 
 def table_md(rows: list[dict], chosen: float | None) -> list[str]:
-    out = ["| strength | NDCG@10 | NDCG lost | light | heavy | min/max ratio | 95% interval | ratio gain over 0, "
-           "paired 95% interval | provider exposure ratio |", "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| strength | NDCG@10 | NDCG lost | light | heavy | min/max ratio | 95% interval | ratio gain over 0, "
+        "paired 95% interval | provider exposure ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         mark = " (chosen)" if chosen is not None and r["strength"] == chosen else ""
-        out.append(f"| {r['strength']:.2f}{mark} | {r['ndcg']:.4f} | {r['ndcg_loss']:+.4f} | {_fmt(r['ndcg_light'])} | "
-                   f"{_fmt(r['ndcg_heavy'])} | {_fmt(r['ratio'])} | {_fmt(r['ratio_low'])} to {_fmt(r['ratio_high'])} | "
-                   f"{_fmt(r['gain_low'])} to {_fmt(r['gain_high'])} | {_fmt(r['provider_exposure_ratio'])} |")
+        out.append(
+            f"| {r['strength']:.2f}{mark} | {r['ndcg']:.4f} | {r['ndcg_loss']:+.4f} | {_fmt(r['ndcg_light'])} | "
+            f"{_fmt(r['ndcg_heavy'])} | {_fmt(r['ratio'])} | {_fmt(r['ratio_low'])} to {_fmt(r['ratio_high'])} | "
+            f"{_fmt(r['gain_low'])} to {_fmt(r['gain_high'])} | {_fmt(r['provider_exposure_ratio'])} |"
+        )
     return out
 
 
@@ -166,52 +195,74 @@ def summary_md(results: dict) -> list[str]:
     """Per seed and corpus: the user NDCG ratio and NDCG@10 after provider re-ranking, unmitigated and at the
     chosen strength."""
     chosen = results["chosen_strength"]
-    out = [f"## Summary: chosen group {results['chosen_group']}, strength {chosen} (after provider re-ranking)", "",
-           "| seed | corpus | group | ratio at 0 | ratio at chosen | paired gain interval | NDCG@10 at 0 | "
-           "NDCG@10 at chosen | mitigated group NDCG@10 at 0 / chosen | provider exposure ratio at 0 / chosen |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        f"## Summary: chosen group {results['chosen_group']}, strength {chosen} (after provider re-ranking)",
+        "",
+        "| seed | corpus | group | ratio at 0 | ratio at chosen | paired gain interval | NDCG@10 at 0 | "
+        "NDCG@10 at chosen | mitigated group NDCG@10 at 0 / chosen | provider exposure ratio at 0 / chosen |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for seed, r in results["runs"].items():
         for name, part in r["corpora"].items():
             rows = part["tradeoff"]["provider_reranked"]
             base, at = _row(rows, 0.0), _row(rows, chosen)
             worse = f"ndcg_{part['group']}"
-            out.append(f"| {seed} | {name} | {part['group']} | {_fmt(base['ratio'])} | {_fmt(at['ratio'])} | "
-                       f"{_fmt(at['gain_low'])} to {_fmt(at['gain_high'])} | {base['ndcg']:.4f} | {at['ndcg']:.4f} | "
-                       f"{_fmt(base[worse])} / {_fmt(at[worse])} | {_fmt(base['provider_exposure_ratio'])} / "
-                       f"{_fmt(at['provider_exposure_ratio'])} |")
+            out.append(
+                f"| {seed} | {name} | {part['group']} | {_fmt(base['ratio'])} | {_fmt(at['ratio'])} | "
+                f"{_fmt(at['gain_low'])} to {_fmt(at['gain_high'])} | {base['ndcg']:.4f} | {at['ndcg']:.4f} | "
+                f"{_fmt(base[worse])} / {_fmt(at[worse])} | {_fmt(base['provider_exposure_ratio'])} / "
+                f"{_fmt(at['provider_exposure_ratio'])} |"
+            )
     return out
 
 
 def markdown(results: dict) -> str:
     m = results["machine"]
-    out = [f"# User-side fairness mitigation ({m['date']}, {m['cores']} cores)", "",
-           f"`python benchmarks/user_fairness.py --seeds {','.join(map(str, results['seeds']))}`. The candidate is "
-           "trained as the quality benchmark trains it (user-level DP); its top "
-           f"{results['pool']} candidates are re-ranked for the shoppers of the worse-served activity group (by "
-           "history length, ml.evaluation.fairness.activity_groups) by blending the model's score with the support "
-           "score `unseen` (is the candidate new to the shopper), `ml.evaluation.user_fairness.mitigate`; everyone "
-           "else keeps the model's ranking. The group and the strength are chosen on amazon2018's development split "
-           "(the highest user NDCG ratio, after provider re-ranking and averaged over the seeds, among the strengths "
-           "that lose no overall NDCG@10 on that average); the test split and the "
-           "synthetic shop are read at every strength. Intervals: 2.5th to 97.5th percentiles over 1,000 resamples of "
-           "shoppers, the same resamples at every strength (paired). The gate's threshold is 0.80.", ""]
+    out = [
+        f"# User-side fairness mitigation ({m['date']}, {m['cores']} cores)",
+        "",
+        f"`python benchmarks/user_fairness.py --seeds {','.join(map(str, results['seeds']))}`. The candidate is "
+        "trained as the quality benchmark trains it (user-level DP); its top "
+        f"{results['pool']} candidates are re-ranked for the shoppers of the worse-served activity group (by "
+        "history length, ml.evaluation.fairness.activity_groups) by blending the model's score with the support "
+        "score `unseen` (is the candidate new to the shopper), `ml.evaluation.user_fairness.mitigate`; everyone "
+        "else keeps the model's ranking. The group and the strength are chosen on amazon2018's development split "
+        "(the highest user NDCG ratio, after provider re-ranking and averaged over the seeds, among the strengths "
+        "that lose no overall NDCG@10 on that average); the test split and the "
+        "synthetic shop are read at every strength. Intervals: 2.5th to 97.5th percentiles over 1,000 resamples of "
+        "shoppers, the same resamples at every strength (paired). The gate's threshold is 0.80.",
+        "",
+    ]
     out += summary_md(results) + [""]
     for seed, r in results["runs"].items():
         out += [f"## Seed {seed}", ""]
         if "signals" in r:
-            out += ["### Signals on the development split (whole-catalogue rankings, NDCG@10)", "",
-                    "| signal | all | light | heavy |", "|---|---|---|---|"]
-            out += [f"| {s['signal']} | {s['ndcg']:.4f} | {_fmt(s.get('light'))} | {_fmt(s.get('heavy'))} |"
-                    for s in r["signals"]]
+            out += [
+                "### Signals on the development split (whole-catalogue rankings, NDCG@10)",
+                "",
+                "| signal | all | light | heavy |",
+                "|---|---|---|---|",
+            ]
+            out += [
+                f"| {s['signal']} | {s['ndcg']:.4f} | {_fmt(s.get('light'))} | {_fmt(s.get('heavy'))} |"
+                for s in r["signals"]
+            ]
             out.append("")
         for name, part in r["corpora"].items():
-            out += [f"### {name} ({part['n_cases']} cases; mitigated group {part['group']}; epsilon "
-                    f"{_fmt(part['epsilon'])})", ""]
+            out += [
+                f"### {name} ({part['n_cases']} cases; mitigated group {part['group']}; epsilon "
+                f"{_fmt(part['epsilon'])})",
+                "",
+            ]
             out += ["Not re-ranked for providers:", ""]
             out += table_md(part["tradeoff"]["not_reranked"], results["chosen_strength"])
             share = part["provider_min_tail_share"]
-            out += ["", f"Then re-ranked for providers (min tail share {share}), as the evaluation stage ranks the "
-                    "candidate: the figures the gate reads", ""]
+            out += [
+                "",
+                f"Then re-ranked for providers (min tail share {share}), as the evaluation stage ranks the "
+                "candidate: the figures the gate reads",
+                "",
+            ]
             out += table_md(part["tradeoff"]["provider_reranked"], results["chosen_strength"])
             out.append("")
     return "\n".join(out) + "\n"
@@ -242,8 +293,13 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.home or tempfile.mkdtemp(prefix="vetted-user-fairness-"))
     seeds = [int(s) for s in args.seeds.split(",")]
-    results: dict = {"machine": machine(), "seeds": seeds, "pool": RERANK_POOL, "strengths": list(STRENGTHS),
-                     "runs": {}}
+    results: dict = {
+        "machine": machine(),
+        "seeds": seeds,
+        "pool": RERANK_POOL,
+        "strengths": list(STRENGTHS),
+        "runs": {},
+    }
     dev_tables, dev_groups = [], []
     for seed in seeds:
         run: dict = {"corpora": {}}
@@ -258,18 +314,28 @@ def main() -> None:
             rows = measure(inputs, group)
             if name.startswith("amazon2018-dev"):
                 dev_tables.append(pd.DataFrame(rows["provider_reranked"]))
-            run["corpora"][name] = {"n_cases": len(inputs["targets"]), "group": group, "epsilon": inputs["epsilon"],
-                                    "provider_min_tail_share": inputs["provider"][1].min_tail_share,
-                                    "tradeoff": rows}
+            run["corpora"][name] = {
+                "n_cases": len(inputs["targets"]),
+                "group": group,
+                "epsilon": inputs["epsilon"],
+                "provider_min_tail_share": inputs["provider"][1].min_tail_share,
+                "tradeoff": rows,
+            }
             if name.startswith("synthetic"):  # no development split: its worse-served group is read on its hold-out
                 own = _worse_group(inputs)
                 if own != group:
                     run["corpora"][f"{name}, its own worse-served group"] = {
-                        **run["corpora"][name], "group": own, "tradeoff": measure(inputs, own)}
+                        **run["corpora"][name],
+                        "group": own,
+                        "tradeoff": measure(inputs, own),
+                    }
         results["runs"][str(seed)] = run
     results["chosen_group"] = Counter(dev_groups).most_common(1)[0][0] if dev_groups else "heavy"
-    results["chosen_strength"] = (choose_strength(pd.concat(dev_tables).groupby("strength", as_index=False)
-                                                  [["ndcg", "ratio"]].mean()) if dev_tables else None)
+    results["chosen_strength"] = (
+        choose_strength(pd.concat(dev_tables).groupby("strength", as_index=False)[["ndcg", "ratio"]].mean())
+        if dev_tables
+        else None
+    )
     write("user-fairness", results, markdown(results))
     print(markdown(results))
 

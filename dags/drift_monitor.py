@@ -19,8 +19,10 @@ DRIFT = Asset("vetted://drift", group="vetted")
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    params={"window_days": Param(7, type="integer", minimum=1, maximum=90, description="Newest days compared"),
-            "policy": Param("", type="string", description="Gate policy YAML; empty for the packaged default")},
+    params={
+        "window_days": Param(7, type="integer", minimum=1, maximum=90, description="Newest days compared"),
+        "policy": Param("", type="string", description="Gate policy YAML; empty for the packaged default"),
+    },
     tags=["vetted", "monitoring"],
     doc_md=__doc__,
 )

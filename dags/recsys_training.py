@@ -55,11 +55,22 @@ def recsys_training() -> None:
     run_dir = stage("register", run_dir, **AFTER_REGISTRATION)
 
     decision = GateOperator(task_id="gate", run_dir=run_dir, **AFTER_REGISTRATION)
-    decision >> Label("gate passed") >> stage("promote", run_dir, outlets=[MODEL],
-                                               trigger_rule="none_failed_min_one_success", **AFTER_REGISTRATION)
-    decision >> Label("gate failed") >> GateFailedOperator(
-        task_id="keep_champion", task_display_name="gate failed: champion kept", stage="promote", run_dir=run_dir,
-        **AFTER_REGISTRATION)
+    (
+        decision
+        >> Label("gate passed")
+        >> stage("promote", run_dir, outlets=[MODEL], trigger_rule="none_failed_min_one_success", **AFTER_REGISTRATION)
+    )
+    (
+        decision
+        >> Label("gate failed")
+        >> GateFailedOperator(
+            task_id="keep_champion",
+            task_display_name="gate failed: champion kept",
+            stage="promote",
+            run_dir=run_dir,
+            **AFTER_REGISTRATION,
+        )
+    )
     asked = review()
     decision >> Label("approval required") >> asked
     asked >> Label("approved") >> (approved := record_approval(run_dir))
@@ -83,8 +94,9 @@ def prepare(params=None, run_id=None, logical_date=None, dag_run=None) -> str:
     with library_output_to_log():
         sweep(Settings.from_env(), actor="airflow")  # first settle runs whose stage died (ml.registry.sweep)
     # fixed here, once, so a retried ingest writes the same partition even after midnight
-    config = RunConfig.from_dict({**dict(params or {}), "ingest_date": ingest_date(logical_date, dag_run),
-                                  "run_name": run_id or ""})
+    config = RunConfig.from_dict(
+        {**dict(params or {}), "ingest_date": ingest_date(logical_date, dag_run), "run_name": run_id or ""}
+    )
     preflight(config.policy, {"path": config.path})  # a bad policy fails here, not at the gate
     return str(RunContext.create(Settings.from_env(), config, name=run_folder_name(run_id)).run_dir)
 
@@ -128,58 +140,134 @@ def record_rejection(run_dir: str, ti=None) -> dict:
 D = RunConfig()  # the form's defaults are the library's, so the DAG and `vetted run` agree
 
 
-def bounded(default: Any, kind: str, low: float, high: float, description: str, *, optional: bool = False,
-            exclusive_low: bool = False) -> Param:
+def bounded(
+    default: Any,
+    kind: str,
+    low: float,
+    high: float,
+    description: str,
+    *,
+    optional: bool = False,
+    exclusive_low: bool = False,
+) -> Param:
     """A number Param whose limits are checked on submit and stated in its text.
 
     The limits go in `allOf`, not top-level `minimum`/`maximum`: the UI's number box clamps to those on blur, so an
     out-of-range entry would be changed silently; here it is refused with "... is greater than the maximum of ..."."""
     low_key = "exclusiveMinimum" if exclusive_low else "minimum"
     limits = f"{'above' if exclusive_low else 'from'} {low:,} to {high:,}"
-    return Param(default, type=["null", kind] if optional else kind, allOf=[{low_key: low, "maximum": high}],
-                 description=f"{description} ({limits}{'; empty: see above' if optional else ''})")
+    return Param(
+        default,
+        type=["null", kind] if optional else kind,
+        allOf=[{low_key: low, "maximum": high}],
+        description=f"{description} ({limits}{'; empty: see above' if optional else ''})",
+    )
 
 
 PARAMS = {
     # the sources, what each needs and holds: the one registry (ml.data.sources.REGISTRY), as `vetted run` reads it
-    "source": Param(D.source, enum=list(REGISTRY), description="Which source reads the data: "
-                    + "; ".join(f"{s.name}: {s.summary}" for s in REGISTRY.values())),
-    "path": Param(None, type=["null", "string"], description="Folder or fsspec URL of a source that reads files ("
-                  + ", ".join(s.name for s in REGISTRY.values() if s.needs == "path") + "); for "
-                  + "; ".join(f"{s.name}: {s.path_note}" for s in REGISTRY.values() if s.path_note)
-                  + "; leave empty for synthetic"),
-    "url": Param(None, type=["null", "string"], description="Database URL of a source that reads one ("
-                 + ", ".join(s.name for s in REGISTRY.values() if s.needs == "url") + "). The form is stored in clear, so "
-                 "write a password as *** (postgresql://user:***@host/db): each task then takes the whole URL from "
-                 "its VETTED_SOURCE_URL, which must name the same database"),
-    "n_users": bounded(D.n_users, "integer", 50, 1_000_000,
-                       "Synthetic shoppers this run ingests. It does not bound training: training reads every lake "
-                       "partition ingested so far (up to this run's date), so earlier runs' shoppers count too"),
+    "source": Param(
+        D.source,
+        enum=list(REGISTRY),
+        description="Which source reads the data: " + "; ".join(f"{s.name}: {s.summary}" for s in REGISTRY.values()),
+    ),
+    "path": Param(
+        None,
+        type=["null", "string"],
+        description="Folder or fsspec URL of a source that reads files ("
+        + ", ".join(s.name for s in REGISTRY.values() if s.needs == "path")
+        + "); for "
+        + "; ".join(f"{s.name}: {s.path_note}" for s in REGISTRY.values() if s.path_note)
+        + "; leave empty for synthetic",
+    ),
+    "url": Param(
+        None,
+        type=["null", "string"],
+        description="Database URL of a source that reads one ("
+        + ", ".join(s.name for s in REGISTRY.values() if s.needs == "url")
+        + "). The form is stored in clear, so "
+        "write a password as *** (postgresql://user:***@host/db): each task then takes the whole URL from "
+        "its VETTED_SOURCE_URL, which must name the same database",
+    ),
+    "n_users": bounded(
+        D.n_users,
+        "integer",
+        50,
+        1_000_000,
+        "Synthetic shoppers this run ingests. It does not bound training: training reads every lake "
+        "partition ingested so far (up to this run's date), so earlier runs' shoppers count too",
+    ),
     "n_items": bounded(D.n_items, "integer", 50, 200_000, "Synthetic catalogue size"),
-    "epochs": bounded(D.epochs, "integer", 1, 100, "Passes over the shoppers at most; training stops at max_steps first"),
-    "max_steps": bounded(D.max_steps, "integer", 1, 100_000, "Training steps at most; the DP noise is calibrated to them"),
-    "batch_size": bounded(D.batch_size, "integer", 0, 4096,
-                          "Expected shoppers per step; 0 = chosen from the data: the largest batch before a doubling "
-                          "cuts the DP noise per step by less than 15% (the model card says why)"),
-    "examples_per_user": bounded(D.examples_per_user, "integer", 0, 64,
-                                 "Examples of each sampled shopper per step; under DP its gradient over them is clipped "
-                                 "once. 0 = chosen from the data: 2,048 example slots a step shared among the batch, at "
-                                 "most what most shoppers have"),
-    "dp_enabled": Param(D.dp.enabled, type="boolean", description="User-level DP-SGD on or off (the default policy refuses a non-DP model)"),
-    "dp_target_epsilon": bounded(D.dp.target_epsilon, "number", 0, 100,
-                                 "Privacy budget epsilon of the whole model; the default policy needs <= 8",
-                                 exclusive_low=True),
-    "dp_delta": bounded(None, "number", 0, 0.01, "DP delta; empty = n_users ** -1.1", optional=True, exclusive_low=True),
-    "dp_transitions_floor": bounded(D.dp.transitions_floor, "number", 0, 10,
-                                    "Noise deviations taken off each noised item-transition count; lower keeps pairs "
-                                    "few shoppers share. Empty = chosen from the data: the count of the most-shared "
-                                    "quarter of transitions in noise deviations, 1 to 2", optional=True),
-    "policy": Param(None, type=["null", "string"], description="Gate policy YAML path; empty = the packaged default (ml/gate/default_policy.yaml). Checked before the run starts"),
-    "require_approval": Param(os.environ.get("VETTED_PROFILE", "local") == "prod", type="boolean",
-                              description="Hold promotion for a reviewer (on or off; default on in the prod profile)"),
-    "slice_reports": Param(D.slice_reports, type="boolean", description="One Evidently ranking report per user group (on or off; slower evaluation)"),
-    "seed": bounded(D.seed, "integer", 0, 2**32 - 1, "Seed of the synthetic data, the split and training (reproducible runs)"),
-    "world_size": bounded(D.world_size, "integer", 0, 64, "Training processes, one per GPU; 0 = every visible GPU when there are several"),
+    "epochs": bounded(
+        D.epochs, "integer", 1, 100, "Passes over the shoppers at most; training stops at max_steps first"
+    ),
+    "max_steps": bounded(
+        D.max_steps, "integer", 1, 100_000, "Training steps at most; the DP noise is calibrated to them"
+    ),
+    "batch_size": bounded(
+        D.batch_size,
+        "integer",
+        0,
+        4096,
+        "Expected shoppers per step; 0 = chosen from the data: the largest batch before a doubling "
+        "cuts the DP noise per step by less than 15% (the model card says why)",
+    ),
+    "examples_per_user": bounded(
+        D.examples_per_user,
+        "integer",
+        0,
+        64,
+        "Examples of each sampled shopper per step; under DP its gradient over them is clipped "
+        "once. 0 = chosen from the data: 2,048 example slots a step shared among the batch, at "
+        "most what most shoppers have",
+    ),
+    "dp_enabled": Param(
+        D.dp.enabled,
+        type="boolean",
+        description="User-level DP-SGD on or off (the default policy refuses a non-DP model)",
+    ),
+    "dp_target_epsilon": bounded(
+        D.dp.target_epsilon,
+        "number",
+        0,
+        100,
+        "Privacy budget epsilon of the whole model; the default policy needs <= 8",
+        exclusive_low=True,
+    ),
+    "dp_delta": bounded(
+        None, "number", 0, 0.01, "DP delta; empty = n_users ** -1.1", optional=True, exclusive_low=True
+    ),
+    "dp_transitions_floor": bounded(
+        D.dp.transitions_floor,
+        "number",
+        0,
+        10,
+        "Noise deviations taken off each noised item-transition count; lower keeps pairs "
+        "few shoppers share. Empty = chosen from the data: the count of the most-shared "
+        "quarter of transitions in noise deviations, 1 to 2",
+        optional=True,
+    ),
+    "policy": Param(
+        None,
+        type=["null", "string"],
+        description="Gate policy YAML path; empty = the packaged default (ml/gate/default_policy.yaml). Checked before the run starts",
+    ),
+    "require_approval": Param(
+        os.environ.get("VETTED_PROFILE", "local") == "prod",
+        type="boolean",
+        description="Hold promotion for a reviewer (on or off; default on in the prod profile)",
+    ),
+    "slice_reports": Param(
+        D.slice_reports,
+        type="boolean",
+        description="One Evidently ranking report per user group (on or off; slower evaluation)",
+    ),
+    "seed": bounded(
+        D.seed, "integer", 0, 2**32 - 1, "Seed of the synthetic data, the split and training (reproducible runs)"
+    ),
+    "world_size": bounded(
+        D.world_size, "integer", 0, 64, "Training processes, one per GPU; 0 = every visible GPU when there are several"
+    ),
 }
 
 dag_object = dag(

@@ -17,8 +17,10 @@ from airflow.sdk import Param, dag, task
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    params={"to_version": Param(None, type=["null", "string"], description="Empty: the 'previous' alias"),
-            "reason": Param("", type="string", minLength=3, description="Why (kept in the audit log)")},
+    params={
+        "to_version": Param(None, type=["null", "string"], description="Empty: the 'previous' alias"),
+        "reason": Param("", type="string", minLength=3, description="Why (kept in the audit log)"),
+    },
     tags=["vetted", "registry"],
     doc_md=__doc__,
 )
@@ -29,8 +31,9 @@ def rollback():
         from ml.registry.rollback import rollback as do_rollback
 
         actor = getattr(dag_run, "triggering_user_name", None) or "airflow"
-        return do_rollback(Settings.from_env(), to=params.get("to_version") or None, reason=params["reason"],
-                           actor=actor)
+        return do_rollback(
+            Settings.from_env(), to=params.get("to_version") or None, reason=params["reason"], actor=actor
+        )
 
     move_champion()
 

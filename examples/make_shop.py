@@ -40,11 +40,27 @@ def main(out: Path) -> None:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    items = raw.items.rename(columns={"item_id": "sku", "title": "name", "description": "details", "brand": "maker",
-                                      "category": "department", "price": "list_price"})
+    items = raw.items.rename(
+        columns={
+            "item_id": "sku",
+            "title": "name",
+            "description": "details",
+            "brand": "maker",
+            "category": "department",
+            "price": "list_price",
+        }
+    )
     items.to_csv(out / "catalogue.csv", index=False)
-    events = raw.events.rename(columns={"event_id": "id", "user_id": "customer", "item_id": "sku",
-                                        "event_type": "kind", "query": "search_text", "ts": "at"})
+    events = raw.events.rename(
+        columns={
+            "event_id": "id",
+            "user_id": "customer",
+            "item_id": "sku",
+            "event_type": "kind",
+            "query": "search_text",
+            "ts": "at",
+        }
+    )
     events["at"] = parse_timestamps(events["at"])  # a shop's log has a time type; the one unreadable time is null
     events["internal_note"] = "not read: the contract does not name it"
     month = events["at"].dt.strftime("%Y-%m").fillna("unknown")
@@ -55,8 +71,10 @@ def main(out: Path) -> None:
     raw.users.to_csv(out / "users.csv", index=False)
     pd.DataFrame(raw.privacy_requests).to_csv(out / "privacy_requests.csv", index=False)
     (out / "vetted-source.yaml").write_text(OPTIONS)
-    print(f"wrote {out}: {len(items)} items, {len(raw.users)} users, {len(events)} events, "
-          f"{len(raw.privacy_requests)} privacy requests")
+    print(
+        f"wrote {out}: {len(items)} items, {len(raw.users)} users, {len(events)} events, "
+        f"{len(raw.privacy_requests)} privacy requests"
+    )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,13 @@ def build(data_dir: Path) -> dict[str, Any]:
     recent = feature_views.user_recent_items(user_src)
     activity = feature_views.user_activity(user_src)
     return {
-        "user": user, "item": item, "item_source": item_src, "user_event_source": user_src,
-        "item_features": items, "user_recent_items": recent, "user_activity": activity,
+        "user": user,
+        "item": item,
+        "item_source": item_src,
+        "user_event_source": user_src,
+        "item_features": items,
+        "user_recent_items": recent,
+        "user_activity": activity,
         "recommender": feature_services.recommender(recent, activity),
         "catalog": feature_services.catalog(items),
     }

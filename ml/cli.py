@@ -1,13 +1,13 @@
 """The `vetted` command: run the chain without Airflow, roll back, read the audit trail, serve.
 
-    vetted demo                                   # the whole chain on the synthetic default
-    vetted run --source amazon2018 --path DIR     # the same chain on your data
-    vetted run --source files --path DIR          # your own tables as parquet or CSV
-    vetted run --source sql --url URL             # ... or in a database
-    vetted rollback [--to VERSION] --reason TEXT  # only to a version the gate passed or a reviewer approved
-    vetted doctor [--dry-run]                     # settle runs whose stage died (SIGKILL, lost machine)
-    vetted audit
-    vetted serve
+vetted demo                                   # the whole chain on the synthetic default
+vetted run --source amazon2018 --path DIR     # the same chain on your data
+vetted run --source files --path DIR          # your own tables as parquet or CSV
+vetted run --source sql --url URL             # ... or in a database
+vetted rollback [--to VERSION] --reason TEXT  # only to a version the gate passed or a reviewer approved
+vetted doctor [--dry-run]                     # settle runs whose stage died (SIGKILL, lost machine)
+vetted audit
+vetted serve
 """
 
 from __future__ import annotations
@@ -28,15 +28,27 @@ log = logging.getLogger("vetted")
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     d = RunConfig()
-    p.add_argument("--source", choices=SOURCES, default=d.source,
-                   help="; ".join(f"{s.name}: {s.summary}" for s in REGISTRY.values()))
-    p.add_argument("--path", default="", help="the folder (or fsspec URL) of a source that reads files ("
-                   + ", ".join(s.name for s in REGISTRY.values() if s.needs == "path") + "); for "
-                   + "; ".join(f"{s.name}: {s.path_note}" for s in REGISTRY.values() if s.path_note))
-    p.add_argument("--url", default="",
-                   help="database URL of a source that reads one (" + ", ".join(s.name for s in REGISTRY.values()
-                                                                         if s.needs == "url")
-                   + f"); default ${SOURCE_URL_VARIABLE}, which keeps a password out of the shell's history")
+    p.add_argument(
+        "--source",
+        choices=SOURCES,
+        default=d.source,
+        help="; ".join(f"{s.name}: {s.summary}" for s in REGISTRY.values()),
+    )
+    p.add_argument(
+        "--path",
+        default="",
+        help="the folder (or fsspec URL) of a source that reads files ("
+        + ", ".join(s.name for s in REGISTRY.values() if s.needs == "path")
+        + "); for "
+        + "; ".join(f"{s.name}: {s.path_note}" for s in REGISTRY.values() if s.path_note),
+    )
+    p.add_argument(
+        "--url",
+        default="",
+        help="database URL of a source that reads one ("
+        + ", ".join(s.name for s in REGISTRY.values() if s.needs == "url")
+        + f"); default ${SOURCE_URL_VARIABLE}, which keeps a password out of the shell's history",
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--n-users", type=int, default=d.n_users, help="synthetic set size")
     p.add_argument("--n-items", type=int, default=d.n_items, help="synthetic set size")
@@ -45,8 +57,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--trainable-layers", type=int, default=d.trainable_layers)
-    p.add_argument("--world-size", type=int, default=d.world_size,
-                   help="data-parallel training processes (0: one per GPU when there are several)")
+    p.add_argument(
+        "--world-size",
+        type=int,
+        default=d.world_size,
+        help="data-parallel training processes (0: one per GPU when there are several)",
+    )
     p.add_argument("--no-dp", action="store_true", help="train without DP (comparison only; the policy refuses it)")
     p.add_argument("--epsilon", type=float, default=d.dp.target_epsilon)
     p.add_argument("--delta", type=float, default=None, help="default n_users ** -1.1")
@@ -57,13 +73,27 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
-    return RunConfig.from_dict({
-        "source": a.source, "path": a.path, "url": _source_url(a), "seed": a.seed, "n_users": a.n_users, "n_items": a.n_items,
-        "epochs": a.epochs, "max_steps": a.max_steps, "batch_size": a.batch_size, "learning_rate": a.learning_rate,
-        "trainable_layers": a.trainable_layers, "world_size": a.world_size, "policy": a.policy, "require_approval": a.require_approval,
-        "slice_reports": not a.no_slice_reports, "ingest_date": a.ingest_date,
-        "dp": {"enabled": not a.no_dp, "target_epsilon": a.epsilon, "delta": a.delta},
-    })
+    return RunConfig.from_dict(
+        {
+            "source": a.source,
+            "path": a.path,
+            "url": _source_url(a),
+            "seed": a.seed,
+            "n_users": a.n_users,
+            "n_items": a.n_items,
+            "epochs": a.epochs,
+            "max_steps": a.max_steps,
+            "batch_size": a.batch_size,
+            "learning_rate": a.learning_rate,
+            "trainable_layers": a.trainable_layers,
+            "world_size": a.world_size,
+            "policy": a.policy,
+            "require_approval": a.require_approval,
+            "slice_reports": not a.no_slice_reports,
+            "ingest_date": a.ingest_date,
+            "dp": {"enabled": not a.no_dp, "target_epsilon": a.epsilon, "delta": a.delta},
+        }
+    )
 
 
 def _source_url(a: argparse.Namespace) -> str:
@@ -98,8 +128,10 @@ def run_chain(settings: Settings, config: RunConfig, echo: Any = print, key: byt
 
 def _orphan_line(orphan: Any) -> str:
     versions = ", ".join(f"v{v}" for v in orphan.versions_failed) or "none"
-    return (f"{orphan.run_dir.name}: {orphan.reason}. Versions marked failed: {versions}; "
-            f"MLflow runs ended FAILED: {', '.join(orphan.runs_failed) or 'none'}")
+    return (
+        f"{orphan.run_dir.name}: {orphan.reason}. Versions marked failed: {versions}; "
+        f"MLflow runs ended FAILED: {', '.join(orphan.runs_failed) or 'none'}"
+    )
 
 
 def doctor(settings: Settings, dry_run: bool = False) -> int:
@@ -124,8 +156,10 @@ def print_summary(summary: dict[str, Any], settings: Settings) -> None:
     k = summary["config"]["k"]
     nd = f"ndcg_at_{k}"
     print("\n=== Vetted run summary ===")
-    print(f"Model {summary['model_name']} v{summary['model_version']}: gate {summary['gate']['status']!s}"
-          f" (policy {summary['gate']['policy']})")
+    print(
+        f"Model {summary['model_name']} v{summary['model_version']}: gate {summary['gate']['status']!s}"
+        f" (policy {summary['gate']['policy']})"
+    )
     for check in summary["gate"]["checks"] or []:
         print(f"  {check['status']:>8}  {check['name']}: {check['message']}")
     print(f"NDCG@{k}: candidate {summary['metrics'][nd]:.4f}")
@@ -134,8 +168,10 @@ def print_summary(summary: dict[str, Any], settings: Settings) -> None:
         print(f"          {name:<18} {m[nd]:.4f}{star}")
     search = summary.get("search") or {}
     if search.get("n_cases"):
-        print(f"Search NDCG@{k} ({search['n_cases']} hold-out searches): candidate {search['metrics'][nd]:.4f}, "
-              f"zero-result rate {search['zero_result_rate']:.3f}")
+        print(
+            f"Search NDCG@{k} ({search['n_cases']} hold-out searches): candidate {search['metrics'][nd]:.4f}, "
+            f"zero-result rate {search['zero_result_rate']:.3f}"
+        )
         for name, m in search["baselines"].items():
             star = "  <- best search baseline" if name == search["best_baseline"] else ""
             print(f"          {name:<26} {m[nd]:.4f}{star}")
@@ -143,8 +179,10 @@ def print_summary(summary: dict[str, Any], settings: Settings) -> None:
         print(f"Search: not measured ({search.get('unmeasurable')})")
     p = summary["privacy"]
     if p.get("dp"):
-        print(f"Privacy: user-level DP, epsilon {p['epsilon']:.2f} at delta {p['delta']:.2e}; "
-              f"MIA AUC {p['mia']['auc']:.3f}; PII findings {p['pii_findings']}")
+        print(
+            f"Privacy: user-level DP, epsilon {p['epsilon']:.2f} at delta {p['delta']:.2e}; "
+            f"MIA AUC {p['mia']['auc']:.3f}; PII findings {p['pii_findings']}"
+        )
     else:
         print(f"Privacy: NO DP; MIA AUC {p['mia']['auc']:.3f}; PII findings {p['pii_findings']}")
     promo = summary["promotion"] or {}
@@ -175,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("ml.training.train").setLevel(logging.INFO)  # its progress lines show without --verbose
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
@@ -214,4 +254,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

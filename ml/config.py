@@ -59,25 +59,37 @@ class Settings:
         if self.query_encoder not in QUERY_ENCODERS:
             raise ConfigError(f"VETTED_QUERY_ENCODER={self.query_encoder!r} is not one of {QUERY_ENCODERS}")
         if not FEAST_PROJECT.fullmatch(self.feast_project):
-            raise ConfigError(f"VETTED_FEAST_PROJECT={self.feast_project!r}: use letters, digits and underscores, "
-                              "starting with a letter or digit (Feast puts it in table names and Redis keys)")
+            raise ConfigError(
+                f"VETTED_FEAST_PROJECT={self.feast_project!r}: use letters, digits and underscores, "
+                "starting with a letter or digit (Feast puts it in table names and Redis keys)"
+            )
         if self.profile == "prod":
             self._check_prod()
 
     def _check_prod(self) -> None:
         """Every store the prod profile needs is named, and in a form its client accepts."""
-        missing = [name for name, value in (("VETTED_POSTGRES_DSN", self.postgres_dsn),
-                                            ("VETTED_REDIS_URL", self.redis_url),
-                                            ("MLFLOW_TRACKING_URI", self.tracking_uri)) if not value]
+        missing = [
+            name
+            for name, value in (
+                ("VETTED_POSTGRES_DSN", self.postgres_dsn),
+                ("VETTED_REDIS_URL", self.redis_url),
+                ("MLFLOW_TRACKING_URI", self.tracking_uri),
+            )
+            if not value
+        ]
         if missing:
-            raise ConfigError(f"VETTED_PROFILE=prod needs {', '.join(missing)} (see docs/production.md): "
-                              "PostgreSQL for the Feast registry, Redis for the online store, and a tracking "
-                              "store every worker reaches (postgresql://... or an MLflow server http(s)://...)")
+            raise ConfigError(
+                f"VETTED_PROFILE=prod needs {', '.join(missing)} (see docs/production.md): "
+                "PostgreSQL for the Feast registry, Redis for the online store, and a tracking "
+                "store every worker reaches (postgresql://... or an MLflow server http(s)://...)"
+            )
         scheme = self.tracking_uri.split(":", 1)[0].split("+", 1)[0] if "://" in self.tracking_uri else ""
         if scheme not in PROD_TRACKING_SCHEMES:
-            raise ConfigError(f"MLFLOW_TRACKING_URI={redact(self.tracking_uri)!r} does not suit the prod profile: "
-                              f"use one of {', '.join(s + '://' for s in PROD_TRACKING_SCHEMES)} (a local file or "
-                              "SQLite store is not shared between workers)")
+            raise ConfigError(
+                f"MLFLOW_TRACKING_URI={redact(self.tracking_uri)!r} does not suit the prod profile: "
+                f"use one of {', '.join(s + '://' for s in PROD_TRACKING_SCHEMES)} (a local file or "
+                "SQLite store is not shared between workers)"
+            )
         redis_connection_string(self.redis_url)
         sql_registry_url(self.postgres_dsn)
 
@@ -199,7 +211,9 @@ class RunConfig:
             raise ConfigError(f"source={self.source!r} is not one of {SOURCES}")
         needs = REGISTRY[self.source].needs
         if needs == "path" and not self.path:
-            raise ConfigError(f"source={self.source!r} needs path= (the folder holding {REGISTRY[self.source].expects})")
+            raise ConfigError(
+                f"source={self.source!r} needs path= (the folder holding {REGISTRY[self.source].expects})"
+            )
         if needs == "url" and not self.url:
             raise ConfigError(f"source={self.source!r} needs url= ({REGISTRY[self.source].expects})")
         for name in ("epochs", "max_steps", "k", "max_history"):
@@ -207,7 +221,9 @@ class RunConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("batch_size", "examples_per_user"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be at least 1, or 0 to choose it from the data, got {getattr(self, name)}")
+                raise ConfigError(
+                    f"{name} must be at least 1, or 0 to choose it from the data, got {getattr(self, name)}"
+                )
         if not 0 <= self.trainable_layers <= 6:
             raise ConfigError(f"trainable_layers must be in 0..6 (MiniLM has 6), got {self.trainable_layers}")
         if self.dp.enabled and self.dp.target_epsilon <= 0:
@@ -219,8 +235,10 @@ class RunConfig:
         if not 0 <= self.dp.transitions_share < 1:
             raise ConfigError(f"transitions_share must be in [0, 1), got {self.dp.transitions_share}")
         if self.dp.transitions_floor is not None and not 0 <= self.dp.transitions_floor <= 10:
-            raise ConfigError(f"transitions_floor must be in [0, 10] noise deviations, or None to choose it from "
-                              f"the data, got {self.dp.transitions_floor}")
+            raise ConfigError(
+                f"transitions_floor must be in [0, 10] noise deviations, or None to choose it from "
+                f"the data, got {self.dp.transitions_floor}"
+            )
         if self.world_size < 0:
             raise ConfigError(f"world_size must be >= 0 (0 = every visible GPU), got {self.world_size}")
 

@@ -48,13 +48,22 @@ class Secret:
 
 
 PSEUDONYM_KEY = Secret(
-    "VETTED_PSEUDONYM_KEY", "pseudonym key", "pseudonym.key", MissingKeyError,
+    "VETTED_PSEUDONYM_KEY",
+    "pseudonym key",
+    "pseudonym.key",
+    MissingKeyError,
     "or create an Airflow connection `vetted_pseudonym_key` whose password is the key (the DAG passes it to "
-    "the ingest stage). Only the demo may generate a local key.")
+    "the ingest stage). Only the demo may generate a local key.",
+)
 API_KEY = Secret(
-    "VETTED_API_KEY", "API key", "api.key", MissingApiKeyError,
+    "VETTED_API_KEY",
+    "API key",
+    "api.key",
+    MissingApiKeyError,
     "clients send it in the X-API-Key header; the service will not start without one. Only the demo "
-    "(VETTED_DEMO=1) creates a local key.", make="python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    "(VETTED_DEMO=1) creates a local key.",
+    make="python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+)
 
 
 def load_secret(secret: Secret, env: Mapping[str, str], home: Path, allow_demo: bool, value: str | None = None) -> str:
@@ -62,13 +71,17 @@ def load_secret(secret: Secret, env: Mapping[str, str], home: Path, allow_demo: 
     raw, where = (value, "the caller") if value else (env.get(secret.env, ""), f"the environment ({secret.env})")
     if raw:
         if len(raw) < secret.min_chars:
-            raise secret.error(f"the {secret.what} from {where} has {len(raw)} characters; use at least "
-                               f"{secret.min_chars} (for example: {secret.make})")
+            raise secret.error(
+                f"the {secret.what} from {where} has {len(raw)} characters; use at least "
+                f"{secret.min_chars} (for example: {secret.make})"
+            )
         log.info("%s read from %s", secret.what, where)
         return raw
     if not allow_demo:
-        raise secret.error(f"no {secret.what}: set the environment variable {secret.env} (at least {secret.min_chars} "
-                           f"characters, e.g. from `{secret.make}`), {secret.how}")
+        raise secret.error(
+            f"no {secret.what}: set the environment variable {secret.env} (at least {secret.min_chars} "
+            f"characters, e.g. from `{secret.make}`), {secret.how}"
+        )
     path = secret.demo_path(home)
     value = demo_secret(path, secret)
     log.info("%s read from the demo file %s", secret.what, path)
@@ -98,8 +111,7 @@ def demo_secret(path: Path, secret: Secret) -> str:
         else:
             with os.fdopen(fd, "w", encoding="ascii") as fh:
                 fh.write(secrets.token_hex(32))
-            log.warning("created a demo %s file at %s (demo only; set %s in production)", secret.what, path,
-                        secret.env)
+            log.warning("created a demo %s file at %s (demo only; set %s in production)", secret.what, path, secret.env)
     os.chmod(path, 0o600)
     value = path.read_text(encoding="ascii").strip()
     if len(value) < secret.min_chars:

@@ -62,7 +62,7 @@ class BM25Index:
         counts = sparse.csr_matrix((vals, (rows, cols)), shape=(len(queries), len(self.vocabulary)))
         out = np.empty((len(queries), self.weights.shape[0]), dtype=dtype)
         for start in range(0, len(queries), block):
-            out[start:start + block] = (counts[start:start + block] @ self.weights.T).toarray()
+            out[start : start + block] = (counts[start : start + block] @ self.weights.T).toarray()
         return out
 
     @cached_property

@@ -64,8 +64,10 @@ def redis_connection_string(url: str) -> str:
     username = unquote(parts.username) if parts.username else ""
     password = unquote(parts.password) if parts.password else ""
     if username and not password:
-        raise ConfigError(f"{where}: a user name without a password; write redis://:PASSWORD@host for a "
-                          "password alone or redis://USER:PASSWORD@host")
+        raise ConfigError(
+            f"{where}: a user name without a password; write redis://:PASSWORD@host for a "
+            "password alone or redis://USER:PASSWORD@host"
+        )
     fields = [f"{host}:{port}"]
     for name, value in (("username", username), ("password", password)):
         if value:
@@ -80,15 +82,19 @@ def redis_connection_string(url: str) -> str:
 def _check_credential(where: str, name: str, value: str) -> None:
     """Refuse a credential that Feast's connection-string parser would split or change."""
     if "," in value:
-        raise ConfigError(f"{where}: the {name} contains a comma, which Feast's Redis connection string cannot "
-                          "carry; choose one without commas (e.g. hex)")
+        raise ConfigError(
+            f"{where}: the {name} contains a comma, which Feast's Redis connection string cannot "
+            "carry; choose one without commas (e.g. hex)"
+        )
     try:
         decoded = json.loads(value)
     except json.JSONDecodeError:
         return  # stays the string it is
     if not (isinstance(decoded, int) and not isinstance(decoded, bool) and str(decoded) == value):
-        raise ConfigError(f"{where}: Feast JSON-decodes the {name}, which would turn it into "
-                          f"{type(decoded).__name__} {decoded!r}; choose another {name} (e.g. hex)")
+        raise ConfigError(
+            f"{where}: Feast JSON-decodes the {name}, which would turn it into "
+            f"{type(decoded).__name__} {decoded!r}; choose another {name} (e.g. hex)"
+        )
 
 
 def sql_registry_url(dsn: str) -> str:

@@ -131,12 +131,18 @@ class _Run:
 
     def model_facet(self) -> dict[str, VettedModelRunFacet]:
         decision = self.gate.get("decision") or {}
-        return {FACET: VettedModelRunFacet(
-            model_name=self.model_name, model_version=self.register.get("version"),
-            mlflow_run_id=self.train.get("mlflow_run_id"), gate_status=self.gate.get("status"),
-            gate_policy=self.gate.get("policy"), blocking_failures=list(decision.get("blocking_failures") or []),
-            promoted=self.promote.get("promoted") if self.promote else None,
-            champion=str(self.promote["champion"]) if self.promote.get("champion") is not None else None)}
+        return {
+            FACET: VettedModelRunFacet(
+                model_name=self.model_name,
+                model_version=self.register.get("version"),
+                mlflow_run_id=self.train.get("mlflow_run_id"),
+                gate_status=self.gate.get("status"),
+                gate_policy=self.gate.get("policy"),
+                blocking_failures=list(decision.get("blocking_failures") or []),
+                promoted=self.promote.get("promoted") if self.promote else None,
+                champion=str(self.promote["champion"]) if self.promote.get("champion") is not None else None,
+            )
+        }
 
 
 def stage_lineage(stage: str, run_dir: str | None) -> tuple[list[Dataset], list[Dataset], dict[str, Any]]:

@@ -18,8 +18,16 @@ from urllib.parse import quote
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
-LINKED_TASKS = {"register", "gate", "promote", "keep_champion", "review", "record_approval", "record_rejection",
-                "promote_approved"}
+LINKED_TASKS = {
+    "register",
+    "gate",
+    "promote",
+    "keep_champion",
+    "review",
+    "record_approval",
+    "record_rejection",
+    "promote_approved",
+}
 
 
 def _mlflow_ui() -> str:
@@ -51,9 +59,11 @@ def _run_folder(ti_key) -> Path | None:
 
     try:
         with create_session() as session:
-            row = session.scalars(XComModel.get_many(
-                run_id=ti_key.run_id, key="return_value", task_ids="prepare", dag_ids=ti_key.dag_id,
-                limit=1)).first()
+            row = session.scalars(
+                XComModel.get_many(
+                    run_id=ti_key.run_id, key="return_value", task_ids="prepare", dag_ids=ti_key.dag_id, limit=1
+                )
+            ).first()
             value = XComModel.deserialize_value(row) if row is not None else None
     except Exception:  # no metadata database here, or the XCom was cleared: no link rather than an error
         return None

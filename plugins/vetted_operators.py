@@ -34,8 +34,20 @@ SELF_LEASED = frozenset({"register", "gate", "promote"})
 # tasks from registration on know a model version: their logs name its MLflow pages
 VERSIONED = frozenset({"register", "gate", "promote"})
 # libraries that attach their own stderr handlers or print progress; their records go to the task log instead
-LIBRARY_LOGGERS = ("mlflow", "transformers", "sentence_transformers", "huggingface_hub", "feast", "opacus",
-                   "evidently", "alembic", "presidio-analyzer", "presidio-anonymizer", "urllib3", "torch")
+LIBRARY_LOGGERS = (
+    "mlflow",
+    "transformers",
+    "sentence_transformers",
+    "huggingface_hub",
+    "feast",
+    "opacus",
+    "evidently",
+    "alembic",
+    "presidio-analyzer",
+    "presidio-anonymizer",
+    "urllib3",
+    "torch",
+)
 GATE_BRANCHES = {"passed": "promote", "pending_approval": "review"}
 
 
@@ -135,8 +147,10 @@ def library_output_to_log() -> Iterator[None]:
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
                 logger.removeHandler(handler)
         logger.propagate = True
-    for module, function in (("transformers.utils.logging", "disable_progress_bar"),
-                             ("huggingface_hub.utils", "disable_progress_bars")):
+    for module, function in (
+        ("transformers.utils.logging", "disable_progress_bar"),
+        ("huggingface_hub.utils", "disable_progress_bars"),
+    ):
         with contextlib.suppress(Exception):  # a library not imported yet reads the environment instead
             getattr(__import__(module, fromlist=[function]), function)()
     writer = _LogWriter(logging.getLogger("vetted.stderr"))
@@ -166,8 +180,9 @@ def mlflow_pages(run_dir: str) -> dict[str, str]:
         pages["MLflow model version"] = f"{ui}/#/models/{model}/versions/{version}"
     train = read("train")
     if train.get("mlflow_run_id"):
-        pages["Model card & reports"] = (f"{ui}/#/experiments/{train.get('experiment_id')}/runs/"
-                                         f"{train['mlflow_run_id']}/artifacts/reports")
+        pages["Model card & reports"] = (
+            f"{ui}/#/experiments/{train.get('experiment_id')}/runs/{train['mlflow_run_id']}/artifacts/reports"
+        )
     return pages
 
 
@@ -177,9 +192,11 @@ def review_body(ctx: Any) -> str:
     version = ctx.read("register")["version"]
     pages = mlflow_pages(str(ctx.run_dir))
     where = "".join(f"\n- {name}: {url}" for name, url in pages.items())
-    return (f"**{ctx.settings.model_name} v{version}**: gate {g['status']} under `{g['policy']}`.\n\n"
-            f"{g['summary_markdown']}\n\nThe model card is the version's description in the MLflow registry "
-            f"(task link *MLflow model version*); reports are in the run's artifacts (*Model card & reports*).{where}")
+    return (
+        f"**{ctx.settings.model_name} v{version}**: gate {g['status']} under `{g['policy']}`.\n\n"
+        f"{g['summary_markdown']}\n\nThe model card is the version's description in the MLflow registry "
+        f"(task link *MLflow model version*); reports are in the run's artifacts (*Model card & reports*).{where}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ operators
@@ -244,8 +261,10 @@ class GateFailedOperator(StageOperator):
         ctx = load_context(self.run_dir)
         gate = ctx.read("gate") if ctx.has("gate") else {}
         pages = "".join(f"\n{name}: {url}" for name, url in mlflow_pages(self.run_dir).items())
-        raise GateRejected(f"the gate failed {ctx.settings.model_name} v{ctx.read('register')['version']} under "
-                           f"{gate.get('policy')}; the champion stays.\n{gate.get('summary_markdown', '')}{pages}")
+        raise GateRejected(
+            f"the gate failed {ctx.settings.model_name} v{ctx.read('register')['version']} under "
+            f"{gate.get('policy')}; the champion stays.\n{gate.get('summary_markdown', '')}{pages}"
+        )
 
 
 class GateOperator(_StageLineage, BaseBranchOperator):
@@ -280,11 +299,14 @@ class ReviewOperator(_StageLineage, HITLBranchOperator):
     def execute_complete(self, context: Any, event: dict) -> Any:
         if "error" not in event:
             user = event.get("responded_by_user") or {}
-            context["ti"].xcom_push(key="answer", value={
-                "chosen_options": list(event.get("chosen_options") or []),
-                "params_input": dict(event.get("params_input") or {}),
-                "responded_by_user": dict(user) if isinstance(user, dict) else {"name": str(user)},
-            })
+            context["ti"].xcom_push(
+                key="answer",
+                value={
+                    "chosen_options": list(event.get("chosen_options") or []),
+                    "params_input": dict(event.get("params_input") or {}),
+                    "responded_by_user": dict(user) if isinstance(user, dict) else {"name": str(user)},
+                },
+            )
         return super().execute_complete(context=context, event=event)
 
 

@@ -49,5 +49,9 @@ def vetted_home(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
     """The private Airflow home's metadata database, migrated once per session (for dag.test())."""
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True,
-                   capture_output=True, env=os.environ.copy())
+    subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        check=True,
+        capture_output=True,
+        env=os.environ.copy(),
+    )

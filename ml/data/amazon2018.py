@@ -123,9 +123,7 @@ def load_items(path: Path) -> pd.DataFrame:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SourceError(
-            f"source {SOURCE!r}: {path} is not valid UTF-8 JSON ({err}); expected index -> item"
-        ) from err
+        raise SourceError(f"source {SOURCE!r}: {path} is not valid UTF-8 JSON ({err}); expected index -> item") from err
     if not isinstance(data, dict):
         raise SourceError(f"source {SOURCE!r}: {path} must hold an object mapping item index -> item fields")
     records = []
@@ -195,9 +193,7 @@ def read_rows(path: Path, period: str) -> list[Row]:
         ) from err
     missing = {"user_id", "history_item_id", "item_id"} - set(frame.columns)
     if missing:
-        raise SourceError(
-            f"source {SOURCE!r}: {path} lacks column(s) {sorted(missing)}; it has {list(frame.columns)}"
-        )
+        raise SourceError(f"source {SOURCE!r}: {path} lacks column(s) {sorted(missing)}; it has {list(frame.columns)}")
     rows = []
     for i, (user, history, target) in enumerate(
         zip(frame["user_id"], frame["history_item_id"], frame["item_id"], strict=True)
@@ -305,9 +301,7 @@ def sequences_to_events(sequences: dict[str, list[Position]], seed: int = TIMEST
             stamps[idx] = lo.value // 10**9 + np.floor(frac * span).astype("int64")
         for pos, (p, stamp) in enumerate(zip(seq, stamps, strict=True)):
             records.append((f"{user}-{pos}", user, p.item_id, p.event_type, None, stamp))
-    frame = pd.DataFrame.from_records(
-        records, columns=["event_id", "user_id", "item_id", "event_type", "query", "ts"]
-    )
+    frame = pd.DataFrame.from_records(records, columns=["event_id", "user_id", "item_id", "event_type", "query", "ts"])
     frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
     return frame.sort_values(["ts", "event_id"], kind="stable").reset_index(drop=True)
 

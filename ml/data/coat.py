@@ -87,13 +87,9 @@ def read_matrix(path: Path, columns: int | None = None, values: tuple[int, int] 
     try:
         matrix = np.loadtxt(path, dtype=np.int64, ndmin=2)
     except (ValueError, UnicodeDecodeError) as err:
-        raise SourceError(
-            f"source {SOURCE!r}: {path} is not a whitespace-separated integer matrix ({err})"
-        ) from err
+        raise SourceError(f"source {SOURCE!r}: {path} is not a whitespace-separated integer matrix ({err})") from err
     if columns is not None and matrix.shape[1] != columns:
-        raise SourceError(
-            f"source {SOURCE!r}: {path} has {matrix.shape[1]} columns; its map names {columns} features"
-        )
+        raise SourceError(f"source {SOURCE!r}: {path} has {matrix.shape[1]} columns; its map names {columns} features")
     if values is not None and matrix.size:
         lo, hi = values
         bad = np.argwhere((matrix < lo) | (matrix > hi))
@@ -214,9 +210,7 @@ def load(path: str | Path, seed: int = 7) -> RawTables:
                 f"source {SOURCE!r}: {folder / name} is {ratings.shape[0]} x {ratings.shape[1]}; expected "
                 f"users x items = {len(users)} x {len(items)} (from user_item_features/)"
             )
-        frames.append(
-            rating_events(ratings, list(users["user_id"]), list(items["item_id"]), period, window, rng)
-        )
+        frames.append(rating_events(ratings, list(users["user_id"]), list(items["item_id"]), period, window, rng))
     events = pd.concat(frames, ignore_index=True).sort_values(["ts", "event_id"], kind="stable")
     log.info(
         "coat: %d users, %d items, %d train and %d test rating events (ratings >= %d)",

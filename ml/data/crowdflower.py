@@ -61,8 +61,9 @@ def load_judgments(path: Path | str) -> Judgments:
         path = path / "judgments.csv"
     if not path.is_file():
         raise SourceError(f"{path}: no such file (the Crowdflower judgments, judgments.csv)")
-    frame = pd.read_csv(path, keep_default_na=False, dtype={"query": str, "product_title": str,
-                                                            "product_description": str})
+    frame = pd.read_csv(
+        path, keep_default_na=False, dtype={"query": str, "product_title": str, "product_description": str}
+    )
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise SourceError(f"{path}: missing columns {missing}; expected {list(COLUMNS)}")
@@ -70,20 +71,30 @@ def load_judgments(path: Path | str) -> Judgments:
     bad = frame.index[~grades.isin(GRADES)]
     if len(bad):
         row = int(bad[0]) + 2  # 1-based, after the header line
-        raise SourceError(f"{path}, line {row}: median_relevance {frame.at[bad[0], 'median_relevance']!r} "
-                          f"is not one of {list(GRADES)}")
-    frame = frame.assign(grade=grades.astype(int), query=frame["query"].str.strip(),
-                         product_title=frame["product_title"].str.strip())
+        raise SourceError(
+            f"{path}, line {row}: median_relevance {frame.at[bad[0], 'median_relevance']!r} "
+            f"is not one of {list(GRADES)}"
+        )
+    frame = frame.assign(
+        grade=grades.astype(int), query=frame["query"].str.strip(), product_title=frame["product_title"].str.strip()
+    )
     frame = frame[(frame["query"] != "") & (frame["product_title"] != "")]
     titles = frame.groupby("product_title", sort=True)["product_description"].agg(
-        lambda ds: next((clean(d) for d in ds if clean(d)), ""))
-    products = pd.DataFrame({"product_id": [f"cf-{i}" for i in range(len(titles))], "title": titles.index,
-                             "description": titles.to_numpy()})
-    products["text"] = [f"{t}. {d[:DESCRIPTION_CHARS]}" if d else t
-                        for t, d in zip(products["title"], products["description"], strict=True)]
+        lambda ds: next((clean(d) for d in ds if clean(d)), "")
+    )
+    products = pd.DataFrame(
+        {"product_id": [f"cf-{i}" for i in range(len(titles))], "title": titles.index, "description": titles.to_numpy()}
+    )
+    products["text"] = [
+        f"{t}. {d[:DESCRIPTION_CHARS]}" if d else t
+        for t, d in zip(products["title"], products["description"], strict=True)
+    ]
     id_of = dict(zip(products["title"], products["product_id"], strict=True))
     # a query judged twice on one product (same title, another description) keeps its best grade
-    judged = (frame.assign(product_id=frame["product_title"].map(id_of))
-              .groupby(["query", "product_id"], as_index=False)["grade"].max())
+    judged = (
+        frame.assign(product_id=frame["product_title"].map(id_of))
+        .groupby(["query", "product_id"], as_index=False)["grade"]
+        .max()
+    )
     judged["gain"] = judged["grade"].map(gain)
     return Judgments(products=products, judged=judged)

@@ -54,8 +54,10 @@ def load(path: str, until: pd.Timestamp | None = None) -> RawTables:
         found = locate(fs, root, table, options)
         if found is None:
             if table in shop.REQUIRED_TABLES:
-                raise SourceNotFoundError(f"source {SOURCE!r}: no {table} table in {path} (looked for {table}.parquet, "
-                                          f"{table}.csv and a folder {table}/)")
+                raise SourceNotFoundError(
+                    f"source {SOURCE!r}: no {table} table in {path} (looked for {table}.parquet, "
+                    f"{table}.csv and a folder {table}/)"
+                )
             continue
         location, fmt = found
         tables[table] = read_table(fs, location, fmt, table, options)
@@ -81,8 +83,9 @@ def locate(fs: Any, root: str, table: str, options: shop.Options) -> tuple[str, 
     if table in options.tables:
         named = f"{root}/{options.tables[table].strip('/')}"
         if not fs.exists(named):
-            raise SourceNotFoundError(f"source {SOURCE!r}: {shop.OPTIONS_FILE} names {named} for table {table}; "
-                                      "it does not exist")
+            raise SourceNotFoundError(
+                f"source {SOURCE!r}: {shop.OPTIONS_FILE} names {named} for table {table}; it does not exist"
+            )
         candidates = [named]
     else:
         candidates = [c for c in (f"{root}/{table}.parquet", f"{root}/{table}.csv", f"{root}/{table}") if fs.exists(c)]
@@ -102,7 +105,7 @@ def locate(fs: Any, root: str, table: str, options: shop.Options) -> tuple[str, 
 def _parts(fs: Any, folder: str) -> list[str]:
     """The data files under `folder`, nested folders included; `_SUCCESS`, `.crc` and such are not parts."""
     names = fs.find(folder)
-    return sorted(n for n in names if not any(p.startswith(("_", ".")) for p in n[len(folder):].split("/") if p))
+    return sorted(n for n in names if not any(p.startswith(("_", ".")) for p in n[len(folder) :].split("/") if p))
 
 
 def _folder_format(fs: Any, folder: str, table: str) -> str:
@@ -112,8 +115,10 @@ def _folder_format(fs: Any, folder: str, table: str) -> str:
         raise SourceError(f"source {SOURCE!r}: folder {folder} (table {table}) holds no .parquet or .csv part")
     if len(kinds) > 1:
         odd = [p for p in parts if not p.endswith(tuple(FORMATS))][:3]
-        raise SourceError(f"source {SOURCE!r}: folder {folder} (table {table}) mixes kinds of files "
-                          f"{sorted(kinds)}{f', e.g. {odd}' if odd else ''}; keep all parquet or all CSV")
+        raise SourceError(
+            f"source {SOURCE!r}: folder {folder} (table {table}) mixes kinds of files "
+            f"{sorted(kinds)}{f', e.g. {odd}' if odd else ''}; keep all parquet or all CSV"
+        )
     return kinds.pop()
 
 
@@ -128,8 +133,9 @@ def read_table(fs: Any, location: str, fmt: str, table: str, options: shop.Optio
         if fmt == "csv":  # every cell as text: see the module docstring
             text = pa.schema([pa.field(name, pa.string()) for name in dataset.schema.names])
             csv = ds.CsvFileFormat(convert_options=_text_cells(dataset.schema.names))
-            dataset = ds.dataset(sources, format=csv, filesystem=fs, schema=text,
-                                 partitioning="hive" if fs.isdir(location) else None)
+            dataset = ds.dataset(
+                sources, format=csv, filesystem=fs, schema=text, partitioning="hive" if fs.isdir(location) else None
+            )
         shop.check_columns(table, dataset.schema.names, location, SOURCE, options)
         columns = shop.wanted_columns(table, dataset.schema.names, options)
         chunks = [
@@ -153,5 +159,9 @@ def _text_cells(names: list[str]) -> Any:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    return pacsv.ConvertOptions(column_types={name: pa.string() for name in names}, strings_can_be_null=True,
-                                null_values=[""], quoted_strings_can_be_null=False)
+    return pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in names},
+        strings_can_be_null=True,
+        null_values=[""],
+        quoted_strings_can_be_null=False,
+    )

@@ -117,8 +117,10 @@ def ingest(
         result.quarantined[table] = len(bad)
         result.deferred[table] = int(later.sum())
         if len(good) + len(bad) + int(later.sum()) != len(df):  # the contract's promise; a bug if it breaks
-            raise RuntimeError(f"{table}: {len(good)} accepted + {len(bad)} quarantined + {int(later.sum())} "
-                               f"deferred != {len(df)} read")
+            raise RuntimeError(
+                f"{table}: {len(good)} accepted + {len(bad)} quarantined + {int(later.sum())} "
+                f"deferred != {len(df)} read"
+            )
         accepted[table] = good
         quarantine.append(bad)
 
@@ -139,9 +141,7 @@ def ingest(
             quarantined[column], counts = scrubber.scrub_series(quarantined[column])
             pii.update(counts)
     result.pii_replaced = dict(sorted(pii.items()))
-    result.quarantine_reasons = dict(
-        Counter(quarantined.get("reason", pd.Series(dtype=object))).most_common()
-    )
+    result.quarantine_reasons = dict(Counter(quarantined.get("reason", pd.Series(dtype=object))).most_common())
 
     # privacy requests: this batch's and every one in the lake (of any date, later ones too: a backfill
     # must not bring a deleted shopper back), so a deletion holds at every ingestion
@@ -163,17 +163,24 @@ def ingest(
     if consent.deleted:
         result.lake_rows_purged = lake.purge_users(lake_dir, consent.deleted)
         append_deletion_log(lake_dir / "deletion_log.jsonl", consent.deleted, datetime.now(UTC))
-    log.info("ingested %s: %s; pii replaced %s; consent %s; dropped columns %s", ingest_date,
-             "; ".join(formula(result, table) for table in result.read), result.pii_replaced, result.consent,
-             result.dropped_columns or "none")
+    log.info(
+        "ingested %s: %s; pii replaced %s; consent %s; dropped columns %s",
+        ingest_date,
+        "; ".join(formula(result, table) for table in result.read),
+        result.pii_replaced,
+        result.consent,
+        result.dropped_columns or "none",
+    )
     return result
 
 
 def formula(result: IngestResult, table: str) -> str:
     """One table's row count as the contract states it: "events: 100 read = 90 accepted + 6 quarantined + 4
     deferred" (deferred: events after the ingest date, taken by the run of their own date)."""
-    return (f"{table}: {result.read[table]} read = {result.accepted[table]} accepted + "
-            f"{result.quarantined[table]} quarantined + {result.deferred[table]} deferred")
+    return (
+        f"{table}: {result.read[table]} read = {result.accepted[table]} accepted + "
+        f"{result.quarantined[table]} quarantined + {result.deferred[table]} deferred"
+    )
 
 
 def _quarantine_keys_with_pii(
@@ -199,4 +206,3 @@ def cutoff(ingest_date: str) -> pd.Timestamp:
 def read_lake(lake_dir: Path, as_of: str | None = None) -> dict[str, pd.DataFrame]:
     """The lake: every table, newest partition winning per key; with `as_of`, as it stood on that date."""
     return {table: lake.read_table(lake_dir, table, as_of) for table in TABLE_ORDER}
-

@@ -116,8 +116,12 @@ def append_privacy_requests(lake: Path, ingest_date: str, requests: pd.DataFrame
     ledger = ledger.drop_duplicates(columns)
     kept_from_before = len(held.drop_duplicates(columns))
     if len(ledger) > kept_from_before and kept_from_before:
-        log.info("privacy requests of %s: %d held, %d added to the ledger", ingest_date, kept_from_before,
-                 len(ledger) - kept_from_before)
+        log.info(
+            "privacy requests of %s: %d held, %d added to the ledger",
+            ingest_date,
+            kept_from_before,
+            len(ledger) - kept_from_before,
+        )
     return write_partition(lake, "privacy_requests", ingest_date, ledger)
 
 

@@ -44,7 +44,6 @@ maps the catalogue; the file parsing lives in `ml.data.recbole_files`, the seque
 times in `ml.data.recbole_sequences`.
 """
 
-
 from __future__ import annotations
 
 import logging

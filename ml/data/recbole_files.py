@@ -101,9 +101,7 @@ def read_atomic(path: Path) -> AtomicFile:
 def require_fields(atomic: AtomicFile, *names: str) -> None:
     missing = [n for n in names if n not in atomic.names]
     if missing:
-        raise SourceError(
-            f"{where(atomic.path, 1)}: the header lacks field(s) {missing}; it has {atomic.names}"
-        )
+        raise SourceError(f"{where(atomic.path, 1)}: the header lacks field(s) {missing}; it has {atomic.names}")
 
 
 def find_inter_files(folder: Path) -> dict[str, Path]:

@@ -115,9 +115,7 @@ def _times(atomic: AtomicFile) -> pd.Series:
     bad = times.isna() & (raw != "")
     if bad.any():
         at = bad.idxmax()
-        raise SourceError(
-            f"{where(atomic.path, int(atomic.rows['line'][at]))}: timestamp {raw[at]!r} is not a number"
-        )
+        raise SourceError(f"{where(atomic.path, int(atomic.rows['line'][at]))}: timestamp {raw[at]!r} is not a number")
     return times
 
 

@@ -150,9 +150,7 @@ def _blank(series: pd.Series) -> pd.Series:
     return series.isna() | (series.astype(str).str.strip() == "")
 
 
-def validate(
-    table: str, df: pd.DataFrame, known_items: set[str] | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def validate(table: str, df: pd.DataFrame, known_items: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (accepted, quarantined) for one table; quarantined rows carry `table` and `reason`.
 
     `known_items`, for events, quarantines events that name an item missing from the catalog.
@@ -190,7 +188,9 @@ def validate(
     if key:
         flag(df[key].map(str).duplicated(keep="first"), f"duplicate {key}")
     if table == "events":
-        flag(~df["event_type"].map(lambda v: isinstance(v, str) and v in EVENT_TYPES), f"event_type not in {EVENT_TYPES}")
+        flag(
+            ~df["event_type"].map(lambda v: isinstance(v, str) and v in EVENT_TYPES), f"event_type not in {EVENT_TYPES}"
+        )
         is_search = df["event_type"].map(lambda v: v == "search" if isinstance(v, str) else False).astype(bool)
         flag(is_search & _blank(df["query"]), "search event without query")
         flag(~is_search & _blank(df["item_id"]), "non-search event without item_id")
@@ -230,10 +230,7 @@ def _coerce(table: str, df: pd.DataFrame) -> pd.DataFrame:
 def empty(table: str) -> pd.DataFrame:
     """An empty frame with the table's columns, for sources that lack a table."""
     cols = {
-        c.name: pd.Series(
-            dtype="datetime64[ns, UTC]" if c.kind == "ts" else (float if c.kind == "float" else object)
-        )
+        c.name: pd.Series(dtype="datetime64[ns, UTC]" if c.kind == "ts" else (float if c.kind == "float" else object))
         for c in TABLES[table]
     }
     return pd.DataFrame(cols)
-

@@ -99,8 +99,15 @@ def parse_options(data: Any, where: str, source: str) -> Options:
     until = data.get("events_until", True)
     if not isinstance(until, bool):
         raise SourceError(f"source {source!r}: {where}: events_until must be true or false, got {until!r}")
-    return Options(columns=columns, split_time=_split_time(data.get("split_time"), where, source), chunk_rows=chunk,
-                   tables=tables, queries=queries, schema=db_schema, events_until=until)
+    return Options(
+        columns=columns,
+        split_time=_split_time(data.get("split_time"), where, source),
+        chunk_rows=chunk,
+        tables=tables,
+        queries=queries,
+        schema=db_schema,
+        events_until=until,
+    )
 
 
 def _per_table(value: Any, key: str, where: str, source: str) -> dict[str, str]:
@@ -109,7 +116,9 @@ def _per_table(value: Any, key: str, where: str, source: str) -> dict[str, str]:
     out = {}
     for table, text in value.items():
         if table not in TABLES:
-            raise SourceError(f"source {source!r}: {where}: {key} names table {table!r}; the contract has {list(TABLES)}")
+            raise SourceError(
+                f"source {source!r}: {where}: {key} names table {table!r}; the contract has {list(TABLES)}"
+            )
         if not isinstance(text, str) or not text.strip():
             raise SourceError(f"source {source!r}: {where}: {key}.{table} must be non-empty text, got {text!r}")
         out[str(table)] = text.strip()
@@ -119,21 +128,30 @@ def _per_table(value: Any, key: str, where: str, source: str) -> dict[str, str]:
 def _columns(value: Any, where: str, source: str) -> dict[str, dict[str, str]]:
     """The column map, each table's checked: contract columns only (users: any name is an attribute), each once."""
     if not isinstance(value, Mapping):
-        raise SourceError(f"source {source!r}: {where}: columns must map each table to {{shop column: contract column}}")
+        raise SourceError(
+            f"source {source!r}: {where}: columns must map each table to {{shop column: contract column}}"
+        )
     out: dict[str, dict[str, str]] = {}
     for table, mapping in value.items():
         if table not in TABLES:
-            raise SourceError(f"source {source!r}: {where}: columns names table {table!r}; the contract has {list(TABLES)}")
-        if not isinstance(mapping, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
-                                                       for k, v in mapping.items()):
-            raise SourceError(f"source {source!r}: {where}: columns.{table} must map shop column names to contract "
-                              "column names (text to text)")
+            raise SourceError(
+                f"source {source!r}: {where}: columns names table {table!r}; the contract has {list(TABLES)}"
+            )
+        if not isinstance(mapping, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+        ):
+            raise SourceError(
+                f"source {source!r}: {where}: columns.{table} must map shop column names to contract "
+                "column names (text to text)"
+            )
         named = [c.name for c in schema.TABLES[table]]
         if table != "users":
             wrong = sorted(v for v in mapping.values() if v not in named)
             if wrong:
-                raise SourceError(f"source {source!r}: {where}: columns.{table} maps onto {wrong}, which the contract's "
-                                  f"{table} table does not have; its columns are {named}")
+                raise SourceError(
+                    f"source {source!r}: {where}: columns.{table} maps onto {wrong}, which the contract's "
+                    f"{table} table does not have; its columns are {named}"
+                )
         targets = list(mapping.values())
         twice = sorted({v for v in targets if targets.count(v) > 1})
         if twice:
@@ -180,7 +198,8 @@ def check_columns(table: str, available: Iterable[str], where: str, source: str,
         raise SourceError(
             f"source {source!r}: {where} lacks column(s) {[shop[m] for m in missing]} for the contract's "
             f"{missing}; it has {sorted(have)}. Rename them in the table or map them in {OPTIONS_FILE} "
-            f"(columns: {{{table}: {{your_column: {missing[0]}}}}})")
+            f"(columns: {{{table}: {{your_column: {missing[0]}}}}})"
+        )
 
 
 def finish_table(table: str, chunks: list[pd.DataFrame], where: str, source: str) -> pd.DataFrame:
@@ -203,8 +222,10 @@ def default_split_time(events: pd.DataFrame, until: pd.Timestamp | None) -> pd.T
     if until is not None:
         ts = ts[ts < until]
     if ts.empty:
-        raise SourceError("no event has a time before the end of the ingest date: cannot place the hold-out; set "
-                          f"split_time in {OPTIONS_FILE} or check the events' ts column")
+        raise SourceError(
+            "no event has a time before the end of the ingest date: cannot place the hold-out; set "
+            f"split_time in {OPTIONS_FILE} or check the events' ts column"
+        )
     first, last = ts.min(), ts.max()
     span_ns = (last - first).value
     return first + pd.Timedelta(int(math.floor(span_ns * (1 - HOLDOUT_SHARE))), unit="ns")
@@ -221,9 +242,18 @@ def assemble(source: str, tables: dict[str, pd.DataFrame], options: Options, unt
     if requests is None:
         requests = schema.empty("privacy_requests")
     split = options.split_time or default_split_time(events, until)
-    log.info("%s: %d items, %d users, %d events, %d privacy requests; hold-out from %s (%s)", source,
-             len(tables["items"]), len(users), len(events), len(requests), split.isoformat(),
-             "the options' split_time" if options.split_time is not None
-             else f"the last {HOLDOUT_SHARE:.0%} of the event time range")
-    return RawTables(name=source, items=tables["items"], users=users, events=events, privacy_requests=requests,
-                     split_time=split)
+    log.info(
+        "%s: %d items, %d users, %d events, %d privacy requests; hold-out from %s (%s)",
+        source,
+        len(tables["items"]),
+        len(users),
+        len(events),
+        len(requests),
+        split.isoformat(),
+        "the options' split_time"
+        if options.split_time is not None
+        else f"the last {HOLDOUT_SHARE:.0%} of the event time range",
+    )
+    return RawTables(
+        name=source, items=tables["items"], users=users, events=events, privacy_requests=requests, split_time=split
+    )

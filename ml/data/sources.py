@@ -30,8 +30,18 @@ from ml.data.raw import HISTORY_LEN, RawTables, SourceError, SourceNotFoundError
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["HISTORY_LEN", "REGISTRY", "SOURCE_NAMES", "RawTables", "SourceError", "SourceNotFoundError",
-           "SourceRequest", "SourceSpec", "read_source", "spec"]
+__all__ = [
+    "HISTORY_LEN",
+    "REGISTRY",
+    "SOURCE_NAMES",
+    "RawTables",
+    "SourceError",
+    "SourceNotFoundError",
+    "SourceRequest",
+    "SourceSpec",
+    "read_source",
+    "spec",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,27 +64,56 @@ class SourceSpec:
             raise ValueError(f"source {self.name!r}: needs={self.needs!r} is not one of {NEEDS}")
 
 
-REGISTRY: dict[str, SourceSpec] = {s.name: s for s in (
-    SourceSpec("synthetic", "ml.data.synthetic", "", "nothing: the set is generated (--n-users, --n-items, --seed)",
-               "generated demo shop"),
-    SourceSpec("amazon2018", "ml.data.amazon2018", "path", "one each of *.item.json, *.valid.csv and *.test.csv",
-               "a folder in the format of amazon2018-industrial"),
-    SourceSpec("coat", "ml.data.coat", "path",
-               "train.ascii, test.ascii and user_item_features/ (item and user features with their *_map.txt)",
-               "the Coat shopping data folder"),
-    SourceSpec("recbole", "ml.data.recbole", "path",
-               "one *.item and either *.valid.inter + *.test.inter (optionally *.train.inter) or one *.inter",
-               "a folder of RecBole atomic files"),
-    SourceSpec("files", "ml.data.files", "path",
-               "the contract tables items, events (required), users, privacy_requests (optional), each as NAME.parquet, "
-               "NAME.csv or a folder NAME/ of such parts, and optionally vetted-source.yaml (column map, split time)",
-               "your own tables as parquet or CSV, in a folder or at an fsspec URL (s3://, gs://, ...)"),
-    SourceSpec("sql", "ml.data.sql", "url",
-               "a SQLAlchemy database URL (postgresql://user@host/db, sqlite:///file.db, ...) whose tables items, "
-               "events (required), users, privacy_requests (optional) hold the contract's columns",
-               "your own tables, or queries, in a database SQLAlchemy reaches",
-               path_note="an optional YAML file of options: table names or queries, column map, split time"),
-)}
+REGISTRY: dict[str, SourceSpec] = {
+    s.name: s
+    for s in (
+        SourceSpec(
+            "synthetic",
+            "ml.data.synthetic",
+            "",
+            "nothing: the set is generated (--n-users, --n-items, --seed)",
+            "generated demo shop",
+        ),
+        SourceSpec(
+            "amazon2018",
+            "ml.data.amazon2018",
+            "path",
+            "one each of *.item.json, *.valid.csv and *.test.csv",
+            "a folder in the format of amazon2018-industrial",
+        ),
+        SourceSpec(
+            "coat",
+            "ml.data.coat",
+            "path",
+            "train.ascii, test.ascii and user_item_features/ (item and user features with their *_map.txt)",
+            "the Coat shopping data folder",
+        ),
+        SourceSpec(
+            "recbole",
+            "ml.data.recbole",
+            "path",
+            "one *.item and either *.valid.inter + *.test.inter (optionally *.train.inter) or one *.inter",
+            "a folder of RecBole atomic files",
+        ),
+        SourceSpec(
+            "files",
+            "ml.data.files",
+            "path",
+            "the contract tables items, events (required), users, privacy_requests (optional), each as NAME.parquet, "
+            "NAME.csv or a folder NAME/ of such parts, and optionally vetted-source.yaml (column map, split time)",
+            "your own tables as parquet or CSV, in a folder or at an fsspec URL (s3://, gs://, ...)",
+        ),
+        SourceSpec(
+            "sql",
+            "ml.data.sql",
+            "url",
+            "a SQLAlchemy database URL (postgresql://user@host/db, sqlite:///file.db, ...) whose tables items, "
+            "events (required), users, privacy_requests (optional) hold the contract's columns",
+            "your own tables, or queries, in a database SQLAlchemy reaches",
+            path_note="an optional YAML file of options: table names or queries, column map, split time",
+        ),
+    )
+}
 SOURCE_NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 
@@ -109,8 +148,14 @@ def read_source(
         log.info("source %r is generated; ignoring path %s", name, path)
     if url and row.needs != "url":
         log.info("source %r reads no database; ignoring the url", name)
-    request = SourceRequest(path=path, url=url if row.needs == "url" else "", n_users=n_users, n_items=n_items,
-                            seed=seed, until=_until(ingest_date) if row.needs else None)
+    request = SourceRequest(
+        path=path,
+        url=url if row.needs == "url" else "",
+        n_users=n_users,
+        n_items=n_items,
+        seed=seed,
+        until=_until(ingest_date) if row.needs else None,
+    )
     adapter = importlib.import_module(row.adapter)
     try:
         raw: RawTables = adapter.read(request)

@@ -54,13 +54,9 @@ def search_examples(events: pd.DataFrame) -> pd.DataFrame:
 def temporal_split(events: pd.DataFrame, split_time: pd.Timestamp) -> Split:
     seq = interaction_sequences(events)
     before = seq["ts"] < split_time
-    next_item = seq[before & (seq["position"] > 0)][["user_id", "ts", "item_id"]].assign(
-        kind="next_item", query=None
-    )
+    next_item = seq[before & (seq["position"] > 0)][["user_id", "ts", "item_id"]].assign(kind="next_item", query=None)
     searches = search_examples(events[events["ts"] < split_time]).assign(kind="search")
-    train = pd.concat([next_item, searches], ignore_index=True).sort_values(
-        ["user_id", "ts"], kind="mergesort"
-    )
+    train = pd.concat([next_item, searches], ignore_index=True).sort_values(["user_id", "ts"], kind="mergesort")
     cases = seq[~before & (seq["position"] > 0)][["user_id", "ts", "item_id"]]
     return Split(
         split_time=split_time,
@@ -75,9 +71,7 @@ def histories_before(sequences: pd.DataFrame, rows: pd.DataFrame, max_history: i
 
     A reference implementation used to check the feature store's point-in-time join and by baselines.
     """
-    by_user = {
-        u: (_ns(g["ts"]), g["item_id"].to_numpy()) for u, g in sequences.groupby("user_id", sort=False)
-    }
+    by_user = {u: (_ns(g["ts"]), g["item_id"].to_numpy()) for u, g in sequences.groupby("user_id", sort=False)}
     out: list[list[str]] = []
     for user, ts in zip(rows["user_id"], rows["ts"], strict=True):
         if user not in by_user:
@@ -91,6 +85,4 @@ def histories_before(sequences: pd.DataFrame, rows: pd.DataFrame, max_history: i
 
 def _ns(ts: pd.Series) -> np.ndarray:
     """UTC timestamps as int64 nanoseconds since the epoch."""
-    return (
-        pd.to_datetime(ts, utc=True).dt.tz_localize(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
-    )
+    return pd.to_datetime(ts, utc=True).dt.tz_localize(None).to_numpy().astype("datetime64[ns]").astype(np.int64)

@@ -62,8 +62,10 @@ def load(url: str, options_path: str = "", until: pd.Timestamp | None = None) ->
     try:
         engine = sa.create_engine(url)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as err:
-        raise SourceError(f"source {SOURCE!r}: {shown} is not a database URL SQLAlchemy can open "
-                          f"({type(err).__name__}: {_first_line(err)})") from None
+        raise SourceError(
+            f"source {SOURCE!r}: {shown} is not a database URL SQLAlchemy can open "
+            f"({type(err).__name__}: {_first_line(err)})"
+        ) from None
     tables: dict[str, pd.DataFrame] = {}
     try:
         with engine.connect() as conn:
@@ -72,14 +74,18 @@ def load(url: str, options_path: str = "", until: pd.Timestamp | None = None) ->
                 if frame is not None:
                     tables[table] = frame
     except sa.exc.DBAPIError as err:  # unreachable, refused, a query that fails: the driver's own words
-        raise SourceError(f"source {SOURCE!r}: {shown}: {type(err.orig).__name__}: {_first_line(err.orig or err)}") from None
+        raise SourceError(
+            f"source {SOURCE!r}: {shown}: {type(err.orig).__name__}: {_first_line(err.orig or err)}"
+        ) from None
     finally:
         engine.dispose()
     for table in shop.REQUIRED_TABLES:
         if table not in tables:
             name = f"{options.schema}.{table}" if options.schema else table
-            raise SourceNotFoundError(f"source {SOURCE!r}: {shown} has no table {options.tables.get(table, name)!r} "
-                                      f"for the contract's {table}; name yours in the options (tables: or queries:)")
+            raise SourceNotFoundError(
+                f"source {SOURCE!r}: {shown} has no table {options.tables.get(table, name)!r} "
+                f"for the contract's {table}; name yours in the options (tables: or queries:)"
+            )
     return shop.assemble(SOURCE, tables, options, until)
 
 
@@ -95,8 +101,10 @@ def _options(path: str) -> shop.Options:
         return shop.Options()
     file = Path(path).expanduser()
     if not file.is_file():
-        raise SourceNotFoundError(f"source {SOURCE!r}: options file {file} does not exist (--path names the sql "
-                                  "source's optional options file, a YAML file)")
+        raise SourceNotFoundError(
+            f"source {SOURCE!r}: options file {file} does not exist (--path names the sql "
+            "source's optional options file, a YAML file)"
+        )
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
@@ -104,8 +112,9 @@ def _options(path: str) -> shop.Options:
     return shop.parse_options(data, str(file), SOURCE)
 
 
-def read_table(conn: Any, table: str, options: shop.Options, until: pd.Timestamp | None,
-               shown: str) -> pd.DataFrame | None:
+def read_table(
+    conn: Any, table: str, options: shop.Options, until: pd.Timestamp | None, shown: str
+) -> pd.DataFrame | None:
     """One contract table in chunks, or None when the database has no such table."""
     where, stmt = _statement(conn, table, options, until)
     if stmt is None:
@@ -121,8 +130,15 @@ def read_table(conn: Any, table: str, options: shop.Options, until: pd.Timestamp
     if not chunks:
         chunks = [shop.contract_chunk(table, pd.DataFrame(columns=keys, dtype=object), options)]
     frame = shop.finish_table(table, chunks, f"{shown} {where}", SOURCE)
-    log.info("%s: %s: %d rows from %s %s%s", SOURCE, table, len(frame), shown, where,
-             f" (events before {until.isoformat()})" if table == "events" and until is not None else "")
+    log.info(
+        "%s: %s: %d rows from %s %s%s",
+        SOURCE,
+        table,
+        len(frame),
+        shown,
+        where,
+        f" (events before {until.isoformat()})" if table == "events" and until is not None else "",
+    )
     return frame
 
 
@@ -139,7 +155,9 @@ def _statement(conn: Any, table: str, options: shop.Options, until: pd.Timestamp
 
     ts_column = options.source_columns(table).get("ts", "ts")
     if table in options.queries:
-        query: Any = sa.select(sa.literal_column("*")).select_from(sa.text(f"({options.queries[table]}) AS vetted_rows"))
+        query: Any = sa.select(sa.literal_column("*")).select_from(
+            sa.text(f"({options.queries[table]}) AS vetted_rows")
+        )
         if table == "events" and until is not None:
             bound = sa.bindparam("until", until.to_pydatetime(), type_=sa.DateTime(timezone=True))
             query = query.where(sa.or_(sa.column(ts_column) < bound, sa.column(ts_column).is_(None)))

@@ -259,5 +259,3 @@ def _with_article(adjective: str, noun: str) -> str:
     if noun.endswith("s"):
         return f"{adjective[0].upper()}{adjective[1:]} {noun}"
     return f"{'An' if adjective[0] in 'aeiou' else 'A'} {adjective} {noun}"
-
-

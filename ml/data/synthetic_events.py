@@ -171,5 +171,3 @@ def iso_utc(t0: pd.Timestamp, seconds: np.ndarray) -> np.ndarray:
     base = np.datetime64(t0.tz_convert(None).to_datetime64(), "s")
     text = np.datetime_as_string(base + seconds.astype("timedelta64[s]"), unit="s")
     return np.char.add(text, "Z").astype(object)
-
-

@@ -69,5 +69,3 @@ def privacy_requests(
         }
     )
     return frame.sort_values("ts", kind="stable").reset_index(drop=True)
-
-

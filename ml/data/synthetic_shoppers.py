@@ -73,9 +73,7 @@ def make_users(
     brand_pop = np.bincount(catalog.brand, weights=catalog.popularity, minlength=cfg.n_brands)
     brand_pop = brand_pop / brand_pop.sum()
     uniform = 1.0 - cfg.age_tilt - cfg.gender_tilt
-    cat_p = (
-        uniform / n_cat + cfg.age_tilt * age_tilt[age] + cfg.gender_tilt * gender_tilt[gender]
-    )  # rows sum to 1
+    cat_p = uniform / n_cat + cfg.age_tilt * age_tilt[age] + cfg.gender_tilt * gender_tilt[gender]  # rows sum to 1
     n_pref = rng.choice([1, 2, 3], size=n_users, p=[0.3, 0.45, 0.25])
     ranked = _sample_without_replacement(rng, cat_p)
     prefs = [ranked[u, : n_pref[u]] for u in range(n_users)]
@@ -95,5 +93,3 @@ def _sample_without_replacement(rng: np.random.Generator, p: np.ndarray) -> np.n
     """Per row, all columns in a random order drawn without replacement with probabilities p (Gumbel top-k)."""
     keys = np.log(np.maximum(p, 1e-300)) + rng.gumbel(size=p.shape)
     return np.argsort(-keys, axis=1)
-
-

@@ -96,9 +96,7 @@ class Cooccurrence(Baseline):
     name: str = "cooccurrence"
 
     @classmethod
-    def fit(
-        cls, item_ids: list[str], sequences: pd.DataFrame, window: int = 5, gap_decay: float = 0.6
-    ) -> Cooccurrence:
+    def fit(cls, item_ids: list[str], sequences: pd.DataFrame, window: int = 5, gap_decay: float = 0.6) -> Cooccurrence:
         model = cls(item_ids=item_ids)
         n = len(item_ids)
         m = np.zeros((n, n), dtype=np.float32)
@@ -165,8 +163,10 @@ def released_counts(item_ids: list[str], log_counts: np.ndarray) -> np.ndarray:
     table = np.asarray(log_counts, dtype=np.float64)
     n = len(item_ids)
     if table.shape != (n, n):
-        raise ValueError(f"the transition table is {table.shape}, not {n} x {n} for the catalogue's {n} items; pass "
-                         "the table of the model trained on this catalogue (Recommender.model.transitions)")
+        raise ValueError(
+            f"the transition table is {table.shape}, not {n} x {n} for the catalogue's {n} items; pass "
+            "the table of the model trained on this catalogue (Recommender.model.transitions)"
+        )
     return np.expm1(np.maximum(table, 0.0)).astype(np.float32)
 
 
@@ -175,8 +175,10 @@ class _FromReleasedCounts:
 
     @classmethod
     def fit(cls, *args: object, **kwargs: object) -> Any:
-        raise TypeError(f"{cls.__name__} is built from released DP counts, never fitted on raw events: use "
-                        "from_transitions(item_ids, model.transitions)")
+        raise TypeError(
+            f"{cls.__name__} is built from released DP counts, never fitted on raw events: use "
+            "from_transitions(item_ids, model.transitions)"
+        )
 
 
 @dataclass

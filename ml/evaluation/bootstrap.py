@@ -44,14 +44,18 @@ class Resamples:
     def n_shoppers(self) -> int:
         return int(self.counts.shape[1])
 
-    def means(self, values: Sequence[float] | np.ndarray, mask: Sequence[bool] | np.ndarray | None = None) -> np.ndarray:
+    def means(
+        self, values: Sequence[float] | np.ndarray, mask: Sequence[bool] | np.ndarray | None = None
+    ) -> np.ndarray:
         """The mean of ``values`` (one per case) in each resample, over the cases where ``mask`` holds.
 
         A resample that drew none of the masked cases has no mean: NaN there."""
         x = np.asarray(values, dtype=np.float64)
         if x.shape != self.shopper.shape:
-            raise ValueError(f"values has {x.size} entries but the resamples were drawn for {self.shopper.size} cases; "
-                             "pass one value per hold-out case, in the cases' order")
+            raise ValueError(
+                f"values has {x.size} entries but the resamples were drawn for {self.shopper.size} cases; "
+                "pass one value per hold-out case, in the cases' order"
+            )
         keep = np.ones(x.size, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
         sums = np.bincount(self.shopper[keep], weights=x[keep], minlength=self.n_shoppers)
         sizes = np.bincount(self.shopper[keep], minlength=self.n_shoppers).astype(np.float64)
@@ -60,8 +64,9 @@ class Resamples:
             return np.where(n > 0, total / np.where(n > 0, n, 1.0), np.nan)
 
 
-def shopper_resamples(shoppers: Sequence[Any] | np.ndarray, n_resamples: int = DEFAULT_RESAMPLES,
-                      seed: int = DEFAULT_SEED) -> Resamples:
+def shopper_resamples(
+    shoppers: Sequence[Any] | np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED
+) -> Resamples:
     """``n_resamples`` draws of the cases' shoppers with replacement (as many as there are), seeded.
 
     Shoppers are numbered in sorted order of their ids, so the draws depend on the set of shoppers and the seed,
@@ -102,8 +107,12 @@ def ratio_draws(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
         return np.where(den != 0, num / np.where(den != 0, den, 1.0), np.nan)
 
 
-def group_ratio_draws(values: Sequence[float] | np.ndarray, groups: Sequence[Any] | np.ndarray,
-                      eligible: Sequence[str], resamples: Resamples) -> np.ndarray:
+def group_ratio_draws(
+    values: Sequence[float] | np.ndarray,
+    groups: Sequence[Any] | np.ndarray,
+    eligible: Sequence[str],
+    resamples: Resamples,
+) -> np.ndarray:
     """The min group / max group mean of ``values`` in each resample, over the ``eligible`` groups.
 
     Which groups are eligible is decided once on the hold-out (``fairness.user_group_fairness``: known groups with
@@ -116,18 +125,22 @@ def group_ratio_draws(values: Sequence[float] | np.ndarray, groups: Sequence[Any
         return ratio_draws(per_group.min(axis=0), per_group.max(axis=0))
 
 
-def summary(point: float | None, draws: np.ndarray | None, confidence: float = DEFAULT_CONFIDENCE
-            ) -> dict[str, Any]:
+def summary(point: float | None, draws: np.ndarray | None, confidence: float = DEFAULT_CONFIDENCE) -> dict[str, Any]:
     """``{"value", "lower", "upper", "confidence"}``: a point estimate with its interval, ready for JSON."""
     if point is None or draws is None:
         return {"value": point, "lower": None, "upper": None, "confidence": confidence}
     lower, upper = interval(draws, confidence)
-    return {"value": float(point), "lower": None if math.isnan(lower) else lower,
-            "upper": None if math.isnan(upper) else upper, "confidence": confidence}
+    return {
+        "value": float(point),
+        "lower": None if math.isnan(lower) else lower,
+        "upper": None if math.isnan(upper) else upper,
+        "confidence": confidence,
+    }
 
 
-def summaries(points: Mapping[str, float | None], draws: Mapping[str, np.ndarray],
-              confidence: float = DEFAULT_CONFIDENCE) -> dict[str, dict[str, Any]]:
+def summaries(
+    points: Mapping[str, float | None], draws: Mapping[str, np.ndarray], confidence: float = DEFAULT_CONFIDENCE
+) -> dict[str, dict[str, Any]]:
     """``summary`` of every named statistic that has a point estimate."""
     return {name: summary(value, draws.get(name), confidence) for name, value in points.items()}
 

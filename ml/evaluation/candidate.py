@@ -31,9 +31,21 @@ class Holdout:
     groups: pd.DataFrame
 
 
-def evaluate_candidate(rec: Recommender, cases: pd.DataFrame, search_cases: pd.DataFrame, sequences: pd.DataFrame,
-                       items: pd.DataFrame, users: pd.DataFrame, *, k: int, seed: int, min_tail_share: float,
-                       max_item_tokens: int, max_query_tokens: int, dp: bool) -> Holdout:
+def evaluate_candidate(
+    rec: Recommender,
+    cases: pd.DataFrame,
+    search_cases: pd.DataFrame,
+    sequences: pd.DataFrame,
+    items: pd.DataFrame,
+    users: pd.DataFrame,
+    *,
+    k: int,
+    seed: int,
+    min_tail_share: float,
+    max_item_tokens: int,
+    max_query_tokens: int,
+    dp: bool,
+) -> Holdout:
     """The candidate (fairly re-ranked) and every baseline on the hold-out `cases`, and on `search_cases`.
 
     `sequences` are the training window's sequences of the shoppers the candidate learned from: the baselines
@@ -60,42 +72,75 @@ def evaluate_candidate(rec: Recommender, cases: pd.DataFrame, search_cases: pd.D
     recs = [rerank(c, s.tolist(), is_tail, k, rerank_cfg) for c, s in zip(pool, pool_scores, strict=True)]
     score_of = [dict(zip(c, s.tolist(), strict=True)) for c, s in zip(pool, pool_scores, strict=True)]
     scores = [[so[i] for i in r] for r, so in zip(recs, score_of, strict=True)]
-    tradeoff_table = tradeoff(pool, cases["item_id"].tolist(), is_tail, k, RERANK_SHARES,
-                              scores=[s.tolist() for s in pool_scores], window=k)
+    tradeoff_table = tradeoff(
+        pool, cases["item_id"].tolist(), is_tail, k, RERANK_SHARES, scores=[s.tolist() for s in pool_scores], window=k
+    )
 
     texts = item_texts(items)
-    fitted = [bl.Popularity.fit(item_ids, sequences), bl.Cooccurrence.fit(item_ids, sequences),
-              bl.BM25(item_ids=item_ids, texts=texts, titles=items["title"].tolist())]
+    fitted = [
+        bl.Popularity.fit(item_ids, sequences),
+        bl.Cooccurrence.fit(item_ids, sequences),
+        bl.BM25(item_ids=item_ids, texts=texts, titles=items["title"].tolist()),
+    ]
     zero_shot = bl.zero_shot_encoder()
     base_vectors = zero_shot(texts, max_item_tokens)
     fitted.append(bl.ZeroShot(item_ids=item_ids, vectors=base_vectors))
     fitted.extend(private_baselines(rec, item_ids, dp))
     vectors = dict(zip(rec.item_ids, rec.item_vectors, strict=True))
-    compared = compare_rankings(recs, {b.name: b.recommend(histories, k) for b in fitted},
-                                {b.name: b.learns for b in fitted}, cases, k, n_catalog=len(item_ids),
-                                item_popularity=popularity, item_tier=tiers, groups=groups, seed=seed,
-                                item_vectors=vectors)
-    searched = search_evaluation(rec, search_cases, k, encode_query=lambda q: zero_shot(q, max_query_tokens),
-                                 zero_shot_items=base_vectors, users=users, seed=seed, n_catalog=len(item_ids),
-                                 item_popularity=popularity, item_tier=tiers, item_vectors=vectors)
+    compared = compare_rankings(
+        recs,
+        {b.name: b.recommend(histories, k) for b in fitted},
+        {b.name: b.learns for b in fitted},
+        cases,
+        k,
+        n_catalog=len(item_ids),
+        item_popularity=popularity,
+        item_tier=tiers,
+        groups=groups,
+        seed=seed,
+        item_vectors=vectors,
+    )
+    searched = search_evaluation(
+        rec,
+        search_cases,
+        k,
+        encode_query=lambda q: zero_shot(q, max_query_tokens),
+        zero_shot_items=base_vectors,
+        users=users,
+        seed=seed,
+        n_catalog=len(item_ids),
+        item_popularity=popularity,
+        item_tier=tiers,
+        item_vectors=vectors,
+    )
     search_per_case = None
     if "per_case" in searched:
         search_per_case = searched.pop("per_case")
         searched["candidate"].pop("per_case")
-    user_side = worse_group_tradeoff(pool, pool_scores, histories, cases, compared["per_case"], k, tiers,
-                                     (is_tail, rerank_cfg), seed)
+    user_side = worse_group_tradeoff(
+        pool, pool_scores, histories, cases, compared["per_case"], k, tiers, (is_tail, rerank_cfg), seed
+    )
     candidate, baselines = compared["candidate"], compared["baselines"]
     best, best_non_private = compared["best_baseline"], compared["best_non_private_baseline"]
     summary = {
-        "k": k, "n_cases": len(cases), "candidate": {kk: v for kk, v in candidate.items() if kk != "per_case"},
-        "baselines": baselines, "best_baseline": best,
+        "k": k,
+        "n_cases": len(cases),
+        "candidate": {kk: v for kk, v in candidate.items() if kk != "per_case"},
+        "baselines": baselines,
+        "best_baseline": best,
         "best_baseline_ndcg": baselines[best]["metrics"][f"ndcg_at_{k}"],
         "best_non_private_baseline": best_non_private,
         "best_non_private_baseline_ndcg": baselines[best_non_private]["metrics"][f"ndcg_at_{k}"]
-        if best_non_private else None,
-        "uncertainty": compared["uncertainty"], "search": searched,
-        "rerank": {"min_tail_share": min_tail_share, "window": k, "pool": RERANK_POOL,
-                   "tradeoff": tradeoff_table.to_dict(orient="records")},
+        if best_non_private
+        else None,
+        "uncertainty": compared["uncertainty"],
+        "search": searched,
+        "rerank": {
+            "min_tail_share": min_tail_share,
+            "window": k,
+            "pool": RERANK_POOL,
+            "tradeoff": tradeoff_table.to_dict(orient="records"),
+        },
         "user_fairness_mitigation": user_side,
     }
     return Holdout(summary, compared["per_case"], search_per_case, recs, scores, groups)
@@ -113,8 +158,9 @@ def private_baselines(rec: Recommender, item_ids: list[str], dp: bool) -> list[A
     return [bl.DPPopularity.from_transitions(item_ids, table), bl.DPCooccurrence.from_transitions(item_ids, table)]
 
 
-def champion_on_holdout(rec: Recommender, cases: pd.DataFrame, groups: pd.DataFrame, k: int,
-                        search_cases: pd.DataFrame | None = None) -> dict[str, Any]:
+def champion_on_holdout(
+    rec: Recommender, cases: pd.DataFrame, groups: pd.DataFrame, k: int, search_cases: pd.DataFrame | None = None
+) -> dict[str, Any]:
     """The champion re-evaluated on this run's hold-out (not its old numbers): its per-case NDCG in the cases'
     order and its user-group fairness, so the gate compares it with the candidate case by case, on the same
     bootstrap resamples and audit groups; with `search_cases` (the candidate's, in its order) the same for search."""
@@ -124,8 +170,11 @@ def champion_on_holdout(rec: Recommender, cases: pd.DataFrame, groups: pd.DataFr
 
     recs, _ = rec.recommend([list(h) for h in cases["history"]], k)
     scored = per_case_metrics(recs, cases["item_id"].tolist(), k)
-    out: dict[str, Any] = {"metrics": summarize(scored, k), "per_case_ndcg": scored["ndcg"].astype(float).tolist(),
-                           "user_fairness": user_group_fairness(scored, groups) if len(groups.columns) else {}}
+    out: dict[str, Any] = {
+        "metrics": summarize(scored, k),
+        "per_case_ndcg": scored["ndcg"].astype(float).tolist(),
+        "user_fairness": user_group_fairness(scored, groups) if len(groups.columns) else {},
+    }
     if search_cases is not None:
         searched = per_case_metrics(search_rankings(rec, search_cases, k), search_cases["item_id"].tolist(), k)
         out["search_metrics"] = summarize(searched, k)
@@ -133,8 +182,9 @@ def champion_on_holdout(rec: Recommender, cases: pd.DataFrame, groups: pd.DataFr
     return out
 
 
-def evaluation_metrics(summary: dict[str, Any], ratios: dict[str, float | None], mia: dict[str, Any],
-                       drift_share: float) -> dict[str, float]:
+def evaluation_metrics(
+    summary: dict[str, Any], ratios: dict[str, float | None], mia: dict[str, Any], drift_share: float
+) -> dict[str, float]:
     """The evaluation's figures as flat MLflow metrics (quality.*, baseline.*, beyond.*, fairness.*, privacy.*,
     drift.share and the search figures)."""
     from ml.evaluation.search import search_metrics
@@ -147,8 +197,13 @@ def evaluation_metrics(summary: dict[str, Any], ratios: dict[str, float | None],
     flat.update({f"fairness.user_ndcg_ratio.{a}": r for a, r in ratios.items() if r is not None})
     if candidate["provider"].get("ratio") is not None:
         flat["fairness.provider_exposure_ratio"] = candidate["provider"]["ratio"]
-    flat.update({"privacy.mia_auc": mia["auc"], "privacy.mia_advantage": mia["advantage"],
-                 "privacy.mia_tpr_at_1pct_fpr": mia["tpr_at_1pct_fpr"], "drift.share": drift_share})
+    flat.update(
+        {
+            "privacy.mia_auc": mia["auc"],
+            "privacy.mia_advantage": mia["advantage"],
+            "privacy.mia_tpr_at_1pct_fpr": mia["tpr_at_1pct_fpr"],
+            "drift.share": drift_share,
+        }
+    )
     flat.update(search_metrics(summary["search"]))
     return {n: float(v) for n, v in flat.items()}
-

@@ -61,8 +61,10 @@ def ndcg_ratios(user_fairness: Mapping[str, Any]) -> dict[str, float | None]:
 def eligible_groups(user_fairness: Mapping[str, Any]) -> dict[str, list[str]]:
     """Per attribute, the groups its min/max ratio compares (known groups with enough cases, decided once on the
     hold-out), so every ranker and every resample compares the same groups."""
-    return {attr: sorted(g for g in res.get("by_group", {}) if g not in set(res.get("excluded", [])))
-            for attr, res in user_fairness.items()}
+    return {
+        attr: sorted(g for g in res.get("by_group", {}) if g not in set(res.get("excluded", [])))
+        for attr, res in user_fairness.items()
+    }
 
 
 def group_labels(groups: pd.DataFrame) -> pd.DataFrame:
@@ -70,8 +72,12 @@ def group_labels(groups: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({attr: _group_labels(groups[attr]).to_numpy() for attr in groups.columns})
 
 
-def paired_draws(ndcg: Mapping[str, Sequence[float] | np.ndarray], groups: pd.DataFrame,
-                 eligible: Mapping[str, Sequence[str]], resamples: Resamples) -> dict[str, np.ndarray]:
+def paired_draws(
+    ndcg: Mapping[str, Sequence[float] | np.ndarray],
+    groups: pd.DataFrame,
+    eligible: Mapping[str, Sequence[str]],
+    resamples: Resamples,
+) -> dict[str, np.ndarray]:
     """Every ranker's NDCG and per-attribute group ratio on the same bootstrap resamples over shoppers.
 
     ``ndcg`` maps a ranker's name to its per-case NDCG (cases in the resamples' order); ``groups`` holds the
@@ -89,9 +95,15 @@ CANDIDATE = "candidate"
 CHAMPION = "champion"
 
 
-def gate_evidence(ndcg: Mapping[str, Sequence[float] | np.ndarray], groups: pd.DataFrame,
-                  eligible: Mapping[str, Sequence[str]], resamples: Resamples, *, best: str | None,
-                  best_non_private: str | None) -> tuple[dict[str, float | None], dict[str, np.ndarray]]:
+def gate_evidence(
+    ndcg: Mapping[str, Sequence[float] | np.ndarray],
+    groups: pd.DataFrame,
+    eligible: Mapping[str, Sequence[str]],
+    resamples: Resamples,
+    *,
+    best: str | None,
+    best_non_private: str | None,
+) -> tuple[dict[str, float | None], dict[str, np.ndarray]]:
     """The gate's comparative metrics and their paired resamples, under the registry's names.
 
     ``ndcg`` holds per-case NDCG of "candidate", of the baselines named ``best`` (best shippable) and
@@ -100,8 +112,12 @@ def gate_evidence(ndcg: Mapping[str, Sequence[float] | np.ndarray], groups: pd.D
     quality.price_of_privacy (candidate / best non-private), champion.ndcg_at_10, and the user-group ratios
     fairness.user_ndcg_ratio.<attribute> of the candidate and alternative.<best_baseline|champion>.<same> of the
     alternatives a fairness fallback compares with. Points are the hold-out's own figures (``hold_out``)."""
-    roles = {CANDIDATE: CANDIDATE, "best_baseline": best, "best_non_private": best_non_private,
-             CHAMPION: CHAMPION if CHAMPION in ndcg else None}
+    roles = {
+        CANDIDATE: CANDIDATE,
+        "best_baseline": best,
+        "best_non_private": best_non_private,
+        CHAMPION: CHAMPION if CHAMPION in ndcg else None,
+    }
     chosen = {role: name for role, name in roles.items() if name is not None}
     missing = sorted(name for name in chosen.values() if name not in ndcg)
     if missing:
@@ -109,8 +125,12 @@ def gate_evidence(ndcg: Mapping[str, Sequence[float] | np.ndarray], groups: pd.D
     series = {role: ndcg[name] for role, name in chosen.items()}
     draws_by, points_by = (paired_draws(series, groups, eligible, r) for r in (resamples, hold_out(resamples)))
     draws: dict[str, np.ndarray] = {}
-    names = {CANDIDATE: "quality.ndcg_at_10", "best_baseline": "quality.best_baseline_ndcg_at_10",
-             "best_non_private": "quality.best_non_private_baseline_ndcg_at_10", CHAMPION: "champion.ndcg_at_10"}
+    names = {
+        CANDIDATE: "quality.ndcg_at_10",
+        "best_baseline": "quality.best_baseline_ndcg_at_10",
+        "best_non_private": "quality.best_non_private_baseline_ndcg_at_10",
+        CHAMPION: "champion.ndcg_at_10",
+    }
     for role in chosen:
         draws[names[role]] = draws_by[f"{role}.ndcg"]
     if "best_non_private" in chosen:
@@ -124,8 +144,11 @@ def gate_evidence(ndcg: Mapping[str, Sequence[float] | np.ndarray], groups: pd.D
     points: dict[str, float | None] = {}
     for key in draws:
         role, stat = _source_of(key, chosen)
-        value = (ratio_draws(points_draws["candidate.ndcg"], points_draws["best_non_private.ndcg"])
-                 if stat == "price" else points_draws[f"{role}.{stat}"])
+        value = (
+            ratio_draws(points_draws["candidate.ndcg"], points_draws["best_non_private.ndcg"])
+            if stat == "price"
+            else points_draws[f"{role}.{stat}"]
+        )
         points[key] = None if not np.isfinite(value[0]) else float(value[0])
     return points, draws
 
@@ -137,8 +160,12 @@ def _source_of(key: str, chosen: Mapping[str, str]) -> tuple[str, str]:
     if key.startswith("fairness.user_ndcg_ratio."):
         return CANDIDATE, "ratio." + key.rsplit(".", 1)[1]
     if key.startswith(ALTERNATIVE_PREFIX):
-        role = key[len(ALTERNATIVE_PREFIX):].split(".", 1)[0]
+        role = key[len(ALTERNATIVE_PREFIX) :].split(".", 1)[0]
         return role, "ratio." + key.rsplit(".", 1)[1]
-    role = {"quality.ndcg_at_10": CANDIDATE, "quality.best_baseline_ndcg_at_10": "best_baseline",
-            "quality.best_non_private_baseline_ndcg_at_10": "best_non_private", "champion.ndcg_at_10": CHAMPION}[key]
+    role = {
+        "quality.ndcg_at_10": CANDIDATE,
+        "quality.best_baseline_ndcg_at_10": "best_baseline",
+        "quality.best_non_private_baseline_ndcg_at_10": "best_non_private",
+        "champion.ndcg_at_10": CHAMPION,
+    }[key]
     return role, "ndcg"

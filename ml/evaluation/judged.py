@@ -57,8 +57,9 @@ def order_within(scores: np.ndarray, rows: Sequence[int]) -> np.ndarray:
     return ordered[top_k(np.asarray(scores)[ordered][None, :], ordered.size)[0]]
 
 
-def fused_within(dense_scores: np.ndarray, lexical_scores: np.ndarray, rows: Sequence[int], lexical_weight: float,
-                 depth: int) -> np.ndarray:
+def fused_within(
+    dense_scores: np.ndarray, lexical_scores: np.ndarray, rows: Sequence[int], lexical_weight: float, depth: int
+) -> np.ndarray:
     """``rows`` in the order of the served fusion restricted to them: the dense order and the order of the rows
     BM25 scores above 0, each `depth` deep, fused by RRF with weights 1 and ``lexical_weight``. A row neither side
     holds within its depth comes after the fused ones, in dense order."""
@@ -70,8 +71,13 @@ def fused_within(dense_scores: np.ndarray, lexical_scores: np.ndarray, rows: Seq
     return np.concatenate([fused, rest]).astype(np.int64)
 
 
-def paired_summary(values: Mapping[str, Sequence[float]], units: Sequence[str], seed: int, reference: str,
-                   n_resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any]:
+def paired_summary(
+    values: Mapping[str, Sequence[float]],
+    units: Sequence[str],
+    seed: int,
+    reference: str,
+    n_resamples: int = DEFAULT_RESAMPLES,
+) -> dict[str, Any]:
     """Per method, its mean with an interval, and the paired difference and ratio ``reference`` - method and
     ``reference`` / method, over resamples of the ``units`` (one per value; the query). NaN values (a query that
     measures nothing) are left out of every method alike."""
@@ -85,8 +91,14 @@ def paired_summary(values: Mapping[str, Sequence[float]], units: Sequence[str], 
     itself = hold_out(resamples)
     draws = {n: resamples.means(row) for n, row in zip(names, matrix, strict=True)}
     points = {n: float(itself.means(row)[0]) for n, row in zip(names, matrix, strict=True)}
-    out: dict[str, Any] = {"n_units": int(keep.sum()), "n_left_out": int((~keep).sum()), "reference": reference,
-                           "mean": {n: summary(points[n], draws[n]) for n in names}, "difference": {}, "ratio": {}}
+    out: dict[str, Any] = {
+        "n_units": int(keep.sum()),
+        "n_left_out": int((~keep).sum()),
+        "reference": reference,
+        "mean": {n: summary(points[n], draws[n]) for n in names},
+        "difference": {},
+        "ratio": {},
+    }
     for n in names:
         if n == reference:
             continue

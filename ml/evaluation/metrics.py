@@ -102,9 +102,7 @@ def case_metrics(ranked: Sequence[str], target: Target, k: int) -> dict[str, flo
     }
 
 
-def per_case_metrics(
-    recommendations: Sequence[Sequence[str]], targets: Sequence[Target], k: int
-) -> pd.DataFrame:
+def per_case_metrics(recommendations: Sequence[Sequence[str]], targets: Sequence[Target], k: int) -> pd.DataFrame:
     """One row per case, in input order, with columns ndcg, recall, hit, rr, ap (all at k)."""
     _check_inputs(recommendations, targets, k)
     rows = []
@@ -128,9 +126,7 @@ def summarize(per_case: pd.DataFrame, k: int) -> dict[str, float]:
     }
 
 
-def ranking_metrics(
-    recommendations: Sequence[Sequence[str]], targets: Sequence[Target], k: int
-) -> dict[str, float]:
+def ranking_metrics(recommendations: Sequence[Sequence[str]], targets: Sequence[Target], k: int) -> dict[str, float]:
     """Means over cases: ndcg_at_k, recall_at_k, hr_at_k, mrr (reciprocal rank within k), map_at_k."""
     return summarize(per_case_metrics(recommendations, targets, k), k)
 
@@ -150,9 +146,7 @@ def gini(values: Sequence[float] | np.ndarray) -> float:
     return float(np.sum((2 * ranks - n - 1) * x) / (n * x.sum()))
 
 
-def personalization(
-    tops: Sequence[Sequence[str]], max_cases: int = PERSONALIZATION_MAX_CASES
-) -> float | None:
+def personalization(tops: Sequence[Sequence[str]], max_cases: int = PERSONALIZATION_MAX_CASES) -> float | None:
     """1 - mean pairwise cosine similarity of the cases' top-k sets seen as binary item vectors.
 
     At most `max_cases` cases are used (a fixed-seed sample), so the pairwise matrix stays small.
@@ -172,9 +166,7 @@ def personalization(
         for item in set(top):
             rows.append(r)
             cols.append(index.setdefault(item, len(index)))
-    x = sparse.csr_matrix(
-        (np.ones(len(rows)), (np.asarray(rows), np.asarray(cols))), shape=(n, max(len(index), 1))
-    )
+    x = sparse.csr_matrix((np.ones(len(rows)), (np.asarray(rows), np.asarray(cols))), shape=(n, max(len(index), 1)))
     norms = np.sqrt(np.asarray(x.sum(axis=1)).ravel())
     norms[norms == 0] = 1.0
     x = sparse.diags(1.0 / norms) @ x
@@ -183,9 +175,7 @@ def personalization(
     return float(1.0 - off_diagonal)
 
 
-def intra_list_diversity(
-    tops: Sequence[Sequence[str]], item_vectors: Mapping[str, np.ndarray] | None
-) -> float | None:
+def intra_list_diversity(tops: Sequence[Sequence[str]], item_vectors: Mapping[str, np.ndarray] | None) -> float | None:
     """Mean over lists of the mean pairwise (1 - cosine) of item vectors inside a list.
 
     Items without a vector are skipped; lists with fewer than two vectors do not count. None when no vectors.

@@ -64,9 +64,7 @@ def _drift_frames(
     for name, frame in (("reference", reference), ("current", current)):
         absent = [c for c in columns if c not in frame.columns]
         if absent:
-            raise ValueError(
-                f"drift report: {name} frame has no column(s) {absent}; it has {list(frame.columns)}"
-            )
+            raise ValueError(f"drift report: {name} frame has no column(s) {absent}; it has {list(frame.columns)}")
         if frame.empty:
             raise ValueError(f"drift report: the {name} frame is empty")
     if not columns:
@@ -114,9 +112,7 @@ def drift_report(
         (m["value"] for m in result["metrics"] if m["config"]["type"].endswith(":DriftedColumnsCount")), None
     )
     if summary is None:
-        raise RuntimeError(
-            "Evidently's drift report has no DriftedColumnsCount result; check the evidently version"
-        )
+        raise RuntimeError("Evidently's drift report has no DriftedColumnsCount result; check the evidently version")
     drifted = sorted(
         t["metric_config"]["params"]["column"]
         for t in result["tests"]
@@ -124,9 +120,7 @@ def drift_report(
     )
     n_drifted = int(summary["count"])
     if n_drifted != len(drifted):
-        log.warning(
-            "drift: Evidently counts %d drifted columns but %d drift tests failed", n_drifted, len(drifted)
-        )
+        log.warning("drift: Evidently counts %d drifted columns but %d drift tests failed", n_drifted, len(drifted))
     out = {
         "path": str(path),
         "share_drifted": float(summary["share"]),
@@ -156,9 +150,7 @@ def ranking_frame(
     """
     if len(recommendations) != len(targets):
         raise ValueError(f"recommendations has {len(recommendations)} cases but targets has {len(targets)}")
-    ids = (
-        [f"case-{i}" for i in range(len(recommendations))] if user_ids is None else [str(u) for u in user_ids]
-    )
+    ids = [f"case-{i}" for i in range(len(recommendations))] if user_ids is None else [str(u) for u in user_ids]
     if len(ids) != len(recommendations):
         raise ValueError(f"user_ids has {len(ids)} entries for {len(recommendations)} cases")
     if len(set(ids)) != len(ids):

@@ -66,9 +66,7 @@ def rerank(
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if len(items) != len(scores):
-        raise ValueError(
-            f"items has {len(items)} entries but scores has {len(scores)}; pass one score per item"
-        )
+        raise ValueError(f"items has {len(items)} entries but scores has {len(scores)}; pass one score per item")
     if len(set(items)) != len(items):
         raise ValueError("items contains duplicates; pass each candidate once")
     order = sorted(range(len(items)), key=lambda i: (-float(scores[i]), i))

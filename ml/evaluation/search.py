@@ -36,20 +36,38 @@ from ml.search.engine import (
 from ml.search.fusion import fuse
 
 CASE_ROW = "case_row"  # per-case frame column: the row of the stage's search cases file each measured case came from
-BM25, ZERO_SHOT, HYBRID, DENSE_ONLY = "search_bm25", "search_zero_shot_minilm", "search_hybrid_bm25_minilm", "dense_only"
+BM25, ZERO_SHOT, HYBRID, DENSE_ONLY = (
+    "search_bm25",
+    "search_zero_shot_minilm",
+    "search_hybrid_bm25_minilm",
+    "dense_only",
+)
 
 
-def search_rankings(rec: Any, cases: pd.DataFrame, k: int, engine: SearchEngine | None = None,
-                    dense_only: bool = False) -> list[list[str]]:
+def search_rankings(
+    rec: Any, cases: pd.DataFrame, k: int, engine: SearchEngine | None = None, dense_only: bool = False
+) -> list[list[str]]:
     """The served search ranking (top-k item ids) of a `Recommender` for each case (query, history)."""
-    ids, _ = served_search(rec, cases["query"].astype(str).tolist(), [list(h) for h in cases["history"]], k,
-                           engine=engine, dense_only=dense_only)
+    ids, _ = served_search(
+        rec,
+        cases["query"].astype(str).tolist(),
+        [list(h) for h in cases["history"]],
+        k,
+        engine=engine,
+        dense_only=dense_only,
+    )
     return ids
 
 
-def baseline_rankings(queries: Sequence[str], item_ids: Sequence[str], items: pd.DataFrame,
-                      encode_query: Callable[[Sequence[str]], np.ndarray], zero_shot_items: np.ndarray, k: int,
-                      depth: int = 100) -> dict[str, list[list[str]]]:
+def baseline_rankings(
+    queries: Sequence[str],
+    item_ids: Sequence[str],
+    items: pd.DataFrame,
+    encode_query: Callable[[Sequence[str]], np.ndarray],
+    zero_shot_items: np.ndarray,
+    k: int,
+    depth: int = 100,
+) -> dict[str, list[list[str]]]:
     """BM25, zero-shot MiniLM (query vector . item vector) and their RRF hybrid, top-k item ids per query.
 
     ``encode_query`` is the pretrained encoder, not fine-tuned; ``zero_shot_items`` its item vectors (rows in
@@ -58,34 +76,62 @@ def baseline_rankings(queries: Sequence[str], item_ids: Sequence[str], items: pd
     dense = dense_top(np.asarray(encode_query(list(queries)), dtype=np.float32) @ zero_shot_items.T, max(depth, k))
     hybrid = [fuse([d[:depth], lex[:depth]], [1.0, 1.0], k)[0] for d, lex in zip(dense, lexical, strict=True)]
     ids = list(item_ids)
-    return {BM25: [[ids[r] for r in row[:k]] for row in lexical],
-            ZERO_SHOT: [[ids[r] for r in row[:k]] for row in dense],
-            HYBRID: [[ids[r] for r in row] for row in hybrid]}
+    return {
+        BM25: [[ids[r] for r in row[:k]] for row in lexical],
+        ZERO_SHOT: [[ids[r] for r in row[:k]] for row in dense],
+        HYBRID: [[ids[r] for r in row] for row in hybrid],
+    }
 
 
 def zero_result_rate(rankings: Sequence[Sequence[str]]) -> float:
     return float(np.mean([len(r) == 0 for r in rankings])) if len(rankings) else 0.0
 
 
-def evaluate_search(candidate: Sequence[Sequence[str]], baselines: dict[str, list[list[str]]],
-                    cases: pd.DataFrame, k: int, *, seed: int, **common: Any) -> dict[str, Any]:
+def evaluate_search(
+    candidate: Sequence[Sequence[str]],
+    baselines: dict[str, list[list[str]]],
+    cases: pd.DataFrame,
+    k: int,
+    *,
+    seed: int,
+    **common: Any,
+) -> dict[str, Any]:
     """`compare_rankings` on the search cases (every baseline public), plus each ranker's zero-result rate."""
     from ml.evaluation.compare import compare_rankings
 
-    compared = compare_rankings(candidate, baselines, dict.fromkeys(baselines, bl.PUBLIC), cases, k, seed=seed,
-                                **common)
+    compared = compare_rankings(
+        candidate, baselines, dict.fromkeys(baselines, bl.PUBLIC), cases, k, seed=seed, **common
+    )
     compared["candidate"]["zero_result_rate"] = zero_result_rate(candidate)
     for name, lists in baselines.items():
         compared["baselines"][name]["zero_result_rate"] = zero_result_rate(lists)
     return compared
 
 
-__all__ = ["BM25", "DENSE_ONLY", "HYBRID", "ZERO_SHOT", "SearchSettings", "baseline_rankings", "evaluate_search",
-           "search_rankings", "zero_result_rate"]
+__all__ = [
+    "BM25",
+    "DENSE_ONLY",
+    "HYBRID",
+    "ZERO_SHOT",
+    "SearchSettings",
+    "baseline_rankings",
+    "evaluate_search",
+    "search_rankings",
+    "zero_result_rate",
+]
 
 
-def search_evaluation(rec: Any, cases: pd.DataFrame, k: int, *, encode_query: Callable[[Sequence[str]], np.ndarray],
-                      zero_shot_items: np.ndarray, users: pd.DataFrame, seed: int, **common: Any) -> dict[str, Any]:
+def search_evaluation(
+    rec: Any,
+    cases: pd.DataFrame,
+    k: int,
+    *,
+    encode_query: Callable[[Sequence[str]], np.ndarray],
+    zero_shot_items: np.ndarray,
+    users: pd.DataFrame,
+    seed: int,
+    **common: Any,
+) -> dict[str, Any]:
     """The evaluate stage's search part: the candidate's served ranking and the search baselines on the hold-out
     search cases whose item the model knows. Returns `evaluate_search`'s result (``per_case`` frame included) with
     ``n_cases`` and ``dense_only`` (the model's dense side alone: metrics of what the fusion adds), or, when there is
@@ -96,13 +142,23 @@ def search_evaluation(rec: Any, cases: pd.DataFrame, k: int, *, encode_query: Ca
     kept = np.flatnonzero(cases["item_id"].isin(rec.index_of).to_numpy())
     cases = cases.iloc[kept].reset_index(drop=True)
     if cases.empty:
-        return {"n_cases": 0, "unmeasurable": "the hold-out holds no search followed by a click, cart or purchase of "
-                                              "a catalogue item, so search cannot be measured"}
+        return {
+            "n_cases": 0,
+            "unmeasurable": "the hold-out holds no search followed by a click, cart or purchase of "
+            "a catalogue item, so search cannot be measured",
+        }
     cases = cases.assign(history=[list(h) for h in cases["history"]])
     candidate = search_rankings(rec, cases, k)
     dense = search_rankings(rec, cases, k, dense_only=True)
-    baselines = baseline_rankings(cases["query"].astype(str).tolist(), rec.item_ids, rec.items, encode_query,
-                                  zero_shot_items, k, depth=rec.settings.search.depth)
+    baselines = baseline_rankings(
+        cases["query"].astype(str).tolist(),
+        rec.item_ids,
+        rec.items,
+        encode_query,
+        zero_shot_items,
+        k,
+        depth=rec.settings.search.depth,
+    )
     out = evaluate_search(candidate, baselines, cases, k, seed=seed, groups=audit_groups(cases, users), **common)
     out["n_cases"] = len(cases)
     out["per_case"].insert(0, CASE_ROW, kept)
@@ -130,19 +186,25 @@ def search_metrics(searched: dict[str, Any]) -> dict[str, float]:
 
 
 SEARCH_NDCG, SEARCH_BEST_BASELINE, CHAMPION_SEARCH_NDCG = (
-    "search.ndcg_at_10", "search.best_baseline_ndcg_at_10", "champion.search_ndcg_at_10")
+    "search.ndcg_at_10",
+    "search.best_baseline_ndcg_at_10",
+    "champion.search_ndcg_at_10",
+)
 
 
-def search_gate_evidence(per_case: pd.DataFrame, seed: int, best: str, champion_ndcg: Sequence[float] | None = None
-                         ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def search_gate_evidence(
+    per_case: pd.DataFrame, seed: int, best: str, champion_ndcg: Sequence[float] | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The gate's search metrics and their paired resamples over the search cases' shoppers: search.ndcg_at_10
     (candidate), search.best_baseline_ndcg_at_10 (``best``) and, with ``champion_ndcg`` (per search case, in the
     cases' order), champion.search_ndcg_at_10. Points are the hold-out's own figures."""
     from ml.evaluation.bootstrap import hold_out
     from ml.evaluation.compare import CANDIDATE, NDCG_PREFIX, per_case_resamples
 
-    series = {SEARCH_NDCG: per_case[f"{NDCG_PREFIX}{CANDIDATE}"].to_numpy(),
-              SEARCH_BEST_BASELINE: per_case[f"{NDCG_PREFIX}{best}"].to_numpy()}
+    series = {
+        SEARCH_NDCG: per_case[f"{NDCG_PREFIX}{CANDIDATE}"].to_numpy(),
+        SEARCH_BEST_BASELINE: per_case[f"{NDCG_PREFIX}{best}"].to_numpy(),
+    }
     if champion_ndcg is not None:
         series[CHAMPION_SEARCH_NDCG] = np.asarray(champion_ndcg, dtype=float)
     resamples = per_case_resamples(per_case, seed)

@@ -132,9 +132,7 @@ def mitigated_scores(
         ("history_lengths", history_lengths),
     ):
         if len(seq) != n:
-            raise ValueError(
-                f"{name} has {len(seq)} entries but pools has {n}; pass one per shopper, in order"
-            )
+            raise ValueError(f"{name} has {len(seq)} entries but pools has {n}; pass one per shopper, in order")
     chosen = mitigated(history_lengths, config)
     out: list[np.ndarray] = []
     for i, (items, model, support) in enumerate(zip(pools, pool_scores, support_scores, strict=True)):
@@ -166,9 +164,7 @@ def mitigate(
 def unseen(pools: Sequence[Sequence[str]], histories: Sequence[Sequence[str]]) -> list[list[float]]:
     """Support score: 1.0 for a candidate not in the shopper's history, 0.0 for one already there."""
     if len(pools) != len(histories):
-        raise ValueError(
-            f"histories has {len(histories)} entries but pools has {len(pools)}; pass one per shopper"
-        )
+        raise ValueError(f"histories has {len(histories)} entries but pools has {len(pools)}; pass one per shopper")
     out = []
     for items, history in zip(pools, histories, strict=True):
         seen = set(history)
@@ -246,9 +242,7 @@ def tradeoff(
     stage ranks the candidate.
     """
     if len(targets) != len(pools):
-        raise ValueError(
-            f"targets has {len(targets)} entries but pools has {len(pools)}; pass one per shopper"
-        )
+        raise ValueError(f"targets has {len(targets)} entries but pools has {len(pools)}; pass one per shopper")
     labels = np.asarray(activity_groups(list(history_lengths)), dtype=object)
     resamples = shopper_resamples(len(pools), n_resamples, seed) if n_resamples > 0 else None
     rows = []
@@ -261,9 +255,7 @@ def tradeoff(
         else:
             is_tail, rerank_config = provider
             scores = mitigated_scores(pools, pool_scores, support_scores, history_lengths, config)
-            lists = [
-                rerank(c, s.tolist(), is_tail, k, rerank_config) for c, s in zip(pools, scores, strict=True)
-            ]
+            lists = [rerank(c, s.tolist(), is_tail, k, rerank_config) for c, s in zip(pools, scores, strict=True)]
         ndcg = per_case_metrics(lists, targets, k)["ndcg"].to_numpy()
         overall = float(ndcg.mean())
         baseline = overall if baseline is None else baseline
@@ -317,9 +309,17 @@ def choose_strength(table: pd.DataFrame, max_ndcg_loss: float = 0.0) -> float:
 USER_SIDE_STRENGTHS = (0.1, 0.3, 0.5)
 
 
-def worse_group_tradeoff(pool: list[list[str]], pool_scores: Any, histories: list[list[str]],
-                        cases: pd.DataFrame, per_case: pd.DataFrame, k: int, tiers: dict[str, str],
-                        provider: tuple[Any, Any], seed: int) -> dict[str, Any]:
+def worse_group_tradeoff(
+    pool: list[list[str]],
+    pool_scores: Any,
+    histories: list[list[str]],
+    cases: pd.DataFrame,
+    per_case: pd.DataFrame,
+    k: int,
+    tiers: dict[str, str],
+    provider: tuple[Any, Any],
+    seed: int,
+) -> dict[str, Any]:
     """What the user-side mitigation (ml.evaluation.user_fairness) would do for the worse-served activity group
     on this hold-out, after the provider re-ranker as served: a diagnostic for the reviewer, not applied to the
     candidate (a shop chooses the group and strength on a development split, never on its test hold-out)."""
@@ -330,8 +330,22 @@ def worse_group_tradeoff(pool: list[list[str]], pool_scores: Any, histories: lis
         group = worse_served(per_case[f"{NDCG_PREFIX}candidate"].to_numpy(), lengths)
     except ValueError as err:  # every shopper in one activity group: nothing to compare
         return {"group": None, "reason": str(err), "tradeoff": []}
-    table = tradeoff(pool, [s.tolist() for s in pool_scores], unseen(pool, histories), lengths,
-                          cases["item_id"].tolist(), k, USER_SIDE_STRENGTHS, tiers, group=group, seed=seed,
-                          provider=provider)
-    return {"group": group, "support": "unseen", "applied": False,
-            "tradeoff": table.astype(object).where(table.notna(), None).to_dict(orient="records")}
+    table = tradeoff(
+        pool,
+        [s.tolist() for s in pool_scores],
+        unseen(pool, histories),
+        lengths,
+        cases["item_id"].tolist(),
+        k,
+        USER_SIDE_STRENGTHS,
+        tiers,
+        group=group,
+        seed=seed,
+        provider=provider,
+    )
+    return {
+        "group": group,
+        "support": "unseen",
+        "applied": False,
+        "tradeoff": table.astype(object).where(table.notna(), None).to_dict(orient="records"),
+    }

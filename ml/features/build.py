@@ -40,7 +40,7 @@ def user_event_frame(events: pd.DataFrame, max_history: int) -> pd.DataFrame:
     rows_recent: list[list[str]] = []
     for _, group in seq.groupby("user_id", sort=False):
         items = group["item_id"].tolist()
-        rows_recent.extend(items[max(0, i + 1 - max_history): i + 1] for i in range(len(items)))
+        rows_recent.extend(items[max(0, i + 1 - max_history) : i + 1] for i in range(len(items)))
     # interaction_sequences sorts by shopper, so groupby(sort=False) walked the rows in seq's order
     out = seq[["user_id", "ts"]].rename(columns={"ts": "event_timestamp"}).reset_index(drop=True)
     out["recent_items"] = [encode_history(r) for r in rows_recent]
@@ -50,15 +50,21 @@ def user_event_frame(events: pd.DataFrame, max_history: int) -> pd.DataFrame:
     searches = ev.assign(s=(ev["event_type"] == "search").astype(int), p=(ev["event_type"] == "purchase").astype(int))
     searches[["s", "p"]] = searches.groupby("user_id")[["s", "p"]].cumsum()
     cum = searches[["user_id", "ts", "s", "p"]].rename(columns={"ts": "event_timestamp"})
-    out = pd.merge_asof(out.sort_values("event_timestamp"), cum.sort_values("event_timestamp"),
-                        on="event_timestamp", by="user_id", direction="backward")
+    out = pd.merge_asof(
+        out.sort_values("event_timestamp"),
+        cum.sort_values("event_timestamp"),
+        on="event_timestamp",
+        by="user_id",
+        direction="backward",
+    )
     out = out.rename(columns={"s": "n_searches", "p": "n_purchases"})
     out[["n_searches", "n_purchases"]] = out[["n_searches", "n_purchases"]].fillna(0).astype("int64")
     return out.sort_values(["user_id", "event_timestamp"], kind="mergesort").reset_index(drop=True)
 
 
-def write_feature_tables(data_dir: Path, items: pd.DataFrame, events: pd.DataFrame, max_history: int,
-                         as_of: pd.Timestamp) -> dict[str, str]:
+def write_feature_tables(
+    data_dir: Path, items: pd.DataFrame, events: pd.DataFrame, max_history: int, as_of: pd.Timestamp
+) -> dict[str, str]:
     """Write the two source files Feast reads; returns their paths."""
     data_dir.mkdir(parents=True, exist_ok=True)
     seq = interaction_sequences(events)
@@ -80,8 +86,13 @@ def with_history(store: FeatureStore, rows: pd.DataFrame, max_history: int) -> p
 
     if rows.empty:
         return rows.assign(history=[])
-    entity = pd.DataFrame({"user_id": rows["user_id"].to_numpy(), "row_id": np.arange(len(rows)),
-                           "event_timestamp": pd.to_datetime(rows["ts"], utc=True) - pd.Timedelta(microseconds=1)})
+    entity = pd.DataFrame(
+        {
+            "user_id": rows["user_id"].to_numpy(),
+            "row_id": np.arange(len(rows)),
+            "event_timestamp": pd.to_datetime(rows["ts"], utc=True) - pd.Timedelta(microseconds=1),
+        }
+    )
     got = historical_features(store, entity, [RECENT_ITEMS])
     # a row from before the shopper's first interaction has no feature row: its history is empty
     by_row = dict(zip(got["row_id"], got["recent_items"], strict=True))

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def repo_config(feast_dir: Path, profile: str = "local", project: str = "vetted", redis_url: str = "",
-                postgres_dsn: str = "") -> RepoConfig:
+def repo_config(
+    feast_dir: Path, profile: str = "local", project: str = "vetted", redis_url: str = "", postgres_dsn: str = ""
+) -> RepoConfig:
     from feast import RepoConfig
 
     feast_dir.mkdir(parents=True, exist_ok=True)
@@ -37,22 +38,38 @@ def repo_config(feast_dir: Path, profile: str = "local", project: str = "vetted"
         if not redis_url or not postgres_dsn:
             raise ConfigError("the prod profile needs VETTED_REDIS_URL and VETTED_POSTGRES_DSN for Feast")
         online = {"type": "redis", "connection_string": redis_connection_string(redis_url)}
-        registry = {"registry_type": "sql", "path": sql_registry_url(postgres_dsn), "cache_ttl_seconds": 60,
-                    "sqlalchemy_config_kwargs": {"pool_pre_ping": True}}
+        registry = {
+            "registry_type": "sql",
+            "path": sql_registry_url(postgres_dsn),
+            "cache_ttl_seconds": 60,
+            "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
+        }
     else:
         online = {"type": "sqlite", "path": str(feast_dir / "online.db")}
         registry = str(feast_dir / "registry.db")
     # the online store keeps one row per entity: materializing only the newest values is the same result
     # for a fraction of the writes (every shopper has one row per interaction offline)
-    return RepoConfig(project=project, provider="local", registry=registry, online_store=online,
-                      offline_store={"type": "file"}, entity_key_serialization_version=3, repo_path=feast_dir,
-                      materialization={"pull_latest_features": True})
+    return RepoConfig(
+        project=project,
+        provider="local",
+        registry=registry,
+        online_store=online,
+        offline_store={"type": "file"},
+        entity_key_serialization_version=3,
+        repo_path=feast_dir,
+        materialization={"pull_latest_features": True},
+    )
 
 
 def repo_config_for(settings: Settings) -> RepoConfig:
     """The Feast configuration of a home's profile and project."""
-    return repo_config(settings.feast_dir, settings.profile, project=settings.feast_project,
-                       redis_url=settings.redis_url, postgres_dsn=settings.postgres_dsn)
+    return repo_config(
+        settings.feast_dir,
+        settings.profile,
+        project=settings.feast_project,
+        redis_url=settings.redis_url,
+        postgres_dsn=settings.postgres_dsn,
+    )
 
 
 def open_store(config: RepoConfig) -> FeatureStore:
@@ -95,6 +112,12 @@ def rebuild_online(store: FeatureStore, data_dir: Path, end: datetime) -> None:
     provider = store._get_provider()  # Feast has no public "clear the online store" call
     provider.teardown_infra(store.project, views, entities)
     # recreate what teardown dropped (the SQLite tables; Redis keeps no schema)
-    provider.update_infra(store.project, tables_to_delete=[], tables_to_keep=views, entities_to_delete=[],
-                          entities_to_keep=entities, partial=False)
+    provider.update_infra(
+        store.project,
+        tables_to_delete=[],
+        tables_to_keep=views,
+        entities_to_delete=[],
+        entities_to_keep=entities,
+        partial=False,
+    )
     store.materialize(start_date=datetime(1970, 1, 2, tzinfo=end.tzinfo), end_date=end)

@@ -75,8 +75,9 @@ def _evaluate_one(
     if is_missing(metrics, metric):
         why = metrics.get(UNMEASURABLE_PREFIX + metric)
         if why and check.skip_if_no_match:
-            return _result(check, name, metric, None, check.threshold, None,
-                           f"not measurable on this hold-out: {why}: skipped")
+            return _result(
+                check, name, metric, None, check.threshold, None, f"not measurable on this hold-out: {why}: skipped"
+            )
         return _result(
             check, name, metric, None, check.threshold, False,
             f"metric {metric!r} is missing: {outcome}; a missing metric never passes",
@@ -115,8 +116,11 @@ def _evaluate_one(
     margin_interval = None if margin is None else interval_of(margin, check.confidence)
     if check.decide_on != "point" and not problem:
         if margin_interval is None:
-            problem = (f"deciding on the {check.decide_on} bound needs bootstrap resamples of {metric}"
-                       + (f" and {check.reference}" if check.reference else "") + ", none given")
+            problem = (
+                f"deciding on the {check.decide_on} bound needs bootstrap resamples of {metric}"
+                + (f" and {check.reference}" if check.reference else "")
+                + ", none given"
+            )
             ok = False
         else:
             bound = margin_interval[0 if check.decide_on == "lower" else 1]
@@ -126,10 +130,12 @@ def _evaluate_one(
     else:
         message = f"{metric} = {format_value(compared)}, needs {rule}"
         if margin_interval is not None:
-            message += (f"; margin {format_value(float(compared) - float(threshold))} "  # type: ignore[arg-type]
-                        f"[{format_value(margin_interval[0])}, {format_value(margin_interval[1])}] at "
-                        f"{check.confidence:.0%}, decided on the "
-                        + ("point estimate" if check.decide_on == "point" else f"{check.decide_on} bound"))
+            message += (
+                f"; margin {format_value(float(compared) - float(threshold))} "  # type: ignore[arg-type]
+                f"[{format_value(margin_interval[0])}, {format_value(margin_interval[1])}] at "
+                f"{check.confidence:.0%}, decided on the "
+                + ("point estimate" if check.decide_on == "point" else f"{check.decide_on} bound")
+            )
         message += f": {'pass' if ok else outcome}"
     result = _result(check, name, metric, compared, threshold, ok, message)
     result.interval, result.margin_interval = interval, margin_interval
@@ -156,7 +162,11 @@ def evaluate_check(check: Check, metrics: Mapping[str, Any], draws: Draws | None
         return [_evaluate_one(check, check.name, check.metric, metrics, draws)]
     prefix = check.metric_prefix
     matches = sorted(
-        k for k in metrics if isinstance(k, str) and k.startswith(prefix) and len(k) > len(prefix)
+        k
+        for k in metrics
+        if isinstance(k, str)
+        and k.startswith(prefix)
+        and len(k) > len(prefix)
         and k[len(prefix) :] not in check.exclude
     )
     if not matches:

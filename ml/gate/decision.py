@@ -105,8 +105,11 @@ class GateDecision:
             )
         confidence = next((r.confidence for r in self.checks if r.interval is not None), None)
         if confidence is not None:
-            lines += ["", f"Intervals: {confidence:.0%} paired bootstrap over shoppers; margin = value - threshold "
-                      "on each resample."]
+            lines += [
+                "",
+                f"Intervals: {confidence:.0%} paired bootstrap over shoppers; margin = value - threshold "
+                "on each resample.",
+            ]
         notes = [r for r in self.checks if r.status != "pass" or r.rule != THRESHOLD_RULE]
         if notes:
             lines.append("")

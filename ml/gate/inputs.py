@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 
-def gate_metrics(trained: dict[str, Any], evaluated: dict[str, Any], registered: dict[str, Any],
-                 evidence: dict[str, Any]) -> dict[str, Any]:
+def gate_metrics(
+    trained: dict[str, Any], evaluated: dict[str, Any], registered: dict[str, Any], evidence: dict[str, Any]
+) -> dict[str, Any]:
     """The point metrics of the train, evaluate and register outputs, with the paired `evidence`
     (ml.evaluation.evaluate.gate_evidence) filling whatever they leave empty."""
     privacy = trained["privacy"]
@@ -37,7 +38,8 @@ def gate_metrics(trained: dict[str, Any], evaluated: dict[str, Any], registered:
         metrics["unmeasurable.fairness.provider_exposure_ratio"] = (
             "no hold-out target is an item of a long-tail brand (tail relevance share "
             f"{provider.get('tail_relevance_share')}), so exposure cannot be compared with relevance; a catalogue "
-            "without brands (amazon2018-games) has no providers to compare")
+            "without brands (amazon2018-games) has no providers to compare"
+        )
     metrics.update({key: value for key, value in evidence.items() if key not in metrics or metrics[key] is None})
     return metrics
 
@@ -53,16 +55,20 @@ def unmeasurable_ratios(user_fairness: dict[str, Any]) -> dict[str, str]:
             continue
         groups = ", ".join(f"{g} {v.get('n', '?')}" for g, v in (res.get("by_group") or {}).items()) or "none"
         excluded = res.get("excluded") or []
-        why = (f"fewer than two groups with enough cases to compare (cases per group: {groups}"
-               + (f"; left out: {', '.join(map(str, excluded))}" if excluded else "") + ")")
+        why = (
+            f"fewer than two groups with enough cases to compare (cases per group: {groups}"
+            + (f"; left out: {', '.join(map(str, excluded))}" if excluded else "")
+            + ")"
+        )
         if len([g for g in (res.get("by_group") or {}) if g not in excluded]) >= 2:
             why = f"the best-served group's NDCG is 0, so no ratio is defined (cases per group: {groups})"
         out[f"unmeasurable.fairness.user_ndcg_ratio.{attr}"] = why
     return out
 
 
-def search_points(searched: dict[str, Any], per_case: pd.DataFrame | None, seed: int,
-                  champion_ndcg: list[float] | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def search_points(
+    searched: dict[str, Any], per_case: pd.DataFrame | None, seed: int, champion_ndcg: list[float] | None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The gate's search metrics (search.ndcg_at_10, search.best_baseline_ndcg_at_10, champion.search_ndcg_at_10,
     search.provider_exposure_ratio) with their paired resamples over `per_case` (the search per-case frame);
     where search could not be measured, the reason under unmeasurable.<metric>."""
@@ -80,11 +86,12 @@ def search_points(searched: dict[str, Any], per_case: pd.DataFrame | None, seed:
     else:
         points["unmeasurable.search.provider_exposure_ratio"] = (
             "no hold-out search target is an item of a long-tail brand (tail relevance share "
-            f"{provider.get('tail_relevance_share')}), so exposure cannot be compared with relevance")
+            f"{provider.get('tail_relevance_share')}), so exposure cannot be compared with relevance"
+        )
     return points, draws
 
 
 def champion_ratios(evidence: dict[str, Any]) -> dict[str, float | None]:
     """The champion's user-group NDCG ratios among the paired evidence, by attribute."""
     prefix = "alternative.champion.fairness.user_ndcg_ratio."
-    return {key[len(prefix):]: value for key, value in evidence.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in evidence.items() if key.startswith(prefix)}

@@ -224,8 +224,10 @@ def _uncertainty_problems(check: Any, has_threshold: bool) -> list[str]:
         problems.append(f"field 'fallback': {check.fallback!r} is not one of {', '.join(FALLBACKS)}")
     numeric = check.comparator in ORDERING_COMPARATORS and (not has_threshold or not isinstance(check.threshold, bool))
     if check.decide_on in ("lower", "upper") and not numeric:
-        problems.append(f"field 'decide_on': {check.decide_on!r} needs a numeric comparison (<, <=, >, >=); "
-                        "use 'point' for equality and true/false checks")
+        problems.append(
+            f"field 'decide_on': {check.decide_on!r} needs a numeric comparison (<, <=, >, >=); "
+            "use 'point' for equality and true/false checks"
+        )
     if check.fallback == "no_worse_than_alternatives" and check.comparator not in (">", ">="):
         problems.append("field 'fallback': no_worse_than_alternatives needs '>=' or '>' (higher is fairer)")
     return problems
@@ -284,9 +286,7 @@ def parse_policy(data: bytes, source: str = "<policy>") -> Policy:
     try:
         doc = yaml.safe_load(data)
     except yaml.YAMLError as exc:
-        raise PolicyError(
-            f'{source}: not valid YAML ({exc}). Quote comparators: comparator: ">=" and "!="'
-        ) from exc
+        raise PolicyError(f'{source}: not valid YAML ({exc}). Quote comparators: comparator: ">=" and "!="') from exc
     if not isinstance(doc, Mapping):
         raise PolicyError(f"{source}: expected a mapping with 'name' and 'checks', got {type(doc).__name__}")
 
@@ -327,9 +327,7 @@ def parse_policy(data: bytes, source: str = "<policy>") -> Policy:
             continue
         check = Check(**values)
         if check.name in seen:
-            errors.append(
-                f"{where}: field 'name': duplicate of check #{seen[check.name]}; names must be unique"
-            )
+            errors.append(f"{where}: field 'name': duplicate of check #{seen[check.name]}; names must be unique")
             continue
         seen[check.name] = index
         checks.append(check)
@@ -370,8 +368,11 @@ def preflight(policy: str | None, paths: Mapping[str, str | None]) -> Policy:
     costs the whole run. ``paths`` maps a parameter name to the path it holds (empty: not used). Returns the
     policy; raises PolicyError listing every problem, each naming its parameter."""
     # a URL (an fsspec source's s3://..., memory://...) is the source's to reach: only local paths are checked here
-    problems = [f"parameter {name!r}: {value!r} does not exist" for name, value in paths.items()
-                if value and "://" not in value and not Path(value).expanduser().exists()]
+    problems = [
+        f"parameter {name!r}: {value!r} does not exist"
+        for name, value in paths.items()
+        if value and "://" not in value and not Path(value).expanduser().exists()
+    ]
     try:
         loaded = load_policy(policy or None)
     except PolicyError as exc:

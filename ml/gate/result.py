@@ -65,7 +65,7 @@ class CheckResult:
         return f"[{format_value(bounds[0])}, {format_value(bounds[1])}] at {self.confidence:.0%}"
 
     def decided_on_text(self) -> str:
-        """"the point estimate" or "the lower 95% bound"."""
+        """ "the point estimate" or "the lower 95% bound"."""
         if self.decide_on == "point" or self.confidence is None:
             return "the point estimate"
         return f"the {self.decide_on} {self.confidence:.0%} bound"
@@ -98,9 +98,7 @@ class CheckResult:
             return f"{self.metric} missing"
         gap = self.gap
         if gap is None or math.isnan(gap):
-            return (
-                f"expected {self.comparator} {format_value(self.threshold)}, got {format_value(self.value)}"
-            )
+            return f"expected {self.comparator} {format_value(self.threshold)}, got {format_value(self.value)}"
         if self.decide_on != "point":  # decided on a bound of the margin: say which and how far from 0
             side = "below" if self.comparator in (">", ">=") else "above"
             return f"the {self.decided_on_text()[4:]} of the margin is {gap:.4g} {side} 0"

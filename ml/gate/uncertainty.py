@@ -58,8 +58,11 @@ def margin_draws(check: Check, metric: str, draws: Draws | None, threshold: floa
 def _alternatives(metrics: Mapping[str, Any], metric: str) -> list[str]:
     """Names of the alternatives that carry ``metric`` (keys ``alternative.<name>.<metric>``), sorted."""
     suffix = "." + metric
-    names = (k[len(ALTERNATIVE_PREFIX) : -len(suffix)] for k in metrics
-             if isinstance(k, str) and k.startswith(ALTERNATIVE_PREFIX) and k.endswith(suffix))
+    names = (
+        k[len(ALTERNATIVE_PREFIX) : -len(suffix)]
+        for k in metrics
+        if isinstance(k, str) and k.startswith(ALTERNATIVE_PREFIX) and k.endswith(suffix)
+    )
     return sorted(
         n for n in names if n and "." not in n and not is_missing(metrics, f"{ALTERNATIVE_PREFIX}{n}{suffix}")
     )
@@ -86,14 +89,19 @@ def no_worse_than_alternatives(
         bounds = interval_of(own - theirs, check.confidence)
         if bounds is None:
             return False, f"fallback {FALLBACK_RULE}: the difference with {name} is undefined on every resample"
-        text = (f"{name} {format_value(as_number(unwrap(metrics[key])))}, candidate - {name} "
-                f"[{format_value(bounds[0])}, {format_value(bounds[1])}]")
+        text = (
+            f"{name} {format_value(as_number(unwrap(metrics[key])))}, candidate - {name} "
+            f"[{format_value(bounds[0])}, {format_value(bounds[1])}]"
+        )
         parts.append(text)
         if rounded(bounds[1]) < 0:
             worse.append(name)
     where = "; ".join(parts)
     if worse:
-        return False, (f"fallback {FALLBACK_RULE} does not apply: {', '.join(worse)} fairer with "
-                       f"{check.confidence:.0%} confidence ({where})")
-    return True, (f"passed by fallback {FALLBACK_RULE}: no alternative is fairer with {check.confidence:.0%} "
-                  f"confidence ({where})")
+        return False, (
+            f"fallback {FALLBACK_RULE} does not apply: {', '.join(worse)} fairer with "
+            f"{check.confidence:.0%} confidence ({where})"
+        )
+    return True, (
+        f"passed by fallback {FALLBACK_RULE}: no alternative is fairer with {check.confidence:.0%} confidence ({where})"
+    )

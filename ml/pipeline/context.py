@@ -25,8 +25,12 @@ PER_CASE = "per_case.parquet"
 SEARCH_PER_CASE = "search_per_case.parquet"  # the same for the hold-out's search cases
 
 # Settings fields that may carry a password, and the variable each comes from
-SECRET_SETTINGS = {"tracking_uri": "MLFLOW_TRACKING_URI", "artifact_root": "VETTED_ARTIFACT_ROOT",
-                   "postgres_dsn": "VETTED_POSTGRES_DSN", "redis_url": "VETTED_REDIS_URL"}
+SECRET_SETTINGS = {
+    "tracking_uri": "MLFLOW_TRACKING_URI",
+    "artifact_root": "VETTED_ARTIFACT_ROOT",
+    "postgres_dsn": "VETTED_POSTGRES_DSN",
+    "redis_url": "VETTED_REDIS_URL",
+}
 # where a task finds the source database's URL with its password (RunConfig.url is stored masked)
 SOURCE_URL_VARIABLE = "VETTED_SOURCE_URL"
 
@@ -106,9 +110,11 @@ def _unmasked(stored: dict[str, Any]) -> Settings:
         env = asdict(Settings.from_env())
         for name in masked:
             if redact(env[name]) != stored[name]:
-                raise ConfigError(f"{SECRET_SETTINGS[name]} in this environment ({redact(env[name]) or 'unset'}) is "
-                                  f"not the store the run was created with ({stored[name]}): set it as the "
-                                  "scheduler's workers have it")
+                raise ConfigError(
+                    f"{SECRET_SETTINGS[name]} in this environment ({redact(env[name]) or 'unset'}) is "
+                    f"not the store the run was created with ({stored[name]}): set it as the "
+                    "scheduler's workers have it"
+                )
             data[name] = env[name]
     return Settings(**data)
 
@@ -123,7 +129,9 @@ def _unmasked_config(stored: dict[str, Any]) -> RunConfig:
     if ":***@" in url:
         real = os.environ.get(SOURCE_URL_VARIABLE, "")
         if redact(real) != url:
-            raise ConfigError(f"{SOURCE_URL_VARIABLE} in this environment ({redact(real) or 'unset'}) is not the "
-                              f"source database the run was created with ({url}): set it on every worker")
+            raise ConfigError(
+                f"{SOURCE_URL_VARIABLE} in this environment ({redact(real) or 'unset'}) is not the "
+                f"source database the run was created with ({url}): set it on every worker"
+            )
         stored = {**stored, "url": real}
     return RunConfig.from_dict(stored)

@@ -69,7 +69,7 @@ def process_start(pid: int) -> str | None:
         stat = (proc / str(pid) / "stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state is field 3, starttime field 22
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is field 3, starttime field 22
     return None if fields[0] in ("Z", "X") else fields[19]
 
 
@@ -79,8 +79,14 @@ def this_host() -> str:
 
 def new_lease(stage: str) -> Lease:
     pid = os.getpid()
-    return Lease(stage=stage, pid=pid, host=this_host(), process_start=process_start(pid),
-                 since=datetime.now(UTC).isoformat(timespec="seconds"), token=uuid.uuid4().hex)
+    return Lease(
+        stage=stage,
+        pid=pid,
+        host=this_host(),
+        process_start=process_start(pid),
+        since=datetime.now(UTC).isoformat(timespec="seconds"),
+        token=uuid.uuid4().hex,
+    )
 
 
 def read_lease(run_dir: Path) -> Lease | None:
@@ -126,8 +132,14 @@ def stage_lease(run_dir: Path, stage: str) -> Iterator[Lease]:
         yield current
         return
     if current is not None:
-        log.warning("%s: taking over the lease of %s (pid %s on %s since %s)", run_dir, current.stage, current.pid,
-                    current.host, current.since)
+        log.warning(
+            "%s: taking over the lease of %s (pid %s on %s since %s)",
+            run_dir,
+            current.stage,
+            current.pid,
+            current.host,
+            current.since,
+        )
     lease = new_lease(stage)
     _write(run_dir, lease)
     try:
@@ -136,8 +148,9 @@ def stage_lease(run_dir: Path, stage: str) -> Iterator[Lease]:
         release(run_dir, lease)
 
 
-def dead_reason(lease: Lease, now: datetime, host: str, start_of: Callable[[int], str | None],
-                stale_after_s: float = STALE_AFTER_S) -> str | None:
+def dead_reason(
+    lease: Lease, now: datetime, host: str, start_of: Callable[[int], str | None], stale_after_s: float = STALE_AFTER_S
+) -> str | None:
     """Why the lease's holder is dead, or None while it may be alive (the rule is in the module docstring)."""
     if lease.host == host:
         start = start_of(lease.pid)
@@ -148,8 +161,10 @@ def dead_reason(lease: Lease, now: datetime, host: str, start_of: Callable[[int]
         return None
     age = (now - datetime.fromisoformat(lease.since)).total_seconds()
     if age > stale_after_s:
-        return (f"its lease from {lease.host} (pid {lease.pid}) is {age / 3600:.1f} h old, past the "
-                f"{stale_after_s / 3600:.1f} h limit for another host")
+        return (
+            f"its lease from {lease.host} (pid {lease.pid}) is {age / 3600:.1f} h old, past the "
+            f"{stale_after_s / 3600:.1f} h limit for another host"
+        )
     return None
 
 

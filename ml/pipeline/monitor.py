@@ -28,8 +28,9 @@ def drift_threshold(policy_path: str | None) -> float:
     raise ValueError("the gate policy has no numeric drift.share check; add one or pass a threshold")
 
 
-def check_drift(settings: Settings, policy_path: str | None = None, window_days: int = 7,
-                threshold: float | None = None) -> dict[str, Any]:
+def check_drift(
+    settings: Settings, policy_path: str | None = None, window_days: int = 7, threshold: float | None = None
+) -> dict[str, Any]:
     """Compare the last `window_days` of lake events with the champion's training window."""
     from ml.data.ingest import read_lake
     from ml.evaluation.drift import drift_frames
@@ -51,16 +52,28 @@ def check_drift(settings: Settings, policy_path: str | None = None, window_days:
     newest = events["ts"].max()
     current = events[events["ts"] > newest - pd.Timedelta(days=window_days)]
     if reference.empty or current.empty:
-        return {"status": "no_data", "drifted": False, "threshold": threshold,
-                "reference_rows": len(reference), "current_rows": len(current)}
+        return {
+            "status": "no_data",
+            "drifted": False,
+            "threshold": threshold,
+            "reference_rows": len(reference),
+            "current_rows": len(current),
+        }
     out_dir = settings.home / "monitoring"
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report = drift_report(*drift_frames(reference, current, items), out_dir / f"drift-{stamp}.html")
     drifted = report["share_drifted"] > threshold
-    result = {"status": "drifted" if drifted else "stable", "drifted": drifted, "threshold": threshold,
-              "share": report["share_drifted"], "drifted_columns": report["drifted_columns"],
-              "report": str(Path(report["path"])), "champion": str(champ.version),
-              "reference_rows": len(reference), "current_rows": len(current)}
+    result = {
+        "status": "drifted" if drifted else "stable",
+        "drifted": drifted,
+        "threshold": threshold,
+        "share": report["share_drifted"],
+        "drifted_columns": report["drifted_columns"],
+        "report": str(Path(report["path"])),
+        "champion": str(champ.version),
+        "reference_rows": len(reference),
+        "current_rows": len(current),
+    }
     log.info("drift check: %s", result)
     return result

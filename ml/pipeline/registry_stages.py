@@ -67,12 +67,24 @@ def _register(ctx: RunContext) -> dict[str, Any]:
         raise RuntimeError(f"training run {run_id} ended {status}: it is not registered; run train again")
     tags = version_tags(ctx)
 
-    raw = read_source(cfg.source, cfg.path or None, url=cfg.url, n_users=cfg.n_users, n_items=cfg.n_items,
-                      seed=cfg.seed, ingest_date=ctx.read("ingest")["ingest_date"])
+    raw = read_source(
+        cfg.source,
+        cfg.path or None,
+        url=cfg.url,
+        n_users=cfg.n_users,
+        n_items=cfg.n_items,
+        seed=cfg.seed,
+        ingest_date=ctx.read("ingest")["ingest_date"],
+    )
     texts = {f"param:{k}": v for k, v in flat_params("", cfg.to_dict()).items()}
     texts.update({f"tag:{k}": v for k, v in tags.items()})
-    findings, scan = scan_release(raw.users, raw.events, raw.items, texts,
-                                  [Path(trained["model_dir"]), ctx.path("reports"), settings.home / "features"])
+    findings, scan = scan_release(
+        raw.users,
+        raw.events,
+        raw.items,
+        texts,
+        [Path(trained["model_dir"]), ctx.path("reports"), settings.home / "features"],
+    )
     tags["privacy.pii_findings"] = str(len(findings))
     tags.update(digest_tags(Path(trained["model_dir"])))  # the folder log_model stores as the recommender
 
@@ -85,22 +97,36 @@ def _register(ctx: RunContext) -> dict[str, Any]:
         mlflow.log_dict(scan, "pii_scan.json")
         # a retry whose first attempt got as far as a version reuses that version's model (a registered
         # version always has a source, though MLflow's ModelVersion types it as optional)
-        model_uri = cast(str, existing.source) if existing else reg.log_model(Path(trained["model_dir"]),
-                                                                              input_example(histories, queries[0]))
+        model_uri = (
+            cast(str, existing.source)
+            if existing
+            else reg.log_model(Path(trained["model_dir"]), input_example(histories, queries[0]))
+        )
     # a version the gate decided keeps its decision until the gate runs again (a champion never turns pending);
     # a new version, or one an earlier attempt left failed, waits for the gate
     decided = existing.tags.get("gate.status") if existing else None
     status = decided if decided not in (None, "failed", "pending") else "pending"
     card = existing.description if existing and status != "pending" and existing.description else "Gate not run yet."
-    version = reg.register(client, settings.model_name, model_uri, run_id, {**tags, "gate.status": status},
-                           description=card)
+    version = reg.register(
+        client, settings.model_name, model_uri, run_id, {**tags, "gate.status": status}, description=card
+    )
     hold_for_tests("register.version_created")
     with reg.failure_guard(client, settings.model_name, str(version.version), "register", settings=settings):
-        smoke = smoke_test(settings.tracking_uri, f"models:/{settings.model_name}/{version.version}",
-                           histories, queries, k=cfg.k)
+        smoke = smoke_test(
+            settings.tracking_uri, f"models:/{settings.model_name}/{version.version}", histories, queries, k=cfg.k
+        )
         reg.set_tags(client, settings.model_name, version.version, {"serving.smoke_ok": str(smoke["ok"]).lower()})
-        ctx.write("register", {"model_uri": model_uri, "version": str(version.version), "pii_findings": len(findings),
-                               "pii_scan": scan["findings"], "smoke": smoke, "tags": tags})
+        ctx.write(
+            "register",
+            {
+                "model_uri": model_uri,
+                "version": str(version.version),
+                "pii_findings": len(findings),
+                "pii_scan": scan["findings"],
+                "smoke": smoke,
+                "tags": tags,
+            },
+        )
     return {"version": str(version.version), "pii_findings": len(findings), "smoke_ok": smoke["ok"]}
 
 
@@ -138,8 +164,10 @@ def gate(ctx: RunContext) -> dict[str, Any]:
     client = registry_client(settings)
     registered = ctx.read("register")
     version = registered["version"]
-    with stage_lease(ctx.run_dir, "gate"), reg.failure_guard(client, settings.model_name, version, "gate",
-                                                             settings=settings):
+    with (
+        stage_lease(ctx.run_dir, "gate"),
+        reg.failure_guard(client, settings.model_name, version, "gate", settings=settings),
+    ):
         reg.clear_failure(client, settings.model_name, version)  # a retry decides afresh
         return _gate(ctx, client, registered)
 
@@ -159,18 +187,24 @@ def _gate(ctx: RunContext, client: Any, registered: dict[str, Any]) -> dict[str,
     groups = per_case_groups(per_case)
     champion = _champion(ctx, client, version, groups)
     ev = ctx.read("evaluate")
-    ndcg = {c[len("ndcg."):]: per_case[c].to_numpy() for c in per_case.columns if c.startswith("ndcg.")}
+    ndcg = {c[len("ndcg.") :]: per_case[c].to_numpy() for c in per_case.columns if c.startswith("ndcg.")}
     if champion:
         ndcg["champion"] = np.asarray(champion["per_case_ndcg"], dtype=float)
     # the same bootstrap resamples over the hold-out's shoppers as the evaluation drew (same cases, same seed)
-    evidence, draws = gate_evidence(ndcg, groups, ev["uncertainty"]["eligible_groups"],
-                                    per_case_resamples(per_case, cfg.seed), best=ev["best_baseline"],
-                                    best_non_private=ev["best_non_private_baseline"])
+    evidence, draws = gate_evidence(
+        ndcg,
+        groups,
+        ev["uncertainty"]["eligible_groups"],
+        per_case_resamples(per_case, cfg.seed),
+        best=ev["best_baseline"],
+        best_non_private=ev["best_non_private_baseline"],
+    )
     metrics = gate_metrics(ctx.read("train"), ev, registered, evidence)
     searched = ev["search"]
     search_frame = pd.read_parquet(ctx.path(SEARCH_PER_CASE)) if searched.get("n_cases") else None
-    search_metrics, search_draws = search_points(searched, search_frame, cfg.seed,
-                                                 (champion or {}).get("search_per_case_ndcg"))
+    search_metrics, search_draws = search_points(
+        searched, search_frame, cfg.seed, (champion or {}).get("search_per_case_ndcg")
+    )
     metrics.update(search_metrics)
     draws.update(search_draws)
     policy = load_policy(cfg.policy or None)
@@ -181,12 +215,26 @@ def _gate(ctx: RunContext, client: Any, registered: dict[str, Any]) -> dict[str,
         tags["gate.champion_compared"] = f"v{champion['version']}"
     reg.set_tags(client, settings.model_name, version, tags)
     reg.point_candidate(client, settings.model_name, version, status)
-    champion_out = None if champion is None else {
-        **{k: v for k, v in champion.items() if k not in ("per_case_ndcg", "search_per_case_ndcg")},
-        "ratios": champion_ratios(evidence)}
-    ctx.write("gate", {"status": status, "decision": decision.to_dict(), "metrics": metrics, "champion": champion_out,
-                       "policy": policy.label, "summary_markdown": decision.summary_markdown(),
-                       "alternatives": alternatives_table(ev, evidence, decision)})
+    champion_out = (
+        None
+        if champion is None
+        else {
+            **{k: v for k, v in champion.items() if k not in ("per_case_ndcg", "search_per_case_ndcg")},
+            "ratios": champion_ratios(evidence),
+        }
+    )
+    ctx.write(
+        "gate",
+        {
+            "status": status,
+            "decision": decision.to_dict(),
+            "metrics": metrics,
+            "champion": champion_out,
+            "policy": policy.label,
+            "summary_markdown": decision.summary_markdown(),
+            "alternatives": alternatives_table(ev, evidence, decision),
+        },
+    )
     write_card(ctx, client)
     return {"status": status, "version": version, "blocking_failures": decision.blocking_failures}
 
@@ -224,8 +272,10 @@ def promote(ctx: RunContext, actor: str = "vetted") -> dict[str, Any]:
     settings = ctx.settings
     client = registry_client(settings)
     version = ctx.read("register")["version"]
-    with stage_lease(ctx.run_dir, "promote"), reg.failure_guard(client, settings.model_name, version, "promote",
-                                                                settings=settings):
+    with (
+        stage_lease(ctx.run_dir, "promote"),
+        reg.failure_guard(client, settings.model_name, version, "promote", settings=settings),
+    ):
         return _promote(ctx, client, version, actor)
 
 
@@ -238,15 +288,24 @@ def _promote(ctx: RunContext, client: Any, version: str, actor: str) -> dict[str
     status = tags.get("gate.status")
     if status in reg.PROMOTABLE:
         moved = reg.promote(client, settings.model_name, version, actor=actor)
-        append_event(settings, "promotion", settings.model_name, version, actor,
-                     f"gate.status={status}; previous champion {moved['previous']}")
+        append_event(
+            settings,
+            "promotion",
+            settings.model_name,
+            version,
+            actor,
+            f"gate.status={status}; previous champion {moved['previous']}",
+        )
         out = {"promoted": True, **moved, "status": status}
     else:
         champ = reg.alias_version(client, settings.model_name, reg.CHAMPION)
         out = {"promoted": False, "champion": str(champ.version) if champ else None, "status": status}
         if status == "failed":
-            why = (f"failed at {tags[reg.FAILED_AT]}: {tags.get(reg.FAILURE_REASON, '')}" if reg.FAILED_AT in tags
-                   else "blocking checks failed: " + ", ".join(ctx.read("gate")["decision"]["blocking_failures"]))
+            why = (
+                f"failed at {tags[reg.FAILED_AT]}: {tags.get(reg.FAILURE_REASON, '')}"
+                if reg.FAILED_AT in tags
+                else "blocking checks failed: " + ", ".join(ctx.read("gate")["decision"]["blocking_failures"])
+            )
             append_event(settings, "rejection", settings.model_name, version, "gate", why)
     ctx.write("promote", out)
     write_summary(ctx)
@@ -269,13 +328,27 @@ def review(ctx: RunContext, approved: bool, reviewer: str, note: str = "") -> di
     if status != "pending_approval":
         raise ValueError(f"{settings.model_name} v{version} has gate.status={status!r}: nothing waits for approval")
     new = "approved" if approved else "rejected"
-    reg.set_tags(client, settings.model_name, version, {
-        "gate.status": new, "gate.reviewed_by": reviewer or "unknown",
-        "gate.reviewed_at": datetime.now(UTC).isoformat(timespec="seconds"), "gate.review_note": note or ""})
+    reg.set_tags(
+        client,
+        settings.model_name,
+        version,
+        {
+            "gate.status": new,
+            "gate.reviewed_by": reviewer or "unknown",
+            "gate.reviewed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "gate.review_note": note or "",
+        },
+    )
     reg.point_candidate(client, settings.model_name, version, new)
     reg.retitle(client, settings.model_name, version, new, f"{new} by {reviewer or 'unknown'}")
-    append_event(settings, "approval" if approved else "rejection", settings.model_name, version, reviewer,
-                 note or ("approved by a reviewer" if approved else "rejected by a reviewer"))
+    append_event(
+        settings,
+        "approval" if approved else "rejection",
+        settings.model_name,
+        version,
+        reviewer,
+        note or ("approved by a reviewer" if approved else "rejected by a reviewer"),
+    )
     out = {"status": new, "reviewer": reviewer, "note": note}
     ctx.write("review", out)
     return out

@@ -55,12 +55,24 @@ def ingest(ctx: RunContext, raw: Any = None, key: bytes | None = None) -> dict[s
         key = load_pseudonym_key(os.environ, settings.home, allow_demo_key=settings.demo)
     ingest_date = cfg.ingest_date or datetime.now(UTC).strftime("%Y-%m-%d")  # once: the source and the lake agree
     if raw is None:
-        raw = read_source(cfg.source, cfg.path or None, url=cfg.url, n_users=cfg.n_users, n_items=cfg.n_items,
-                          seed=cfg.seed, ingest_date=ingest_date)
+        raw = read_source(
+            cfg.source,
+            cfg.path or None,
+            url=cfg.url,
+            n_users=cfg.n_users,
+            n_items=cfg.n_items,
+            seed=cfg.seed,
+            ingest_date=ingest_date,
+        )
     result = run_ingest(raw, settings.lake_dir, Pseudonymizer(key), PIIScrubber(), ingest_date)
     ctx.write("ingest", {**result.__dict__, "metrics": result.metrics()})
-    return {"ingest_date": result.ingest_date, "accepted": result.accepted, "quarantined": result.quarantined,
-            "deferred": result.deferred, "quarantine_path": result.quarantine_path}
+    return {
+        "ingest_date": result.ingest_date,
+        "accepted": result.accepted,
+        "quarantined": result.quarantined,
+        "deferred": result.deferred,
+        "quarantine_path": result.quarantine_path,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -96,8 +108,10 @@ def features(ctx: RunContext) -> dict[str, Any]:
     cases = with_history(store, split.cases, cfg.max_history)
     cases = cases[cases["history"].map(len) > 0].reset_index(drop=True)
     if cases.empty:
-        raise ValueError(f"no hold-out cases: the events known on {ingested['ingest_date']} (before "
-                         f"{ingested.get('known_until') or 'its end'}) end before the source's split time {split_time}")
+        raise ValueError(
+            f"no hold-out cases: the events known on {ingested['ingest_date']} (before "
+            f"{ingested.get('known_until') or 'its end'}) end before the source's split time {split_time}"
+        )
     n_all_cases = len(cases)
     cases = _at_most(cases, cfg.max_eval_cases, cfg.seed)
     searches = search_examples(tables["events"][tables["events"]["ts"] >= split_time])
@@ -107,11 +121,24 @@ def features(ctx: RunContext) -> dict[str, Any]:
     search_cases.to_parquet(ctx.path(SEARCH_CASES), index=False)
     seq = split.sequences[split.sequences["ts"] < split_time]
     seq.to_parquet(ctx.path(SEQUENCES), index=False)
-    window = {"train_start": str(seq["ts"].min()), "split_time": str(split_time), "holdout_end": str(split.cases["ts"].max())}
-    out = {"feature_files": paths, "feast_objects": applied, "n_train_examples": len(train),
-           "n_train_search_examples": int((train["kind"] == "search").sum()), "n_cases": len(cases), "n_cases_in_holdout": n_all_cases,
-           "n_search_cases": len(search_cases), "n_search_cases_in_holdout": len(searches),
-           "n_train_users": int(train["user_id"].nunique()), "window": window, "feature_refs": [RECENT_ITEMS]}
+    window = {
+        "train_start": str(seq["ts"].min()),
+        "split_time": str(split_time),
+        "holdout_end": str(split.cases["ts"].max()),
+    }
+    out = {
+        "feature_files": paths,
+        "feast_objects": applied,
+        "n_train_examples": len(train),
+        "n_train_search_examples": int((train["kind"] == "search").sum()),
+        "n_cases": len(cases),
+        "n_cases_in_holdout": n_all_cases,
+        "n_search_cases": len(search_cases),
+        "n_search_cases_in_holdout": len(searches),
+        "n_train_users": int(train["user_id"].nunique()),
+        "window": window,
+        "feature_refs": [RECENT_ITEMS],
+    }
     ctx.write("features", out)
     return out
 
@@ -168,66 +195,145 @@ def train(ctx: RunContext) -> dict[str, Any]:
     secure = cfg.dp.enabled and secure_rng_on(cfg.dp.secure_rng, settings.profile)
     if cfg.dp.enabled:
         delta = cfg.dp.delta or default_delta(n_users)
-        plan = plan_budget(cfg.dp.target_epsilon, delta, sample_rate, steps, cfg.dp.transitions_share,
-                           cfg.dp.transitions_per_user)
-        dp = DPSettings(noise_multiplier=plan.noise_multiplier, delta=delta, max_grad_norm=cfg.dp.max_grad_norm,
-                        secure_rng=secure)
+        plan = plan_budget(
+            cfg.dp.target_epsilon, delta, sample_rate, steps, cfg.dp.transitions_share, cfg.dp.transitions_per_user
+        )
+        dp = DPSettings(
+            noise_multiplier=plan.noise_multiplier, delta=delta, max_grad_norm=cfg.dp.max_grad_norm, secure_rng=secure
+        )
     transitions = None
     if cfg.dp.transitions_share > 0:
         transitions, own = transition_feature(
-            sequences, members, index_of, seed=cfg.seed, pairs_per_user=cfg.dp.transitions_per_user,
-            floor=cfg.dp.transitions_floor, sigma=plan.transitions_sigma if plan else None, secure=secure)
-        examples.transition_own = [own_transitions(h, own.get(u, {}), cfg.max_history)
-                                   for u, h in zip(examples.users, examples.histories, strict=True)]
+            sequences,
+            members,
+            index_of,
+            seed=cfg.seed,
+            pairs_per_user=cfg.dp.transitions_per_user,
+            floor=cfg.dp.transitions_floor,
+            sigma=plan.transitions_sigma if plan else None,
+            secure=secure,
+        )
+        examples.transition_own = [
+            own_transitions(h, own.get(u, {}), cfg.max_history)
+            for u, h in zip(examples.users, examples.histories, strict=True)
+        ]
     experiment_id = configure(settings)
     texts = item_texts(items)
     bert, tokenizer = load_encoder()
     item_category, item_brand = catalogue_codes(items)
-    model = BiEncoder(bert, n_items=len(items), trainable_layers=cfg.trainable_layers, max_history=cfg.max_history,
-                      temperature=cfg.temperature, item_category=item_category, item_brand=item_brand)
+    model = BiEncoder(
+        bert,
+        n_items=len(items),
+        trainable_layers=cfg.trainable_layers,
+        max_history=cfg.max_history,
+        temperature=cfg.temperature,
+        item_category=item_category,
+        item_brand=item_brand,
+    )
     if transitions is not None:
         model.set_transitions(torch.as_tensor(transitions))
     if len(items) <= MAX_DENSE_ITEMS:  # public catalogue text only: no privacy cost
         model.set_lexical(lexical_similarity(items["title"].fillna("").astype(str).tolist(), texts))
-    learning_rate = apply_dp_regime(model, plan.noise_multiplier if plan else None, sample_rate * n_users, len(items),
-                                    cfg.dp.learning_rate if dp else cfg.learning_rate)
+    learning_rate = apply_dp_regime(
+        model,
+        plan.noise_multiplier if plan else None,
+        sample_rate * n_users,
+        len(items),
+        cfg.dp.learning_rate if dp else cfg.learning_rate,
+    )
     # a retry first ends what a killed attempt left RUNNING (crash safety, ml.registry.tracking)
-    with start_attempt(experiment_id, cfg.run_name or ctx.run_dir.name, str(ctx.run_dir),
-                       {"vetted.source": cfg.source}) as run:
+    with start_attempt(
+        experiment_id, cfg.run_name or ctx.run_dir.name, str(ctx.run_dir), {"vetted.source": cfg.source}
+    ) as run:
         mlflow.log_params(flat_params("", cfg.to_dict()))
         mlflow.set_tags(chosen.tags())
         mlflow.log_metrics(ctx.read("ingest")["metrics"])
         feats = ctx.read("features")
-        mlflow.log_metrics({"data.n_train_examples": feats["n_train_examples"], "data.n_cases": feats["n_cases"],
-                            "data.n_train_users": n_users, "data.n_audit_users": len(audit)})
-        datasets = log_training_inputs(ctx.path(TRAIN_SET), ctx.path(CASES), settings.lake_dir, ctx.read("ingest")[
-            "ingest_date"], feats["window"]["split_time"], feats["feature_refs"])  # the run's datasets panel
+        mlflow.log_metrics(
+            {
+                "data.n_train_examples": feats["n_train_examples"],
+                "data.n_cases": feats["n_cases"],
+                "data.n_train_users": n_users,
+                "data.n_audit_users": len(audit),
+            }
+        )
+        datasets = log_training_inputs(
+            ctx.path(TRAIN_SET),
+            ctx.path(CASES),
+            settings.lake_dir,
+            ctx.read("ingest")["ingest_date"],
+            feats["window"]["split_time"],
+            feats["feature_refs"],
+        )  # the run's datasets panel
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             mlflow.log_metrics({f"epoch.{k}": v for k, v in metrics.items()}, step=epoch)
 
         result = train_data_parallel(
-            model, tokenizer, examples, texts, world_size=world_size_for(torch.cuda.device_count(), cfg.world_size),
-            epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size, learning_rate=learning_rate,
-            max_history=cfg.max_history, max_query_tokens=cfg.max_query_tokens, max_item_tokens=cfg.max_item_tokens,
-            seed=cfg.seed, dp=dp, examples_per_user=cfg.examples_per_user, on_epoch=on_epoch)
-        privacy = privacy_record(plan, result.dp, n_users=n_users, secure=secure, target_epsilon=cfg.dp.target_epsilon,
-                                 pairs_per_user=cfg.dp.transitions_per_user, with_transitions=transitions is not None)
+            model,
+            tokenizer,
+            examples,
+            texts,
+            world_size=world_size_for(torch.cuda.device_count(), cfg.world_size),
+            epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
+            batch_size=cfg.batch_size,
+            learning_rate=learning_rate,
+            max_history=cfg.max_history,
+            max_query_tokens=cfg.max_query_tokens,
+            max_item_tokens=cfg.max_item_tokens,
+            seed=cfg.seed,
+            dp=dp,
+            examples_per_user=cfg.examples_per_user,
+            on_epoch=on_epoch,
+        )
+        privacy = privacy_record(
+            plan,
+            result.dp,
+            n_users=n_users,
+            secure=secure,
+            target_epsilon=cfg.dp.target_epsilon,
+            pairs_per_user=cfg.dp.transitions_per_user,
+            with_transitions=transitions is not None,
+        )
         mlflow.log_metrics(privacy_metrics(privacy))
-        mlflow.log_metrics({"train.seconds": result.seconds, "train.seconds_per_step": result.seconds_per_step,
-                            "train.final_loss": result.final_loss, "train.steps": result.steps})
+        mlflow.log_metrics(
+            {
+                "train.seconds": result.seconds,
+                "train.seconds_per_step": result.seconds_per_step,
+                "train.final_loss": result.final_loss,
+                "train.steps": result.steps,
+            }
+        )
         model.zero_dropped_weights()
         temperature = model.fold_content_scale()  # the learned text-similarity scale, saved as the temperature
-        rec = Recommender(model, tokenizer, items, RecommenderSettings(temperature, cfg.max_history,
-                                                                       cfg.max_query_tokens, cfg.max_item_tokens))
+        rec = Recommender(
+            model,
+            tokenizer,
+            items,
+            RecommenderSettings(temperature, cfg.max_history, cfg.max_query_tokens, cfg.max_item_tokens),
+        )
         model_dir = rec.save(ctx.path("model"))
         run_id = run.info.run_id
-    out = {"mlflow_run_id": run_id, "experiment_id": experiment_id, "model_dir": str(model_dir),
-           "steps": result.steps, "epochs": result.epochs, "device": result.device, "seconds": result.seconds,
-           "seconds_per_step": result.seconds_per_step, "final_loss": result.final_loss,
-           "n_examples": len(examples), "n_users": n_users, "audit_users": sorted(audit),
-           "member_users": sorted(members), "privacy": privacy, "config": cfg.to_dict(),
-           "training_settings": chosen.to_dict(), "datasets": datasets}
+    out = {
+        "mlflow_run_id": run_id,
+        "experiment_id": experiment_id,
+        "model_dir": str(model_dir),
+        "steps": result.steps,
+        "epochs": result.epochs,
+        "device": result.device,
+        "seconds": result.seconds,
+        "seconds_per_step": result.seconds_per_step,
+        "final_loss": result.final_loss,
+        "n_examples": len(examples),
+        "n_users": n_users,
+        "audit_users": sorted(audit),
+        "member_users": sorted(members),
+        "privacy": privacy,
+        "config": cfg.to_dict(),
+        "training_settings": chosen.to_dict(),
+        "datasets": datasets,
+    }
     ctx.write("train", out)
     return {k: out[k] for k in ("mlflow_run_id", "model_dir", "steps", "seconds")}
 
@@ -261,43 +367,78 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     seq = pd.read_parquet(ctx.path(SEQUENCES))
     seq = seq[seq["user_id"].isin(set(trained["member_users"]))]  # what the candidate learned from, no audit shopper
     rec = Recommender.load(Path(trained["model_dir"]))
-    held = evaluate_candidate(rec, cases, pd.read_parquet(ctx.path(SEARCH_CASES)), seq, tables["items"],
-                              tables["users"], k=k, seed=cfg.seed, min_tail_share=cfg.rerank_min_tail_share,
-                              max_item_tokens=cfg.max_item_tokens, max_query_tokens=cfg.max_query_tokens,
-                              dp=bool(trained["privacy"].get("dp")))
+    held = evaluate_candidate(
+        rec,
+        cases,
+        pd.read_parquet(ctx.path(SEARCH_CASES)),
+        seq,
+        tables["items"],
+        tables["users"],
+        k=k,
+        seed=cfg.seed,
+        min_tail_share=cfg.rerank_min_tail_share,
+        max_item_tokens=cfg.max_item_tokens,
+        max_query_tokens=cfg.max_query_tokens,
+        dp=bool(trained["privacy"].get("dp")),
+    )
     held.per_case.to_parquet(ctx.path(PER_CASE), index=False)
     if held.search_per_case is not None:
         held.search_per_case.to_parquet(ctx.path(SEARCH_PER_CASE), index=False)
     # membership inference: trained shoppers vs held-out shoppers of the same distribution
-    mia = loss_attack(rec, pd.read_parquet(ctx.path(TRAIN_SET)), set(trained["member_users"]),
-                      set(trained["audit_users"]), cfg.seed)
+    mia = loss_attack(
+        rec, pd.read_parquet(ctx.path(TRAIN_SET)), set(trained["member_users"]), set(trained["audit_users"]), cfg.seed
+    )
 
     reports_dir = ctx.path("reports")
     reports_dir.mkdir(exist_ok=True)
     split_time = pd.Timestamp(ctx.read("ingest")["split_time"])
     events = tables["events"]
-    drift = drift_report(*drift_frames(events[events["ts"] < split_time], events[events["ts"] >= split_time],
-                                       tables["items"]), reports_dir / "drift.html")
+    drift = drift_report(
+        *drift_frames(events[events["ts"] < split_time], events[events["ts"] >= split_time], tables["items"]),
+        reports_dir / "drift.html",
+    )
     case_ids = [f"case-{i}" for i in range(len(cases))]
     frame = ranking_frame(held.recommendations, cases["item_id"].tolist(), k, user_ids=case_ids, scores=held.scores)
     ranking = ranking_report(frame, reports_dir / "ranking.html", k)
-    slice_groups = {col: pd.Series(held.groups[col].fillna("unknown").astype(str).to_numpy(), index=case_ids)
-                    for col in held.groups.columns}
+    slice_groups = {
+        col: pd.Series(held.groups[col].fillna("unknown").astype(str).to_numpy(), index=case_ids)
+        for col in held.groups.columns
+    }
     slices = ranking_reports_by_group(frame, slice_groups, reports_dir / "slices", k) if cfg.slice_reports else {}
     candidate = held.summary["candidate"]
-    fairness_html = fairness_summary_html(candidate["user_fairness"], candidate["provider"],
-                                          reports_dir / "fairness.html")
+    fairness_html = fairness_summary_html(
+        candidate["user_fairness"], candidate["provider"], reports_dir / "fairness.html"
+    )
     ratios = ndcg_ratios(candidate["user_fairness"])
     summary, searched = held.summary, held.summary["search"]
     out = {
-        **{key: summary[key] for key in ("k", "n_cases", "candidate", "baselines", "best_baseline",
-                                         "best_baseline_ndcg", "best_non_private_baseline",
-                                         "best_non_private_baseline_ndcg", "uncertainty", "search")},
-        "user_ndcg_ratio": ratios, "provider_exposure_ratio": candidate["provider"].get("ratio"),
-        "mia": mia, "drift": drift, "rerank": summary["rerank"],
+        **{
+            key: summary[key]
+            for key in (
+                "k",
+                "n_cases",
+                "candidate",
+                "baselines",
+                "best_baseline",
+                "best_baseline_ndcg",
+                "best_non_private_baseline",
+                "best_non_private_baseline_ndcg",
+                "uncertainty",
+                "search",
+            )
+        },
+        "user_ndcg_ratio": ratios,
+        "provider_exposure_ratio": candidate["provider"].get("ratio"),
+        "mia": mia,
+        "drift": drift,
+        "rerank": summary["rerank"],
         "user_fairness_mitigation": summary["user_fairness_mitigation"],
-        "reports": {"drift": drift["path"], "ranking": ranking["path"], "fairness": str(fairness_html),
-                    "slices": {a: {g: r["path"] for g, r in gs.items()} for a, gs in slices.items()}},
+        "reports": {
+            "drift": drift["path"],
+            "ranking": ranking["path"],
+            "fairness": str(fairness_html),
+            "slices": {a: {g: r["path"] for g, r in gs.items()} for a, gs in slices.items()},
+        },
         "evidently_ranking": ranking["metrics"],
     }
     ctx.write("evaluate", out)
@@ -306,12 +447,32 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         mlflow.log_metrics(evaluation_metrics(summary, ratios, mia, drift["share_drifted"]))
         mlflow.log_artifacts(str(reports_dir), artifact_path="reports")
         mlflow.log_dict(jsonable(out), "evaluation.json")
-    return {"ndcg_at_k": candidate["metrics"][f"ndcg_at_{k}"], "best_baseline": out["best_baseline"],
-            "best_baseline_ndcg": out["best_baseline_ndcg"],
-            "search_ndcg_at_k": (searched.get("candidate") or {}).get("metrics", {}).get(f"ndcg_at_{k}"),
-            "search_best_baseline": searched.get("best_baseline"),
-            "mia_auc": mia["auc"], "drift_share": drift["share_drifted"]}
+    return {
+        "ndcg_at_k": candidate["metrics"][f"ndcg_at_{k}"],
+        "best_baseline": out["best_baseline"],
+        "best_baseline_ndcg": out["best_baseline_ndcg"],
+        "search_ndcg_at_k": (searched.get("candidate") or {}).get("metrics", {}).get(f"ndcg_at_{k}"),
+        "search_best_baseline": searched.get("best_baseline"),
+        "mia_auc": mia["auc"],
+        "drift_share": drift["share_drifted"],
+    }
 
 
-__all__ = ["CASES", "PER_CASE", "SEARCH_CASES", "SEARCH_PER_CASE", "SEQUENCES", "STAGES", "TRAIN_SET", "evaluate",
-           "fail_version", "features", "gate", "ingest", "promote", "register", "review", "train"]
+__all__ = [
+    "CASES",
+    "PER_CASE",
+    "SEARCH_CASES",
+    "SEARCH_PER_CASE",
+    "SEQUENCES",
+    "STAGES",
+    "TRAIN_SET",
+    "evaluate",
+    "fail_version",
+    "features",
+    "gate",
+    "ingest",
+    "promote",
+    "register",
+    "review",
+    "train",
+]

@@ -234,7 +234,10 @@ def capped_pairs(
 
 
 def noisy_counts(
-    pairs: Sequence[Sequence[tuple[int, int]]], n_items: int, per_user: int, sigma: float | None,
+    pairs: Sequence[Sequence[tuple[int, int]]],
+    n_items: int,
+    per_user: int,
+    sigma: float | None,
     noise: NoiseSource,
 ) -> np.ndarray:
     """The n_items x n_items (float32) counts of the shoppers' pairs (`capped_pairs`: at most `per_user` each)
@@ -266,30 +269,63 @@ def noisy_counts(
     return counts
 
 
-def privacy_record(plan: PrivacyPlan | None, sgd: Mapping[str, Any] | None, *, n_users: int, secure: bool,
-                   target_epsilon: float, pairs_per_user: int, with_transitions: bool) -> dict[str, Any]:
+def privacy_record(
+    plan: PrivacyPlan | None,
+    sgd: Mapping[str, Any] | None,
+    *,
+    n_users: int,
+    secure: bool,
+    target_epsilon: float,
+    pairs_per_user: int,
+    with_transitions: bool,
+) -> dict[str, Any]:
     """What the run's privacy was, as trained: the unit, and with DP (`plan` and the trained DP-SGD's `sgd`, the
     trainer's DPInfo) the composed epsilon over DP-SGD at the steps actually taken and, when `with_transitions`,
     the released transition counts, each mechanism with its own epsilon and noise."""
     from ml.privacy.noise import SECURE_SOURCE
 
-    record: dict[str, Any] = {"dp": plan is not None, "unit": "user" if plan is not None else "none",
-                              "n_users": n_users, "secure_rng": secure}
+    record: dict[str, Any] = {
+        "dp": plan is not None,
+        "unit": "user" if plan is not None else "none",
+        "n_users": n_users,
+        "secure_rng": secure,
+    }
     if plan is None or sgd is None:
         return record
-    total = composed_epsilon(sgd["noise_multiplier"], sgd["sample_rate"], sgd["steps"], plan.transitions_sigma,
-                             plan.delta)
+    total = composed_epsilon(
+        sgd["noise_multiplier"], sgd["sample_rate"], sgd["steps"], plan.transitions_sigma, plan.delta
+    )
     mechanisms: list[dict[str, Any]] = [
-        {"name": "DP-SGD (Opacus, ghost clipping, Poisson sampling of shoppers)", "epsilon_alone": sgd["epsilon_sgd"],
-         "noise_multiplier": sgd["noise_multiplier"], "max_grad_norm": sgd["max_grad_norm"],
-         "sample_rate": sgd["sample_rate"], "steps": sgd["steps"], "examples_per_user": sgd["examples_per_user"]}]
+        {
+            "name": "DP-SGD (Opacus, ghost clipping, Poisson sampling of shoppers)",
+            "epsilon_alone": sgd["epsilon_sgd"],
+            "noise_multiplier": sgd["noise_multiplier"],
+            "max_grad_norm": sgd["max_grad_norm"],
+            "sample_rate": sgd["sample_rate"],
+            "steps": sgd["steps"],
+            "examples_per_user": sgd["examples_per_user"],
+        }
+    ]
     if with_transitions:
-        mechanisms.append({"name": "item-transition counts (Gaussian mechanism, per-shopper pairs capped)",
-                           "epsilon_alone": plan.epsilon_transitions, "sigma": plan.transitions_sigma,
-                           "pairs_per_shopper": pairs_per_user,
-                           "noise_source": SECURE_SOURCE if secure else "seeded numpy generator"})
-    record.update({"epsilon": total, "delta": plan.delta, "target_epsilon": target_epsilon, "mechanisms": mechanisms,
-                   "accountant": "rdp", **{k: v for k, v in sgd.items() if k != "epsilon_sgd"}})
+        mechanisms.append(
+            {
+                "name": "item-transition counts (Gaussian mechanism, per-shopper pairs capped)",
+                "epsilon_alone": plan.epsilon_transitions,
+                "sigma": plan.transitions_sigma,
+                "pairs_per_shopper": pairs_per_user,
+                "noise_source": SECURE_SOURCE if secure else "seeded numpy generator",
+            }
+        )
+    record.update(
+        {
+            "epsilon": total,
+            "delta": plan.delta,
+            "target_epsilon": target_epsilon,
+            "mechanisms": mechanisms,
+            "accountant": "rdp",
+            **{k: v for k, v in sgd.items() if k != "epsilon_sgd"},
+        }
+    )
     return record
 
 
@@ -297,6 +333,11 @@ def privacy_metrics(record: Mapping[str, Any]) -> dict[str, float]:
     """The record's figures as MLflow metrics (none without DP)."""
     if "epsilon" not in record:
         return {}
-    return {"privacy.epsilon": record["epsilon"], "privacy.delta": record["delta"],
-            "privacy.noise_multiplier": record["noise_multiplier"], "privacy.sample_rate": record["sample_rate"],
-            "privacy.steps": record["steps"], "privacy.max_grad_norm": record["max_grad_norm"]}
+    return {
+        "privacy.epsilon": record["epsilon"],
+        "privacy.delta": record["delta"],
+        "privacy.noise_multiplier": record["noise_multiplier"],
+        "privacy.sample_rate": record["sample_rate"],
+        "privacy.steps": record["steps"],
+        "privacy.max_grad_norm": record["max_grad_norm"],
+    }

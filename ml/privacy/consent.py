@@ -74,9 +74,7 @@ def effective_requests(requests: pd.DataFrame) -> tuple[set[str], dict[str, pd.T
     return deleted, opted_out
 
 
-def apply_privacy_requests(
-    events: pd.DataFrame, users: pd.DataFrame, requests: pd.DataFrame
-) -> ConsentResult:
+def apply_privacy_requests(events: pd.DataFrame, users: pd.DataFrame, requests: pd.DataFrame) -> ConsentResult:
     """Remove deleted shoppers entirely and opted-out shoppers' events from their opt-out time on."""
     _require(events, "events", ("user_id", "ts"))
     _require(users, "users", ("user_id",))
@@ -138,9 +136,7 @@ def read_deletion_log(path: Path) -> list[dict[str, str]]:
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{path}:{number} is not valid JSON ({err.msg}); fix or remove that line"
-                ) from err
+                raise ValueError(f"{path}:{number} is not valid JSON ({err.msg}); fix or remove that line") from err
             if not isinstance(entry, dict) or any(k not in entry for k in LOG_FIELDS):
                 raise ValueError(f"{path}:{number} lacks {list(LOG_FIELDS)}: {line.strip()[:100]!r}")
             entries.append(entry)

@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 
 LOW_FPR = 0.01
 AUDIT_SHARE = 0.1  # shoppers kept out of training as the audit's non-members
-LOSS_ATTACK = ("loss threshold: mean log-probability of a shopper's own next items, "
-               "trained shoppers vs shoppers held out of training")
+LOSS_ATTACK = (
+    "loss threshold: mean log-probability of a shopper's own next items, "
+    "trained shoppers vs shoppers held out of training"
+)
 
 
 def _clean(scores: np.ndarray, name: str) -> np.ndarray:
@@ -86,12 +88,15 @@ def split_audit_users(users: np.ndarray, seed: int) -> tuple[set[str], set[str]]
     them, none when there are 10 or fewer (too few to hold any out)."""
     rng = np.random.default_rng(seed)
     users = np.sort(users)
-    audit = set(rng.choice(users, size=max(1, int(len(users) * AUDIT_SHARE)), replace=False)) if len(users) > 10 else set()
+    audit = (
+        set(rng.choice(users, size=max(1, int(len(users) * AUDIT_SHARE)), replace=False)) if len(users) > 10 else set()
+    )
     return set(users) - audit, audit
 
 
-def loss_attack(rec: Recommender, train_set: pd.DataFrame, members: set[str], nonmembers: set[str], seed: int,
-                per_side: int = 500) -> dict[str, Any]:
+def loss_attack(
+    rec: Recommender, train_set: pd.DataFrame, members: set[str], nonmembers: set[str], seed: int, per_side: int = 500
+) -> dict[str, Any]:
     """The loss-based attack on a trained recommender: a shopper whose own examples the model scores unusually
     well was likely trained on. Score per shopper = mean log-probability the model gives their next items in the
     training window, at most `per_side` shoppers a side (a seeded sample); returns the audit and the attack."""

@@ -132,17 +132,13 @@ class PIIScrubber:
             pos += len(line) + 1
         found: list[Finding] = []
         for kinds, lines in groups.items():
-            starts = list(
-                itertools.accumulate((len(line) + len(_LINE_SEP) for _, line in lines[:-1]), initial=0)
-            )
+            starts = list(itertools.accumulate((len(line) + len(_LINE_SEP) for _, line in lines[:-1]), initial=0))
             joined = _LINE_SEP.join(line for _, line in lines)
             for f in self._analyze(joined, kinds):
                 k = bisect.bisect_right(starts, f.start) - 1
                 offset, line = lines[k]
                 start, end = f.start - starts[k], f.end - starts[k]
-                if end <= len(
-                    line
-                ):  # a match reaching into the separator spans two lines: not one piece of PII
+                if end <= len(line):  # a match reaching into the separator spans two lines: not one piece of PII
                     found.append(Finding(f.kind, offset + start, offset + end, f.score))
         return found
 

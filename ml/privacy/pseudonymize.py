@@ -36,9 +36,7 @@ class Pseudonymizer:
     __str__ = __repr__
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
-        raise TypeError(
-            "a Pseudonymizer holds a secret key and must not be pickled; build it where it is used"
-        )
+        raise TypeError("a Pseudonymizer holds a secret key and must not be pickled; build it where it is used")
 
     def pseudonym(self, raw: str) -> str:
         """The pseudonym of one raw id."""

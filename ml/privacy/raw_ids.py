@@ -44,7 +44,6 @@ def is_shopper_field(name: str) -> bool:
     return bool(_SHOPPER_FIELD.fullmatch(re.sub(r"(?<=[a-z])(?=[A-Z])", "_", last)))  # userId -> user_Id
 
 
-
 class _WholeTokens:
     """Finds any of a set of ids in a text (str) or in bytes where it is not glued to a word character.
 
@@ -141,9 +140,11 @@ class RawIdMatcher:
             public.update(text[s:e] for s, e in finder.find(str(text)))
         n_public_texts = len(self._public_texts)
         kept -= public
-        self.reasons = {f"shorter_than_{min_chars}_chars": len(short),
-                        f"digits_only_under_{MIN_TOKEN_DIGITS}": len(numeric),
-                        "words_of_the_catalogue_text": len(public)}
+        self.reasons = {
+            f"shorter_than_{min_chars}_chars": len(short),
+            f"digits_only_under_{MIN_TOKEN_DIGITS}": len(numeric),
+            "words_of_the_catalogue_text": len(public),
+        }
         self.n_public_texts = n_public_texts
         self._ids = frozenset(kept)
         self._field_ids = frozenset(ids)
@@ -153,7 +154,9 @@ class RawIdMatcher:
             log.info(
                 "%d of %d raw id(s) are checked only as shopper-field values and mentions (%s; e.g. %s): as "
                 "tokens anywhere they would match item text and numbers",
-                weak, len(ids), ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.reasons.items() if v),
+                weak,
+                len(ids),
+                ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.reasons.items() if v),
                 ", ".join(sorted(public)[:3] or sorted(ids - kept)[:3]),
             )
         self.max_chars = max((len(i) for i in kept), default=0)
@@ -162,15 +165,11 @@ class RawIdMatcher:
         # bytes are read as latin-1; ids shorter than BINARY_FREE_BYTES count only where stored as strings
         encoded = {i.encode("utf-8") for i in kept}
         self._all_b = frozenset(encoded)
-        self._bin = _WholeTokens(
-            {e.decode("latin-1") for e in encoded if len(e) >= BINARY_FREE_BYTES}, binary=True
-        )
+        self._bin = _WholeTokens({e.decode("latin-1") for e in encoded if len(e) >= BINARY_FREE_BYTES}, binary=True)
         lengths = [len(e) for e in encoded] or [0]
         self._framings = _framing_prefixes(lengths)
         self._quoted = (
-            re.compile(rb"([\"'])([^\"'\x00-\x1f]{%d,%d})\1" % (min(lengths), max(lengths)))
-            if encoded
-            else None
+            re.compile(rb"([\"'])([^\"'\x00-\x1f]{%d,%d})\1" % (min(lengths), max(lengths))) if encoded else None
         )
 
     @property

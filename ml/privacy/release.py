@@ -14,8 +14,9 @@ from ml.privacy.text_scan import PIIFinding
 MAX_RECORDED = 50  # findings kept in the scan record (the count covers them all)
 
 
-def scan_release(users: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame, texts: Mapping[str, str],
-                 paths: Sequence[Path]) -> tuple[list[PIIFinding], dict[str, Any]]:
+def scan_release(
+    users: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame, texts: Mapping[str, str], paths: Sequence[Path]
+) -> tuple[list[PIIFinding], dict[str, Any]]:
     """Findings in `texts` (name -> text) and under `paths`, and the record to log: the first MAX_RECORDED
     findings, their count and what was checked. Raw ids are the source's own (`users`, `events`); text the public
     catalogue also holds (`items`: model numbers and the like) is not a leak."""
@@ -27,6 +28,9 @@ def scan_release(users: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame,
     matcher = RawIdMatcher(raw_ids, public_texts=catalogue_texts(items))
     scrubber = PIIScrubber()
     findings = scan_texts(texts, scrubber, matcher) + scan_paths(paths, scrubber, matcher)
-    record = {"findings": [f.__dict__ for f in findings[:MAX_RECORDED]], "count": len(findings),
-              "checked": matcher.report()}
+    record = {
+        "findings": [f.__dict__ for f in findings[:MAX_RECORDED]],
+        "count": len(findings),
+        "checked": matcher.report(),
+    }
     return findings, record

@@ -29,16 +29,12 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------- public API
-def scan_texts(texts: Mapping[str, str], scrubber: Scrubber, raw_ids: Collection[str] | RawIdMatcher
+def scan_texts(
+    texts: Mapping[str, str], scrubber: Scrubber, raw_ids: Collection[str] | RawIdMatcher
 ) -> list[PIIFinding]:
     """Findings in named texts (params, tags, feature values); a finding's location is the text's name."""
     matcher = raw_ids if isinstance(raw_ids, RawIdMatcher) else RawIdMatcher(raw_ids)
-    units = (
-        unit
-        for name, value in texts.items()
-        if value is not None
-        for unit in string_units(str(value), str(name))
-    )
+    units = (unit for name, value in texts.items() if value is not None for unit in string_units(str(value), str(name)))
     findings = list(scan_units(units, scrubber, matcher))
     seen = {f.location for f in findings if f.kind == RAW_ID}
     for name, value in texts.items():  # a shopper-named param or tag whose whole value is a raw id
@@ -47,8 +43,7 @@ def scan_texts(texts: Mapping[str, str], scrubber: Scrubber, raw_ids: Collection
     return findings
 
 
-def scan_paths(paths: Iterable[Path], scrubber: Scrubber, raw_ids: Collection[str] | RawIdMatcher
-) -> list[PIIFinding]:
+def scan_paths(paths: Iterable[Path], scrubber: Scrubber, raw_ids: Collection[str] | RawIdMatcher) -> list[PIIFinding]:
     """Findings in files, walking directories; every file gets at least the raw-id byte scan."""
     matcher = raw_ids if isinstance(raw_ids, RawIdMatcher) else RawIdMatcher(raw_ids)
     findings: list[PIIFinding] = []
@@ -60,9 +55,7 @@ def scan_paths(paths: Iterable[Path], scrubber: Scrubber, raw_ids: Collection[st
         if found:
             log.warning("%d PII/raw-id finding(s) in %s", len(found), file)
         findings += found
-    log.info(
-        "scanned %d file(s) in %.1f s: %d finding(s)", n_files, time.perf_counter() - started, len(findings)
-    )
+    log.info("scanned %d file(s) in %.1f s: %d finding(s)", n_files, time.perf_counter() - started, len(findings))
     return findings
 
 

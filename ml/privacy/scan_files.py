@@ -76,8 +76,9 @@ def scan_file(path: Path, scrubber: Scrubber, matcher: RawIdMatcher) -> Iterator
     kind = file_kind(path)
     if kind == "text":
         with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
-            yield from scan_units(text_units(fh.read, str(path)), scrubber, matcher,
-                                   mentions=path.name not in TOKENIZER_VOCABULARIES)
+            yield from scan_units(
+                text_units(fh.read, str(path)), scrubber, matcher, mentions=path.name not in TOKENIZER_VOCABULARIES
+            )
         if path.suffix.lower() in (".csv", ".tsv"):
             yield from _scan_csv_shopper_columns(path, matcher)
     elif kind == "html":
@@ -152,7 +153,6 @@ def _scan_npy_strings(path: Path, matcher: RawIdMatcher) -> Iterator[PIIFinding]
                 yield PIIFinding(f"{path}[{lo + k}]", RAW_ID, f"<{RAW_ID}> ({end - start} chars)")
 
 
-
 # --------------------------------------------------------------------------------------------- parquet
 def _scan_parquet(path: Path, scrubber: Scrubber, matcher: RawIdMatcher) -> Iterator[PIIFinding]:
     import pyarrow as pa
@@ -168,8 +168,9 @@ def _scan_parquet(path: Path, scrubber: Scrubber, matcher: RawIdMatcher) -> Iter
 
     text_cols = [f.name for f in schema if not is_numeric(f.type) and not pa.types.is_temporal(f.type)]
     shopper_cols = {f.name for f in schema if is_shopper_field(f.name)}
-    int_cols = [f.name for f in schema if pa.types.is_integer(f.type)
-                and (matcher.has_numeric or f.name in shopper_cols)]
+    int_cols = [
+        f.name for f in schema if pa.types.is_integer(f.type) and (matcher.has_numeric or f.name in shopper_cols)
+    ]
     if not text_cols and not int_cols:
         return
     row0 = 0
@@ -199,8 +200,9 @@ def _scan_parquet(path: Path, scrubber: Scrubber, matcher: RawIdMatcher) -> Iter
         row0 += batch.num_rows
 
 
-def _whole_values(values: Iterable[object], where: str, first: int, matcher: RawIdMatcher,
-                  skip_token_ids: bool) -> Iterator[PIIFinding]:
+def _whole_values(
+    values: Iterable[object], where: str, first: int, matcher: RawIdMatcher, skip_token_ids: bool
+) -> Iterator[PIIFinding]:
     """Cells of a shopper column whose whole value is a raw id (the token scan already found token ids in text
     cells: `skip_token_ids`)."""
     for k, value in enumerate(values):

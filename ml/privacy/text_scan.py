@@ -65,9 +65,7 @@ def _by_line(prefix: str, first_line: int, text: str) -> Callable[[int], str]:
     return lambda offset: f"{prefix}:{first_line + text.count(chr(10), 0, offset)}"
 
 
-def text_units(
-    read: Callable[[int], str], prefix: str, first_line: int = 1, by_line: bool = True
-) -> Iterator[Unit]:
+def text_units(read: Callable[[int], str], prefix: str, first_line: int = 1, by_line: bool = True) -> Iterator[Unit]:
     """Cut a stream of text into windows of whole lines; a line longer than a window is cut into overlapping
     pieces. Memory: about two windows."""
     half = OVERLAP_CHARS // 2
@@ -139,17 +137,16 @@ def _excerpt(text: str, target: tuple[int, int, str], spans: list[tuple[int, int
     return ("..." if lo > line_start else "") + body + ("..." if hi < line_end else "")
 
 
-def _findings_for_unit(
-    unit: Unit, pii: list[tuple[int, int, str]], raw: list[tuple[int, int]]
-) -> Iterator[PIIFinding]:
+def _findings_for_unit(unit: Unit, pii: list[tuple[int, int, str]], raw: list[tuple[int, int]]) -> Iterator[PIIFinding]:
     spans = pii + [(s, e, RAW_ID) for s, e in raw]
     for span in sorted(spans):
         if unit.accepts(span[0]):
             yield PIIFinding(unit.locate(span[0]), span[2], _excerpt(unit.text, span, spans))
 
 
-def scan_units(units: Iterable[Unit], scrubber: Scrubber, matcher: RawIdMatcher,
-                mentions: bool = True) -> Iterator[PIIFinding]:
+def scan_units(
+    units: Iterable[Unit], scrubber: Scrubber, matcher: RawIdMatcher, mentions: bool = True
+) -> Iterator[PIIFinding]:
     """Analyze units, joining small ones into one analyzer call per batch; `mentions=False` skips the
     shopper-name mention rule (a tokenizer's vocabulary, see scan_files.TOKENIZER_VOCABULARIES)."""
     batch: list[tuple[Unit, list[tuple[int, int]]]] = []

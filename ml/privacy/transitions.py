@@ -12,9 +12,17 @@ from ml.privacy.noise import SecureRandom
 OwnPairs = dict[int, list[tuple[int, float]]]  # item -> [(next item, value)]
 
 
-def transition_feature(sequences: pd.DataFrame, members: set[str], index_of: dict[str, int], *, seed: int,
-                       pairs_per_user: int, floor: float | None, sigma: float | None, secure: bool = False
-                       ) -> tuple[np.ndarray, dict[str, OwnPairs]]:
+def transition_feature(
+    sequences: pd.DataFrame,
+    members: set[str],
+    index_of: dict[str, int],
+    *,
+    seed: int,
+    pairs_per_user: int,
+    floor: float | None,
+    sigma: float | None,
+    secure: bool = False,
+) -> tuple[np.ndarray, dict[str, OwnPairs]]:
     """log1p of item -> next-item counts over the training shoppers' sequences, for the hybrid score, and per
     shopper what its own pairs add to that table (item -> [(next item, value)]).
 

@@ -32,14 +32,22 @@ def _last_hash(path: Path) -> str:
     return json.loads(lines[-1])["hash"] if lines else ""
 
 
-def append_event(settings: Settings, event: str, model: str, version: str | None, actor: str | None,
-                 reason: str) -> dict[str, Any]:
+def append_event(
+    settings: Settings, event: str, model: str, version: str | None, actor: str | None, reason: str
+) -> dict[str, Any]:
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}; one of {EVENTS}")
     path = audit_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "event": event, "model": model,
-              "version": version, "actor": actor or getpass.getuser(), "reason": reason, "prev": _last_hash(path)}
+    record = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "event": event,
+        "model": model,
+        "version": version,
+        "actor": actor or getpass.getuser(),
+        "reason": reason,
+        "prev": _last_hash(path),
+    }
     record["hash"] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
     with path.open("a") as fh:
         fh.write(json.dumps(record) + "\n")
@@ -55,7 +63,10 @@ def read_events(settings: Settings) -> list[dict[str, Any]]:
     for n, line in enumerate(path.read_text().splitlines(), start=1):
         record = json.loads(line)
         body = {k: v for k, v in record.items() if k != "hash"}
-        if record["prev"] != prev or hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest() != record["hash"]:
+        if (
+            record["prev"] != prev
+            or hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest() != record["hash"]
+        ):
             raise ValueError(f"{path}:{n}: the audit chain is broken (a line was edited or removed)")
         prev = record["hash"]
         records.append(record)

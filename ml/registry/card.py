@@ -12,13 +12,18 @@ from ml.data.recbole_sequences import TIMES_NOTE as RECBOLE_TIMES
 # The card's first line, by gate status. The registry's version list shows a description's first 32 characters
 # beside MLflow's own status icon, a green check that only means "registered" (status READY: open-source MLflow
 # sets it when the version is created and has no call to change it), so the decision must be readable there.
-VERDICTS = {"passed": "Gate passed", "failed": "Gate FAILED, not approved", "pending_approval":
-            "Gate passed, awaiting review", "approved": "Approved by review", "rejected": "REJECTED by review",
-            "pending": "Gate not run yet"}
+VERDICTS = {
+    "passed": "Gate passed",
+    "failed": "Gate FAILED, not approved",
+    "pending_approval": "Gate passed, awaiting review",
+    "approved": "Approved by review",
+    "rejected": "REJECTED by review",
+    "pending": "Gate not run yet",
+}
 
 
 def headline(status: str | None, name: str, version: str | None) -> str:
-    """"# Gate FAILED, not approved: vetted-recsys v3": the decision first, then which version."""
+    """ "# Gate FAILED, not approved: vetted-recsys v3": the decision first, then which version."""
     return f"# {VERDICTS.get(status or 'pending', f'Gate {status}')}: {name} v{version or '?'}"
 
 
@@ -50,8 +55,9 @@ def full_card_link(experiment_id: str, run_id: str) -> str:
     return f"{artifact_page(experiment_id, run_id, CARD_ARTIFACT)}?{ML_VIEW}"
 
 
-def card_links(experiment_id: str, run_id: str, reports: Mapping[str, Any], reports_dir: Path
-               ) -> tuple[dict[str, str], dict[str, str]]:
+def card_links(
+    experiment_id: str, run_id: str, reports: Mapping[str, Any], reports_dir: Path
+) -> tuple[dict[str, str], dict[str, str]]:
     """(links for the top of the card, per-slice report links for its end), all MLflow UI fragments that open
     on the model-training view (ML_VIEW: a link opens a new tab, which would otherwise take the GenAI view).
 
@@ -59,12 +65,15 @@ def card_links(experiment_id: str, run_id: str, reports: Mapping[str, Any], repo
     `reports_dir`, which that stage logs as the run's `reports/` artifacts. The top holds the run page, the full
     card, each main report and the folder of per-slice reports: about 20 slice links do not fit the registry's
     description, one folder link does."""
+
     def artifact(path: str | Path) -> str:
         relative = Path(path).resolve().relative_to(Path(reports_dir).resolve())
         return f"{artifact_page(experiment_id, run_id, f'reports/{relative.as_posix()}')}?{ML_VIEW}"
 
-    top = {"MLflow run (metrics, parameters, datasets)": f"{run_page(experiment_id, run_id)}?{ML_VIEW}",
-           f"Full model card (run artifact {CARD_ARTIFACT})": full_card_link(experiment_id, run_id)}
+    top = {
+        "MLflow run (metrics, parameters, datasets)": f"{run_page(experiment_id, run_id)}?{ML_VIEW}",
+        f"Full model card (run artifact {CARD_ARTIFACT})": full_card_link(experiment_id, run_id),
+    }
     slices: dict[str, str] = {}
     folders: set[Path] = set()
     for label, path in reports.items():
@@ -90,11 +99,22 @@ def _f(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def model_card(*, name: str, version: str | None, config: Mapping[str, Any], features: Mapping[str, Any],
-               ingest: Mapping[str, Any], train: Mapping[str, Any], evaluation: Mapping[str, Any],
-               pii_findings: int | None, smoke: Mapping[str, Any] | None, gate: Mapping[str, Any] | None,
-               champion: Mapping[str, Any] | None, links: Mapping[str, str],
-               slice_links: Mapping[str, str] | None = None) -> str:
+def model_card(
+    *,
+    name: str,
+    version: str | None,
+    config: Mapping[str, Any],
+    features: Mapping[str, Any],
+    ingest: Mapping[str, Any],
+    train: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
+    pii_findings: int | None,
+    smoke: Mapping[str, Any] | None,
+    gate: Mapping[str, Any] | None,
+    champion: Mapping[str, Any] | None,
+    links: Mapping[str, str],
+    slice_links: Mapping[str, str] | None = None,
+) -> str:
     """The card in Markdown. The decision, the links (`links`, MLflow UI fragments: `card_links`) and the
     datasets come first and the gate's checks next, so the registry's 5,000-character description
     (`fit_description`) keeps them; the evidence follows, and `slice_links` close the full card."""
@@ -107,9 +127,14 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
         lines += ["## Links"] + [f"- [{label}]({url})" for label, url in links.items()] + [""]
     datasets = train.get("datasets") or {}
     if datasets:
-        lines += ["## Datasets (MLflow run inputs)"] + [
-            f"- `{dname}` ({d['context']}): {d['rows']} rows, digest `{d['digest']}`, from `{d['source']}`"
-            for dname, d in datasets.items()] + [""]
+        lines += (
+            ["## Datasets (MLflow run inputs)"]
+            + [
+                f"- `{dname}` ({d['context']}): {d['rows']} rows, digest `{d['digest']}`, from `{d['source']}`"
+                for dname, d in datasets.items()
+            ]
+            + [""]
+        )
     if gate:  # the decision check by check: the rest of the card is its evidence
         lines += ["## Gate decision", gate.get("summary_markdown", ""), ""]
     window = features["window"]
@@ -118,9 +143,13 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
         f"- Source `{config['source']}`; training window {window['train_start']} to {window['split_time']}; "
         f"hold-out from {window['split_time']} to {window['holdout_end']}.",
         *([f"- {RECBOLE_TIMES}"] if config["source"] == "recbole" else []),
-        "- Rows read = accepted + quarantined + deferred (events after the ingest date): " + ", ".join(
+        "- Rows read = accepted + quarantined + deferred (events after the ingest date): "
+        + ", ".join(
             f"{t} {ingest['read'][t]} = {ingest['accepted'][t]} + {ingest['quarantined'][t]} + "
-            f"{ingest.get('deferred', {}).get(t, 0)}" for t in ingest["read"]) + ".",
+            f"{ingest.get('deferred', {}).get(t, 0)}"
+            for t in ingest["read"]
+        )
+        + ".",
         f"- {features['n_train_examples']} training examples ({features['n_train_search_examples']} searches) from "
         f"{train['n_users']} shoppers; {len(train['audit_users'])} shoppers held out for the membership audit; "
         f"{evaluation['n_cases']} hold-out cases.",
@@ -139,8 +168,12 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
         lines += [
             f"- User-level DP-SGD: **epsilon {_f(privacy.get('epsilon'), 3)} at delta {privacy.get('delta'):.3g}** "
             f"(unit: one shopper; accountant {privacy.get('accountant')}).",
-            "- DP noise and sampling from " + ("the OS CSPRNG (secure RNG on)." if privacy.get("secure_rng")
-                                               else "a seeded generator (secure RNG off: not for production)."),
+            "- DP noise and sampling from "
+            + (
+                "the OS CSPRNG (secure RNG on)."
+                if privacy.get("secure_rng")
+                else "a seeded generator (secure RNG off: not for production)."
+            ),
             "- What the epsilon covers: everything the model learned from shoppers. Mechanisms:",
         ]
         for m in privacy.get("mechanisms", []):
@@ -163,21 +196,37 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
     prov = evaluation["candidate"]["provider"]
     rr = evaluation.get("rerank")
     if rr:
-        lines += ["", f"Fair re-ranking (served and measured): at least {rr['min_tail_share']:.0%} long-tail brands "
-                  f"(by catalogue share) in every top-{k} prefix, chosen from the top {rr['pool']}. Trade-off:", "",
-                  "| min tail share | NDCG@k | NDCG lost | tail exposure share |", "|---|---|---|---|"]
-        lines += [f"| {r['min_tail_share']:.1f} | {_f(r['ndcg'])} | {_f(r['ndcg_loss'])} | "
-                  f"{_f(r['tail_exposure_share'], 3)} |" for r in rr["tradeoff"]]
+        lines += [
+            "",
+            f"Fair re-ranking (served and measured): at least {rr['min_tail_share']:.0%} long-tail brands "
+            f"(by catalogue share) in every top-{k} prefix, chosen from the top {rr['pool']}. Trade-off:",
+            "",
+            "| min tail share | NDCG@k | NDCG lost | tail exposure share |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['min_tail_share']:.1f} | {_f(r['ndcg'])} | {_f(r['ndcg_loss'])} | "
+            f"{_f(r['tail_exposure_share'], 3)} |"
+            for r in rr["tradeoff"]
+        ]
     us = evaluation.get("user_fairness_mitigation") or {}
     if us.get("tradeoff"):
-        lines += ["", f"User-side mitigation (diagnostic, not applied): the {us['group']} shoppers are the worse served "
-                  f"here; blending an `{us['support']}` score into their ranking (ml.evaluation.user_fairness) would "
-                  "give, after fair re-ranking (ratio interval: 95% over resampled cases; choose a strength on a "
-                  "development split, not on this hold-out):", "",
-                  "| strength | NDCG@k | light | heavy | activity ratio [95%] | provider ratio |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['strength']:.1f} | {_f(r['ndcg'])} | {_f(r.get('ndcg_light'))} | {_f(r.get('ndcg_heavy'))} | "
-                  f"{_f(r.get('ratio'), 3)} [{_f(r.get('ratio_low'), 3)}, {_f(r.get('ratio_high'), 3)}] | "
-                  f"{_f(r.get('provider_exposure_ratio'), 3)} |" for r in us["tradeoff"]]
+        lines += [
+            "",
+            f"User-side mitigation (diagnostic, not applied): the {us['group']} shoppers are the worse served "
+            f"here; blending an `{us['support']}` score into their ranking (ml.evaluation.user_fairness) would "
+            "give, after fair re-ranking (ratio interval: 95% over resampled cases; choose a strength on a "
+            "development split, not on this hold-out):",
+            "",
+            "| strength | NDCG@k | light | heavy | activity ratio [95%] | provider ratio |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['strength']:.1f} | {_f(r['ndcg'])} | {_f(r.get('ndcg_light'))} | {_f(r.get('ndcg_heavy'))} | "
+            f"{_f(r.get('ratio'), 3)} [{_f(r.get('ratio_low'), 3)}, {_f(r.get('ratio_high'), 3)}] | "
+            f"{_f(r.get('provider_exposure_ratio'), 3)} |"
+            for r in us["tradeoff"]
+        ]
     lines += [
         "",
         f"- Provider exposure (long-tail brands): exposure share {_f(prov.get('tail_exposure_share'), 3)} vs relevance "
@@ -186,16 +235,19 @@ def model_card(*, name: str, version: str | None, config: Mapping[str, Any], fea
         f"({', '.join(evaluation['drift'].get('drifted_columns') or []) or 'none'}).",
     ]
     if smoke:
-        lines.append(f"- Serving smoke test: {'passed' if smoke.get('ok') else 'FAILED'} "
-                     f"({smoke.get('error') or _f(smoke.get('max_latency_ms'), 0) + ' ms slowest answer'}).")
+        lines.append(
+            f"- Serving smoke test: {'passed' if smoke.get('ok') else 'FAILED'} "
+            f"({smoke.get('error') or _f(smoke.get('max_latency_ms'), 0) + ' ms slowest answer'})."
+        )
     if slice_links:
-        lines += ["", "## Ranking reports by shopper group"] + [f"- [{label}]({url})"
-                                                                 for label, url in slice_links.items()]
+        lines += ["", "## Ranking reports by shopper group"] + [
+            f"- [{label}]({url})" for label, url in slice_links.items()
+        ]
     return "\n".join(lines) + "\n"
 
 
 def _ci(entry: Mapping[str, Any] | None, digits: int = 4) -> str:
-    """"0.1074 [0.0991, 0.1160]": a figure with its bootstrap interval; the bare figure without one."""
+    """ "0.1074 [0.0991, 0.1160]": a figure with its bootstrap interval; the bare figure without one."""
     if not entry or entry.get("value") is None:
         return "n/a"
     if entry.get("lower") is None:
@@ -203,12 +255,16 @@ def _ci(entry: Mapping[str, Any] | None, digits: int = 4) -> str:
     return f"{_f(entry['value'], digits)} [{_f(entry['lower'], digits)}, {_f(entry['upper'], digits)}]"
 
 
-LEARNS_TEXT = {"public": "public: catalogue text only", "private": "private: DP, the candidate's budget",
-               "non_private": "non-private: raw shopper counts"}
+LEARNS_TEXT = {
+    "public": "public: catalogue text only",
+    "private": "private: DP, the candidate's budget",
+    "non_private": "non-private: raw shopper counts",
+}
 
 
-def _quality_section(evaluation: Mapping[str, Any], champion: Mapping[str, Any] | None, k: int,
-                     candidate_learns: str) -> list[str]:
+def _quality_section(
+    evaluation: Mapping[str, Any], champion: Mapping[str, Any] | None, k: int, candidate_learns: str
+) -> list[str]:
     """Candidate, champion and every baseline with NDCG intervals, what each learns from shoppers, and the paired
     difference candidate - it; then which baseline is the bar, and the price of privacy."""
     nd, rc = f"ndcg_at_{k}", f"recall_at_{k}"
@@ -218,37 +274,53 @@ def _quality_section(evaluation: Mapping[str, Any], champion: Mapping[str, Any] 
     method = unc.get("method")
     lines = ["## Quality on the hold-out"]
     if method:
-        lines += [f"Intervals: {method['confidence']:.0%} percentile intervals of a paired bootstrap over shoppers "
-                  f"({method['n_resamples']} resamples of the {method['n_shoppers']} shoppers behind the "
-                  f"{method['n_cases']} cases, each keeping all its cases; seed {method['seed']}). Every model is "
-                  "scored on the same resamples, so differences are paired.", ""]
-    lines += [f"| model | learns from shoppers | NDCG@{k} [interval] | candidate - model [interval] | Recall@{k} | "
-              "MRR | coverage |", "|---|---|---|---|---|---|---|",
-              f"| **candidate** | {candidate_learns} | {_ci(ndcg_ci.get('candidate')) if ndcg_ci else _f(cand[nd])} | | "
-              f"{_f(cand[rc])} | {_f(cand['mrr'])} | {_f(evaluation['candidate']['beyond'].get('coverage'))} |"]
+        lines += [
+            f"Intervals: {method['confidence']:.0%} percentile intervals of a paired bootstrap over shoppers "
+            f"({method['n_resamples']} resamples of the {method['n_shoppers']} shoppers behind the "
+            f"{method['n_cases']} cases, each keeping all its cases; seed {method['seed']}). Every model is "
+            "scored on the same resamples, so differences are paired.",
+            "",
+        ]
+    lines += [
+        f"| model | learns from shoppers | NDCG@{k} [interval] | candidate - model [interval] | Recall@{k} | "
+        "MRR | coverage |",
+        "|---|---|---|---|---|---|---|",
+        f"| **candidate** | {candidate_learns} | {_ci(ndcg_ci.get('candidate')) if ndcg_ci else _f(cand[nd])} | | "
+        f"{_f(cand[rc])} | {_f(cand['mrr'])} | {_f(evaluation['candidate']['beyond'].get('coverage'))} |",
+    ]
     if champion and champion.get("metrics"):
         cm = champion["metrics"]
-        lines.append(f"| champion v{champion['version']} (re-evaluated) | | {_f(cm[nd])} | | {_f(cm[rc])} | "
-                     f"{_f(cm['mrr'])} | |")
+        lines.append(
+            f"| champion v{champion['version']} (re-evaluated) | | {_f(cm[nd])} | | {_f(cm[rc])} | {_f(cm['mrr'])} | |"
+        )
     best, best_np = evaluation["best_baseline"], evaluation.get("best_non_private_baseline")
     for bname, res in evaluation["baselines"].items():
         m = res["metrics"]
         mark = " (**bar**: best shippable)" if bname == best else " (best non-private)" if bname == best_np else ""
-        lines.append(f"| {bname}{mark} | {LEARNS_TEXT.get(res.get('learns', ''), res.get('learns', '?'))} | "
-                     f"{_ci(ndcg_ci.get(bname)) if bname in ndcg_ci else _f(m[nd])} | {_ci(minus.get(bname))} | "
-                     f"{_f(m[rc])} | {_f(m['mrr'])} | {_f(res['beyond'].get('coverage'))} |")
-    lines += ["", f"- The quality bar is the best baseline this policy would itself ship (public or private): "
-              f"**{best}**. Non-private baselines learn from raw shopper counts with no privacy guarantee; the "
-              "policy would refuse them, so they measure what privacy costs and never set the bar."]
+        lines.append(
+            f"| {bname}{mark} | {LEARNS_TEXT.get(res.get('learns', ''), res.get('learns', '?'))} | "
+            f"{_ci(ndcg_ci.get(bname)) if bname in ndcg_ci else _f(m[nd])} | {_ci(minus.get(bname))} | "
+            f"{_f(m[rc])} | {_f(m['mrr'])} | {_f(res['beyond'].get('coverage'))} |"
+        )
+    lines += [
+        "",
+        f"- The quality bar is the best baseline this policy would itself ship (public or private): "
+        f"**{best}**. Non-private baselines learn from raw shopper counts with no privacy guarantee; the "
+        "policy would refuse them, so they measure what privacy costs and never set the bar.",
+    ]
     if any(res.get("learns") == "private" for res in evaluation["baselines"].values()):
-        lines.append("- The DP baselines (dp_popularity, dp_cooccurrence) rank by the candidate's own released "
-                     "transition counts (capped per shopper, Gaussian-noised: the train stage's DP transition "
-                     "feature) or by item popularity from their sums. That is post-processing of an output already "
-                     "released under the candidate's epsilon and delta: it spends no further epsilon.")
+        lines.append(
+            "- The DP baselines (dp_popularity, dp_cooccurrence) rank by the candidate's own released "
+            "transition counts (capped per shopper, Gaussian-noised: the train stage's DP transition "
+            "feature) or by item popularity from their sums. That is post-processing of an output already "
+            "released under the candidate's epsilon and delta: it spends no further epsilon."
+        )
     price = unc.get("price_of_privacy")
     if price:
-        lines.append(f"- **Price of privacy**: candidate / {price['baseline']} (best non-private) = {_ci(price, 3)}"
-                     " (below 1: the private model ranks worse than raw shopper counts would).")
+        lines.append(
+            f"- **Price of privacy**: candidate / {price['baseline']} (best non-private) = {_ci(price, 3)}"
+            " (below 1: the private model ranks worse than raw shopper counts would)."
+        )
     return lines + [""]
 
 
@@ -261,39 +333,52 @@ def _search_section(searched: Mapping[str, Any], champion: Mapping[str, Any] | N
     unc = searched.get("uncertainty") or {}
     ndcg_ci, minus = unc.get("ndcg", {}), unc.get("candidate_minus", {})
     cand = searched["candidate"]
-    lines += [f"{searched['n_cases']} hold-out searches followed by a click, cart or purchase (the query as typed, "
-              "PII scrubbed -> the item chosen), each ranked against the whole catalogue. The candidate is the "
-              "served ranking: the query tower, blended with a known shopper's history, fused with BM25 by "
-              "reciprocal rank fusion. Intervals as above, over the searching shoppers.", "",
-              f"| ranker | NDCG@{k} [interval] | candidate - ranker [interval] | Recall@{k} | MRR | zero-result rate |",
-              "|---|---|---|---|---|---|",
-              f"| **candidate** | {_ci(ndcg_ci.get('candidate'))} | | {_f(cand['metrics'][rc])} | "
-              f"{_f(cand['metrics']['mrr'])} | {_f(cand.get('zero_result_rate'), 3)} |"]
+    lines += [
+        f"{searched['n_cases']} hold-out searches followed by a click, cart or purchase (the query as typed, "
+        "PII scrubbed -> the item chosen), each ranked against the whole catalogue. The candidate is the "
+        "served ranking: the query tower, blended with a known shopper's history, fused with BM25 by "
+        "reciprocal rank fusion. Intervals as above, over the searching shoppers.",
+        "",
+        f"| ranker | NDCG@{k} [interval] | candidate - ranker [interval] | Recall@{k} | MRR | zero-result rate |",
+        "|---|---|---|---|---|---|",
+        f"| **candidate** | {_ci(ndcg_ci.get('candidate'))} | | {_f(cand['metrics'][rc])} | "
+        f"{_f(cand['metrics']['mrr'])} | {_f(cand.get('zero_result_rate'), 3)} |",
+    ]
     if champion and champion.get("search_metrics"):
         cm = champion["search_metrics"]
-        lines.append(f"| champion v{champion['version']} (re-evaluated) | {_f(cm[nd])} | | {_f(cm[rc])} | "
-                     f"{_f(cm['mrr'])} | |")
+        lines.append(
+            f"| champion v{champion['version']} (re-evaluated) | {_f(cm[nd])} | | {_f(cm[rc])} | {_f(cm['mrr'])} | |"
+        )
     dense = searched.get("dense_only") or {}
     if dense:
-        lines.append(f"| the query tower alone (diagnostic) | {_f(dense.get(nd))} | | {_f(dense.get(rc))} | "
-                     f"{_f(dense.get('mrr'))} | |")
+        lines.append(
+            f"| the query tower alone (diagnostic) | {_f(dense.get(nd))} | | {_f(dense.get(rc))} | "
+            f"{_f(dense.get('mrr'))} | |"
+        )
     best = searched.get("best_baseline")
     for bname, res in searched.get("baselines", {}).items():
         m = res["metrics"]
         mark = " (**bar**)" if bname == best else ""
-        lines.append(f"| {bname}{mark} | {_ci(ndcg_ci.get(bname))} | {_ci(minus.get(bname))} | {_f(m[rc])} | "
-                     f"{_f(m['mrr'])} | {_f(res.get('zero_result_rate'), 3)} |")
+        lines.append(
+            f"| {bname}{mark} | {_ci(ndcg_ci.get(bname))} | {_ci(minus.get(bname))} | {_f(m[rc])} | "
+            f"{_f(m['mrr'])} | {_f(res.get('zero_result_rate'), 3)} |"
+        )
     prov = cand.get("provider") or {}
-    lines += ["", f"- Provider exposure in search results (long-tail brands): exposure share "
-              f"{_f(prov.get('tail_exposure_share'), 3)} vs share of what searchers chose "
-              f"{_f(prov.get('tail_relevance_share'), 3)}: ratio {_f(prov.get('ratio'), 3)}.",
-              f"- Beyond accuracy: coverage {_f(cand['beyond'].get('coverage'))}, novelty "
-              f"{_f(cand['beyond'].get('novelty'))}.", ""]
+    lines += [
+        "",
+        f"- Provider exposure in search results (long-tail brands): exposure share "
+        f"{_f(prov.get('tail_exposure_share'), 3)} vs share of what searchers chose "
+        f"{_f(prov.get('tail_relevance_share'), 3)}: ratio {_f(prov.get('ratio'), 3)}.",
+        f"- Beyond accuracy: coverage {_f(cand['beyond'].get('coverage'))}, novelty "
+        f"{_f(cand['beyond'].get('novelty'))}.",
+        "",
+    ]
     return lines
 
 
-def _fairness_section(evaluation: Mapping[str, Any], champion: Mapping[str, Any] | None,
-                      gate: Mapping[str, Any] | None, k: int) -> list[str]:
+def _fairness_section(
+    evaluation: Mapping[str, Any], champion: Mapping[str, Any] | None, gate: Mapping[str, Any] | None, k: int
+) -> list[str]:
     """Per-group NDCG of the candidate, then each attribute's min/max ratio beside the alternatives' (best shippable
     baseline, champion) with intervals, and which rule decided its check."""
     lines = ["## Fairness", f"| attribute | group | NDCG@{k} | n | ratio min/max |", "|---|---|---|---|---|"]
@@ -307,15 +392,23 @@ def _fairness_section(evaluation: Mapping[str, Any], champion: Mapping[str, Any]
     best = evaluation["best_baseline"]
     rules = {row["attribute"]: row for row in (gate or {}).get("alternatives") or []}
     champ_ratios = (champion or {}).get("ratios") or {}
-    lines += ["", "Group ratio (min group / max group NDCG) beside the alternatives, on the same resamples:", "",
-              f"| attribute | candidate [interval] | {best} (best shippable baseline) [interval] | champion | "
-              "decided by |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Group ratio (min group / max group NDCG) beside the alternatives, on the same resamples:",
+        "",
+        f"| attribute | candidate [interval] | {best} (best shippable baseline) [interval] | champion | decided by |",
+        "|---|---|---|---|---|",
+    ]
     for attr, entry in ratios.get("candidate", {}).items():
         rule = rules.get(attr, {})
-        decided = {"threshold": "threshold", "no_worse_than_alternatives": "**fallback: no less fair than the "
-                   "alternatives**"}.get(rule.get("rule", ""), rule.get("rule", "n/a"))
-        lines.append(f"| {attr} | {_ci(entry, 3)} | {_ci(ratios.get(best, {}).get(attr), 3)} | "
-                     f"{_f(champ_ratios.get(attr), 3)} | {decided} ({rule.get('status', 'n/a')}) |")
+        decided = {
+            "threshold": "threshold",
+            "no_worse_than_alternatives": "**fallback: no less fair than the alternatives**",
+        }.get(rule.get("rule", ""), rule.get("rule", "n/a"))
+        lines.append(
+            f"| {attr} | {_ci(entry, 3)} | {_ci(ratios.get(best, {}).get(attr), 3)} | "
+            f"{_f(champ_ratios.get(attr), 3)} | {decided} ({rule.get('status', 'n/a')}) |"
+        )
     return lines
 
 
@@ -332,8 +425,10 @@ def fit_description(card: str, limit: int = DESCRIPTION_LIMIT, full_card: str | 
     if len(card) <= limit:
         return card
     where = f"[{CARD_ARTIFACT}]({full_card})" if full_card else f"`{CARD_ARTIFACT}`"
-    note = (f"\n*Shortened to fit the registry's {limit:,} characters: the full card ({len(card):,} characters) "
-            f"is the run artifact {where}.*\n")
+    note = (
+        f"\n*Shortened to fit the registry's {limit:,} characters: the full card ({len(card):,} characters) "
+        f"is the run artifact {where}.*\n"
+    )
     kept, size = [], 0
     for line in card.splitlines(keepends=True):
         if size + len(line) + len(note) > limit:

@@ -77,12 +77,21 @@ def lake_source(lake_dir: Path, ingest_date: str, features: Sequence[str], split
     """Where a feature set's rows come from: the events partition of `ingest_date` (read with the older ones),
     the Feast feature service and the feature references joined onto them, and which side of the split."""
     partition = lake.partition_path(Path(lake_dir), "events", ingest_date)
-    return LakeSource({"uri": file_uri(partition), "lake_table": "events", "lake_as_of": ingest_date,
-                       "feast_feature_service": FEATURE_SERVICE, "feast_features": list(features), "split": split})
+    return LakeSource(
+        {
+            "uri": file_uri(partition),
+            "lake_table": "events",
+            "lake_as_of": ingest_date,
+            "feast_feature_service": FEATURE_SERVICE,
+            "feast_features": list(features),
+            "split": split,
+        }
+    )
 
 
-def log_training_inputs(train_path: Path, holdout_path: Path, lake_dir: Path, ingest_date: str,
-                        split_time: str, features: Sequence[str]) -> dict[str, dict[str, Any]]:
+def log_training_inputs(
+    train_path: Path, holdout_path: Path, lake_dir: Path, ingest_date: str, split_time: str, features: Sequence[str]
+) -> dict[str, dict[str, Any]]:
     """Log the training set and the hold-out as inputs of the active MLflow run; return, per dataset, its name,
     digest, row count and source URI (for the model card)."""
     import mlflow
@@ -91,14 +100,15 @@ def log_training_inputs(train_path: Path, holdout_path: Path, lake_dir: Path, in
     if mlflow.active_run() is None:
         raise RuntimeError("log_training_inputs needs an active MLflow run (inside the training run)")
     out: dict[str, dict[str, Any]] = {}
-    for context, path, name, split in ((TRAINING, train_path, "training_set", f"events before {split_time}"),
-                                       (EVALUATION, holdout_path, "holdout", f"events from {split_time}")):
+    for context, path, name, split in (
+        (TRAINING, train_path, "training_set", f"events before {split_time}"),
+        (EVALUATION, holdout_path, "holdout", f"events from {split_time}"),
+    ):
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: the features stage writes it before training")
         source = lake_source(lake_dir, ingest_date, features, split)
         dataset = from_pandas(pd.read_parquet(path), source=source, name=name, digest=file_digest(path))
         mlflow.log_input(dataset, context=context)
-        out[name] = {"context": context, "digest": dataset.digest, "rows": len(dataset.df),
-                     "source": source.load()}
+        out[name] = {"context": context, "digest": dataset.digest, "rows": len(dataset.df), "source": source.load()}
     return out

@@ -60,7 +60,7 @@ def digest_tags(folder: Path) -> dict[str, str]:
 
 def recorded_digests(tags: Mapping[str, str]) -> dict[str, str]:
     """The per-file digests recorded in a version's tags ({} when none were recorded)."""
-    return {k[len(FILE_TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(FILE_TAG_PREFIX)}
+    return {k[len(FILE_TAG_PREFIX) :]: v for k, v in tags.items() if k.startswith(FILE_TAG_PREFIX)}
 
 
 def verify_folder(folder: Path, tags: Mapping[str, str], what: str = "model") -> str:
@@ -69,8 +69,10 @@ def verify_folder(folder: Path, tags: Mapping[str, str], what: str = "model") ->
     Refuses a version with no recorded digests too: a version nobody can check is not loaded."""
     expected = recorded_digests(tags)
     if not expected or MANIFEST_TAG not in tags:
-        raise IntegrityError(f"{what}: no artifact digests recorded ({MANIFEST_TAG!r} tags); it cannot be verified, "
-                             "so it is not loaded. Re-register it from its run.")
+        raise IntegrityError(
+            f"{what}: no artifact digests recorded ({MANIFEST_TAG!r} tags); it cannot be verified, "
+            "so it is not loaded. Re-register it from its run."
+        )
     if manifest_digest(expected) != tags[MANIFEST_TAG]:
         raise IntegrityError(f"{what}: the per-file digest tags do not add up to {MANIFEST_TAG}; the tags were edited")
     actual = folder_digests(folder)
@@ -85,6 +87,8 @@ def verify_folder(folder: Path, tags: Mapping[str, str], what: str = "model") ->
             parts.append(f"missing: {', '.join(missing)}")
         if extra:
             parts.append(f"not registered: {', '.join(extra)}")
-        raise IntegrityError(f"{what}: artifacts differ from the digests recorded at registration ({'; '.join(parts)});"
-                             " refusing to load it")
+        raise IntegrityError(
+            f"{what}: artifacts differ from the digests recorded at registration ({'; '.join(parts)});"
+            " refusing to load it"
+        )
     return tags[MANIFEST_TAG]

@@ -76,8 +76,9 @@ def version_for_run(client: MlflowClient, name: str, run_id: str | None) -> Mode
     return min(found, key=lambda v: int(v.version)) if found else None
 
 
-def register(client: MlflowClient, name: str, model_uri: str, run_id: str | None, tags: dict[str, str],
-             description: str) -> ModelVersion:
+def register(
+    client: MlflowClient, name: str, model_uri: str, run_id: str | None, tags: dict[str, str], description: str
+) -> ModelVersion:
     """Register `model_uri` as a version with `tags`; `candidate` moves only when the gate passes it
     (`point_candidate`).
 
@@ -90,8 +91,9 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str | None
         client.create_registered_model(name, description="Vetted search and recommendation model")
     version = version_for_run(client, name, run_id)
     if version is None:
-        return client.create_model_version(name=name, source=model_uri, run_id=run_id, tags=tags,
-                                           description=description)
+        return client.create_model_version(
+            name=name, source=model_uri, run_id=run_id, tags=tags, description=description
+        )
     log.info("%s v%s is already registered from run %s: reusing it", name, version.version, run_id)
     with failure_guard(client, name, str(version.version), "register"):
         clear_failure(client, name, str(version.version))
@@ -172,8 +174,15 @@ def retitle(client: MlflowClient, name: str, version: str, status: str, detail: 
     return updated
 
 
-def mark_failed(client: MlflowClient, name: str, version: str, stage: str, reason: str,
-                aliases_before: dict[str, str | None] | None = None, settings: Settings | None = None) -> None:
+def mark_failed(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    stage: str,
+    reason: str,
+    aliases_before: dict[str, str | None] | None = None,
+    settings: Settings | None = None,
+) -> None:
     """Tag the version `gate.status=failed` (with the stage and the reason) and make sure it is not champion.
 
     `aliases_before` (champion and previous as they were when the failing stage began) is restored if
@@ -193,8 +202,9 @@ def mark_failed(client: MlflowClient, name: str, version: str, stage: str, reaso
         now[PREVIOUS] = None
     if now[CHAMPION] != version:
         return
-    client.set_model_version_tag(name, version, "rolled_back",
-                                 f"{datetime.now(UTC).isoformat(timespec='seconds')} by vetted: failed at {stage}")
+    client.set_model_version_tag(
+        name, version, "rolled_back", f"{datetime.now(UTC).isoformat(timespec='seconds')} by vetted: failed at {stage}"
+    )
     if aliases_before is not None and aliases_before.get(CHAMPION) != version:
         # the failing stage made it champion: put both aliases back as they were
         _point(client, name, CHAMPION, aliases_before.get(CHAMPION))
@@ -205,17 +215,19 @@ def mark_failed(client: MlflowClient, name: str, version: str, stage: str, reaso
         if fallback is not None:
             _point(client, name, PREVIOUS, None)  # it is champion again; nothing older is recorded
     champion = _aliases(client, name)[CHAMPION]
-    log.warning("%s v%s failed at %s and is not champion (champion now %s): %s", name, version, stage, champion,
-                reason)
+    log.warning("%s v%s failed at %s and is not champion (champion now %s): %s", name, version, stage, champion, reason)
     if settings is not None:
         from ml.registry.audit import append_event
 
-        append_event(settings, "rollback", name, champion, "vetted", f"from v{version}, which failed at {stage}: {reason}")
+        append_event(
+            settings, "rollback", name, champion, "vetted", f"from v{version}, which failed at {stage}: {reason}"
+        )
 
 
 @contextmanager
-def failure_guard(client: MlflowClient, name: str, version: str, stage: str,
-                  settings: Settings | None = None) -> Iterator[None]:
+def failure_guard(
+    client: MlflowClient, name: str, version: str, stage: str, settings: Settings | None = None
+) -> Iterator[None]:
     """Run a stage's work on an existing version; if it raises, mark the version failed, then re-raise.
 
     Catches BaseException too: a task that Airflow terminates (SIGTERM) still records why."""
@@ -224,8 +236,9 @@ def failure_guard(client: MlflowClient, name: str, version: str, stage: str,
         yield
     except BaseException as err:
         try:
-            mark_failed(client, name, version, stage, f"{type(err).__name__}: {err}", aliases_before=before,
-                        settings=settings)
+            mark_failed(
+                client, name, version, stage, f"{type(err).__name__}: {err}", aliases_before=before, settings=settings
+            )
         except Exception:  # the registry itself is down: the original error matters more
             log.exception("could not mark %s v%s failed after %s raised", name, version, stage)
         raise
@@ -261,8 +274,12 @@ def promote(client: MlflowClient, name: str, version: str, actor: str = "vetted"
     if previous is not None:
         client.set_registered_model_alias(name, PREVIOUS, previous)
     elif old is not None:
-        log.warning("%s v%s (champion until now) has gate.status=%r: it does not become previous", name,
-                    old.version, old.tags.get("gate.status"))
+        log.warning(
+            "%s v%s (champion until now) has gate.status=%r: it does not become previous",
+            name,
+            old.version,
+            old.tags.get("gate.status"),
+        )
     client.set_registered_model_alias(name, CHAMPION, str(version))
     client.set_model_version_tag(name, str(version), "promoted_at", datetime.now(UTC).isoformat(timespec="seconds"))
     client.set_model_version_tag(name, str(version), "promoted_by", actor)
@@ -275,8 +292,10 @@ def recommender_relpath(spec: dict, where: str) -> str:
     try:
         return str(spec["flavors"]["python_function"]["artifacts"][ARTIFACT_KEY]["path"])
     except (KeyError, TypeError):
-        raise ValueError(f"{where} has no python_function artifact {ARTIFACT_KEY!r}; was it logged with "
-                         "ml.registry.registration.log_model?") from None
+        raise ValueError(
+            f"{where} has no python_function artifact {ARTIFACT_KEY!r}; was it logged with "
+            "ml.registry.registration.log_model?"
+        ) from None
 
 
 def recommender_artifact_uri(client: MlflowClient, name: str, version: str, scratch: Path) -> str:

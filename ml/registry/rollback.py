@@ -62,8 +62,14 @@ def rollback(settings: Settings, to: str | None = None, reason: str = "", actor:
         with tempfile.TemporaryDirectory(prefix="vetted-rollback-") as scratch:
             download_verified(client, name, str(to), Path(scratch))
     except (PromotionRefused, IntegrityError) as err:
-        append_event(settings, "refusal", name, str(to), actor,
-                     f"rollback from v{current.version} to v{to} refused: {err} (asked because: {reason})")
+        append_event(
+            settings,
+            "refusal",
+            name,
+            str(to),
+            actor,
+            f"rollback from v{current.version} to v{to} refused: {err} (asked because: {reason})",
+        )
         raise type(err)(f"rollback refused, v{current.version} stays champion: {err}") from err
     return _move(client, settings, str(to), current, reason, actor)
 

@@ -77,13 +77,22 @@ def registered_name_version(model_uri: str) -> tuple[str, str]:
     """(name, version) of a `models:/<name>/<version>` URI: the smoke test checks registered versions only."""
     parts = model_uri.split("/")
     if not model_uri.startswith("models:/") or len(parts) != 3 or not parts[2].isdigit():
-        raise ValueError(f"{model_uri!r} is not models:/<name>/<version>: the smoke test verifies a registered "
-                         "version's artifacts against its digest tags, so it needs the version")
+        raise ValueError(
+            f"{model_uri!r} is not models:/<name>/<version>: the smoke test verifies a registered "
+            "version's artifacts against its digest tags, so it needs the version"
+        )
     return parts[1], parts[2]
 
 
-def smoke_test(tracking_uri: str, model_uri: str, histories: list[list[str]], queries: list[str], k: int = 10,
-               latency_budget_ms: float = 1000.0, timeout_s: float = 300.0) -> dict[str, Any]:
+def smoke_test(
+    tracking_uri: str,
+    model_uri: str,
+    histories: list[list[str]],
+    queries: list[str],
+    k: int = 10,
+    latency_budget_ms: float = 1000.0,
+    timeout_s: float = 300.0,
+) -> dict[str, Any]:
     """Download `model_uri` (models:/<name>/<version>) in a fresh process, verify its recommender folder against
     the version's digest tags, load it and time `histories` and `queries` at top-`k`.
 
@@ -91,11 +100,19 @@ def smoke_test(tracking_uri: str, model_uri: str, histories: list[list[str]], qu
     and the reason in `error`. An exported query encoder that does not load or disagrees with the torch encoder
     fails it too: ok false, the comparison in `encoders` and the reason in `error`."""
     name, version = registered_name_version(model_uri)
-    args = json.dumps({"tracking_uri": tracking_uri, "model_uri": model_uri, "name": name, "version": version,
-                       "histories": histories, "queries": queries, "k": k})
+    args = json.dumps(
+        {
+            "tracking_uri": tracking_uri,
+            "model_uri": model_uri,
+            "name": name,
+            "version": version,
+            "histories": histories,
+            "queries": queries,
+            "k": k,
+        }
+    )
     try:
-        proc = subprocess.run([sys.executable, "-c", _SCRIPT, args], capture_output=True, text=True,
-                              timeout=timeout_s)
+        proc = subprocess.run([sys.executable, "-c", _SCRIPT, args], capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"no answer within {timeout_s:.0f} s"}
     if proc.returncode != 0:
@@ -107,6 +124,8 @@ def smoke_test(tracking_uri: str, model_uri: str, histories: list[list[str]], qu
         return result
     result["ok"] = result["p50_latency_ms"] <= latency_budget_ms
     if not result["ok"]:
-        result["error"] = (f"median answer {result['p50_latency_ms']:.0f} ms > budget {latency_budget_ms:.0f} ms "
-                           f"(slowest {result['max_latency_ms']:.0f} ms)")
+        result["error"] = (
+            f"median answer {result['p50_latency_ms']:.0f} ms > budget {latency_budget_ms:.0f} ms "
+            f"(slowest {result['max_latency_ms']:.0f} ms)"
+        )
     return result

@@ -55,8 +55,9 @@ class SweepReport:
     live: list[tuple[Path, Lease]] = field(default_factory=list)  # leases whose holder may be alive: left alone
 
 
-def find_leases(settings: Settings, now: datetime | None = None, stale_after_s: float = STALE_AFTER_S
-                ) -> tuple[list[tuple[Path, Lease, str]], list[tuple[Path, Lease]]]:
+def find_leases(
+    settings: Settings, now: datetime | None = None, stale_after_s: float = STALE_AFTER_S
+) -> tuple[list[tuple[Path, Lease, str]], list[tuple[Path, Lease]]]:
     """(dead, live): every run folder holding a lease, split by whether its holder is dead (with why)."""
     now = now or datetime.now(UTC)
     host = this_host()
@@ -82,8 +83,9 @@ def _runs_of(client: MlflowClient, settings: Settings, run_dir: Path) -> list[st
     ids: list[str] = []
     experiment = client.get_experiment_by_name(settings.experiment)
     if experiment is not None:
-        running = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'RUNNING'",
-                                     max_results=1000)
+        running = client.search_runs(
+            [experiment.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+        )
         ids += [r.info.run_id for r in running if r.data.tags.get(RUN_DIR_TAG) == str(run_dir)]
     train = run_dir / "train.json"
     if train.exists():
@@ -100,34 +102,55 @@ def settle(client: MlflowClient, settings: Settings, run_dir: Path, lease: Lease
     from ml.registry import registration as reg
     from ml.registry.audit import append_event
 
-    reason = (f"the {lease.stage} stage died ({why}; it held the run since {lease.since}); "
-              f"found by the orphan sweep in {run_dir.name}")
+    reason = (
+        f"the {lease.stage} stage died ({why}; it held the run since {lease.since}); "
+        f"found by the orphan sweep in {run_dir.name}"
+    )
     orphan = Orphan(run_dir=run_dir, stage=lease.stage, reason=reason)
     for run_id in _runs_of(client, settings, run_dir):
         version = reg.version_for_run(client, settings.model_name, run_id)
         if version is not None and version.tags.get("gate.status") != "failed":
-            reg.mark_failed(client, settings.model_name, str(version.version), lease.stage, reason,
-                            settings=settings)
+            reg.mark_failed(client, settings.model_name, str(version.version), lease.stage, reason, settings=settings)
             orphan.versions_failed.append(str(version.version))
         run = client.get_run(run_id)
         if run.info.status in ("RUNNING", "FINISHED", "SCHEDULED"):
             client.set_tag(run_id, ORPHAN_TAG, reason[:500])
             client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
             orphan.runs_failed.append(run_id)
-    append_event(settings, "orphan", settings.model_name, ",".join(orphan.versions_failed) or None, actor,
-                 f"{reason}; versions failed: {orphan.versions_failed or 'none'}; "
-                 f"MLflow runs ended FAILED: {orphan.runs_failed or 'none'}")
-    (run_dir / ORPHAN_FILE).write_text(json.dumps({**lease.__dict__, "reason": reason,
-                                                   "runs_failed": orphan.runs_failed,
-                                                   "versions_failed": orphan.versions_failed}, indent=2))
+    append_event(
+        settings,
+        "orphan",
+        settings.model_name,
+        ",".join(orphan.versions_failed) or None,
+        actor,
+        f"{reason}; versions failed: {orphan.versions_failed or 'none'}; "
+        f"MLflow runs ended FAILED: {orphan.runs_failed or 'none'}",
+    )
+    (run_dir / ORPHAN_FILE).write_text(
+        json.dumps(
+            {
+                **lease.__dict__,
+                "reason": reason,
+                "runs_failed": orphan.runs_failed,
+                "versions_failed": orphan.versions_failed,
+            },
+            indent=2,
+        )
+    )
     (run_dir / LEASE_FILE).unlink(missing_ok=True)
-    log.warning("orphan %s: %s (versions failed %s, runs ended FAILED %s)", run_dir, reason,
-                orphan.versions_failed, orphan.runs_failed)
+    log.warning(
+        "orphan %s: %s (versions failed %s, runs ended FAILED %s)",
+        run_dir,
+        reason,
+        orphan.versions_failed,
+        orphan.runs_failed,
+    )
     return orphan
 
 
-def sweep(settings: Settings, actor: str = "vetted sweep", dry_run: bool = False,
-          stale_after_s: float = STALE_AFTER_S) -> SweepReport:
+def sweep(
+    settings: Settings, actor: str = "vetted sweep", dry_run: bool = False, stale_after_s: float = STALE_AFTER_S
+) -> SweepReport:
     """Find run folders whose stage died and settle each (nothing is changed with `dry_run`)."""
     dead, live = find_leases(settings, stale_after_s=stale_after_s)
     report = SweepReport(live=live)

@@ -35,8 +35,9 @@ def configure(settings: Settings) -> str:
     mlflow.set_registry_uri(settings.tracking_uri)
     experiment = mlflow.get_experiment_by_name(settings.experiment)
     if experiment is None:
-        experiment_id = mlflow.create_experiment(settings.experiment, artifact_location=settings.artifact_root,
-                                                 tags={EXPERIMENT_KIND_TAG: ML_EXPERIMENT})
+        experiment_id = mlflow.create_experiment(
+            settings.experiment, artifact_location=settings.artifact_root, tags={EXPERIMENT_KIND_TAG: ML_EXPERIMENT}
+        )
         log.info("created MLflow experiment %s (artifacts in %s)", settings.experiment, settings.artifact_root)
         return experiment_id
     if experiment.tags.get(EXPERIMENT_KIND_TAG) != ML_EXPERIMENT:

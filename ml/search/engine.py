@@ -47,10 +47,14 @@ class SearchSettings:
     def __post_init__(self) -> None:
         if self.encoder_precision not in ENCODER_PRECISIONS:
             raise ValueError(f"encoder_precision must be one of {ENCODER_PRECISIONS}, got {self.encoder_precision!r}")
-        if isinstance(self.query_cache_size, bool) or not isinstance(self.query_cache_size, int) \
-                or self.query_cache_size < 0:
-            raise ValueError(f"query_cache_size must be a whole number >= 0 (0 turns the cache off), "
-                             f"got {self.query_cache_size!r}")
+        if (
+            isinstance(self.query_cache_size, bool)
+            or not isinstance(self.query_cache_size, int)
+            or self.query_cache_size < 0
+        ):
+            raise ValueError(
+                f"query_cache_size must be a whole number >= 0 (0 turns the cache off), got {self.query_cache_size!r}"
+            )
         if not 0.0 <= self.lexical_weight <= 10.0:
             raise ValueError(f"lexical_weight must be in [0, 10], got {self.lexical_weight}")
         if not 0.0 <= self.history_weight < 1.0:
@@ -91,8 +95,9 @@ class SearchEngine:
     def for_items(cls, items: pd.DataFrame, settings: SearchSettings) -> SearchEngine:
         return cls(LexicalIndex(search_texts(items)) if settings.lexical_weight > 0 else None, settings)
 
-    def fuse(self, queries: Sequence[str], dense_rows: Sequence[np.ndarray], k: int
-             ) -> list[tuple[np.ndarray, np.ndarray]]:
+    def fuse(
+        self, queries: Sequence[str], dense_rows: Sequence[np.ndarray], k: int
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per query, the top-k rows and fused scores from its dense rows (best first, `depth` of them or more)
         and BM25's. With the lexical side off: the dense rows themselves, first k, with RRF scores."""
         if len(queries) != len(dense_rows):
@@ -101,12 +106,15 @@ class SearchEngine:
         if self.lexical is None or self.settings.lexical_weight == 0:
             return [fuse([np.asarray(d)[:depth]], [1.0], k) for d in dense_rows]
         lexical = self.lexical.top(list(queries), depth)
-        return [fuse([np.asarray(d)[:depth], lex], [1.0, self.settings.lexical_weight], k)
-                for d, lex in zip(dense_rows, lexical, strict=True)]
+        return [
+            fuse([np.asarray(d)[:depth], lex], [1.0, self.settings.lexical_weight], k)
+            for d, lex in zip(dense_rows, lexical, strict=True)
+        ]
 
 
-def blend_history(query_vectors: np.ndarray, history_vectors: np.ndarray | None, has_history: np.ndarray,
-                  weight: float) -> np.ndarray:
+def blend_history(
+    query_vectors: np.ndarray, history_vectors: np.ndarray | None, has_history: np.ndarray, weight: float
+) -> np.ndarray:
     """(1 - weight) * query + weight * history, L2-normalized, for the rows with history; other rows unchanged."""
     out = np.asarray(query_vectors, dtype=np.float32).copy()
     if history_vectors is None or weight == 0 or not np.any(has_history):
@@ -122,9 +130,15 @@ def dense_top(scores: np.ndarray, depth: int) -> list[np.ndarray]:
     return list(top_k(scores, depth))
 
 
-def served_search(rec: Any, queries: Sequence[str], histories: Sequence[Sequence[str]], k: int,
-                  engine: SearchEngine | None = None, dense_only: bool = False, batch: int = 256
-                  ) -> tuple[list[list[str]], list[np.ndarray]]:
+def served_search(
+    rec: Any,
+    queries: Sequence[str],
+    histories: Sequence[Sequence[str]],
+    k: int,
+    engine: SearchEngine | None = None,
+    dense_only: bool = False,
+    batch: int = 256,
+) -> tuple[list[list[str]], list[np.ndarray]]:
     """The search ranking of a `Recommender` (top-k item ids and fused scores per query), each query blended with
     its shopper's history (item ids, oldest first; empty for an anonymous search) as serving does."""
     search: SearchSettings = rec.settings.search
@@ -132,7 +146,7 @@ def served_search(rec: Any, queries: Sequence[str], histories: Sequence[Sequence
     ids: list[list[str]] = []
     scores: list[np.ndarray] = []
     for start in range(0, len(queries), batch):
-        q, h = list(queries[start:start + batch]), [list(x) for x in histories[start:start + batch]]
+        q, h = list(queries[start : start + batch]), [list(x) for x in histories[start : start + batch]]
         vectors = rec.query_vectors(q)
         known = np.array([any(i in rec.index_of for i in hist) for hist in h], dtype=bool)
         hist_vectors = rec.history_vectors(h) if search.history_weight > 0 and known.any() else None

@@ -15,8 +15,9 @@ import numpy as np
 RRF_K = 60.0
 
 
-def fuse(rankings: Sequence[np.ndarray], weights: Sequence[float], k: int, rrf_k: float = RRF_K
-         ) -> tuple[np.ndarray, np.ndarray]:
+def fuse(
+    rankings: Sequence[np.ndarray], weights: Sequence[float], k: int, rrf_k: float = RRF_K
+) -> tuple[np.ndarray, np.ndarray]:
     """The top-k rows (best first) and fused scores of one query's rankings (each an array of item rows, best
     first; -1 entries are padding and skipped). Equal fused scores go to the lower row, on every machine."""
     if len(rankings) != len(weights):

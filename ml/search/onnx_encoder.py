@@ -55,9 +55,12 @@ MIN_COSINE = {"fp32": 0.9999, "int8": 0.95}
 _TRACE_TEXTS = ("red running shoes for a marathon", "mug")
 # queries every registration check adds to the smoke queries: one word piece, a long text cut at max tokens,
 # letter case and accents (the tokenizer lower-cases and strips them)
-PROBE_QUERIES = ("a", "Stainless steel electric kettle 1.7 litre with blue LED light, auto shut-off and "
-                 "boil-dry protection, cordless 360 degree base, BPA free, fast boil, for tea and coffee",
-                 "Café CRÈME brûlée torch")
+PROBE_QUERIES = (
+    "a",
+    "Stainless steel electric kettle 1.7 litre with blue LED light, auto shut-off and "
+    "boil-dry protection, cordless 360 degree base, BPA free, fast boil, for tea and coffee",
+    "Café CRÈME brûlée torch",
+)
 
 
 class EncoderExportError(RuntimeError):
@@ -92,11 +95,21 @@ def export_query_encoder(model: BiEncoder, tokenizer: Any, folder: Path, max_tok
             warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
             warnings.simplefilter("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
-            torch.onnx.export(_QueryGraph(tower), (tokens["input_ids"], tokens["attention_mask"]), str(fp32),
-                              dynamo=False, input_names=["input_ids", "attention_mask"], output_names=["embedding"],
-                              dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
-                                            "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}},
-                              opset_version=OPSET, do_constant_folding=True)
+            torch.onnx.export(
+                _QueryGraph(tower),
+                (tokens["input_ids"], tokens["attention_mask"]),
+                str(fp32),
+                dynamo=False,
+                input_names=["input_ids", "attention_mask"],
+                output_names=["embedding"],
+                dynamic_axes={
+                    "input_ids": {0: "batch", 1: "tokens"},
+                    "attention_mask": {0: "batch", 1: "tokens"},
+                    "embedding": {0: "batch"},
+                },
+                opset_version=OPSET,
+                do_constant_folding=True,
+            )
         quantize_int8(fp32, int8)
     except Exception as err:
         for path in (fp32, int8):
@@ -153,16 +166,18 @@ class _QueryGraph(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         batch, length = input_ids.shape
         positions = torch.arange(length, dtype=torch.long, device=input_ids.device).unsqueeze(0)
-        return self.tower.encode_tokens(input_ids, attention_mask, torch.zeros_like(input_ids),
-                                        positions.expand(batch, length))
+        return self.tower.encode_tokens(
+            input_ids, attention_mask, torch.zeros_like(input_ids), positions.expand(batch, length)
+        )
 
 
 # ---------------------------------------------------------------------------------------------- running
 class QueryEncoder:
     """Search texts -> [n, D] float32 unit vectors, by ONNX Runtime on one core, with an LRU cache in front."""
 
-    def __init__(self, path: Path, tokenizer: Any, max_tokens: int, cache_size: int = 0,
-                 precision: str | None = None) -> None:
+    def __init__(
+        self, path: Path, tokenizer: Any, max_tokens: int, cache_size: int = 0, precision: str | None = None
+    ) -> None:
         import onnxruntime as ort
 
         path = Path(path)
@@ -218,12 +233,15 @@ class QueryEncoder:
     def run(self, ids: Sequence[int]) -> np.ndarray:
         """[D] the encoder's forward pass on one query's token ids (no cache)."""
         input_ids = np.asarray([ids], dtype=np.int64)
-        (vectors,) = self._session.run(["embedding"], {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids)})
+        (vectors,) = self._session.run(
+            ["embedding"], {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids)}
+        )
         return np.asarray(vectors[0], dtype=np.float32)
 
 
-def load_query_encoder(folder: Path, tokenizer: Any, max_tokens: int, precision: str,
-                       cache_size: int) -> QueryEncoder | None:
+def load_query_encoder(
+    folder: Path, tokenizer: Any, max_tokens: int, precision: str, cache_size: int
+) -> QueryEncoder | None:
     """The folder's exported encoder of `precision`, or None when the model was saved without one."""
     path = onnx_path(folder, precision)
     if not path.is_file():
@@ -232,8 +250,9 @@ def load_query_encoder(folder: Path, tokenizer: Any, max_tokens: int, precision:
 
 
 # ---------------------------------------------------------------------------------------------- registration check
-def check_against_torch(folder: Path, tokenizer: Any, max_tokens: int, torch_vectors: np.ndarray,
-                        queries: Sequence[str]) -> dict[str, Any]:
+def check_against_torch(
+    folder: Path, tokenizer: Any, max_tokens: int, torch_vectors: np.ndarray, queries: Sequence[str]
+) -> dict[str, Any]:
     """Compare each exported file in `folder` with the torch encoder's `torch_vectors` of `queries`.
 
     Returns {"ok", "min_cosine": {precision: value}, "errors": [...], "absent": [...]}: ok is False when a file
@@ -256,18 +275,21 @@ def check_against_torch(folder: Path, tokenizer: Any, max_tokens: int, torch_vec
             continue
         if got.shape != expected.shape:
             result["ok"] = False
-            result["errors"].append(f"{path.name} gives vectors of shape {got.shape}, the torch encoder "
-                                    f"{expected.shape}")
+            result["errors"].append(
+                f"{path.name} gives vectors of shape {got.shape}, the torch encoder {expected.shape}"
+            )
             continue
         cosines = _cosines(got, expected)
         worst = int(np.argmin(cosines))
         result["min_cosine"][precision] = float(cosines[worst])
         if cosines[worst] < MIN_COSINE[precision]:
             result["ok"] = False
-            result["errors"].append(f"{path.name} disagrees with the torch query encoder: cosine "
-                                    f"{cosines[worst]:.4f} < {MIN_COSINE[precision]} on query {queries[worst]!r}; "
-                                    "the exported file is not this model's encoder (export it again with "
-                                    "Recommender.save)")
+            result["errors"].append(
+                f"{path.name} disagrees with the torch query encoder: cosine "
+                f"{cosines[worst]:.4f} < {MIN_COSINE[precision]} on query {queries[worst]!r}; "
+                "the exported file is not this model's encoder (export it again with "
+                "Recommender.save)"
+            )
     return result
 
 

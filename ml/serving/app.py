@@ -94,9 +94,16 @@ _BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
 # every name a 422's location may show (the rest are keys a client made up: `errors.safe_loc`)
 _FIELDS = frozenset({*SearchRequest.model_fields, "user_id", "k"})
 # log lines name routes by their templates, never by the path requested (it can hold a raw user id)
-ROUTES = {"/recommendations/": "/recommendations/{user_id}", "/search": "/search", "/healthz": "/healthz",
-          "/version": "/version", "/openapi.json": "/openapi.json", "/docs": "/docs",
-          "/docs/oauth2-redirect": "/docs/oauth2-redirect", "/docs-assets/": "/docs-assets/{file}"}
+ROUTES = {
+    "/recommendations/": "/recommendations/{user_id}",
+    "/search": "/search",
+    "/healthz": "/healthz",
+    "/version": "/version",
+    "/openapi.json": "/openapi.json",
+    "/docs": "/docs",
+    "/docs/oauth2-redirect": "/docs/oauth2-redirect",
+    "/docs-assets/": "/docs-assets/{file}",
+}
 
 
 def _json(body: BaseModel | bytes) -> Response:
@@ -141,9 +148,7 @@ def create_app(
         service.history.warm_up()
         settle_heap()  # after the warm-up: what the service holds from now on is never walked by the GC
         champion = service.watcher.current()
-        log.info(
-            "serving %s", f"{champion.model_name} v{champion.version}" if champion else "no champion yet"
-        )
+        log.info("serving %s", f"{champion.model_name} v{champion.version}" if champion else "no champion yet")
         yield
         gc.unfreeze()
         service.batcher.close()
@@ -179,9 +184,7 @@ def create_app(
                 headers={"WWW-Authenticate": API_KEY_HEADER},
             )
         if not key_matches(given, api_key):
-            raise HTTPException(
-                status_code=403, detail=f"the {API_KEY_HEADER} header does not match the API key"
-            )
+            raise HTTPException(status_code=403, detail=f"the {API_KEY_HEADER} header does not match the API key")
 
     authorized = [Depends(require_key)]
 

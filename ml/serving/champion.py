@@ -83,9 +83,7 @@ class Champion:
     fallback_rows: np.ndarray  # item rows by the learned item bias, best first (non-personalized answers)
     loaded_at: datetime
     folder: Path
-    titles: list[str] = field(
-        default_factory=list
-    )  # per item row, "" when missing (plain lists: fast lookups)
+    titles: list[str] = field(default_factory=list)  # per item row, "" when missing (plain lists: fast lookups)
     brands: list[str] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
     scorer: Scorer | HistoryTower | None = None  # the history scores and their top-n (`ml.serving.scorer.scorer_for`)
@@ -130,9 +128,7 @@ class Champion:
         return self._scorer.scores(histories)
 
 
-def _float_tag(
-    tags: Mapping[str, str], key: str, default: float, low: float, high: float, where: str
-) -> float:
+def _float_tag(tags: Mapping[str, str], key: str, default: float, low: float, high: float, where: str) -> float:
     raw = tags.get(key)
     if raw is None or str(raw).strip() == "":
         return default
@@ -147,9 +143,7 @@ def _float_tag(
     return value
 
 
-def rerank_settings(
-    tags: Mapping[str, str], item_ids: list[str], brands: list[str], where: str
-) -> ServingRerank:
+def rerank_settings(tags: Mapping[str, str], item_ids: list[str], brands: list[str], where: str) -> ServingRerank:
     """Re-ranking config from the version's tags, and tail brands from the catalogue's items per brand."""
     share = _float_tag(tags, TAG_MIN_TAIL_SHARE, 0.0, 0.0, 1.0, where)
     window = _float_tag(tags, TAG_WINDOW, 10, 1, 10_000, where)
@@ -205,9 +199,7 @@ def warm_up(champion: Champion) -> None:
     rec = champion.recommender
     rows, _ = champion.search_rows(champion.history_vector(list(range(min(3, len(rec.item_ids))))), 10)
     if rows.shape[1] == 0:
-        raise ChampionLoadError(
-            f"{champion.model_name} v{champion.version}: the warm-up search returned nothing"
-        )
+        raise ChampionLoadError(f"{champion.model_name} v{champion.version}: the warm-up search returned nothing")
     champion.search_rows(champion.query_vectors(["warm up"]), 10)
 
 

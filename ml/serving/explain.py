@@ -35,9 +35,7 @@ def terms_found(terms: Sequence[str], text: str) -> list[str]:
     return [t for t in terms if t in present]
 
 
-def best_history_match(
-    item_vectors: np.ndarray, history_rows: Sequence[int], result_rows: Sequence[int]
-) -> list[int]:
+def best_history_match(item_vectors: np.ndarray, history_rows: Sequence[int], result_rows: Sequence[int]) -> list[int]:
     """For each result row, the history row with the largest dot product (ties: the most recent)."""
     if not history_rows:
         raise ValueError("best_history_match needs at least one history row")

@@ -185,7 +185,9 @@ class ServiceApp(FastAPI):
         return None
 
     async def _too_large(self, send: Send) -> None:
-        detail = f"the request body is over {self.max_body_bytes} bytes: send a smaller one (see the API's documentation)"
+        detail = (
+            f"the request body is over {self.max_body_bytes} bytes: send a smaller one (see the API's documentation)"
+        )
         await _send(send, 413, errors.json_body({"detail": detail}), close=True)
 
 

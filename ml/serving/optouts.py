@@ -51,11 +51,7 @@ class OptOutList:
             if signature == self._signature and not force:
                 return False
             frame = lake.read_table(self.lake_dir, TABLE)
-            users = (
-                frozenset(frame["user_id"].dropna().astype(str))
-                if "user_id" in frame.columns
-                else frozenset()
-            )
+            users = frozenset(frame["user_id"].dropna().astype(str)) if "user_id" in frame.columns else frozenset()
             self._users, self._signature = users, signature  # one assignment each: readers see old or new
             self.last_error = None
             self.loaded = True

@@ -49,9 +49,7 @@ def n_candidates(champion: Champion, k: int, options: RankingOptions) -> int:
     return max(k * options.candidates_factor, k + 20)
 
 
-def _select(
-    champion: Champion, rows: np.ndarray, scores: np.ndarray, k: int
-) -> tuple[list[int], list[float]]:
+def _select(champion: Champion, rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[list[int], list[float]]:
     """Drop padding rows (-1), re-rank when enabled, keep k."""
     keep = rows >= 0
     rows, scores = rows[keep], scores[keep]
@@ -105,14 +103,8 @@ def recommend_many(
 def _personalized(champion: Champion, known: list[int], rows: np.ndarray, scores: np.ndarray, k: int) -> Ranked:
     rec = champion.recommender
     chosen, chosen_scores = _select(champion, rows, scores, k)
-    matched = (
-        explain.best_history_match(rec.item_vectors, known[-rec.settings.max_history :], chosen)
-        if chosen
-        else []
-    )
-    notes = [
-        explain.history_explanation(r, m, champion.titles[m]) for r, m in zip(chosen, matched, strict=True)
-    ]
+    matched = explain.best_history_match(rec.item_vectors, known[-rec.settings.max_history :], chosen) if chosen else []
+    notes = [explain.history_explanation(r, m, champion.titles[m]) for r, m in zip(chosen, matched, strict=True)]
     return Ranked(chosen, chosen_scores, notes, personalized=True)
 
 

@@ -24,21 +24,15 @@ class Result(BaseModel):
     item_id: str
     title: str
     brand: str
-    score: float = Field(
-        description="The model's score (dot product / temperature + item bias); higher is better"
-    )
+    score: float = Field(description="The model's score (dot product / temperature + item bias); higher is better")
     explanation: str = Field(description="Why this item: the matching history item, or the query words found")
 
 
 class RecommendationResponse(BaseModel):
-    impression_id: str = Field(
-        description="Identifies this answer in the impression log (for click attribution)"
-    )
+    impression_id: str = Field(description="Identifies this answer in the impression log (for click attribution)")
     model_name: str
     model_version: str
-    personalized: bool = Field(
-        description="False: no usable history, or the shopper opted out (popular items)"
-    )
+    personalized: bool = Field(description="False: no usable history, or the shopper opted out (popular items)")
     results: list[Result]
 
 
@@ -115,12 +109,8 @@ class Diagnostics(BaseModel):
         description="The last polling or loading error (the version being served keeps serving)"
     )
     failed_versions: dict[str, str] = Field(description="Each version that failed to load, and why")
-    feature_store_error: str | None = Field(
-        description="The last online-store read error (answers fall back)"
-    )
-    privacy_requests_error: str | None = Field(
-        description="Why opt-outs could not be read (nobody personalized)"
-    )
+    feature_store_error: str | None = Field(description="The last online-store read error (answers fall back)")
+    privacy_requests_error: str | None = Field(description="Why opt-outs could not be read (nobody personalized)")
 
 
 class VersionResponse(BaseModel):

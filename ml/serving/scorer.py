@@ -137,8 +137,9 @@ class Scorer:
                 out.append(best(rows, exact, n))
             return out
 
-    def _exact(self, q: torch.Tensor, idx: torch.Tensor, real: torch.Tensor, rest: torch.Tensor,
-               rows: torch.Tensor | None) -> torch.Tensor:
+    def _exact(
+        self, q: torch.Tensor, idx: torch.Tensor, real: torch.Tensor, rest: torch.Tensor, rows: torch.Tensor | None
+    ) -> torch.Tensor:
         """[B, M] the full score of items `rows` [B, M] (None: every item): `rest` there plus the model's
         text part and weighted closest-history-item similarity."""
         if rows is None:

@@ -132,7 +132,9 @@ def rank_many(champion: Champion, searches: Sequence[Encoded], options: ranking.
     for n, group in by_n.items():
         rows, _ = champion.search_rows(np.vstack([searches[j].vector for j in group]), max(depth, n))
         queries = [searches[j].query for j in group]
-        for j, (fused_rows, fused_scores) in zip(group, champion.search_engine.fuse(queries, list(rows), n), strict=True):
+        for j, (fused_rows, fused_scores) in zip(
+            group, champion.search_engine.fuse(queries, list(rows), n), strict=True
+        ):
             out[j] = _explained(champion, searches[j], fused_rows, fused_scores)
     return out  # type: ignore[return-value]  # every search was answered above
 

@@ -313,9 +313,7 @@ class HistoryTower:
         return rows, exact
 
 
-def checked_tower(
-    recommender: Recommender, where: str, n_checks: int = 8, seed: int = 0
-) -> HistoryTower | None:
+def checked_tower(recommender: Recommender, where: str, n_checks: int = 8, seed: int = 0) -> HistoryTower | None:
     """The numpy history path if it reproduces the torch model (vectors and full scores) on random histories
     (one with a repeated item), else None (and a warning)."""
     try:

@@ -75,9 +75,7 @@ class ChampionWatcher:
         self.model_name = settings.model_name
         self.alias = alias
         self.poll_seconds = float(poll_seconds)
-        self._client = client or MlflowClient(
-            tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri
-        )
+        self._client = client or MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()  # one poll at a time (the thread, or a caller of poll_once)
         self._current: Champion | None = None
@@ -129,8 +127,14 @@ class ChampionWatcher:
         try:
             if self.alias == CHAMPION:
                 refuse_unvetted(version, tags)
-            champion = load_version(self._client, self.model_name, version, tags, run_id=mv.run_id,
-                                    query_encoder=self.settings.query_encoder)
+            champion = load_version(
+                self._client,
+                self.model_name,
+                version,
+                tags,
+                run_id=mv.run_id,
+                query_encoder=self.settings.query_encoder,
+            )
         except Exception as err:
             attempts = failure.attempts + 1 if failure else 1
             backoff = min(self.max_backoff_seconds, self.poll_seconds * 2 ** (attempts - 1))
@@ -177,8 +181,14 @@ class ChampionWatcher:
             if failure is not None and time.monotonic() < failure.retry_at:
                 continue
             try:
-                return load_version(self._client, self.model_name, version, tags[version], run_id=runs[version],
-                                    query_encoder=self.settings.query_encoder)
+                return load_version(
+                    self._client,
+                    self.model_name,
+                    version,
+                    tags[version],
+                    run_id=runs[version],
+                    query_encoder=self.settings.query_encoder,
+                )
             except Exception as err:
                 attempts = failure.attempts + 1 if failure else 1
                 backoff = min(self.max_backoff_seconds, self.poll_seconds * 2 ** (attempts - 1))

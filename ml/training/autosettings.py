@@ -93,8 +93,7 @@ class Resolved:
     stats: CorpusStats
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stats": self.stats.to_dict(),
-                "choices": [{**asdict(c), "text": c.describe()} for c in self.choices]}
+        return {"stats": self.stats.to_dict(), "choices": [{**asdict(c), "text": c.describe()} for c in self.choices]}
 
     def tags(self) -> dict[str, str]:
         """MLflow run tags: `settings.<name>` = "value (auto|hand|derived)"."""
@@ -118,8 +117,9 @@ def transition_quantile(pair_counts: Sequence[int], q: float = 0.75) -> float:
     return float(np.quantile(np.repeat(counts.astype(float), counts), q))
 
 
-def corpus_stats(example_users: Iterable[str], sequences: Sequence[Sequence[int]], n_items: int,
-                 pairs_per_user: int) -> CorpusStats:
+def corpus_stats(
+    example_users: Iterable[str], sequences: Sequence[Sequence[int]], n_items: int, pairs_per_user: int
+) -> CorpusStats:
     """Statistics of the training data: `example_users` holds each training example's shopper, `sequences` each
     training shopper's items in time order (index space), `pairs_per_user` the cap on a shopper's transition pairs."""
     per_user: dict[str, int] = {}
@@ -134,11 +134,14 @@ def corpus_stats(example_users: Iterable[str], sequences: Sequence[Sequence[int]
         for pair in user_pairs([int(i) for i in seq], pairs_per_user):
             pair_counts[pair] = pair_counts.get(pair, 0) + 1
             n_pairs += 1
-    return CorpusStats(n_users=len(per_user), n_items=int(n_items),
-                       examples_quantile=float(np.quantile(counts, EXAMPLES_QUANTILE)),
-                       examples_mean=float(counts.mean()),
-                       pairs_per_user=n_pairs / max(1, len(sequences)),
-                       pair_count=transition_quantile(list(pair_counts.values()), PAIR_QUANTILE))
+    return CorpusStats(
+        n_users=len(per_user),
+        n_items=int(n_items),
+        examples_quantile=float(np.quantile(counts, EXAMPLES_QUANTILE)),
+        examples_mean=float(counts.mean()),
+        pairs_per_user=n_pairs / max(1, len(sequences)),
+        pair_count=transition_quantile(list(pair_counts.values()), PAIR_QUANTILE),
+    )
 
 
 def member_sequences(sequences: Any, members: set[str], index_of: dict[str, int]) -> list[list[int]]:
@@ -171,12 +174,16 @@ def choose_batch(n_users: int, noise_of: NoiseOf, epochs: int, max_steps: int) -
         bigger = min(2 * batch, top)
         next_noise = noise(bigger)
         if next_noise > (1 - NOISE_GAIN) * current:
-            return batch, (f"doubling it to {bigger} would cut the DP noise on a step's mean gradient by "
-                           f"{1 - next_noise / current:.0%} ({current:.2g} to {next_noise:.2g}), less than "
-                           f"{NOISE_GAIN:.0%}, for twice the work ({n_users} shoppers)")
+            return batch, (
+                f"doubling it to {bigger} would cut the DP noise on a step's mean gradient by "
+                f"{1 - next_noise / current:.0%} ({current:.2g} to {next_noise:.2g}), less than "
+                f"{NOISE_GAIN:.0%}, for twice the work ({n_users} shoppers)"
+            )
         batch, current = bigger, next_noise
-    return batch, (f"every doubling up to it cut the DP noise on a step's mean gradient by at least {NOISE_GAIN:.0%}"
-                   f" (to {current:.2g}); it is the limit ({'all ' + str(n_users) + ' shoppers' if top == n_users else 'MAX_BATCH'})")
+    return batch, (
+        f"every doubling up to it cut the DP noise on a step's mean gradient by at least {NOISE_GAIN:.0%}"
+        f" (to {current:.2g}); it is the limit ({'all ' + str(n_users) + ' shoppers' if top == n_users else 'MAX_BATCH'})"
+    )
 
 
 def choose_examples_per_user(batch_size: int, examples_quantile: float, trainable_layers: int) -> tuple[int, str]:
@@ -189,10 +196,14 @@ def choose_examples_per_user(batch_size: int, examples_quantile: float, trainabl
     slots = max(1, SLOTS_PER_STEP // batch_size)
     have = max(1, math.ceil(examples_quantile))
     if slots <= have:
-        return slots, (f"a step works through {SLOTS_PER_STEP} example slots and the batch is {batch_size} shoppers "
-                       f"(under DP each shopper's gradient over its examples is clipped once)")
-    return have, (f"{EXAMPLES_QUANTILE:.0%} of shoppers have at most {have} example(s) (a step's {SLOTS_PER_STEP} "
-                  f"slots would allow {slots} for {batch_size} shoppers)")
+        return slots, (
+            f"a step works through {SLOTS_PER_STEP} example slots and the batch is {batch_size} shoppers "
+            f"(under DP each shopper's gradient over its examples is clipped once)"
+        )
+    return have, (
+        f"{EXAMPLES_QUANTILE:.0%} of shoppers have at most {have} example(s) (a step's {SLOTS_PER_STEP} "
+        f"slots would allow {slots} for {batch_size} shoppers)"
+    )
 
 
 def choose_floor(pair_count: float, count_noise: float) -> tuple[float, str]:
@@ -202,9 +213,11 @@ def choose_floor(pair_count: float, count_noise: float) -> tuple[float, str]:
         raise ValueError(f"count_noise must be positive, got {count_noise}")
     ratio = pair_count / count_noise
     floor = round(min(max(ratio, FLOOR_RANGE[0]), FLOOR_RANGE[1]), 1)
-    return floor, (f"a quarter of the shoppers' transitions are in pairs counted at least {pair_count:g} times, "
-                   f"{ratio:.2f} deviations of the counts' noise ({count_noise:.2f}); a higher floor would erase those "
-                   f"pairs with the noise (kept within {FLOOR_RANGE[0]:g}..{FLOOR_RANGE[1]:g})")
+    return floor, (
+        f"a quarter of the shoppers' transitions are in pairs counted at least {pair_count:g} times, "
+        f"{ratio:.2f} deviations of the counts' noise ({count_noise:.2f}); a higher floor would erase those "
+        f"pairs with the noise (kept within {FLOOR_RANGE[0]:g}..{FLOOR_RANGE[1]:g})"
+    )
 
 
 def resolve(cfg: RunConfig, stats: CorpusStats, noise_of: NoiseOf, transitions_sigma: float | None) -> Resolved:
@@ -219,8 +232,15 @@ def resolve(cfg: RunConfig, stats: CorpusStats, noise_of: NoiseOf, transitions_s
         batch, why = choose_batch(stats.n_users, noise_of, cfg.epochs, cfg.max_steps)
         choices.append(Choice("batch_size", batch, "auto", why))
     steps, rate = planned_steps(stats.n_users, batch, cfg.epochs, cfg.max_steps)
-    choices.append(Choice("steps", steps, "derived", f"max_steps {cfg.max_steps}, at most epochs {cfg.epochs} x "
-                                                 f"{round(1 / rate)} steps per epoch; sample rate {rate:.4g}"))
+    choices.append(
+        Choice(
+            "steps",
+            steps,
+            "derived",
+            f"max_steps {cfg.max_steps}, at most epochs {cfg.epochs} x "
+            f"{round(1 / rate)} steps per epoch; sample rate {rate:.4g}",
+        )
+    )
     per_user = cfg.examples_per_user
     if per_user:
         choices.append(Choice("examples_per_user", per_user, "hand", "RunConfig.examples_per_user"))
@@ -232,13 +252,20 @@ def resolve(cfg: RunConfig, stats: CorpusStats, noise_of: NoiseOf, transitions_s
         choices.append(Choice("dp.transitions_floor", floor, "hand", "DPConfig.transitions_floor"))
     elif transitions_sigma is None or stats.pair_count == 0:
         floor = FLOOR_RANGE[1]
-        choices.append(Choice("dp.transitions_floor", floor, "auto",
-                              "the transition counts are not noised in this run (no DP or no counts): it is unused"))
+        choices.append(
+            Choice(
+                "dp.transitions_floor",
+                floor,
+                "auto",
+                "the transition counts are not noised in this run (no DP or no counts): it is unused",
+            )
+        )
     else:
         floor, why = choose_floor(stats.pair_count, transitions_sigma * math.sqrt(cfg.dp.transitions_per_user))
         choices.append(Choice("dp.transitions_floor", floor, "auto", why))
-    config = replace(cfg, batch_size=batch, examples_per_user=per_user,
-                     dp=replace(cfg.dp, transitions_floor=float(floor)))
+    config = replace(
+        cfg, batch_size=batch, examples_per_user=per_user, dp=replace(cfg.dp, transitions_floor=float(floor))
+    )
     return Resolved(config=config, choices=tuple(choices), stats=stats)
 
 
@@ -247,15 +274,21 @@ def markdown(resolved: dict[str, Any]) -> list[str]:
     lines = ["## Training settings", "", "| setting | value | why |", "|---|---|---|"]
     lines += [f"| {c['name']} | {c['value']} | {c['text']} |" for c in resolved["choices"]]
     s = resolved["stats"]
-    lines += ["", f"Read from the training data: {s['n_users']} shoppers, {s['n_items']} items, "
-              f"{s['examples_mean']:.1f} examples per shopper ({EXAMPLES_QUANTILE:.0%} have at most "
-              f"{s['examples_quantile']:.0f}), {s['pairs_per_user']:.1f} transition pairs per shopper, "
-              f"a quarter of the transitions in pairs counted at least {s['pair_count']:g} times.", "", ""]
+    lines += [
+        "",
+        f"Read from the training data: {s['n_users']} shoppers, {s['n_items']} items, "
+        f"{s['examples_mean']:.1f} examples per shopper ({EXAMPLES_QUANTILE:.0%} have at most "
+        f"{s['examples_quantile']:.0f}), {s['pairs_per_user']:.1f} transition pairs per shopper, "
+        f"a quarter of the transitions in pairs counted at least {s['pair_count']:g} times.",
+        "",
+        "",
+    ]
     return lines
 
 
-def resolve_run(cfg: RunConfig, example_users: Sequence[str], sequences: Sequence[Sequence[int]],
-                n_items: int) -> Resolved:
+def resolve_run(
+    cfg: RunConfig, example_users: Sequence[str], sequences: Sequence[Sequence[int]], n_items: int
+) -> Resolved:
     """`resolve` with the run's privacy budget: DP-SGD's noise multiplier from the privacy plan (the same split with
     the transition counts that training uses), also when DP is off, so that a model trained without DP gets the
     DP model's settings and differs from it only in privacy."""
@@ -266,12 +299,14 @@ def resolve_run(cfg: RunConfig, example_users: Sequence[str], sequences: Sequenc
     delta = dp.delta or default_delta(max(2, stats.n_users))
 
     def noise_of(rate: float, steps: int) -> float:
-        return plan_budget(dp.target_epsilon, delta, rate, steps, dp.transitions_share,
-                           dp.transitions_per_user).noise_multiplier
+        return plan_budget(
+            dp.target_epsilon, delta, rate, steps, dp.transitions_share, dp.transitions_per_user
+        ).noise_multiplier
 
     sigma = None
     if dp.enabled and dp.transitions_share > 0 and dp.transitions_floor is None:
         # the counts' noise depends on the budget alone, not on the sample rate or steps
-        sigma = plan_budget(dp.target_epsilon, delta, 1.0, 1, dp.transitions_share,
-                            dp.transitions_per_user).transitions_sigma
+        sigma = plan_budget(
+            dp.target_epsilon, delta, 1.0, 1, dp.transitions_share, dp.transitions_per_user
+        ).transitions_sigma
     return resolve(cfg, stats, noise_of, sigma)

@@ -21,9 +21,14 @@ from ml.training.model import build_history_tensors
 IGNORE = -100  # target of a padding slot in a grouped batch (CrossEntropyLoss' default ignore_index)
 
 
-def make_collate(examples: Examples, tokenizer: PreTrainedTokenizerBase, max_history: int,
-                 max_query_tokens: int, query_cache: torch.Tensor | None = None, per_user: int = 1
-                 ) -> Callable[[Sequence[tuple[int, ...]]], dict[str, torch.Tensor]]:
+def make_collate(
+    examples: Examples,
+    tokenizer: PreTrainedTokenizerBase,
+    max_history: int,
+    max_query_tokens: int,
+    query_cache: torch.Tensor | None = None,
+    per_user: int = 1,
+) -> Callable[[Sequence[tuple[int, ...]]], dict[str, torch.Tensor]]:
     """Batches of examples; with `query_cache` (frozen encoder) search text comes as its cached vector.
 
     per_user = 1: one example per row, tensors [B, ...]. per_user = K > 1 (needs `query_cache`): one shopper
@@ -73,6 +78,7 @@ def per_user_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     (not IGNORE) slots. What Opacus' ghost-clipping loss computes with `shape` (the DP path)."""
     if logits.dim() == 2:
         return nn.functional.cross_entropy(logits, target, reduction="none")
-    per_slot = nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none",
-                                           ignore_index=IGNORE).view(target.shape)
+    per_slot = nn.functional.cross_entropy(
+        logits.flatten(0, 1), target.flatten(), reduction="none", ignore_index=IGNORE
+    ).view(target.shape)
     return per_slot.sum(dim=1) / (target != IGNORE).sum(dim=1).clamp(min=1)

@@ -65,8 +65,10 @@ def world_size_for(device_count: int, requested: int) -> int:
     if requested == 0:
         return device_count if device_count > 1 else 1
     if requested > 1 and requested > device_count:
-        raise ValueError(f"world_size={requested} needs {requested} GPUs, but {device_count} are visible; "
-                         f"set world_size to at most {max(device_count, 1)} (0 = automatic)")
+        raise ValueError(
+            f"world_size={requested} needs {requested} GPUs, but {device_count} are visible; "
+            f"set world_size to at most {max(device_count, 1)} (0 = automatic)"
+        )
     return requested
 
 
@@ -100,12 +102,20 @@ def _rank_main(rank: int, world_size: int, backend: str, folder: str) -> None:
     else:
         device = "cpu"
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    dist.init_process_group(backend, init_method=f"file://{work / 'rendezvous'}", rank=rank,
-                            world_size=world_size, timeout=INIT_TIMEOUT)
+    dist.init_process_group(
+        backend, init_method=f"file://{work / 'rendezvous'}", rank=rank, world_size=world_size, timeout=INIT_TIMEOUT
+    )
     try:
         model = payload["model"]
-        result = train_bi_encoder(model, payload["tokenizer"], payload["examples"], payload["item_texts"],
-                                  device=device, distributed=True, **payload["kwargs"])
+        result = train_bi_encoder(
+            model,
+            payload["tokenizer"],
+            payload["examples"],
+            payload["item_texts"],
+            device=device,
+            distributed=True,
+            **payload["kwargs"],
+        )
         trained = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
         torch.save(trained, work / f"rank{rank}.pt")
         if rank == 0:
@@ -115,8 +125,16 @@ def _rank_main(rank: int, world_size: int, backend: str, folder: str) -> None:
         dist.destroy_process_group()
 
 
-def run_ranks(model: torch.nn.Module, tokenizer: Any, examples: Any, item_texts: Sequence[str], *,
-              world_size: int, backend: str, **train_kwargs: Any) -> RankOutputs:
+def run_ranks(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    examples: Any,
+    item_texts: Sequence[str],
+    *,
+    world_size: int,
+    backend: str,
+    **train_kwargs: Any,
+) -> RankOutputs:
     """Spawn `world_size` ranks that train copies of `model` together; `model` itself is not changed.
 
     Inputs go to the ranks through a file (not as spawn arguments: torch would move the model's CPU
@@ -134,19 +152,35 @@ def run_ranks(model: torch.nn.Module, tokenizer: Any, examples: Any, item_texts:
     train_kwargs.pop("on_epoch", None)
     with tempfile.TemporaryDirectory(prefix="vetted-ddp-") as tmp:
         work = Path(tmp)
-        torch.save({"model": model, "tokenizer": tokenizer, "examples": examples, "item_texts": list(item_texts),
-                    "kwargs": train_kwargs}, work / "inputs.pt")
-        torch.multiprocessing.start_processes(_rank_main, args=(world_size, backend, str(work)),
-                                              nprocs=world_size, join=True, start_method="spawn")
+        torch.save(
+            {
+                "model": model,
+                "tokenizer": tokenizer,
+                "examples": examples,
+                "item_texts": list(item_texts),
+                "kwargs": train_kwargs,
+            },
+            work / "inputs.pt",
+        )
+        torch.multiprocessing.start_processes(
+            _rank_main, args=(world_size, backend, str(work)), nprocs=world_size, join=True, start_method="spawn"
+        )
         out = torch.load(work / "result.pt", weights_only=False)
         rank_params = [torch.load(work / f"rank{r}.pt") for r in range(world_size)]
     return RankOutputs(result=out["result"], state=out["state"], rank_params=rank_params)
 
 
-def train_data_parallel(model: BiEncoder, tokenizer: Any, examples: Any, item_texts: Sequence[str], *,
-                        world_size: int, backend: str = "nccl",
-                        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                        **train_kwargs: Any) -> TrainResult:
+def train_data_parallel(
+    model: BiEncoder,
+    tokenizer: Any,
+    examples: Any,
+    item_texts: Sequence[str],
+    *,
+    world_size: int,
+    backend: str = "nccl",
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    **train_kwargs: Any,
+) -> TrainResult:
     """Train `model` in place on `world_size` ranks (1: the single-process path) and return rank 0's result.
 
     `world_size` comes from `world_size_for`. The ranks' trained state is loaded into `model` (on the CPU);
@@ -155,8 +189,7 @@ def train_data_parallel(model: BiEncoder, tokenizer: Any, examples: Any, item_te
     """
     if world_size == 1:
         return train_bi_encoder(model, tokenizer, examples, item_texts, on_epoch=on_epoch, **train_kwargs)
-    outputs = run_ranks(model, tokenizer, examples, item_texts, world_size=world_size, backend=backend,
-                        **train_kwargs)
+    outputs = run_ranks(model, tokenizer, examples, item_texts, world_size=world_size, backend=backend, **train_kwargs)
     check_ranks_agree(outputs.rank_params)
     model.to("cpu")
     model.load_state_dict(outputs.state)

@@ -32,12 +32,15 @@ def dense_heads_too_noisy(noise_multiplier: float, shoppers_per_step: float, n_i
     too much against the shoppers a step brings each item (NOISY_DP_ITEM_STEP)."""
     if shoppers_per_step <= 0:
         raise ValueError(f"shoppers_per_step must be positive, got {shoppers_per_step}")
-    return (noise_multiplier / shoppers_per_step > NOISY_DP_STEP
-            or noise_multiplier * n_items / shoppers_per_step > NOISY_DP_ITEM_STEP)
+    return (
+        noise_multiplier / shoppers_per_step > NOISY_DP_STEP
+        or noise_multiplier * n_items / shoppers_per_step > NOISY_DP_ITEM_STEP
+    )
 
 
-def apply_dp_regime(model: BiEncoder, noise_multiplier: float | None, shoppers_per_step: float, n_items: int,
-                    learning_rate: float) -> float:
+def apply_dp_regime(
+    model: BiEncoder, noise_multiplier: float | None, shoppers_per_step: float, n_items: int, learning_rate: float
+) -> float:
     """Set which heads `model` trains for this DP noise (None: no DP, nothing changes); returns the learning rate.
 
     Call it once, after the model's lexical and transition tables are set and before training: dropping the text

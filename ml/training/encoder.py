@@ -40,8 +40,9 @@ def load_encoder(path: Path | None = None) -> tuple[BertModel, PreTrainedTokeniz
 def item_texts(items: pd.DataFrame) -> list[str]:
     """Title, brand, category and the start of the description: the public text an item is known by."""
     texts = []
-    for title, brand, category, description in zip(items["title"], items["brand"], items["category"],
-                                                   items["description"], strict=True):
+    for title, brand, category, description in zip(
+        items["title"], items["brand"], items["category"], items["description"], strict=True
+    ):
         parts = [str(title)]
         if brand:
             parts.append(f"Brand: {brand}")

@@ -26,8 +26,9 @@ class FeatureWeights(nn.Module):
         return features @ self.weight
 
 
-def _feature_weights_grad_sample(layer: FeatureWeights, activations: list[torch.Tensor],
-                                 backprops: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
+def _feature_weights_grad_sample(
+    layer: FeatureWeights, activations: list[torch.Tensor], backprops: torch.Tensor
+) -> dict[nn.Parameter, torch.Tensor]:
     # [B, ..., F] features and [B, ...] backprops: one gradient per leading row (per shopper when grouped)
     return {layer.weight: torch.einsum("b...f,b...->bf", activations[0], backprops)}
 
@@ -48,8 +49,9 @@ class ContentScale(nn.Module):
         return scores * self.log_scale.exp()
 
 
-def _content_scale_grad_sample(layer: ContentScale, activations: list[torch.Tensor],
-                               backprops: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
+def _content_scale_grad_sample(
+    layer: ContentScale, activations: list[torch.Tensor], backprops: torch.Tensor
+) -> dict[nn.Parameter, torch.Tensor]:
     per_sample = (activations[0] * backprops).flatten(1).sum(dim=1, keepdim=True) * layer.log_scale.exp()
     return {layer.log_scale: per_sample}
 

@@ -65,9 +65,16 @@ class BiEncoder(nn.Module):
     transitions: torch.Tensor
     lexical: torch.Tensor
 
-    def __init__(self, bert: BertModel, n_items: int, trainable_layers: int = 1, max_history: int = 10,
-                 temperature: float = 0.05, item_category: torch.Tensor | None = None,
-                 item_brand: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        bert: BertModel,
+        n_items: int,
+        trainable_layers: int = 1,
+        max_history: int = 10,
+        temperature: float = 0.05,
+        item_category: torch.Tensor | None = None,
+        item_brand: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.bert = bert
         self.temperature = temperature
@@ -76,7 +83,7 @@ class BiEncoder(nn.Module):
         for p in self.bert.parameters():
             p.requires_grad = False
         layers = self.bert.encoder.layer
-        for layer in layers[len(layers) - trainable_layers:] if trainable_layers else []:
+        for layer in layers[len(layers) - trainable_layers :] if trainable_layers else []:
             for p in layer.parameters():
                 p.requires_grad = True
         # recency weight of history position p (0 = newest); starts as a decay over positions
@@ -152,10 +159,16 @@ class BiEncoder(nn.Module):
     def dim(self) -> int:
         return int(self.bert.config.hidden_size)
 
-    def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
-                      position_ids: torch.Tensor) -> torch.Tensor:
-        out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                        position_ids=position_ids)
+    def encode_tokens(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        out = self.bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids
+        )
         return mean_pool(out.last_hidden_state, attention_mask)
 
     def history_vector(self, hist_idx: torch.Tensor, hist_pos: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
@@ -175,8 +188,9 @@ class BiEncoder(nn.Module):
         if batch.get("query_vec") is not None:  # precomputed: the encoder is frozen
             text = batch["query_vec"]
         else:
-            text = self.encode_tokens(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                                      batch["position_ids"])
+            text = self.encode_tokens(
+                batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], batch["position_ids"]
+            )
         history = self.history_vector(batch["hist_idx"], batch["hist_pos"], batch["hist_mask"])
         is_search = batch["is_search"].unsqueeze(-1).to(text.dtype)
         return is_search * text + (1 - is_search) * history
@@ -185,8 +199,9 @@ class BiEncoder(nn.Module):
         return self.item_bias(torch.ones(batch_size, 1, device=device))
 
     @staticmethod
-    def _per_example(table_fn: Callable[..., torch.Tensor], hist_idx: torch.Tensor, hist_mask: torch.Tensor,
-                     *extra: torch.Tensor) -> torch.Tensor:
+    def _per_example(
+        table_fn: Callable[..., torch.Tensor], hist_idx: torch.Tensor, hist_mask: torch.Tensor, *extra: torch.Tensor
+    ) -> torch.Tensor:
         """table_fn(hist_idx, hist_mask, *extra) over [B, H] histories, for [B, H] or grouped [B, K, H] ones (the
         result keeps B, K); each `extra` tensor has the same leading axes.
 
@@ -201,11 +216,20 @@ class BiEncoder(nn.Module):
         out = part.new_zeros(flat_idx.shape[0], *part.shape[1:]).index_copy(0, rows, part)
         return out.reshape(*lead, *out.shape[1:])
 
-    def forward(self, hist_idx: torch.Tensor, hist_pos: torch.Tensor, hist_mask: torch.Tensor,
-                is_search: torch.Tensor, input_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, query_vec: torch.Tensor | None = None,
-                own_idx: torch.Tensor | None = None, own_val: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        hist_idx: torch.Tensor,
+        hist_pos: torch.Tensor,
+        hist_mask: torch.Tensor,
+        is_search: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        query_vec: torch.Tensor | None = None,
+        own_idx: torch.Tensor | None = None,
+        own_val: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits over the whole catalogue, one row per example. Search text comes as tokens, or as
         precomputed vectors (`query_vec`) when the encoder is frozen. In training, `own_idx`/`own_val` take the
         example's shopper's own pairs out of its transition feature (`history_features`).
@@ -215,15 +239,31 @@ class BiEncoder(nn.Module):
         examples, and every trained layer sees the shopper as its batch axis, so DP-SGD's per-sample gradient
         is the shopper's gradient over all K (ml.training.train)."""
         # the token entries are None only when `query_vec` is given, and query_vectors then does not read them
-        batch = cast(dict[str, torch.Tensor], {
-            "input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
-            "position_ids": position_ids, "hist_idx": hist_idx, "hist_pos": hist_pos,
-            "hist_mask": hist_mask, "is_search": is_search, "query_vec": query_vec})
+        batch = cast(
+            dict[str, torch.Tensor],
+            {
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "token_type_ids": token_type_ids,
+                "position_ids": position_ids,
+                "hist_idx": hist_idx,
+                "hist_pos": hist_pos,
+                "hist_mask": hist_mask,
+                "is_search": is_search,
+                "query_vec": query_vec,
+            },
+        )
         q = self.query_vectors(batch)
         return self.logits(q, hist_idx, hist_mask, is_search, own_idx, own_val)
 
-    def history_features(self, hist_idx: torch.Tensor, hist_mask: torch.Tensor, own_idx: torch.Tensor | None = None,
-                         own_val: torch.Tensor | None = None, closest: bool = True) -> torch.Tensor:
+    def history_features(
+        self,
+        hist_idx: torch.Tensor,
+        hist_mask: torch.Tensor,
+        own_idx: torch.Tensor | None = None,
+        own_val: torch.Tensor | None = None,
+        closest: bool = True,
+    ) -> torch.Tensor:
         """[B, n_items, N_FEATURES] features of each candidate against the history (no learned part).
 
         `own_idx`, `own_val` ([B, M]) are added to the transition feature at those items: in training, what the
@@ -247,11 +287,13 @@ class BiEncoder(nn.Module):
         use = closest and self.text_features
         closest_sim = self.closest_similarity(hist_idx, real) if use else torch.zeros_like(repeat)
         lexical = self._decayed_rows(self.lexical, hist_idx, real, LEXICAL_DECAY)
-        return torch.stack([brand_match, repeat, same_cat.float(), last_brand.float(), transition,
-                            closest_sim, lexical], dim=-1)
+        return torch.stack(
+            [brand_match, repeat, same_cat.float(), last_brand.float(), transition, closest_sim, lexical], dim=-1
+        )
 
-    def _decayed_rows(self, table: torch.Tensor, hist_idx: torch.Tensor, real: torch.Tensor,
-                      decay: float) -> torch.Tensor:
+    def _decayed_rows(
+        self, table: torch.Tensor, hist_idx: torch.Tensor, real: torch.Tensor, decay: float
+    ) -> torch.Tensor:
         """[B, n_items] sum over real history items (newest first) of decay**position * table[item]; zeros
         when the table is unused ([1, 1])."""
         if table.shape[0] != self.item_table.shape[0]:
@@ -276,8 +318,9 @@ class BiEncoder(nn.Module):
     def _text(self, products: torch.Tensor) -> torch.Tensor:
         return self.content_scale(products / self.temperature)
 
-    def candidate_scores(self, q: torch.Tensor, hist_idx: torch.Tensor, real: torch.Tensor,
-                         rows: torch.Tensor) -> torch.Tensor:
+    def candidate_scores(
+        self, q: torch.Tensor, hist_idx: torch.Tensor, real: torch.Tensor, rows: torch.Tensor
+    ) -> torch.Tensor:
         """[B, M] the text part and the weighted closest-similarity feature of items `rows` [B, M] (a history
         query): what `behaviour_scores(closest=False)` leaves out, for a few candidates. One product of the
         query and the history items with the candidates' vectors."""
@@ -288,9 +331,15 @@ class BiEncoder(nn.Module):
             return text
         return text + self.feature_weights.weight[self.CLOSEST] * self._closest(products[:, 1:], real)
 
-    def behaviour_scores(self, hist_idx: torch.Tensor, hist_mask: torch.Tensor, is_search: torch.Tensor,
-                         own_idx: torch.Tensor | None = None, own_val: torch.Tensor | None = None,
-                         closest: bool = True) -> torch.Tensor:
+    def behaviour_scores(
+        self,
+        hist_idx: torch.Tensor,
+        hist_mask: torch.Tensor,
+        is_search: torch.Tensor,
+        own_idx: torch.Tensor | None = None,
+        own_val: torch.Tensor | None = None,
+        closest: bool = True,
+    ) -> torch.Tensor:
         """The behavioural part of the score of every item ([B, (K,) n_items]): the category transition
         from the newest item and the weighted history features, 0 for a search or an empty history."""
         has_history = (hist_mask[..., :1] > 0).float() * (1 - is_search.unsqueeze(-1).float())
@@ -320,7 +369,8 @@ class BiEncoder(nn.Module):
         weights = state_dict.get(prefix + "feature_weights.weight")
         if weights is not None and len(weights) < self.N_FEATURES:
             state_dict[prefix + "feature_weights.weight"] = torch.cat(
-                [weights, weights.new_zeros(self.N_FEATURES - len(weights))])
+                [weights, weights.new_zeros(self.N_FEATURES - len(weights))]
+            )
             state_dict.setdefault(prefix + "content_scale.log_scale", weights.new_zeros(1))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -331,9 +381,15 @@ class BiEncoder(nn.Module):
             raise ValueError(f"transitions must be {n} x {n}, got {tuple(log_counts.shape)}")
         self.transitions = log_counts.to(self.item_table.device, torch.float32)
 
-    def logits(self, q: torch.Tensor, hist_idx: torch.Tensor, hist_mask: torch.Tensor,
-               is_search: torch.Tensor, own_idx: torch.Tensor | None = None,
-               own_val: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(
+        self,
+        q: torch.Tensor,
+        hist_idx: torch.Tensor,
+        hist_mask: torch.Tensor,
+        is_search: torch.Tensor,
+        own_idx: torch.Tensor | None = None,
+        own_val: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The full score of every catalogue item for each query vector and its history: the text part,
         the item bias and the behavioural part. The one definition of the score: evaluation reads it whole,
         serving reads the same parts (`ml.serving.scorer`)."""
@@ -344,8 +400,14 @@ class BiEncoder(nn.Module):
         return scores + self.behaviour_scores(hist_idx, hist_mask, is_search, own_idx, own_val)
 
     @torch.no_grad()
-    def encode_texts(self, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int,
-                     batch_size: int = 128, progress: bool = False) -> torch.Tensor:
+    def encode_texts(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        texts: Sequence[str],
+        max_tokens: int,
+        batch_size: int = 128,
+        progress: bool = False,
+    ) -> torch.Tensor:
         """Encode texts in batches without gradients (items, queries at evaluation and serving)."""
         from tqdm.auto import tqdm
 
@@ -355,7 +417,7 @@ class BiEncoder(nn.Module):
         out = []
         starts = range(0, len(texts), batch_size)
         for start in tqdm(starts, desc="encode", disable=not progress, leave=False):
-            tokens = tokenize(tokenizer, texts[start:start + batch_size], max_tokens)
+            tokens = tokenize(tokenizer, texts[start : start + batch_size], max_tokens)
             tokens = {k: v.to(device) for k, v in tokens.items()}
             out.append(self.encode_tokens(**tokens).float().cpu())
         self.train(was_training)

@@ -45,8 +45,14 @@ class RecommenderSettings:
 
 
 class Recommender:
-    def __init__(self, model: BiEncoder, tokenizer, items: pd.DataFrame, settings: RecommenderSettings,
-                 query_encoder: QueryEncoder | None = None) -> None:
+    def __init__(
+        self,
+        model: BiEncoder,
+        tokenizer,
+        items: pd.DataFrame,
+        settings: RecommenderSettings,
+        query_encoder: QueryEncoder | None = None,
+    ) -> None:
         self.model = model.eval()
         self.query_encoder = query_encoder  # None: search queries go through the torch encoder
         self.tokenizer = tokenizer
@@ -110,18 +116,21 @@ class Recommender:
         top = top_k(s, k)  # equal scores: the lower item index first, on every CPU
         return [[self.item_ids[j] for j in row] for row in top], np.take_along_axis(s, top, axis=1)
 
-    def recommend(self, histories: Sequence[Sequence[str]], k: int, batch: int = 256) -> tuple[list[list[str]], np.ndarray]:
+    def recommend(
+        self, histories: Sequence[Sequence[str]], k: int, batch: int = 256
+    ) -> tuple[list[list[str]], np.ndarray]:
         """Top-k by the full score; an empty history gets the items the model ranks best on its own."""
         ids: list[list[str]] = []
         scores = []
         for start in range(0, len(histories), batch):
-            got, sc = self._top(self.history_scores(histories[start:start + batch]), k)
+            got, sc = self._top(self.history_scores(histories[start : start + batch]), k)
             ids.extend(got)
             scores.append(sc)
         return ids, (np.vstack(scores) if scores else np.zeros((0, k)))
 
-    def search(self, queries: Sequence[str], k: int, histories: Sequence[Sequence[str]] | None = None
-               ) -> tuple[list[list[str]], list[np.ndarray]]:
+    def search(
+        self, queries: Sequence[str], k: int, histories: Sequence[Sequence[str]] | None = None
+    ) -> tuple[list[list[str]], list[np.ndarray]]:
         """The served search ranking (`ml.search.engine`: the query tower, blended with the shopper's history when
         given, fused with BM25), top-k item ids and fused scores per query."""
         from ml.search.engine import SearchEngine, served_search
@@ -159,9 +168,15 @@ class Recommender:
         items = pd.read_parquet(folder / "items.parquet")
         bert, tokenizer = load_encoder(folder / "encoder")
         heads = torch.load(folder / "heads.pt", map_location=device, weights_only=True)
-        model = BiEncoder(bert, n_items=len(items), trainable_layers=0, max_history=settings.max_history,
-                          temperature=settings.temperature, item_category=heads["item_category"],
-                          item_brand=heads["item_brand"])
+        model = BiEncoder(
+            bert,
+            n_items=len(items),
+            trainable_layers=0,
+            max_history=settings.max_history,
+            temperature=settings.temperature,
+            item_category=heads["item_category"],
+            item_brand=heads["item_brand"],
+        )
         if "transitions" in heads:
             model.transitions = torch.zeros_like(heads["transitions"])  # size the buffer before loading
         missing = model.load_state_dict(heads, strict=False)
@@ -172,6 +187,7 @@ class Recommender:
         encoder = None
         if query_encoder == "onnx":
             search = settings.search
-            encoder = load_query_encoder(folder, tokenizer, settings.max_query_tokens, search.encoder_precision,
-                                         search.query_cache_size)
+            encoder = load_query_encoder(
+                folder, tokenizer, settings.max_query_tokens, search.encoder_precision, search.query_cache_size
+            )
         return cls(model.to(device), tokenizer, items, settings, query_encoder=encoder)

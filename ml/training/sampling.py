@@ -88,7 +88,7 @@ class _SharedSampleShards(Sampler[list[int]], ABC):
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.global_batches():
             if len(batch):  # nobody drawn: every rank skips the step, as the single process does
-                yield batch[self.rank::self.world_size].tolist()
+                yield batch[self.rank :: self.world_size].tolist()
 
 
 class PoissonShards(_SharedSampleShards):
@@ -112,8 +112,14 @@ class ShuffleShards(_SharedSampleShards):
         yield from order.split(self.batch_size)
 
 
-def shard_loader(dataset: Dataset, collate: Callable[[Sequence[Any]], dict[str, torch.Tensor]], *,
-                 batch_size: int, poisson: bool, seed: int) -> DataLoader:
+def shard_loader(
+    dataset: Dataset,
+    collate: Callable[[Sequence[Any]], dict[str, torch.Tensor]],
+    *,
+    batch_size: int,
+    poisson: bool,
+    seed: int,
+) -> DataLoader:
     """This rank's loader: its share of each global batch (possibly empty: then only an empty `target`).
 
     The number of batches per epoch is ceil(n / batch_size), so Opacus derives the planned sample rate
@@ -122,8 +128,11 @@ def shard_loader(dataset: Dataset, collate: Callable[[Sequence[Any]], dict[str, 
     n = len(dataset)  # type: ignore[arg-type]
     per_epoch = max(1, math.ceil(n / batch_size))
     rank, world_size = dist.get_rank(), dist.get_world_size()
-    sampler = (PoissonShards(n, per_epoch, seed, rank, world_size) if poisson
-               else ShuffleShards(n, batch_size, seed, rank, world_size))
+    sampler = (
+        PoissonShards(n, per_epoch, seed, rank, world_size)
+        if poisson
+        else ShuffleShards(n, batch_size, seed, rank, world_size)
+    )
 
     def collate_share(rows: Sequence[Any]) -> dict[str, torch.Tensor]:
         return collate(rows) if rows else {"target": torch.zeros(0, dtype=torch.long)}

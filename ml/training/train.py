@@ -91,15 +91,23 @@ def parameter_groups(model: BiEncoder, learning_rate: float) -> list[dict]:
         if not p.requires_grad:
             continue
         top = name.split(".")[0]
-        key = ("encoder" if name.startswith("bert.") else "heads" if top in HEADS
-               else "scalars" if top in SCALARS else "projection")
+        key = (
+            "encoder"
+            if name.startswith("bert.")
+            else "heads"
+            if top in HEADS
+            else "scalars"
+            if top in SCALARS
+            else "projection"
+        )
         groups[key].append(p)
     factor = {"heads": HEAD_LR_FACTOR, "scalars": SCALAR_LR_FACTOR, "projection": 1.0, "encoder": ENCODER_LR_FACTOR}
     return [{"params": ps, "lr": learning_rate * factor[k], "name": k} for k, ps in groups.items() if ps]
 
 
-def refresh_item_table(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, item_texts: Sequence[str],
-                       max_item_tokens: int) -> None:
+def refresh_item_table(
+    model: BiEncoder, tokenizer: PreTrainedTokenizerBase, item_texts: Sequence[str], max_item_tokens: int
+) -> None:
     table = model.encode_texts(tokenizer, item_texts, max_item_tokens)
     model.item_table.copy_(table.to(model.item_table.device))
 
@@ -115,25 +123,45 @@ class _Progress:
         self.started = self.last = time.perf_counter()
 
     def due(self, step: int) -> bool:
-        return (step in (1, self.steps) or step % self.every == 0
-                or time.perf_counter() - self.last >= PROGRESS_SECONDS)
+        return step in (1, self.steps) or step % self.every == 0 or time.perf_counter() - self.last >= PROGRESS_SECONDS
 
     def report(self, step: int, loss: float | None, epsilon: float | None) -> None:
         now = time.perf_counter()
         self.last = now
         per_step = (now - self.started) / step
-        log.info("train step %d/%d (%.0f%%): loss %s, DP-SGD epsilon spent %s, %.2f s/step, about %.0f s left",
-                 step, self.steps, 100 * step / self.steps, "-" if loss is None else f"{loss:.4f}",
-                 "- (no DP)" if epsilon is None else f"{epsilon:.3f}", per_step, per_step * (self.steps - step))
+        log.info(
+            "train step %d/%d (%.0f%%): loss %s, DP-SGD epsilon spent %s, %.2f s/step, about %.0f s left",
+            step,
+            self.steps,
+            100 * step / self.steps,
+            "-" if loss is None else f"{loss:.4f}",
+            "- (no DP)" if epsilon is None else f"{epsilon:.3f}",
+            per_step,
+            per_step * (self.steps - step),
+        )
 
 
-def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examples: Examples,
-                     item_texts: Sequence[str], *, epochs: int, max_steps: int, batch_size: int,
-                     learning_rate: float, max_history: int, max_query_tokens: int, max_item_tokens: int,
-                     seed: int, dp: DPSettings | None, examples_per_user: int = 1, refresh_every: int = 25,
-                     device: str = "auto",
-                     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                     distributed: bool = False) -> TrainResult:
+def train_bi_encoder(
+    model: BiEncoder,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Examples,
+    item_texts: Sequence[str],
+    *,
+    epochs: int,
+    max_steps: int,
+    batch_size: int,
+    learning_rate: float,
+    max_history: int,
+    max_query_tokens: int,
+    max_item_tokens: int,
+    seed: int,
+    dp: DPSettings | None,
+    examples_per_user: int = 1,
+    refresh_every: int = 25,
+    device: str = "auto",
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    distributed: bool = False,
+) -> TrainResult:
     """Fine-tune in place; with trained encoder layers the item table is refreshed every `refresh_every` steps
     and at the end (a frozen encoder keeps the table it started with).
 
@@ -149,9 +177,11 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
         raise ValueError("no training examples: the training window holds no shopper with two interactions")
     secure = dp is not None and dp.secure_rng
     if secure and distributed:
-        raise ValueError("dp.secure_rng draws DP-SGD's sample of shoppers from the OS in one process, but the ranks "
-                         "of a data-parallel run share a seeded sample: train with world_size=1, or set "
-                         "dp.secure_rng=false for a data-parallel run")
+        raise ValueError(
+            "dp.secure_rng draws DP-SGD's sample of shoppers from the OS in one process, but the ranks "
+            "of a data-parallel run share a seeded sample: train with world_size=1, or set "
+            "dp.secure_rng=false for a data-parallel run"
+        )
     torch.manual_seed(seed)
     dev = pick_device(device)
     model.to(dev)
@@ -169,8 +199,11 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
             query_cache[search_rows] = vectors[[row_of[texts[i]] for i in search_rows]]
     per_user = examples_per_user if query_cache is not None else 1
     if per_user != examples_per_user:
-        log.warning("examples_per_user=%d needs a frozen encoder: with trained encoder layers each step takes "
-                    "one example per shopper", examples_per_user)
+        log.warning(
+            "examples_per_user=%d needs a frozen encoder: with trained encoder layers each step takes "
+            "one example per shopper",
+            examples_per_user,
+        )
     dataset = PerUserDataset(examples, seed, per_user)
     steps, sample_rate = planned_steps(len(dataset), batch_size, epochs, max_steps)
     collate = make_collate(examples, tokenizer, max_history, max_query_tokens, query_cache, per_user)
@@ -183,15 +216,26 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
         def collate_or_empty(rows: Sequence[tuple[int, ...]]) -> dict[str, torch.Tensor]:
             return collate(rows) if rows else {"target": torch.zeros(0, dtype=torch.long)}
 
-        loader = DataLoader(dataset, batch_sampler=SecurePoissonBatches(len(dataset), math.ceil(len(dataset) / batch_size)),
-                            collate_fn=collate_or_empty)
+        loader = DataLoader(
+            dataset,
+            batch_sampler=SecurePoissonBatches(len(dataset), math.ceil(len(dataset) / batch_size)),
+            collate_fn=collate_or_empty,
+        )
     else:
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
-                            generator=torch.Generator().manual_seed(seed))
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(seed),
+        )
     groups = parameter_groups(model, learning_rate)
     # under DP, Adam turns the noise of low-signal coordinates into full-size steps; SGD keeps it small
-    optimizer = (torch.optim.SGD(groups, lr=learning_rate, momentum=0.9) if dp is not None
-                 else torch.optim.AdamW(groups, lr=learning_rate))
+    optimizer = (
+        torch.optim.SGD(groups, lr=learning_rate, momentum=0.9)
+        if dp is not None
+        else torch.optim.AdamW(groups, lr=learning_rate)
+    )
     criterion: nn.Module = nn.CrossEntropyLoss()
     engine = None
     module: nn.Module = model
@@ -209,9 +253,15 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
             module = DPDDP(model)
         # distributed: the shard loader already draws the global Poisson sample, so Opacus keeps it
         module, optimizer, criterion, loader = engine.make_private(
-            module=module, optimizer=optimizer, criterion=criterion, data_loader=loader,
-            noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
-            poisson_sampling=not (distributed or secure), grad_sample_mode="ghost")
+            module=module,
+            optimizer=optimizer,
+            criterion=criterion,
+            data_loader=loader,
+            noise_multiplier=dp.noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            poisson_sampling=not (distributed or secure),
+            grad_sample_mode="ghost",
+        )
         if distributed or secure:  # what poisson_sampling=True would have set
             cast("AbstractGradSampleModule", module).forbid_grad_accumulation()
         if secure:
@@ -298,6 +348,14 @@ def train_bi_encoder(model: BiEncoder, tokenizer: PreTrainedTokenizerBase, examp
         }
         if hasattr(module, "_close"):
             cast("AbstractGradSampleModule", module)._close()
-    return TrainResult(steps=step, epochs=step * sample_rate, device=str(dev), seconds=seconds,
-                       seconds_per_step=seconds / max(1, step), final_loss=float(np.mean(losses[-10:])) if losses else 0.0,
-                       epoch_metrics=epoch_metrics, dp=dp_info, world_size=world_size)
+    return TrainResult(
+        steps=step,
+        epochs=step * sample_rate,
+        device=str(dev),
+        seconds=seconds,
+        seconds_per_step=seconds / max(1, step),
+        final_loss=float(np.mean(losses[-10:])) if losses else 0.0,
+        epoch_metrics=epoch_metrics,
+        dp=dp_info,
+        world_size=world_size,
+    )

@@ -16,13 +16,21 @@ ROOT = Path(__file__).resolve().parents[2]
 # the DAG runs here report their lineage to a file, read back by the tests (the provider reads this once, before
 # the first task runs; tests/conftest.py gave Airflow its private home)
 LINEAGE_FILE = Path(os.environ["AIRFLOW_HOME"]) / "lineage.jsonl"
-os.environ.setdefault("AIRFLOW__OPENLINEAGE__TRANSPORT",
-                      json.dumps({"type": "file", "log_file_path": str(LINEAGE_FILE), "append": True}))
+os.environ.setdefault(
+    "AIRFLOW__OPENLINEAGE__TRANSPORT", json.dumps({"type": "file", "log_file_path": str(LINEAGE_FILE), "append": True})
+)
 os.environ.setdefault("AIRFLOW__OPENLINEAGE__NAMESPACE", "vetted")
 
 # a run small enough for CI: 400 shoppers, a few DP steps, no per-slice reports
-SMALL_RUN = {"source": "synthetic", "n_users": 400, "n_items": 200, "epochs": 1, "max_steps": 6, "batch_size": 64,
-             "slice_reports": False}
+SMALL_RUN = {
+    "source": "synthetic",
+    "n_users": 400,
+    "n_items": 200,
+    "epochs": 1,
+    "max_steps": 6,
+    "batch_size": 64,
+    "slice_reports": False,
+}
 
 
 @pytest.fixture
@@ -78,5 +86,4 @@ def lineage_events(run_id: str) -> list[dict]:
     if not LINEAGE_FILE.exists():
         return []
     events = [json.loads(line) for line in LINEAGE_FILE.read_text().splitlines() if line.strip()]
-    return [e for e in events
-            if (e["run"]["facets"].get("airflow") or {}).get("dagRun", {}).get("run_id") == run_id]
+    return [e for e in events if (e["run"]["facets"].get("airflow") or {}).get("dagRun", {}).get("run_id") == run_id]

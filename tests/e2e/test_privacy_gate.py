@@ -11,8 +11,16 @@ from ml.config import RunConfig, Settings
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = {"source": "synthetic", "n_users": 400, "n_items": 200, "epochs": 1, "max_steps": 6, "batch_size": 64,
-         "slice_reports": False, "max_eval_cases": 400}
+SMALL = {
+    "source": "synthetic",
+    "n_users": 400,
+    "n_items": 200,
+    "epochs": 1,
+    "max_steps": 6,
+    "batch_size": 64,
+    "slice_reports": False,
+    "max_eval_cases": 400,
+}
 PRIVACY = ("privacy_dp", "privacy_unit", "privacy_epsilon", "privacy_delta", "privacy_mia", "privacy_pii")
 
 

@@ -10,8 +10,9 @@ from tests.e2e.conftest import lineage_events
 pytestmark = pytest.mark.slow
 
 
-def test_dag_registers_gates_and_promotes_then_a_failing_gate_keeps_the_champion(vetted_home, airflow_db, run_dag, small_run,
-                                                                                  quality_policy, recsys_dag):
+def test_dag_registers_gates_and_promotes_then_a_failing_gate_keeps_the_champion(
+    vetted_home, airflow_db, run_dag, small_run, quality_policy, recsys_dag
+):
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -56,7 +57,9 @@ def test_dag_registers_gates_and_promotes_then_a_failing_gate_keeps_the_champion
     assert "gate.champion_compared" in latest.tags  # the champion was re-evaluated on this hold-out
     states = _task_states(recsys_dag, second.run_id)
     assert states["keep_champion"] == "failed" and states["promote"] == "skipped"
-    assert {states[t] for t in ("prepare", "ingest", "features", "train", "evaluate", "register", "gate")} == {"success"}
+    assert {states[t] for t in ("prepare", "ingest", "features", "train", "evaluate", "register", "gate")} == {
+        "success"
+    }
     _every_task_reported_its_lineage(second.run_id, latest, promoted=False)
     mlflow.set_tracking_uri("")  # leave no global state behind
 
@@ -67,8 +70,12 @@ def _task_states(dag, run_id: str) -> dict[str, str]:
     from sqlalchemy import select
 
     with create_session() as session:
-        return {ti.task_id: str(ti.state) for ti in session.scalars(
-            select(TaskInstance).where(TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == run_id))}
+        return {
+            ti.task_id: str(ti.state)
+            for ti in session.scalars(
+                select(TaskInstance).where(TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == run_id)
+            )
+        }
 
 
 def _every_task_reported_its_lineage(run_id: str, version, promoted: bool) -> None:
@@ -107,16 +114,23 @@ def _the_plugin_links_the_gate_task_to_its_evidence(dag, run_id: str, version) -
     from vetted_links import ModelVersionLink, ReportsLink
 
     with create_session() as session:
-        keys = {ti.task_id: ti.key for ti in session.scalars(
-            select(TaskInstance).where(TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == run_id))}
+        keys = {
+            ti.task_id: ti.key
+            for ti in session.scalars(
+                select(TaskInstance).where(TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == run_id)
+            )
+        }
     for task_id in ("register", "gate", "promote"):
         operator = dag.get_task(task_id)
         page = ModelVersionLink().get_link(operator, ti_key=keys[task_id])
-        assert page == (f"http://127.0.0.1:5000/#/models/{version.name}/versions/{version.version}"
-                        "?workflowType=machine_learning"), (task_id, page)
+        assert page == (
+            f"http://127.0.0.1:5000/#/models/{version.name}/versions/{version.version}?workflowType=machine_learning"
+        ), (task_id, page)
         reports = ReportsLink().get_link(operator, ti_key=keys[task_id])
         assert reports.startswith("http://127.0.0.1:5000/#/experiments/"), (task_id, reports)
         assert reports.endswith(f"/runs/{version.run_id}/artifactPath/reports?workflowType=machine_learning"), (
-            task_id, reports)
+            task_id,
+            reports,
+        )
     # tasks before registration know no version: no link rather than a broken one
     assert ModelVersionLink().get_link(dag.get_task("train"), ti_key=keys["train"]) == ""

@@ -42,15 +42,27 @@ class Reviewer(threading.Thread):
         from sqlalchemy.orm import joinedload
 
         with create_session() as session:
-            ti = session.scalars(
-                select(TaskInstance).options(joinedload(TaskInstance.hitl_detail))
-                .where(TaskInstance.task_id == "review")
-            ).unique().all()
+            ti = (
+                session.scalars(
+                    select(TaskInstance)
+                    .options(joinedload(TaskInstance.hitl_detail))
+                    .where(TaskInstance.task_id == "review")
+                )
+                .unique()
+                .all()
+            )
             for t in ti:
                 d = t.hitl_detail
                 if d is not None and d.responded_at is None and d.created_at >= self.started_at:
-                    return {"dag_id": t.dag_id, "run_id": t.run_id, "task_id": t.task_id, "map_index": t.map_index,
-                            "subject": d.subject, "body": d.body, "options": list(d.options)}
+                    return {
+                        "dag_id": t.dag_id,
+                        "run_id": t.run_id,
+                        "task_id": t.task_id,
+                        "map_index": t.map_index,
+                        "subject": d.subject,
+                        "body": d.body,
+                        "options": list(d.options),
+                    }
         return None
 
     def _answer_when_asked(self) -> None:
@@ -65,10 +77,15 @@ class Reviewer(threading.Thread):
         self.request = request
         client = TestClient(create_app(apps="core"))
         token = client.get("/auth/token").json()["access_token"]
-        url = (f"/api/v2/dags/{request['dag_id']}/dagRuns/{request['run_id']}/taskInstances/"
-               f"{request['task_id']}/{request['map_index']}/hitlDetails")
-        response = client.patch(url, headers={"Authorization": f"Bearer {token}"},
-                                json={"chosen_options": [self.choice], "params_input": {"note": self.note}})
+        url = (
+            f"/api/v2/dags/{request['dag_id']}/dagRuns/{request['run_id']}/taskInstances/"
+            f"{request['task_id']}/{request['map_index']}/hitlDetails"
+        )
+        response = client.patch(
+            url,
+            headers={"Authorization": f"Bearer {token}"},
+            json={"chosen_options": [self.choice], "params_input": {"note": self.note}},
+        )
         self.answer = {"status": response.status_code, "body": response.json()}
 
 
@@ -83,8 +100,9 @@ def _reviewed_run(run_dag, conf: dict, choice: str, note: str) -> Reviewer:
     return reviewer
 
 
-def test_a_reviewer_approves_one_version_and_rejects_the_next(vetted_home, monkeypatch, airflow_db, run_dag, small_run,
-                                                             quality_policy):
+def test_a_reviewer_approves_one_version_and_rejects_the_next(
+    vetted_home, monkeypatch, airflow_db, run_dag, small_run, quality_policy
+):
     import airflow.models
     import sqlalchemy.orm
     from mlflow.tracking import MlflowClient
@@ -121,4 +139,3 @@ def test_a_reviewer_approves_one_version_and_rejects_the_next(vetted_home, monke
     events = [(e["event"], str(e["version"])) for e in read_events(settings)]
     assert ("approval", "1") in events and ("promotion", "1") in events
     assert ("rejection", "2") in events and ("promotion", "2") not in events
-

@@ -38,11 +38,14 @@ from ml.registry.smoke import smoke_test as real_smoke_test  # kept before the m
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = RunConfig(n_users=400, n_items=200, epochs=1, max_steps=6, batch_size=64, slice_reports=False,
-                  ingest_date="2026-06-01")
+SMALL = RunConfig(
+    n_users=400, n_items=200, epochs=1, max_steps=6, batch_size=64, slice_reports=False, ingest_date="2026-06-01"
+)
 RETRIED = "scheduled__2026-06-01"  # the second run's folder: what the DAG names a run with this id
-_TRAIN_ONLY = "import sys\nfrom ml.pipeline import stages\nfrom ml.pipeline.context import RunContext\n" \
-              "stages.train(RunContext.load(sys.argv[1]))\n"
+_TRAIN_ONLY = (
+    "import sys\nfrom ml.pipeline import stages\nfrom ml.pipeline.context import RunContext\n"
+    "stages.train(RunContext.load(sys.argv[1]))\n"
+)
 
 
 def _smoke_stub(tracking_uri, model_uri, histories, queries, k=10, **_):
@@ -58,7 +61,9 @@ def _lenient_policy(folder: Path) -> str:
             for key in ("reference", "factor", "offset"):
                 check.pop(key, None)
             check["threshold"] = 0.0
-        if check["name"] == "quality_vs_champion" or check["metric"].startswith(("fairness.", "privacy.mia", "search.", "champion.search")):
+        if check["name"] == "quality_vs_champion" or check["metric"].startswith(
+            ("fairness.", "privacy.mia", "search.", "champion.search")
+        ):
             check["blocking"] = False  # a 6-step model on 400 shoppers is not the point here
     path = folder / "lenient.yaml"
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
@@ -97,8 +102,13 @@ def _runs_of(client: MlflowClient, ctx: RunContext):
 def _kill_training_once_its_run_exists(ctx: RunContext, client: MlflowClient) -> str:
     """Start `train` in another process, SIGKILL it as soon as its MLflow run is RUNNING; return that run id."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen([sys.executable, "-c", _TRAIN_ONLY, str(ctx.run_dir)], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _TRAIN_ONLY, str(ctx.run_dir)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -123,16 +133,20 @@ def retried(home, champion):
     settings = home.settings
     client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     ctx = RunContext.create(settings, replace(SMALL, policy=home.policy, seed=8), name=RETRIED)
-    for name in ("ingest.json", "features.json", stages.TRAIN_SET, stages.CASES, stages.SEQUENCES,
-                 stages.SEARCH_CASES):
+    for name in ("ingest.json", "features.json", stages.TRAIN_SET, stages.CASES, stages.SEQUENCES, stages.SEARCH_CASES):
         shutil.copy(champion.ctx.path(name), ctx.path(name))  # same date, same data: no need to rebuild it
 
     killed = _kill_training_once_its_run_exists(ctx, client)
-    seen = SimpleNamespace(killed=killed, status_after_kill=client.get_run(killed).info.status,
-                           train_written_after_kill=ctx.has("train"),
-                           versions_after_kill=len(client.search_model_versions(f"run_id = '{killed}'")))
+    seen = SimpleNamespace(
+        killed=killed,
+        status_after_kill=client.get_run(killed).info.status,
+        train_written_after_kill=ctx.has("train"),
+        versions_after_kill=len(client.search_model_versions(f"run_id = '{killed}'")),
+    )
     stages.train(ctx)
-    seen.versions_before_register = len(client.search_model_versions(f"run_id = '{ctx.read('train')['mlflow_run_id']}'"))
+    seen.versions_before_register = len(
+        client.search_model_versions(f"run_id = '{ctx.read('train')['mlflow_run_id']}'")
+    )
     stages.evaluate(ctx)
     stages.register(ctx)
     return SimpleNamespace(ctx=ctx, client=client, seen=seen, version=ctx.read("register")["version"])
@@ -187,7 +201,8 @@ def _tags(retried) -> dict[str, str]:
 
 
 def test_a_register_that_fails_after_the_version_exists_leaves_it_failed_and_a_retry_clears_it(
-        home, champion, retried, monkeypatch):
+    home, champion, retried, monkeypatch
+):
     def broken(*args, **kwargs):
         raise RuntimeError("the smoke test's worker died")
 
@@ -275,7 +290,8 @@ def test_the_dag_failure_callback_tags_the_version_failed_and_takes_champion_awa
 
 # ---------------------------------------------------------------------------------------------------
 def test_a_version_whose_heads_changed_in_the_artifact_store_is_refused_by_the_smoke_test_and_rollback(
-        home, champion, retried, monkeypatch):
+    home, champion, retried, monkeypatch
+):
     """v1 (the first champion) gets one item's bias set to 1000 in the artifact store, where nobody vetted it."""
     import torch
 
@@ -303,20 +319,45 @@ def test_a_version_whose_heads_changed_in_the_artifact_store_is_refused_by_the_s
         assert read_events(settings)[-1]["event"] == "refusal"
     finally:
         heads_path.write_bytes(original)
-    assert rollback(settings, reason="conversion dropped", actor="alice") == {"champion": champion.version,
-                                                                               "was": retried.version}
+    assert rollback(settings, reason="conversion dropped", actor="alice") == {
+        "champion": champion.version,
+        "was": retried.version,
+    }
     smoke = real_smoke_test(settings.tracking_uri, f"models:/{name}/{champion.version}", [[]], ["gift"], k=5)
     assert smoke["integrity"] == "verified" and smoke["requests"] == 2, smoke
 
 
 def _vetted_run(home, seed: int, **env: str) -> subprocess.Popen:
     """A real `vetted run` of the small config, in its own process group (its smoke test process dies with it)."""
-    args = ["--n-users", str(SMALL.n_users), "--n-items", str(SMALL.n_items), "--epochs", "1", "--max-steps",
-            str(SMALL.max_steps), "--batch-size", str(SMALL.batch_size), "--no-slice-reports", "--ingest-date",
-            SMALL.ingest_date, "--policy", home.policy, "--seed", str(seed)]
+    args = [
+        "--n-users",
+        str(SMALL.n_users),
+        "--n-items",
+        str(SMALL.n_items),
+        "--epochs",
+        "1",
+        "--max-steps",
+        str(SMALL.max_steps),
+        "--batch-size",
+        str(SMALL.batch_size),
+        "--no-slice-reports",
+        "--ingest-date",
+        SMALL.ingest_date,
+        "--policy",
+        home.policy,
+        "--seed",
+        str(seed),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT), **env}
-    return subprocess.Popen([sys.executable, "-m", "ml.cli", "run", *args], env=env, cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ml.cli", "run", *args],
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _kill_when(proc: subprocess.Popen, ready, what: str, timeout_s: float = 900) -> object:
@@ -365,8 +406,14 @@ def test_a_vetted_run_killed_in_train_is_ended_failed_by_vetted_doctor(home, cha
     run_dir, run_id = _kill_when(_vetted_run(home, seed=9), training, "its training run started")
     assert client.get_run(run_id).info.status == "RUNNING"  # what the kill left
 
-    doctor = subprocess.run([sys.executable, "-m", "ml.cli", "doctor"], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    doctor = subprocess.run(
+        [sys.executable, "-m", "ml.cli", "doctor"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     assert doctor.returncode == 0, doctor.stderr
     assert f"Settled {run_dir.name}: the train stage died" in doctor.stdout
     run = client.get_run(run_id)

@@ -21,8 +21,12 @@ ASSET_URL = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']|(?:url|swagger_js
 def _app(home: Path):
     from ml.serving.app import create_app
 
-    settings = Settings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
-                        artifact_root=(home / "mlartifacts").as_uri(), demo=False)
+    settings = Settings(
+        home=home,
+        tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+        artifact_root=(home / "mlartifacts").as_uri(),
+        demo=False,
+    )
     return create_app(settings, poll_seconds=60, env=ENV)
 
 

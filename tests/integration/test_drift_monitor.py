@@ -29,8 +29,9 @@ def _setup(tmp_path):
     source = tmp_path / "m"
     source.mkdir()
     window = f"{events['ts'].min()} .. {raw.split_time}"
-    mv = reg.register(client, settings.model_name, str(source), None,
-                      {"gate.status": "passed", "data.window": window}, "card")
+    mv = reg.register(
+        client, settings.model_name, str(source), None, {"gate.status": "passed", "data.window": window}, "card"
+    )
     reg.promote(client, settings.model_name, str(mv.version))
     return settings, items, events
 
@@ -58,11 +59,16 @@ def _shifted_week(items: pd.DataFrame, events: pd.DataFrame, n: int = 400) -> pd
     """A new week where shoppers only buy, at night, the priciest item."""
     last = events["ts"].max()
     pricey = items.sort_values("price").iloc[-1]["item_id"]
-    return pd.DataFrame({
-        "event_id": [f"x{i}" for i in range(n)], "user_id": events["user_id"].iloc[:n].to_numpy(),
-        "item_id": [pricey] * n, "event_type": ["purchase"] * n, "query": [None] * n,
-        "ts": [last + pd.Timedelta(days=1, hours=3, minutes=i % 50) for i in range(n)],
-    })
+    return pd.DataFrame(
+        {
+            "event_id": [f"x{i}" for i in range(n)],
+            "user_id": events["user_id"].iloc[:n].to_numpy(),
+            "item_id": [pricey] * n,
+            "event_type": ["purchase"] * n,
+            "query": [None] * n,
+            "ts": [last + pd.Timedelta(days=1, hours=3, minutes=i % 50) for i in range(n)],
+        }
+    )
 
 
 @pytest.mark.slow
@@ -84,10 +90,10 @@ def test_drift_in_a_new_window_queues_a_retraining_run_on_its_own(vetted_home, t
             drift = session.scalar(select(AssetModel).where(AssetModel.name == "vetted://drift"))
             if drift is None:
                 return 0, []
-            events = session.scalar(select(func.count()).select_from(AssetEvent)
-                                    .where(AssetEvent.asset_id == drift.id))
-            dags = session.scalars(select(AssetDagRunQueue.target_dag_id)
-                                   .where(AssetDagRunQueue.asset_id == drift.id)).all()
+            events = session.scalar(select(func.count()).select_from(AssetEvent).where(AssetEvent.asset_id == drift.id))
+            dags = session.scalars(
+                select(AssetDagRunQueue.target_dag_id).where(AssetDagRunQueue.asset_id == drift.id)
+            ).all()
             return events, list(dags)
 
     settings, items, events = _setup(tmp_path)

@@ -29,8 +29,9 @@ def _setup():
 
 def _gate_fairness(recs, cases, users, popularity, tiers, n_items):
     groups = audit_groups(cases, users)
-    res = evaluate_rankings(recs, cases, 10, n_catalog=n_items, item_popularity=popularity, item_tier=tiers,
-                            groups=groups)
+    res = evaluate_rankings(
+        recs, cases, 10, n_catalog=n_items, item_popularity=popularity, item_tier=tiers, groups=groups
+    )
     metrics = {f"fairness.user_ndcg_ratio.{a}": r for a, r in ndcg_ratios(res["user_fairness"]).items()}
     metrics["fairness.provider_exposure_ratio"] = res["provider"]["ratio"]
     checks = decide(load_policy(None), metrics).checks
@@ -42,8 +43,9 @@ def test_head_brands_only_is_rejected_and_a_balanced_candidate_passes():
     ranked = sorted(popularity, key=lambda i: -popularity[i])
     head_only = [i for i in ranked if tiers.get(i) == HEAD][:10]
     # a biased candidate: hits the target when it is a head item, never shows a tail brand
-    biased = [([t] + [i for i in head_only if i != t])[:10] if tiers.get(t) == HEAD else head_only
-              for t in cases["item_id"]]
+    biased = [
+        ([t] + [i for i in head_only if i != t])[:10] if tiers.get(t) == HEAD else head_only for t in cases["item_id"]
+    ]
     checks, res = _gate_fairness(biased, cases, users, popularity, tiers, len(items))
     assert res["provider"]["tail_exposure_share"] == 0
     assert checks["fairness_provider"].status == "fail"
@@ -70,8 +72,10 @@ def test_a_group_served_badly_fails_its_attribute():
     ranked = sorted(popularity, key=lambda i: -popularity[i])[:12]
     gender = cases[["user_id"]].merge(users[["user_id", "gender"]], on="user_id", how="left")["gender"]
     # perfect for everyone except one gender, which never gets its target
-    recs = [([t] + [i for i in ranked if i != t])[:10] if g != "f" else [i for i in ranked if i != t][:10]
-            for t, g in zip(cases["item_id"], gender, strict=True)]
+    recs = [
+        ([t] + [i for i in ranked if i != t])[:10] if g != "f" else [i for i in ranked if i != t][:10]
+        for t, g in zip(cases["item_id"], gender, strict=True)
+    ]
     checks, _ = _gate_fairness(recs, cases, users, popularity, tiers, len(items))
     assert checks["fairness_user_groups.gender"].status == "fail"
     assert pd.notna(checks["fairness_user_groups.gender"].value)

@@ -84,15 +84,25 @@ def hold_out(env: pytest.MonkeyPatch) -> dict[str, Any]:
     item_brand = dict(zip(items["item_id"], items["brand"], strict=True))
     tiers = item_tiers(item_brand, brand_tiers(item_brand, popularity))
     texts = item_texts(items)
-    fitted = [bl.Popularity.fit(item_ids, seq), bl.Cooccurrence.fit(item_ids, seq),
-              bl.BM25(item_ids=item_ids, texts=texts, titles=items["title"].tolist()),
-              bl.ZeroShot(item_ids=item_ids, vectors=bl.zero_shot_encoder()(texts, ctx.config.max_item_tokens))]
+    fitted = [
+        bl.Popularity.fit(item_ids, seq),
+        bl.Cooccurrence.fit(item_ids, seq),
+        bl.BM25(item_ids=item_ids, texts=texts, titles=items["title"].tolist()),
+        bl.ZeroShot(item_ids=item_ids, vectors=bl.zero_shot_encoder()(texts, ctx.config.max_item_tokens)),
+    ]
     histories = cases["history"].tolist()
-    out = {"cases": cases, "groups": audit_groups(cases, users), "seed": ctx.config.seed, "tiers": tiers,
-           "popularity": popularity, "n_catalog": len(item_ids), "n_train_users": len(members),
-           "rankings": {b.name: b.recommend(histories, K) for b in fitted},
-           "pools": {b.name: b.recommend(histories, 50) for b in fitted},
-           "learns": {b.name: b.learns for b in fitted}}
+    out = {
+        "cases": cases,
+        "groups": audit_groups(cases, users),
+        "seed": ctx.config.seed,
+        "tiers": tiers,
+        "popularity": popularity,
+        "n_catalog": len(item_ids),
+        "n_train_users": len(members),
+        "rankings": {b.name: b.recommend(histories, K) for b in fitted},
+        "pools": {b.name: b.recommend(histories, 50) for b in fitted},
+        "learns": {b.name: b.learns for b in fitted},
+    }
     # the best shippable baseline on this hold-out (the quality bar), whatever the candidate
     out["bar"] = _judge(out, out["rankings"]["bm25"], load_policy(None))[1]["best_baseline"]
     return out
@@ -101,26 +111,51 @@ def hold_out(env: pytest.MonkeyPatch) -> dict[str, Any]:
 def _dp_candidate_facts(n_train_users: int) -> dict[str, Any]:
     """What a trained candidate brings beside its rankings (the train stage's accounting, the membership audit, the
     PII scan, drift, the smoke test), set within the default policy so that only the check under test can fail."""
-    return {"privacy.dp": True, "privacy.unit": "user", "privacy.epsilon": 7.9,
-            "privacy.delta": 0.5 / n_train_users, "privacy.delta_bound": 1.0 / n_train_users,
-            "privacy.mia_auc": 0.5, "privacy.pii_findings": 0, "drift.share": 0.0, "serving.smoke_ok": True,
-            # the corpus has no search events: the gate stage records why search is unmeasurable, as here
-            **{f"unmeasurable.{m}": "the corpus has no search events"
-               for m in ("search.ndcg_at_10", "search.provider_exposure_ratio")}}
+    return {
+        "privacy.dp": True,
+        "privacy.unit": "user",
+        "privacy.epsilon": 7.9,
+        "privacy.delta": 0.5 / n_train_users,
+        "privacy.delta_bound": 1.0 / n_train_users,
+        "privacy.mia_auc": 0.5,
+        "privacy.pii_findings": 0,
+        "drift.share": 0.0,
+        "serving.smoke_ok": True,
+        # the corpus has no search events: the gate stage records why search is unmeasurable, as here
+        **{
+            f"unmeasurable.{m}": "the corpus has no search events"
+            for m in ("search.ndcg_at_10", "search.provider_exposure_ratio")
+        },
+    }
 
 
-def _judge(h: Mapping[str, Any], candidate: Sequence[Sequence[str]], policy: Policy,
-           facts: Mapping[str, Any] | None = None) -> tuple[GateDecision, dict[str, Any]]:
+def _judge(
+    h: Mapping[str, Any], candidate: Sequence[Sequence[str]], policy: Policy, facts: Mapping[str, Any] | None = None
+) -> tuple[GateDecision, dict[str, Any]]:
     """The candidate's rankings through the evaluate stage's comparison and the gate stage's evidence and decision
     (the metrics the gate stage assembles, with the candidate's other facts from `facts`)."""
-    compared = compare_rankings(candidate, h["rankings"], h["learns"], h["cases"], K, n_catalog=h["n_catalog"],
-                                item_popularity=h["popularity"], item_tier=h["tiers"], groups=h["groups"],
-                                seed=h["seed"])
+    compared = compare_rankings(
+        candidate,
+        h["rankings"],
+        h["learns"],
+        h["cases"],
+        K,
+        n_catalog=h["n_catalog"],
+        item_popularity=h["popularity"],
+        item_tier=h["tiers"],
+        groups=h["groups"],
+        seed=h["seed"],
+    )
     per_case = compared["per_case"]
-    ndcg = {c[len("ndcg."):]: per_case[c].to_numpy() for c in per_case.columns if c.startswith("ndcg.")}
-    evidence, draws = gate_evidence(ndcg, per_case_groups(per_case), compared["uncertainty"]["eligible_groups"],
-                                    per_case_resamples(per_case, h["seed"]), best=compared["best_baseline"],
-                                    best_non_private=compared["best_non_private_baseline"])
+    ndcg = {c[len("ndcg.") :]: per_case[c].to_numpy() for c in per_case.columns if c.startswith("ndcg.")}
+    evidence, draws = gate_evidence(
+        ndcg,
+        per_case_groups(per_case),
+        compared["uncertainty"]["eligible_groups"],
+        per_case_resamples(per_case, h["seed"]),
+        best=compared["best_baseline"],
+        best_non_private=compared["best_non_private_baseline"],
+    )
     candidate_result = compared["candidate"]
     metrics: dict[str, Any] = {
         "quality.ndcg_at_10": candidate_result["metrics"][f"ndcg_at_{K}"],
@@ -129,7 +164,9 @@ def _judge(h: Mapping[str, Any], candidate: Sequence[Sequence[str]], policy: Pol
         **(facts if facts is not None else _dp_candidate_facts(h["n_train_users"])),
         "fairness.provider_exposure_ratio": candidate_result["provider"].get("ratio"),
     }
-    metrics.update({f"fairness.user_ndcg_ratio.{a}": r for a, r in ndcg_ratios(candidate_result["user_fairness"]).items()})
+    metrics.update(
+        {f"fairness.user_ndcg_ratio.{a}": r for a, r in ndcg_ratios(candidate_result["user_fairness"]).items()}
+    )
     metrics.update({key: value for key, value in evidence.items() if key not in metrics or metrics[key] is None})
     return decide(policy, metrics, draws), compared
 
@@ -176,8 +213,9 @@ def test_a_candidate_that_is_the_bar_is_refused_and_the_decision_names_bound_int
     assert f"[{quality.margin_interval[0]:.4g}, {quality.margin_interval[1]:.4g}]" in table
 
     # the same rankings pass a bar at 1x the baseline: the margin is 0 on every resample
-    level = _check(_judge(h, h["rankings"][bar], _relaxed(tmp_path, "quality_vs_baseline", factor=1.0))[0],
-                   "quality_vs_baseline")
+    level = _check(
+        _judge(h, h["rankings"][bar], _relaxed(tmp_path, "quality_vs_baseline", factor=1.0))[0], "quality_vs_baseline"
+    )
     assert level.status == "pass", level.message
 
 
@@ -207,15 +245,20 @@ def test_a_candidate_above_the_bar_only_within_noise_is_refused_on_its_lower_bou
     assert "lower 95% bound of the margin" in quality.shortfall()
 
     # decided on the point estimate, the same candidate would pass: the lower bound is what refuses it
-    point = _check(_judge(h, boosted, _relaxed(tmp_path, "quality_vs_baseline", decide_on="point"))[0],
-                   "quality_vs_baseline")
+    point = _check(
+        _judge(h, boosted, _relaxed(tmp_path, "quality_vs_baseline", decide_on="point"))[0], "quality_vs_baseline"
+    )
     assert point.status == "pass", point.message
 
 
 def test_a_candidate_trained_without_dp_is_refused_on_privacy(hold_out, tmp_path):
     h = hold_out
-    non_dp = {**_dp_candidate_facts(h["n_train_users"]), "privacy.dp": False, "privacy.epsilon": None,
-              "privacy.delta": None}
+    non_dp = {
+        **_dp_candidate_facts(h["n_train_users"]),
+        "privacy.dp": False,
+        "privacy.epsilon": None,
+        "privacy.delta": None,
+    }
     # a model fitted on raw shopper counts: the co-occurrence ranker itself
     decision, _ = _judge(h, h["rankings"]["cooccurrence"], load_policy(None), non_dp)
     dp = _check(decision, "privacy_dp")
@@ -223,8 +266,10 @@ def test_a_candidate_trained_without_dp_is_refused_on_privacy(hold_out, tmp_path
     assert "privacy.dp = false, needs == true" in dp.message
     assert decision.status == "failed"
 
-    relaxed = _check(_judge(h, h["rankings"]["cooccurrence"], _relaxed(tmp_path, "privacy_dp", blocking=False),
-                            non_dp)[0], "privacy_dp")
+    relaxed = _check(
+        _judge(h, h["rankings"]["cooccurrence"], _relaxed(tmp_path, "privacy_dp", blocking=False), non_dp)[0],
+        "privacy_dp",
+    )
     assert relaxed.status == "warn"
 
 
@@ -236,14 +281,18 @@ def test_a_candidate_that_serves_light_shoppers_badly_is_refused_on_activity_fai
     heavy = (h["groups"]["activity"] == "heavy").to_numpy()
     catalogue = sorted(h["tiers"])
     rng = np.random.default_rng(0)
-    unfair = [h["rankings"][bar][i] if heavy[i] else [catalogue[j] for j in rng.choice(len(catalogue), K, replace=False)]
-              for i in range(len(heavy))]
+    unfair = [
+        h["rankings"][bar][i] if heavy[i] else [catalogue[j] for j in rng.choice(len(catalogue), K, replace=False)]
+        for i in range(len(heavy))
+    ]
     decision, compared = _judge(h, unfair, policy)
     activity = _check(decision, "fairness_user_activity")
     assert activity.status == "fail" and "fairness_user_activity" in decision.blocking_failures
     assert activity.value < 0.80
-    assert "fallback no_worse_than_alternatives does not apply: best_baseline fairer with 95% confidence" \
+    assert (
+        "fallback no_worse_than_alternatives does not apply: best_baseline fairer with 95% confidence"
         in activity.message
+    )
     assert activity.rule == "threshold"
     assert compared["uncertainty"]["user_ndcg_ratio"][bar]["activity"]["value"] > activity.value
 
@@ -275,8 +324,9 @@ def test_a_candidate_that_shows_only_head_brands_is_refused_on_provider_exposure
     # the bar itself, which shows tail brands, is not refused on this check
     assert _check(_judge(h, h["rankings"][bar], policy)[0], "fairness_provider").value > 0
 
-    relaxed = _check(_judge(h, head_only, _relaxed(tmp_path, "fairness_provider", blocking=False))[0],
-                     "fairness_provider")
+    relaxed = _check(
+        _judge(h, head_only, _relaxed(tmp_path, "fairness_provider", blocking=False))[0], "fairness_provider"
+    )
     assert relaxed.status == "warn"
 
 
@@ -296,8 +346,13 @@ def chain(env: pytest.MonkeyPatch) -> dict[str, Any]:
     ctx = RunContext.load(summary["run_dir"])
     configure(settings)
     version = make_client(settings).get_model_version(settings.model_name, summary["model_version"])
-    return {"summary": summary, "gate": ctx.read("gate"), "tags": dict(version.tags),
-            "card": ctx.path("model_card.md").read_text(), "run_dir": Path(summary["run_dir"])}
+    return {
+        "summary": summary,
+        "gate": ctx.read("gate"),
+        "tags": dict(version.tags),
+        "card": ctx.path("model_card.md").read_text(),
+        "run_dir": Path(summary["run_dir"]),
+    }
 
 
 def _assert_explained(decision: GateDecision, tags: Mapping[str, str] | None = None) -> None:
@@ -328,8 +383,13 @@ def test_the_default_dp_candidate_is_judged_with_numbers_a_reviewer_can_check(ch
     decision = GateDecision.from_dict(gate["decision"])
     assert tags["gate.status"] in ("passed", "failed", "pending_approval")
     assert (decision.status == "failed") == bool(decision.blocking_failures)
-    assert {r.name for r in decision.checks} >= {"quality_vs_baseline", "price_of_privacy", "privacy_dp",
-                                                 "fairness_user_activity", "fairness_provider"}
+    assert {r.name for r in decision.checks} >= {
+        "quality_vs_baseline",
+        "price_of_privacy",
+        "privacy_dp",
+        "fairness_user_activity",
+        "fairness_provider",
+    }
     for r in decision.checks:
         if r.name in ("quality_vs_baseline", "price_of_privacy", "fairness_user_activity"):  # on the resamples
             assert r.interval is not None and r.margin_interval is not None, r.message
@@ -339,14 +399,24 @@ def test_the_default_dp_candidate_is_judged_with_numbers_a_reviewer_can_check(ch
 
     # the same evidence under a stricter copy of the policy: the refusals it makes are explained the same way
     per_case = pd.read_parquet(chain["run_dir"] / stages.PER_CASE)
-    ndcg = {c[len("ndcg."):]: per_case[c].to_numpy() for c in per_case.columns if c.startswith("ndcg.")}
+    ndcg = {c[len("ndcg.") :]: per_case[c].to_numpy() for c in per_case.columns if c.startswith("ndcg.")}
     evaluated = json.loads((chain["run_dir"] / "evaluate.json").read_text())
-    _, draws = gate_evidence(ndcg, per_case_groups(per_case), evaluated["uncertainty"]["eligible_groups"],
-                             per_case_resamples(per_case, chain["summary"]["config"]["seed"]),
-                             best=evaluated["best_baseline"], best_non_private=evaluated["best_non_private_baseline"])
-    strict = _policy_copy(tmp_path, {"quality_vs_baseline": {"factor": 2.0},
-                                     "fairness_user_activity": {"threshold": 0.95, "fallback": None},
-                                     "fairness_provider": {"threshold": 2.0}})
+    _, draws = gate_evidence(
+        ndcg,
+        per_case_groups(per_case),
+        evaluated["uncertainty"]["eligible_groups"],
+        per_case_resamples(per_case, chain["summary"]["config"]["seed"]),
+        best=evaluated["best_baseline"],
+        best_non_private=evaluated["best_non_private_baseline"],
+    )
+    strict = _policy_copy(
+        tmp_path,
+        {
+            "quality_vs_baseline": {"factor": 2.0},
+            "fairness_user_activity": {"threshold": 0.95, "fallback": None},
+            "fairness_provider": {"threshold": 2.0},
+        },
+    )
     refused = decide(strict, gate["metrics"], draws)
     assert {"quality_vs_baseline", "fairness_user_activity", "fairness_provider"} <= set(refused.blocking_failures)
     _assert_explained(refused)
@@ -367,16 +437,22 @@ def test_the_default_dp_candidate_is_judged_with_numbers_a_reviewer_can_check(ch
     assert rows["activity"]["candidate"] is not None and rows["activity"]["best_baseline"] is not None
     assert rows["activity"]["rule"] in ("threshold", "no_worse_than_alternatives")
 
-    for key in ("quality.ndcg_at_10_interval", "quality.best_baseline_ndcg_at_10_interval",
-                "quality.price_of_privacy", "quality.price_of_privacy_interval",
-                "fairness.user_ndcg_ratio_interval.activity"):
+    for key in (
+        "quality.ndcg_at_10_interval",
+        "quality.best_baseline_ndcg_at_10_interval",
+        "quality.price_of_privacy",
+        "quality.price_of_privacy_interval",
+        "fairness.user_ndcg_ratio_interval.activity",
+    ):
         assert key in tags and tags[key] != "n/a", key
     assert "[" in tags["quality.ndcg_at_10_interval"] and "[" in tags["quality.price_of_privacy_interval"]
     assert tags["quality.best_baseline"] == summary["best_baseline"]
     assert all(f"gate.{r.name}" in tags for r in decision.checks)
 
-    assert f"The quality bar is the best baseline this policy would itself ship (public or private): " \
-           f"**{summary['best_baseline']}**" in card
+    assert (
+        f"The quality bar is the best baseline this policy would itself ship (public or private): "
+        f"**{summary['best_baseline']}**" in card
+    )
     assert "**Price of privacy**" in card and summary["best_non_private_baseline"] in card
     assert "beside the alternatives" in card and "(best shippable baseline)" in card
     assert gate["summary_markdown"].splitlines()[0] in card

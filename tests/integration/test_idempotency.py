@@ -33,14 +33,19 @@ CURRENT, BACKFILL = "2026-06-01", "2026-03-24"
 
 def _digests(folder: Path) -> dict[str, str]:
     """sha256 of every file under `folder`, by relative path."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _feature_frames(ctx: RunContext) -> dict[str, pd.DataFrame]:
     features = ctx.settings.home / "features"
-    frames = {name: pd.read_parquet(ctx.path(name)) for name in (stages.TRAIN_SET, stages.CASES, stages.SEQUENCES,
-                                                             stages.SEARCH_CASES)}
+    frames = {
+        name: pd.read_parquet(ctx.path(name))
+        for name in (stages.TRAIN_SET, stages.CASES, stages.SEQUENCES, stages.SEARCH_CASES)
+    }
     frames.update({p.name: pd.read_parquet(p) for p in sorted(features.glob("*.parquet"))})
     return frames
 
@@ -75,8 +80,9 @@ def test_rerunning_a_date_rewrites_identical_lake_partitions_and_feature_rows(ve
     assert {"items.parquet", "user_events.parquet"} <= frames_after.keys()
     for name, frame in frames_before.items():
         pd.testing.assert_frame_equal(frames_after[name], frame, obj=name)
-    assert {k: v for k, v in second.read("features").items() if k != "feature_files"} == \
-        {k: v for k, v in first.read("features").items() if k != "feature_files"}
+    assert {k: v for k, v in second.read("features").items() if k != "feature_files"} == {
+        k: v for k, v in first.read("features").items() if k != "feature_files"
+    }
 
 
 def test_rerunning_a_date_with_fewer_or_other_privacy_requests_loses_none(vetted_home):
@@ -147,7 +153,9 @@ def test_a_backfill_writes_only_its_own_date_with_the_events_known_then(vetted_h
     # the backfilled run saw the lake as it stood on its date: no later event reached its features
     assert read_lake(settings.lake_dir, as_of=BACKFILL)["events"]["ts"].max() < pd.Timestamp(got["known_until"])
     for name in (stages.TRAIN_SET, stages.CASES):
-        assert pd.to_datetime(pd.read_parquet(backfill.path(name))["ts"], utc=True).max() < pd.Timestamp(got["known_until"])
+        assert pd.to_datetime(pd.read_parquet(backfill.path(name))["ts"], utc=True).max() < pd.Timestamp(
+            got["known_until"]
+        )
     assert backfill.read("features")["n_cases_in_holdout"] < current.read("features")["n_cases_in_holdout"]
 
 
@@ -183,12 +191,19 @@ def recsys_dag():
 def test_the_dag_fixes_the_ingest_date_from_its_logical_date_once_in_prepare(vetted_home, recsys_dag):
     prepare = recsys_dag.dag_object.get_task("prepare").python_callable
     params = {"n_users": 400, "n_items": 200}
-    scheduled = prepare(params=params, run_id="scheduled__2026-03-23T03:00:00+00:00",
-                        logical_date=datetime(2026, 3, 23, 3, 0, tzinfo=UTC),
-                        dag_run=SimpleNamespace(run_after=datetime(2026, 11, 22, 9, 0, tzinfo=UTC)))
+    scheduled = prepare(
+        params=params,
+        run_id="scheduled__2026-03-23T03:00:00+00:00",
+        logical_date=datetime(2026, 3, 23, 3, 0, tzinfo=UTC),
+        dag_run=SimpleNamespace(run_after=datetime(2026, 11, 22, 9, 0, tzinfo=UTC)),
+    )
     assert RunContext.load(scheduled).config.ingest_date == "2026-03-23"  # a backfill's own date, not today
     # an asset-triggered run has no logical date: the day it was queued is its date, fixed for every retry
-    triggered = prepare(params=params, run_id="asset_triggered__2026-11-22T09:00:00+00:00", logical_date=None,
-                        dag_run=SimpleNamespace(run_after=datetime(2026, 11, 22, 9, 0, tzinfo=UTC)))
+    triggered = prepare(
+        params=params,
+        run_id="asset_triggered__2026-11-22T09:00:00+00:00",
+        logical_date=None,
+        dag_run=SimpleNamespace(run_after=datetime(2026, 11, 22, 9, 0, tzinfo=UTC)),
+    )
     assert RunContext.load(triggered).config.ingest_date == "2026-11-22"
     assert Path(scheduled).parent == Settings.from_env().runs_dir

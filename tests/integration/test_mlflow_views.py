@@ -32,9 +32,12 @@ from ml.registry.datasets import FEATURE_SERVICE, file_digest, file_uri, log_tra
 from ml.registry.tracking import EXPERIMENT_KIND_TAG, ML_EXPERIMENT, configure
 
 LINK = re.compile(r"\[([^\]]+)\]\((#/experiments/(\w+)/runs/(\w+)(?:/artifactPath/([^?)\s]+))?(?:\?[^)\s]*)?)\)")
-GROUPS = {"age_band": ["18-24", "25-34", "35-44", "45-54", "55-64", "65+", "unknown"],
-          "gender": ["f", "m", "x", "unknown"], "region": ["north", "south", "east", "west", "centre", "unknown"],
-          "activity": ["light", "heavy"]}
+GROUPS = {
+    "age_band": ["18-24", "25-34", "35-44", "45-54", "55-64", "65+", "unknown"],
+    "gender": ["f", "m", "x", "unknown"],
+    "region": ["north", "south", "east", "west", "centre", "unknown"],
+    "activity": ["light", "heavy"],
+}
 
 
 @pytest.fixture
@@ -64,32 +67,74 @@ def _reports(folder: Path) -> dict:
 
 def _summary(n_checks: int, failed: str) -> str:
     """A gate summary as long as a real one: a table row and an explanation per check."""
-    rows = [f"| check_{i} | 0.{i:04d} [0.0100, 0.2000] | >= 0.1 | -0.0{i:03d} [-0.0500, 0.0100] | the lower 95% bound "
-            f"| {'fail' if f'check_{i}' == failed else 'pass'} |" for i in range(n_checks)]
-    notes = [f"- `check_{i}` (warn): metric.check_{i} = 0.{i:04d}, needs >= 0.1; margin at 95%, decided on the lower "
-             "bound: warn (not blocking)" for i in range(0, n_checks, 3)]
-    return "\n".join([f"**Gate failed** (policy `p@1`): {n_checks - 1} of {n_checks} checks passed.", "",
-                      "| check | value | threshold | margin | decided on | result |", "|---|---|---|---|---|---|",
-                      *rows, "", *notes])
+    rows = [
+        f"| check_{i} | 0.{i:04d} [0.0100, 0.2000] | >= 0.1 | -0.0{i:03d} [-0.0500, 0.0100] | the lower 95% bound "
+        f"| {'fail' if f'check_{i}' == failed else 'pass'} |"
+        for i in range(n_checks)
+    ]
+    notes = [
+        f"- `check_{i}` (warn): metric.check_{i} = 0.{i:04d}, needs >= 0.1; margin at 95%, decided on the lower "
+        "bound: warn (not blocking)"
+        for i in range(0, n_checks, 3)
+    ]
+    return "\n".join(
+        [
+            f"**Gate failed** (policy `p@1`): {n_checks - 1} of {n_checks} checks passed.",
+            "",
+            "| check | value | threshold | margin | decided on | result |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            *notes,
+        ]
+    )
 
 
 def _card(links: dict, slice_links: dict, summary: str, datasets: dict) -> str:
     metrics = {"ndcg_at_10": 0.1, "recall_at_10": 0.2, "mrr": 0.09}
-    evaluation = {"k": 10, "n_cases": 900, "mia": {"auc": 0.5}, "drift": {"share_drifted": 0.0},
-                  "candidate": {"metrics": metrics, "beyond": {"coverage": 0.3}, "provider": {"ratio": 0.9}},
-                  "baselines": {"bm25": {"metrics": metrics, "beyond": {}, "learns": "public"}},
-                  "best_baseline": "bm25"}
+    evaluation = {
+        "k": 10,
+        "n_cases": 900,
+        "mia": {"auc": 0.5},
+        "drift": {"share_drifted": 0.0},
+        "candidate": {"metrics": metrics, "beyond": {"coverage": 0.3}, "provider": {"ratio": 0.9}},
+        "baselines": {"bm25": {"metrics": metrics, "beyond": {}, "learns": "public"}},
+        "best_baseline": "bm25",
+    }
     return model_card(
-        name="vetted-recsys", version="3", config={"source": "synthetic", "trainable_layers": 1, "batch_size": 256,
-                                                    "learning_rate": 1e-4, "temperature": 0.05},
-        features={"window": {"train_start": "a", "split_time": "b", "holdout_end": "c"}, "n_train_examples": 1,
-                  "n_train_search_examples": 0},
+        name="vetted-recsys",
+        version="3",
+        config={
+            "source": "synthetic",
+            "trainable_layers": 1,
+            "batch_size": 256,
+            "learning_rate": 1e-4,
+            "temperature": 0.05,
+        },
+        features={
+            "window": {"train_start": "a", "split_time": "b", "holdout_end": "c"},
+            "n_train_examples": 1,
+            "n_train_search_examples": 0,
+        },
         ingest={"read": {}, "accepted": {}, "quarantined": {}},
-        train={"privacy": {"dp": True, "epsilon": 8.0, "delta": 1e-4, "mechanisms": []}, "n_users": 3000,
-               "audit_users": [], "steps": 1, "epochs": 1.0, "device": "cpu", "seconds": 1.0, "datasets": datasets},
-        evaluation=evaluation, pii_findings=0, smoke={"ok": True, "max_latency_ms": 12.0},
+        train={
+            "privacy": {"dp": True, "epsilon": 8.0, "delta": 1e-4, "mechanisms": []},
+            "n_users": 3000,
+            "audit_users": [],
+            "steps": 1,
+            "epochs": 1.0,
+            "device": "cpu",
+            "seconds": 1.0,
+            "datasets": datasets,
+        },
+        evaluation=evaluation,
+        pii_findings=0,
+        smoke={"ok": True, "max_latency_ms": 12.0},
         gate={"status": "failed", "policy_label": "p@1", "summary_markdown": summary, "alternatives": []},
-        champion=None, links=links, slice_links=slice_links)
+        champion=None,
+        links=links,
+        slice_links=slice_links,
+    )
 
 
 def _artifact_exists(client: MlflowClient, run_id: str, path: str) -> bool:
@@ -132,10 +177,16 @@ def test_the_registry_description_keeps_the_decision_checks_and_links_that_open_
     assert "/tmp" not in description and str(tmp_path) not in card  # no path of the machine that trained
 
     # registered with that description, then failing at promotion: the list's first line says so
-    mv = reg.register(client, settings.model_name, f"runs:/{run_id}/model", run_id,
-                      {"gate.status": "passed"}, description=fit_description(
-                          card.replace(headline("failed", "vetted-recsys", "3"), headline("passed", "vetted-recsys",
-                                                                                           "3"), 1)))
+    mv = reg.register(
+        client,
+        settings.model_name,
+        f"runs:/{run_id}/model",
+        run_id,
+        {"gate.status": "passed"},
+        description=fit_description(
+            card.replace(headline("failed", "vetted-recsys", "3"), headline("passed", "vetted-recsys", "3"), 1)
+        ),
+    )
     reg.mark_failed(client, settings.model_name, str(mv.version), "promote", "RuntimeError: registry went away")
     after = client.get_model_version(settings.model_name, str(mv.version)).description
     assert after.splitlines()[0] == f"{headline('failed', settings.model_name, str(mv.version))} (failed at promote)"
@@ -161,11 +212,24 @@ def test_the_project_s_experiment_is_a_model_training_experiment(tracked):
 
 def test_the_run_inputs_hold_the_training_set_and_the_hold_out_with_digests_and_sources(tracked, tmp_path):
     settings, experiment_id, client = tracked
-    events = pd.DataFrame({"event_id": ["e1"], "user_id": ["u1"], "item_id": ["i1"], "event_type": ["click"],
-                           "query": [None], "ts": pd.to_datetime(["2026-01-01"], utc=True)})
+    events = pd.DataFrame(
+        {
+            "event_id": ["e1"],
+            "user_id": ["u1"],
+            "item_id": ["i1"],
+            "event_type": ["click"],
+            "query": [None],
+            "ts": pd.to_datetime(["2026-01-01"], utc=True),
+        }
+    )
     lake.write_partition(settings.lake_dir, "events", "2026-01-02", events)
-    rows = {"user_id": ["u1", "u2", "u3"], "item_id": ["i1", "i2", "i3"], "kind": ["next_item", "search", "next_item"],
-            "query": [None, "espresso machine", None], "history": [["i0"], [], ["i1", "i2"]]}
+    rows = {
+        "user_id": ["u1", "u2", "u3"],
+        "item_id": ["i1", "i2", "i3"],
+        "kind": ["next_item", "search", "next_item"],
+        "query": [None, "espresso machine", None],
+        "history": [["i0"], [], ["i1", "i2"]],
+    }
     train, holdout = tmp_path / "train_set.parquet", tmp_path / "cases.parquet"
     pd.DataFrame(rows).to_parquet(train, index=False)
     pd.DataFrame(rows).iloc[:2].to_parquet(holdout, index=False)
@@ -175,8 +239,9 @@ def test_the_run_inputs_hold_the_training_set_and_the_hold_out_with_digests_and_
         log_training_inputs(train, holdout, settings.lake_dir, "2026-01-02", "2026-01-01", refs)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         with pytest.raises(FileNotFoundError, match="features stage"):
-            log_training_inputs(tmp_path / "absent.parquet", holdout, settings.lake_dir, "2026-01-02", "2026-01-01",
-                                refs)
+            log_training_inputs(
+                tmp_path / "absent.parquet", holdout, settings.lake_dir, "2026-01-02", "2026-01-01", refs
+            )
         logged = log_training_inputs(train, holdout, settings.lake_dir, "2026-01-02", "2026-01-01", refs)
 
     inputs = mlflow.get_run(run.info.run_id).inputs.dataset_inputs

@@ -26,8 +26,9 @@ from tests.integration.test_serving import AUTH, ENV, PSEUDONYM_KEY, _register
 
 pytestmark = pytest.mark.slow
 
-SMALL = RunConfig(n_users=600, n_items=240, epochs=1, max_steps=6, batch_size=64, slice_reports=False,
-                  ingest_date="2026-06-01")
+SMALL = RunConfig(
+    n_users=600, n_items=240, epochs=1, max_steps=6, batch_size=64, slice_reports=False, ingest_date="2026-06-01"
+)
 K = 10
 N_QUERIES = 40
 N_TITLES = 60
@@ -57,9 +58,15 @@ def world(tmp_path_factory):
         queries = [queries[i] for i in sorted(rng.choice(len(queries), size=N_QUERIES, replace=False))]
         items = rec.items.iloc[sorted(rng.choice(len(rec.items), size=N_TITLES, replace=False))]
         # registered as the chain registers a version: the served search re-ranks for long-tail brands likewise
-        _register(settings, folder, {"gate.status": "passed",
-                                     "serving.rerank.min_tail_share": str(SMALL.rerank_min_tail_share),
-                                     "serving.rerank.window": str(SMALL.k)})
+        _register(
+            settings,
+            folder,
+            {
+                "gate.status": "passed",
+                "serving.rerank.min_tail_share": str(SMALL.rerank_min_tail_share),
+                "serving.rerank.window": str(SMALL.k),
+            },
+        )
         app = create_app(settings, poll_seconds=60, env=ENV)
         with TestClient(app) as client:
             yield SimpleNamespace(rec=rec, queries=queries, items=items, client=client)
@@ -87,7 +94,7 @@ def typo(query: str) -> str:
     word = words[w]
     at = len(word) // 2
     new = string.ascii_lowercase[(string.ascii_lowercase.index(word[at].lower()) + 1) % 26]
-    words[w] = word[:at] + new + word[at + 1:]
+    words[w] = word[:at] + new + word[at + 1 :]
     return " ".join(words)
 
 
@@ -187,12 +194,15 @@ def test_an_exact_title_finds_its_item_first(world):
 
 
 # ------------------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize(("query", "message"), [
-    ("", "at least 1 character"),
-    ("   ", "query is blank"),
-    ("a" * 2000, f"at most {MAX_QUERY_CHARS} characters"),
-    ("red mug " * 250, f"at most {MAX_QUERY_CHARS} characters"),
-])
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("", "at least 1 character"),
+        ("   ", "query is blank"),
+        ("a" * 2000, f"at most {MAX_QUERY_CHARS} characters"),
+        ("red mug " * 250, f"at most {MAX_QUERY_CHARS} characters"),
+    ],
+)
 def test_an_empty_or_overlong_query_gets_a_clear_422(world, query, message):
     got = world.client.post("/search", json={"query": query, "k": K}, headers=AUTH)
     assert got.status_code == 422

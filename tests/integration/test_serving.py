@@ -311,9 +311,7 @@ def _matches_openapi(openapi: dict, path: str, method: str, response) -> None:
     import jsonschema
 
     declared = openapi["paths"][path][method]["responses"]
-    assert str(response.status_code) in declared, (
-        f"{method} {path} answered {response.status_code}, not declared"
-    )
+    assert str(response.status_code) in declared, f"{method} {path} answered {response.status_code}, not declared"
     schema = declared[str(response.status_code)]["content"]["application/json"]["schema"]
     jsonschema.validate(response.json(), {**schema, "components": openapi["components"]})
 
@@ -358,11 +356,7 @@ def test_healthz_and_version(serving_world):
     assert got.status_code == 200
     _matches_openapi(openapi, "/version", "get", got)
     version = got.json()
-    assert (
-        version["model_name"] == "vetted-recsys"
-        and version["version"] == v1
-        and version["alias"] == "champion"
-    )
+    assert version["model_name"] == "vetted-recsys" and version["version"] == v1 and version["alias"] == "champion"
     assert version["gate"] == {
         "status": "passed",
         "checks": {"gate.quality_vs_baseline": "0.12 / 0.10 / pass"},
@@ -533,9 +527,11 @@ def test_unknown_and_opted_out_shoppers_get_the_non_personalized_order(serving_w
         assert [r["item_id"] for r in body["results"]] == expected
         assert all(r["explanation"] == explain.NOT_PERSONALIZED for r in body["results"])
     # carol has history in Feast: only her opt-out makes her answer non-personalized
-    assert _service(serving_world).history.recent_items(
-        _service(serving_world).pseudonymizer.pseudonym(OPTED_OUT)
-    ) == ["i20", "i21", "i22"]
+    assert _service(serving_world).history.recent_items(_service(serving_world).pseudonymizer.pseudonym(OPTED_OUT)) == [
+        "i20",
+        "i21",
+        "i22",
+    ]
 
 
 @pytest.mark.slow
@@ -554,15 +550,11 @@ def test_search_explains_with_query_terms_and_blends_history_for_known_shoppers(
             assert r["explanation"].startswith("matches ")
             assert all(f"\u201c{t}\u201d" in r["explanation"] for t in found)
 
-    personal = client.post(
-        "/search", json={"query": "red kettle", "k": 5, "user_id": "alice"}, headers=AUTH
-    ).json()
+    personal = client.post("/search", json={"query": "red kettle", "k": 5, "user_id": "alice"}, headers=AUTH).json()
     assert personal["personalized"] is True
     assert all(r["explanation"].endswith("nudged by your recent items") for r in personal["results"])
     for user in ("someone-never-seen", OPTED_OUT):
-        other = client.post(
-            "/search", json={"query": "red kettle", "k": 5, "user_id": user}, headers=AUTH
-        ).json()
+        other = client.post("/search", json={"query": "red kettle", "k": 5, "user_id": user}, headers=AUTH).json()
         assert other["personalized"] is False
         assert [r["item_id"] for r in other["results"]] == [r["item_id"] for r in body["results"]]
 
@@ -621,11 +613,7 @@ def test_bad_input_gets_a_4xx_with_a_clear_message(serving_world, method, path, 
 )
 def test_missing_or_wrong_key_is_refused(serving_world, headers, method, path, body):
     client = serving_world["client"]
-    got = (
-        client.get(path, headers=headers)
-        if method == "get"
-        else client.post(path, json=body, headers=headers)
-    )
+    got = client.get(path, headers=headers) if method == "get" else client.post(path, json=body, headers=headers)
     wrong = bool(headers.get("X-API-Key"))
     assert got.status_code == (403 if wrong else 401)
     assert ("does not match" if wrong else "missing X-API-Key") in got.json()["detail"]
@@ -669,9 +657,7 @@ def test_rerank_share_from_the_version_tag_is_applied_without_a_reload(serving_w
     service = _service(serving_world)
     mlflow_client = make_client(settings)
     before = service.watcher.current()
-    mlflow_client.set_model_version_tag(
-        settings.model_name, before.version, "serving.rerank.min_tail_share", "1.0"
-    )
+    mlflow_client.set_model_version_tag(settings.model_name, before.version, "serving.rerank.min_tail_share", "1.0")
     try:
         _wait(lambda: client.get("/version", headers=AUTH).json()["rerank"]["min_tail_share"] == 1.0)
         after = service.watcher.current()
@@ -685,13 +671,9 @@ def test_rerank_share_from_the_version_tag_is_applied_without_a_reload(serving_w
         assert got_ids == expected
         tail_before = sum(after.rerank.is_tail[i] for i in ids[0][:6])
         assert sum(after.rerank.is_tail[i] for i in got_ids) > tail_before
-        assert all(
-            r["brand"] not in HEAD for r in body["results"][: sum(after.rerank.is_tail[i] for i in ids[0])]
-        )
+        assert all(r["brand"] not in HEAD for r in body["results"][: sum(after.rerank.is_tail[i] for i in ids[0])])
     finally:
-        mlflow_client.set_model_version_tag(
-            settings.model_name, before.version, "serving.rerank.min_tail_share", "0"
-        )
+        mlflow_client.set_model_version_tag(settings.model_name, before.version, "serving.rerank.min_tail_share", "0")
         _wait(lambda: client.get("/version", headers=AUTH).json()["rerank"]["min_tail_share"] == 0.0)
 
 
@@ -737,8 +719,7 @@ def test_shutdown_writes_every_queued_impression(serving_world):
     app.state.service.impressions.flush_seconds = 3600  # the timer never fires: only the shutdown writes
     with TestClient(app) as client:
         ids = [
-            client.get("/recommendations/bob", params={"k": 2}, headers=AUTH).json()["impression_id"]
-            for _ in range(5)
+            client.get("/recommendations/bob", params={"k": 2}, headers=AUTH).json()["impression_id"] for _ in range(5)
         ]
         assert app.state.service.impressions.pending == 5
     assert service.watcher.current() is not None  # a watcher the app did not build is left running
@@ -768,9 +749,7 @@ def test_champion_swap_under_a_stream_of_requests_drops_none(serving_world):
             if n == 0:
                 got = client.get("/recommendations/alice", params={"k": 5}, headers=AUTH)
             else:
-                got = client.post(
-                    "/search", json={"query": "blue scarf", "k": 5, "user_id": "bob"}, headers=AUTH
-                )
+                got = client.post("/search", json={"query": "blue scarf", "k": 5, "user_id": "bob"}, headers=AUTH)
             seen[n].append((got.status_code, got.json().get("model_version", "")))
 
     threads = [threading.Thread(target=stream, args=(n,)) for n in (0, 1)]
@@ -886,8 +865,11 @@ def test_load_version_refuses_a_version_without_digests(serving_world):
     settings = serving_world["settings"]
     version = _register(settings, serving_world["folder"], {"gate.status": "passed"}, promote=False)
     c = make_client(settings)
-    tags = {k: v for k, v in c.get_model_version(settings.model_name, version).tags.items()
-            if not k.startswith("artifact.sha256")}
+    tags = {
+        k: v
+        for k, v in c.get_model_version(settings.model_name, version).tags.items()
+        if not k.startswith("artifact.sha256")
+    }
     with pytest.raises(IntegrityError, match="no artifact digests"):
         load_version(c, settings.model_name, version, tags)
 
@@ -1037,13 +1019,25 @@ def test_a_real_uvicorn_server_under_concurrent_load_and_a_rollback_answers_no_5
     settings, v1 = cold_world["settings"], cold_world["v1"]
     mlflow_client = make_client(settings)
     reg.promote(mlflow_client, settings.model_name, v1)
-    v4 = _register(settings, _save_model(tmp_path / "model_v4", _catalogue(), bias_seed=4),
-                   {"gate.status": "passed"}, promote=False)
+    v4 = _register(
+        settings,
+        _save_model(tmp_path / "model_v4", _catalogue(), bias_seed=4),
+        {"gate.status": "passed"},
+        promote=False,
+    )
     port, log_path = _free_port(), tmp_path / "server.log"
-    env = {**os.environ, **ENV, "VETTED_HOME": str(settings.home), "MLFLOW_TRACKING_URI": settings.tracking_uri,
-           "VETTED_DEMO": "", "PYTHONPATH": os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")])}
-    code = ("import logging; logging.basicConfig(level=logging.DEBUG); from ml.config import Settings; "
-            f"from ml.serving.app import serve; serve(Settings.from_env(), port={port}, poll_seconds={POLL})")
+    env = {
+        **os.environ,
+        **ENV,
+        "VETTED_HOME": str(settings.home),
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "VETTED_DEMO": "",
+        "PYTHONPATH": os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")]),
+    }
+    code = (
+        "import logging; logging.basicConfig(level=logging.DEBUG); from ml.config import Settings; "
+        f"from ml.serving.app import serve; serve(Settings.from_env(), port={port}, poll_seconds={POLL})"
+    )
     raw = "rawshopper-4d2c"
     with log_path.open("w") as fh:
         proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=fh, stderr=subprocess.STDOUT)

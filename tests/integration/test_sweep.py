@@ -27,14 +27,22 @@ from ml.registry.sweep import ORPHAN_FILE, sweep
 from ml.registry.tracking import RUN_DIR_TAG, configure
 
 ROOT = Path(__file__).resolve().parents[2]
-_HOLDER = ("import sys, time\nfrom pathlib import Path\nfrom ml.pipeline.lease import stage_lease\n"
-           "with stage_lease(Path(sys.argv[1]), sys.argv[2]):\n    print('held', flush=True)\n    time.sleep(600)\n")
+_HOLDER = (
+    "import sys, time\nfrom pathlib import Path\nfrom ml.pipeline.lease import stage_lease\n"
+    "with stage_lease(Path(sys.argv[1]), sys.argv[2]):\n    print('held', flush=True)\n    time.sleep(600)\n"
+)
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
 
 def _lease(**kw) -> leases.Lease:
-    base = {"stage": "train", "pid": 4242, "host": "here", "process_start": "1000", "since": NOW.isoformat(),
-            "token": "t"}
+    base = {
+        "stage": "train",
+        "pid": 4242,
+        "host": "here",
+        "process_start": "1000",
+        "since": NOW.isoformat(),
+        "token": "t",
+    }
     return leases.Lease(**{**base, **kw})
 
 
@@ -67,8 +75,13 @@ def test_a_stage_lease_is_released_on_an_exception_nests_and_never_removes_a_lat
 
 
 def _hold(run_dir: Path, stage: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(run_dir), stage], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(run_dir), stage],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.stdout.readline().strip() == "held", "the lease holder did not start"
     return proc
 
@@ -86,8 +99,16 @@ def world(vetted_home):
         run = client.create_run(experiment, tags={RUN_DIR_TAG: str(run_dir)})
         version = None
         if with_version:
-            version = str(reg.register(client, settings.model_name, str(run_dir), run.info.run_id,
-                                       {"gate.status": "pending"}, "Gate not run yet.").version)
+            version = str(
+                reg.register(
+                    client,
+                    settings.model_name,
+                    str(run_dir),
+                    run.info.run_id,
+                    {"gate.status": "pending"},
+                    "Gate not run yet.",
+                ).version
+            )
         return run_dir, _hold(run_dir, stage), run.info.run_id, version
 
     yield settings, client, run_folder
@@ -133,7 +154,9 @@ def test_vetted_run_settles_dead_runs_before_it_starts(world):
     _kill(holder)
     lines = []
     with pytest.raises(SourceNotFoundError):  # the new run itself stops at once: only the sweep matters here
-        cli.run_chain(settings, RunConfig(source="coat", path=str(run_dir / "absent")), echo=lambda s, **_: lines.append(s))
+        cli.run_chain(
+            settings, RunConfig(source="coat", path=str(run_dir / "absent")), echo=lambda s, **_: lines.append(s)
+        )
     assert lines[0].startswith("Settled a dead run first: killed-in-train: the train stage died")
     assert client.get_run(run_id).info.status == "FAILED"
     assert "train stage died" in client.get_run(run_id).data.tags["vetted.orphan"]

@@ -36,8 +36,10 @@ def _admin():
     try:
         return psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as err:
-        pytest.skip(f"PostgreSQL at {POSTGRES} is not reachable ({' '.join(str(err).split())[:200]}); "
-                    "the services tests need it")
+        pytest.skip(
+            f"PostgreSQL at {POSTGRES} is not reachable ({' '.join(str(err).split())[:200]}); "
+            "the services tests need it"
+        )
 
 
 @pytest.fixture

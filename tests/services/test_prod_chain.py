@@ -29,8 +29,16 @@ def test_the_chain_runs_on_postgresql_and_redis(prod_env, redis_space, lenient_p
 
     settings = Settings.from_env()
     assert settings.profile == "prod" and settings.feast_project == redis_space.project
-    config = RunConfig(source="synthetic", n_users=400, n_items=200, epochs=1, max_steps=6, batch_size=64,
-                       slice_reports=False, policy=lenient_policy)
+    config = RunConfig(
+        source="synthetic",
+        n_users=400,
+        n_items=200,
+        epochs=1,
+        max_steps=6,
+        batch_size=64,
+        slice_reports=False,
+        policy=lenient_policy,
+    )
     summary = run_chain(settings, config, echo=lambda *a, **k: None)
 
     assert summary["gate"]["status"] == "passed"
@@ -41,17 +49,28 @@ def test_the_chain_runs_on_postgresql_and_redis(prod_env, redis_space, lenient_p
     mlflow_dsn = prod_env["MLFLOW_TRACKING_URI"]
     assert _rows(mlflow_dsn, "SELECT count(*) FROM runs")[0][0] >= 1
     assert (settings.model_name, int(version)) in _rows(mlflow_dsn, "SELECT name, version FROM model_versions")
-    aliases = dict(_rows(mlflow_dsn, "SELECT alias, version FROM registered_model_aliases WHERE name = %s",
-                         settings.model_name))
+    aliases = dict(
+        _rows(mlflow_dsn, "SELECT alias, version FROM registered_model_aliases WHERE name = %s", settings.model_name)
+    )
     assert aliases["champion"] == int(version)
-    tags = dict(_rows(mlflow_dsn, "SELECT key, value FROM model_version_tags WHERE name = %s AND version = %s",
-                      settings.model_name, int(version)))
+    tags = dict(
+        _rows(
+            mlflow_dsn,
+            "SELECT key, value FROM model_version_tags WHERE name = %s AND version = %s",
+            settings.model_name,
+            int(version),
+        )
+    )
     assert tags["gate.status"] == "passed" and tags["privacy.dp"] == "true"
 
     # Feast: the registry's tables are in PostgreSQL, under this test's project
     feast_dsn = prod_env["VETTED_POSTGRES_DSN"]
-    views = {r[0] for r in _rows(feast_dsn, "SELECT feature_view_name FROM feature_views WHERE project_id = %s",
-                                 settings.feast_project)}
+    views = {
+        r[0]
+        for r in _rows(
+            feast_dsn, "SELECT feature_view_name FROM feature_views WHERE project_id = %s", settings.feast_project
+        )
+    }
     assert {"user_recent_items", "user_activity", "item_features"} <= views
     # ...and nothing fell back to the local profile's SQLite files
     assert not (settings.feast_dir / "online.db").exists() and not (settings.feast_dir / "registry.db").exists()

@@ -17,8 +17,11 @@ pytestmark = pytest.mark.services
 def test_tables_in_postgres(postgres_db):
     url = write_shop(postgres_db("sqlsource"))
     with sa.create_engine(url).connect() as conn:  # pandas writes a zoned time as timestamptz
-        kind = conn.execute(sa.text("SELECT data_type FROM information_schema.columns "
-                                    "WHERE table_name = 'events' AND column_name = 'ts'")).scalar()
+        kind = conn.execute(
+            sa.text(
+                "SELECT data_type FROM information_schema.columns WHERE table_name = 'events' AND column_name = 'ts'"
+            )
+        ).scalar()
     assert kind == "timestamp with time zone"
     check_shop(url)
 
@@ -41,7 +44,9 @@ def test_a_schema_of_its_own_and_naive_times_in_chunks(postgres_db, tmp_path):
     seen = []
     original = shop.contract_chunk
     try:
-        shop.contract_chunk = lambda table, chunk, opts: seen.append((table, len(chunk))) or original(table, chunk, opts)
+        shop.contract_chunk = lambda table, chunk, opts: (
+            seen.append((table, len(chunk))) or original(table, chunk, opts)
+        )
         check_shop(url, str(options))
     finally:
         shop.contract_chunk = original

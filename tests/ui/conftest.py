@@ -70,14 +70,33 @@ def small_chain(tmp_path_factory) -> Chain:
     folder = tmp_path_factory.mktemp("ui-chain")
     home = folder / "home"
     policy = write_lenient_policy(folder / "lenient.yaml")
-    args = ["--source", SMALL_RUN["source"], "--n-users", str(SMALL_RUN["n_users"]),
-            "--n-items", str(SMALL_RUN["n_items"]), "--epochs", str(SMALL_RUN["epochs"]),
-            "--max-steps", str(SMALL_RUN["max_steps"]), "--batch-size", str(SMALL_RUN["batch_size"]),
-            "--no-slice-reports", "--policy", policy]
+    args = [
+        "--source",
+        SMALL_RUN["source"],
+        "--n-users",
+        str(SMALL_RUN["n_users"]),
+        "--n-items",
+        str(SMALL_RUN["n_items"]),
+        "--epochs",
+        str(SMALL_RUN["epochs"]),
+        "--max-steps",
+        str(SMALL_RUN["max_steps"]),
+        "--batch-size",
+        str(SMALL_RUN["batch_size"]),
+        "--no-slice-reports",
+        "--policy",
+        policy,
+    ]
     log = folder / "chain.log"
     with log.open("wb") as out:
-        done = subprocess.run([sys.executable, "-m", "ml.cli", "run", *args], env=clean_env(home), cwd=folder,
-                              stdout=out, stderr=subprocess.STDOUT, timeout=CHAIN_TIMEOUT_S)
+        done = subprocess.run(
+            [sys.executable, "-m", "ml.cli", "run", *args],
+            env=clean_env(home),
+            cwd=folder,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=CHAIN_TIMEOUT_S,
+        )
     assert done.returncode == 0, f"vetted run failed ({log}):\n{log.read_text(errors='replace')[-4000:]}"
     summaries = sorted((home / "runs").glob("*/summary.json"))
     assert summaries, f"vetted run wrote no summary.json under {home / 'runs'}"
@@ -90,9 +109,23 @@ def mlflow_ui(small_chain, tmp_path_factory) -> Iterator[MlflowUI]:
     port = free_port()
     tracking = f"sqlite:///{small_chain.home / 'mlflow.db'}"
     log = tmp_path_factory.mktemp("ui-mlflow") / "mlflow.log"
-    server = Server("mlflow server", [str(BIN / "mlflow"), "server", "--backend-store-uri", tracking,
-                                      "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                    clean_env(small_chain.home), log).start()
+    server = Server(
+        "mlflow server",
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            tracking,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        clean_env(small_chain.home),
+        log,
+    ).start()
     url = f"http://127.0.0.1:{port}"
     try:
         server.wait_until("answers /health", lambda: httpx.get(f"{url}/health", timeout=5).status_code == 200, 300)
@@ -111,42 +144,46 @@ def airflow_ui(tmp_path_factory) -> Iterator[AirflowUI]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = clean_env(home)
-    env.update({
-        "AIRFLOW_HOME": str(folder / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        # named as the Makefile's `airflow` target names it: each task is a process of its own, and a stage that
-        # does not point MLflow at the home's store itself would otherwise read MLflow's default store
-        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-        # 2 cores: few task slots, one API worker (the Makefile's `airflow` target does the same)
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2",
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": url,
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
-        # a task's calls to the API server wait and retry longer than the defaults (5 s, 5 tries): on 2 busy cores
-        # a run's first task was killed when its start call timed out
-        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
-        "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
-        "AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS": "10",
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        # paused at creation, and no cron runs: unpausing recsys_training would otherwise start last
-        # Monday's full-size scheduled run beside the test's small one
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(folder / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            # named as the Makefile's `airflow` target names it: each task is a process of its own, and a stage that
+            # does not point MLflow at the home's store itself would otherwise read MLflow's default store
+            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+            # 2 cores: few task slots, one API worker (the Makefile's `airflow` target does the same)
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2",
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+            # a task's calls to the API server wait and retry longer than the defaults (5 s, 5 tries): on 2 busy cores
+            # a run's first task was killed when its start call timed out
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+            "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
+            "AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS": "10",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            # paused at creation, and no cron runs: unpausing recsys_training would otherwise start last
+            # Monday's full-size scheduled run beside the test's small one
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        }
+    )
     server = Server("airflow standalone", [str(BIN / "airflow"), "standalone"], env, folder / "airflow.log").start()
     ui = AirflowUI(url=url, home=home, env=env, server=server)
 
     def healthy() -> bool:
         health = httpx.get(f"{url}/api/v2/monitor/health", timeout=10).json()
-        return all(health.get(part, {}).get("status") == "healthy"
-                   for part in ("metadatabase", "scheduler", "triggerer", "dag_processor"))
+        return all(
+            health.get(part, {}).get("status") == "healthy"
+            for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        )
 
     def parsed() -> bool:
         return any(d["dag_id"] == "recsys_training" for d in ui.json("/dags?limit=100")["dags"])

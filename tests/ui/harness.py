@@ -1,6 +1,5 @@
 """Pieces of the UI tests: the browser, servers in their own process groups, waiting, a lenient policy."""
 
-
 from __future__ import annotations
 
 import os
@@ -25,8 +24,15 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 FAILURES = Path(tempfile.gettempdir()) / "vetted-ui-failures"
 # the chain small enough for 2 CPU cores: 400 shoppers, 6 DP steps, no per-slice reports
-SMALL_RUN = {"source": "synthetic", "n_users": 400, "n_items": 200, "epochs": 1, "max_steps": 6, "batch_size": 64,
-             "slice_reports": False}
+SMALL_RUN = {
+    "source": "synthetic",
+    "n_users": 400,
+    "n_items": 200,
+    "epochs": 1,
+    "max_steps": 6,
+    "batch_size": 64,
+    "slice_reports": False,
+}
 # a small chain takes minutes on 2 busy cores; one that has not reached its end in 20 is taken as hung
 CHAIN_TIMEOUT_S = 1200
 
@@ -36,8 +42,10 @@ def browser_binaries() -> tuple[str, str]:
     driver = shutil.which("chromedriver")
     if not chromium or not driver:
         missing = " and ".join(n for n, p in (("chromium", chromium), ("chromedriver", driver)) if not p)
-        pytest.skip(f"{missing} not installed: the UI tests need a browser "
-                    "(`apt-get install chromium chromium-driver`, as .ci/run does)")
+        pytest.skip(
+            f"{missing} not installed: the UI tests need a browser "
+            "(`apt-get install chromium chromium-driver`, as .ci/run does)"
+        )
     try:
         import selenium  # noqa: F401
     except ImportError:
@@ -52,8 +60,14 @@ def new_browser() -> Any:
     chromium, chromedriver = browser_binaries()
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1600",
-                "--disable-gpu", "--no-first-run"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1600",
+        "--disable-gpu",
+        "--no-first-run",
+    ):
         options.add_argument(arg)
     # the driver is named: Selenium Manager would otherwise try to download one
     driver = webdriver.Chrome(options=options, service=Service(chromedriver))
@@ -104,8 +118,14 @@ class Server:
 
     def start(self) -> Server:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.command, env=self.env, cwd=self.log.parent, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.command,
+                env=self.env,
+                cwd=self.log.parent,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         _stop_on_sigterm(self)
         return self
 
@@ -170,11 +190,19 @@ def _stop_all_and_exit(signum: int, frame: Any) -> None:
 
 def clean_env(home: Path) -> dict[str, str]:
     """This process's environment without Airflow's or MLflow's settings, the chain's home at `home`."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIRFLOW", "MLFLOW_", "VETTED_"))}
-    env.update({"VETTED_HOME": str(home), "VETTED_DEMO": "1", "PYTHONPATH": str(ROOT),
-                "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                "TOKENIZERS_PARALLELISM": "false", "TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS": ""})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_", "VETTED_"))}
+    env.update(
+        {
+            "VETTED_HOME": str(home),
+            "VETTED_DEMO": "1",
+            "PYTHONPATH": str(ROOT),
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS": "",
+        }
+    )
     return env
 
 
@@ -223,8 +251,9 @@ class AirflowUI:
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         if not self._token:
             self._token = httpx.get(f"{self.url}/auth/token", timeout=30).json()["access_token"]
-        return httpx.request(method, f"{self.url}/api/v2{path}", headers={"Authorization": f"Bearer {self._token}"},
-                             timeout=60, **kwargs)
+        return httpx.request(
+            method, f"{self.url}/api/v2{path}", headers={"Authorization": f"Bearer {self._token}"}, timeout=60, **kwargs
+        )
 
     def json(self, path: str) -> Any:
         response = self.api("GET", path)
@@ -242,11 +271,14 @@ class AirflowUI:
             content = self.json(f"{base}/logs/{tries}?full_content=true").get("content") or []
         except (AssertionError, httpx.HTTPError, KeyError) as err:
             return f"(no log: {err})"
-        lines = [" ".join(str(e.get(k, "")) for k in ("timestamp", "level", "event", "error_detail") if e.get(k))
-                 if isinstance(e, dict) else str(e) for e in content]
+        lines = [
+            " ".join(str(e.get(k, "")) for k in ("timestamp", "level", "event", "error_detail") if e.get(k))
+            if isinstance(e, dict)
+            else str(e)
+            for e in content
+        ]
         return "\n".join(lines)[-chars:]
 
     def task_states(self, run_id: str, dag_id: str = "recsys_training") -> dict[str, str | None]:
         tis = self.json(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
         return {t["task_id"]: t["state"] for t in tis}
-

@@ -32,6 +32,7 @@ BEFORE_GATE = ("prepare", "ingest", "features", "train", "evaluate", "register",
 # ---------------------------------------------------------------------------------------------------
 # the page's pieces (Airflow 3.3's React UI: Chakra components, Monaco for the JSON conf)
 
+
 def open_trigger_form(driver, ui: AirflowUI) -> Any:
     """The DAG page's Trigger dialog, its Run Parameters expanded; returns the dialog element."""
     from selenium.webdriver.common.by import By
@@ -92,8 +93,10 @@ def set_field(driver, name: str, value: str) -> None:
         time.sleep(0.5)
         if driver.find_element(By.NAME, f"element_{name}").get_attribute("value") == value:
             return
-    pytest.fail(f"the form's {name} field holds "
-                f"{driver.find_element(By.NAME, f'element_{name}').get_attribute('value')!r}, not {value!r}")
+    pytest.fail(
+        f"the form's {name} field holds "
+        f"{driver.find_element(By.NAME, f'element_{name}').get_attribute('value')!r}, not {value!r}"
+    )
 
 
 def set_switch(driver, name: str, on: bool) -> None:
@@ -114,8 +117,7 @@ def set_conf_json(driver, dialog, text: str) -> None:
     from selenium.webdriver.common.keys import Keys
 
     _button(dialog, "Advanced Options").click()
-    lines = wait_for("the Configuration JSON editor",
-                     lambda: _clickable(driver, ".monaco-editor .view-lines"), 60, 1)
+    lines = wait_for("the Configuration JSON editor", lambda: _clickable(driver, ".monaco-editor .view-lines"), 60, 1)
     lines.click()
     ActionChains(driver).key_down(Keys.CONTROL).send_keys("a").key_up(Keys.CONTROL).send_keys(Keys.DELETE).perform()
     for char in text:  # one key at a time: Monaco drops keys sent faster than it handles them on a busy machine
@@ -127,6 +129,7 @@ def set_conf_json(driver, dialog, text: str) -> None:
 
 def new_run(ui: AirflowUI, before: set[str], timeout: float = 60) -> dict[str, Any]:
     """The one DAG run created since `before` (the set of run ids seen earlier)."""
+
     def created():
         fresh = [r for r in ui.runs() if r["dag_run_id"] not in before]
         return fresh[0] if len(fresh) == 1 else None
@@ -220,8 +223,9 @@ def run_at_review(airflow_ui, tmp_path_factory) -> dict[str, Any]:
     finally:
         driver.quit()
     conf = run["conf"]
-    assert {k: conf[k] for k in ("n_users", "n_items", "epochs", "max_steps", "batch_size", "slice_reports")} == \
-        {k: SMALL_RUN[k] for k in ("n_users", "n_items", "epochs", "max_steps", "batch_size", "slice_reports")}
+    assert {k: conf[k] for k in ("n_users", "n_items", "epochs", "max_steps", "batch_size", "slice_reports")} == {
+        k: SMALL_RUN[k] for k in ("n_users", "n_items", "epochs", "max_steps", "batch_size", "slice_reports")
+    }
     assert conf["policy"] == policy and conf["require_approval"] is True
 
     run_id = run["dag_run_id"]

@@ -22,16 +22,23 @@ def _version_page(driver, mlflow_ui, name: str, version: str) -> Any:
     from selenium.webdriver.common.by import By
 
     driver.get(f"{mlflow_ui.url}/#/models/{name}/versions/{version}")
-    return wait_for("the rendered model card", lambda: [
-        e for e in driver.find_elements(By.CSS_SELECTOR, "[data-testid=note-editor-preview-content]")
-        if "Model card" in e.text], 120, 1)[0]
+    return wait_for(
+        "the rendered model card",
+        lambda: [
+            e
+            for e in driver.find_elements(By.CSS_SELECTOR, "[data-testid=note-editor-preview-content]")
+            if "Model card" in e.text
+        ],
+        120,
+        1,
+    )[0]
 
 
 def _text_after(body: str, label: str, lines: int = 4) -> str:
     rows = body.splitlines()
     at = next((i for i, row in enumerate(rows) if row.strip() == label), None)
     assert at is not None, f"no {label!r} on the page"
-    return "\n".join(rows[at + 1:at + 1 + lines])
+    return "\n".join(rows[at + 1 : at + 1 + lines])
 
 
 def test_the_version_page_shows_the_card_tags_and_alias(browser, small_chain, mlflow_ui):
@@ -50,8 +57,11 @@ def test_the_version_page_shows_the_card_tags_and_alias(browser, small_chain, ml
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "champion" in _text_after(body, "Aliases"), "the champion alias is not shown on the version"
     # the tags table: the gate's status and policy, each beside its value
-    rows = {r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[1].text
-            for r in browser.find_elements(By.CSS_SELECTOR, "table tr") if len(r.find_elements(By.TAG_NAME, "td")) >= 2}
+    rows = {
+        r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[1].text
+        for r in browser.find_elements(By.CSS_SELECTOR, "table tr")
+        if len(r.find_elements(By.TAG_NAME, "td")) >= 2
+    }
     assert rows.get("gate.status") == "passed", f"gate.status not shown as passed: {rows.get('gate.status')!r}"
     assert rows.get("gate.policy", "").startswith("lenient@"), "gate.policy is not shown"
 
@@ -65,27 +75,39 @@ def test_the_cards_links_open_the_run_and_its_reports(browser, small_chain, mlfl
     assert reports, "the chain wrote no reports"
     card = _version_page(browser, mlflow_ui, name, version)
     links = {a.text: a.get_dom_attribute("href") for a in card.find_elements(By.TAG_NAME, "a")}
-    assert links, ("the rendered card has no links at all (its Reports section is missing from the description: "
-                   "cut to the registry's length limit?)")
+    assert links, (
+        "the rendered card has no links at all (its Reports section is missing from the description: "
+        "cut to the registry's length limit?)"
+    )
 
-    run_links = [href for href in links.values() if href and href.startswith("#/experiments/") and "/runs/" in href
-                 and "artifactPath" not in href]
+    run_links = [
+        href
+        for href in links.values()
+        if href and href.startswith("#/experiments/") and "/runs/" in href and "artifactPath" not in href
+    ]
     assert run_links, f"no link to the MLflow run among {links}"
     for label, filename in reports.items():
-        hrefs = [href for text, href in links.items() if f"reports/{filename}" in text or (href or "").endswith(
-            f"reports/{filename}")]
+        hrefs = [
+            href
+            for text, href in links.items()
+            if f"reports/{filename}" in text or (href or "").endswith(f"reports/{filename}")
+        ]
         assert hrefs, f"the card has no link to the {label} report ({filename}); links: {links}"
         href = hrefs[0]
         assert href.startswith("#/experiments/") and f"/artifactPath/reports/{filename}" in href, (
-            f"the {label} report's link {href!r} is not a link inside the MLflow UI to the run's artifact")
+            f"the {label} report's link {href!r} is not a link inside the MLflow UI to the run's artifact"
+        )
 
     # each link, clicked on the page, opens what it names (MLflow opens a description's links in a new tab)
     card = _version_page(browser, mlflow_ui, name, version)
     page = browser.current_window_handle
     for label, filename in [("MLflow run", None), *reports.items()]:
-        anchor = next(a for a in card.find_elements(By.TAG_NAME, "a")
-                      if (filename is None and a.get_dom_attribute("href") == run_links[0])
-                      or (filename is not None and (a.get_dom_attribute("href") or "").endswith(f"reports/{filename}")))
+        anchor = next(
+            a
+            for a in card.find_elements(By.TAG_NAME, "a")
+            if (filename is None and a.get_dom_attribute("href") == run_links[0])
+            or (filename is not None and (a.get_dom_attribute("href") or "").endswith(f"reports/{filename}"))
+        )
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", anchor)
         known = set(browser.window_handles)
         anchor.click()
@@ -107,8 +129,12 @@ def _check_opened(browser, label: str, filename: str | None) -> None:
     if filename is None:
         wait_for("the run page", lambda: "/runs/" in browser.current_url and "Artifacts" in body(), 60, 1)
         return
-    wait_for(f"the {label} report's artifact view", lambda: browser.current_url.endswith(
-        f"artifactPath/reports/{filename}") and f"reports/{filename}" in body(), 60, 1)
+    wait_for(
+        f"the {label} report's artifact view",
+        lambda: browser.current_url.endswith(f"artifactPath/reports/{filename}") and f"reports/{filename}" in body(),
+        60,
+        1,
+    )
     frame = wait_for("the report's frame", lambda: browser.find_elements(By.CSS_SELECTOR, "iframe"), 60, 1)[0]
     browser.switch_to.frame(frame)
     try:

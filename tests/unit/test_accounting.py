@@ -23,9 +23,9 @@ Q, STEPS = 0.085, 60
 
 def _counts(sequences, n_items, per_user, sigma, rng, noise=None):
     """The released transition counts as ml.privacy.transitions builds them: capped pairs, then noise."""
-    return noisy_counts(capped_pairs(sequences, n_items, per_user, rng), n_items, per_user, sigma,
-                        rng if noise is None else noise)
-
+    return noisy_counts(
+        capped_pairs(sequences, n_items, per_user, rng), n_items, per_user, sigma, rng if noise is None else noise
+    )
 
 
 def test_default_delta_is_below_one_over_n():
@@ -103,9 +103,7 @@ def test_counts_without_noise_by_hand():
 
 
 def test_a_repeated_pair_counts_once_per_shopper():
-    counts = _counts(
-        [[0, 1, 0, 1, 0, 1]], 2, per_user=10, sigma=None, rng=np.random.default_rng(0)
-    )
+    counts = _counts([[0, 1, 0, 1, 0, 1]], 2, per_user=10, sigma=None, rng=np.random.default_rng(0))
     np.testing.assert_array_equal(counts, np.array([[0, 1], [1, 0]], dtype=np.float32))
 
 
@@ -156,15 +154,25 @@ def test_capped_pairs_then_noisy_counts_are_the_transition_counts():
 
 
 def _sgd(noise_multiplier: float = 1.2, steps: int = STEPS) -> dict:
-    return {"noise_multiplier": noise_multiplier, "max_grad_norm": 1.0, "sample_rate": Q, "steps": steps,
-            "accountant": "rdp", "epsilon_sgd": composed_epsilon(noise_multiplier, Q, steps, None, DELTA),
-            "delta": DELTA, "clipping": "ghost (per shopper)", "examples_per_user": 1, "secure_rng": False,
-            "noise_source": "torch generator seeded with 7"}
+    return {
+        "noise_multiplier": noise_multiplier,
+        "max_grad_norm": 1.0,
+        "sample_rate": Q,
+        "steps": steps,
+        "accountant": "rdp",
+        "epsilon_sgd": composed_epsilon(noise_multiplier, Q, steps, None, DELTA),
+        "delta": DELTA,
+        "clipping": "ghost (per shopper)",
+        "examples_per_user": 1,
+        "secure_rng": False,
+        "noise_source": "torch generator seeded with 7",
+    }
 
 
 def test_without_dp_the_record_says_so_and_logs_no_privacy_metric():
-    record = privacy_record(None, None, n_users=10, secure=False, target_epsilon=8.0, pairs_per_user=8,
-                            with_transitions=False)
+    record = privacy_record(
+        None, None, n_users=10, secure=False, target_epsilon=8.0, pairs_per_user=8, with_transitions=False
+    )
     assert record == {"dp": False, "unit": "none", "n_users": 10, "secure_rng": False}
     assert privacy_metrics(record) == {}
 
@@ -172,14 +180,17 @@ def test_without_dp_the_record_says_so_and_logs_no_privacy_metric():
 def test_the_record_composes_both_mechanisms_at_the_steps_taken():
     plan = plan_budget(8.0, DELTA, Q, STEPS, 0.3, 8)
     sgd = _sgd(plan.noise_multiplier, steps=STEPS // 2)  # an early stop spends less than planned
-    record = privacy_record(plan, sgd, n_users=500, secure=False, target_epsilon=8.0, pairs_per_user=8,
-                            with_transitions=True)
-    assert record["epsilon"] == pytest.approx(composed_epsilon(plan.noise_multiplier, Q, STEPS // 2,
-                                                               plan.transitions_sigma, DELTA))
+    record = privacy_record(
+        plan, sgd, n_users=500, secure=False, target_epsilon=8.0, pairs_per_user=8, with_transitions=True
+    )
+    assert record["epsilon"] == pytest.approx(
+        composed_epsilon(plan.noise_multiplier, Q, STEPS // 2, plan.transitions_sigma, DELTA)
+    )
     assert sgd["epsilon_sgd"] < record["epsilon"] < 8.0 + 1e-6
     assert [m["epsilon_alone"] for m in record["mechanisms"]] == [sgd["epsilon_sgd"], plan.epsilon_transitions]
     assert "epsilon_sgd" not in record and record["steps"] == STEPS // 2
     assert privacy_metrics(record)["privacy.epsilon"] == record["epsilon"]
-    alone = privacy_record(plan, sgd, n_users=500, secure=False, target_epsilon=8.0, pairs_per_user=8,
-                           with_transitions=False)
+    alone = privacy_record(
+        plan, sgd, n_users=500, secure=False, target_epsilon=8.0, pairs_per_user=8, with_transitions=False
+    )
     assert len(alone["mechanisms"]) == 1

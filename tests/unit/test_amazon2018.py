@@ -24,8 +24,7 @@ def write_folder(folder: Path, valid: list[tuple], test: list[tuple], items: dic
     folder.mkdir(parents=True, exist_ok=True)
     ids = {str(i) for _, h, t in valid + test for i in [*h, t]}
     items = items or {
-        i: {"title": f"item {i}", "description": f"['about {i}']", "brand": "B", "categories": ""}
-        for i in ids
+        i: {"title": f"item {i}", "description": f"['about {i}']", "brand": "B", "categories": ""} for i in ids
     }
     (folder / "Shop.item.json").write_text(json.dumps(items))
     for name, rows in (("Shop.valid.csv", valid), ("Shop.test.csv", test)):
@@ -63,10 +62,7 @@ def test_clean_description_joins_the_stringified_list_and_collapses_whitespace()
 
 def test_clean_description_survives_broken_quoting_and_html():
     # an apostrophe inside single quotes: not a Python literal, as in 16 items of the real file
-    assert (
-        clean_description("['LulzBot's TAZ printer', 'Second <br />part']")
-        == "LulzBot's TAZ printer Second part"
-    )
+    assert clean_description("['LulzBot's TAZ printer', 'Second <br />part']") == "LulzBot's TAZ printer Second part"
 
 
 def test_items_keep_index_ids_and_empty_categories(tmp_path):
@@ -149,9 +145,7 @@ def test_timestamps_increase_along_each_sequence(tmp_path):
     valid = [("A", list(range(10)), 10), ("A", list(range(1, 11)), 11)]
     test = [("A", list(range(2, 12)), 12), ("A", list(range(3, 13)), 13)]
     raw = amazon2018.load(write_folder(tmp_path, valid, test))
-    events = raw.events.assign(pos=raw.events["event_id"].str.split("-").str[1].astype(int)).sort_values(
-        "pos"
-    )
+    events = raw.events.assign(pos=raw.events["event_id"].str.split("-").str[1].astype(int)).sort_values("pos")
     assert events["ts"].is_monotonic_increasing and events["ts"].is_unique
     assert (events["ts"] < raw.split_time).sum() == 12
 
@@ -292,18 +286,32 @@ def transition_ndcg(sequences: dict[str, list[str]], rows: list[tuple[str, tuple
 
 def test_the_development_split_holds_out_each_shoppers_last_item_before_the_test_period(tmp_path):
     valid = [("A", [1], 2), ("A", [1, 2], 3), ("B", [5], 6), ("C", [7], 8)]
-    test = [("A", [1, 2, 3], 91), ("A", [1, 2, 3, 91], 92),  # a valid shopper's test rows
-            ("D", [10, 11, 12], 93), ("D", [10, 11, 12, 93], 94),  # a shopper first seen in the test file
-            ("E", [], 95),  # no item before the test period
-            ("F", list(range(20, 32)), 96)]  # 12 items before the test period: longer than one row's history
+    test = [
+        ("A", [1, 2, 3], 91),
+        ("A", [1, 2, 3, 91], 92),  # a valid shopper's test rows
+        ("D", [10, 11, 12], 93),
+        ("D", [10, 11, 12, 93], 94),  # a shopper first seen in the test file
+        ("E", [], 95),  # no item before the test period
+        ("F", list(range(20, 32)), 96),
+    ]  # 12 items before the test period: longer than one row's history
     real = amazon2018.load(write_folder(tmp_path / "real", valid, test))
     dev = amazon2018.load(amazon2018.development_split(tmp_path / "real", tmp_path / "dev"))
     f = [str(i) for i in range(20, 32)]
     # each shopper's sequence before the test period, its last item held out as the one case
-    assert before_split(real) == {"A": ["1", "2", "3"], "B": ["5", "6"], "C": ["7", "8"],
-                                  "D": ["10", "11", "12"], "F": f}
-    assert sorted(cases(dev)) == [("A", ("1", "2"), "3"), ("B", ("5",), "6"), ("C", ("7",), "8"),
-                                  ("D", ("10", "11"), "12"), ("F", tuple(f[:-1][-10:]), f[-1])]
+    assert before_split(real) == {
+        "A": ["1", "2", "3"],
+        "B": ["5", "6"],
+        "C": ["7", "8"],
+        "D": ["10", "11", "12"],
+        "F": f,
+    }
+    assert sorted(cases(dev)) == [
+        ("A", ("1", "2"), "3"),
+        ("B", ("5",), "6"),
+        ("C", ("7",), "8"),
+        ("D", ("10", "11"), "12"),
+        ("F", tuple(f[:-1][-10:]), f[-1]),
+    ]
     assert before_split(dev) == {"A": ["1", "2"], "B": ["5"], "C": ["7"], "D": ["10", "11"], "F": f[:-1]}
     # no test target reaches the development split, as training data or as a case
     assert not {"91", "92", "93", "94", "95", "96"} & set(dev.events["item_id"])
@@ -315,6 +323,7 @@ def test_the_development_split_keeps_a_shopper_with_one_item_as_training_data(tm
     dev = amazon2018.load(amazon2018.development_split(folder, tmp_path / "dev"))
     assert cases(dev) == [("A", ("1",), "2")]
     assert before_split(dev) == {"A": ["1"], "B": ["5"]}
+
 
 @pytest.mark.parametrize(
     ("items", "says"),

@@ -10,8 +10,9 @@ from ml.training import autosettings as a
 
 
 def _stats(**changes) -> a.CorpusStats:
-    base = dict(n_users=2560, n_items=3686, examples_quantile=8.0, examples_mean=4.1, pairs_per_user=3.9,
-                pair_count=1.0)
+    base = dict(
+        n_users=2560, n_items=3686, examples_quantile=8.0, examples_mean=4.1, pairs_per_user=3.9, pair_count=1.0
+    )
     return a.CorpusStats(**{**base, **changes})
 
 
@@ -70,23 +71,29 @@ def test_the_batch_with_the_real_accountant_fits_amazon2018_and_the_demo():
     assert a.choose_batch(16854, noise_for(16854), epochs=20, max_steps=100)[0] == 2048
 
 
-@pytest.mark.parametrize(("batch", "quantile", "layers", "expected"), [
-    (256, 8.0, 0, 8),      # 2048 / 256 = 8 slots, shoppers have 8
-    (256, 5.2, 0, 6),      # most shoppers have at most 6 (ceil 5.2): no more slots than that
-    (2048, 17.0, 0, 1),    # the demo: one per shopper
-    (4096, 11.0, 0, 1),    # more shoppers than slots: still one each
-    (100, 40.0, 0, 20),    # 2048 // 100 = 20
-    (256, 8.0, 2, 1),      # encoder layers train: one per shopper
-])
+@pytest.mark.parametrize(
+    ("batch", "quantile", "layers", "expected"),
+    [
+        (256, 8.0, 0, 8),  # 2048 / 256 = 8 slots, shoppers have 8
+        (256, 5.2, 0, 6),  # most shoppers have at most 6 (ceil 5.2): no more slots than that
+        (2048, 17.0, 0, 1),  # the demo: one per shopper
+        (4096, 11.0, 0, 1),  # more shoppers than slots: still one each
+        (100, 40.0, 0, 20),  # 2048 // 100 = 20
+        (256, 8.0, 2, 1),  # encoder layers train: one per shopper
+    ],
+)
 def test_examples_per_user_share_the_step_slots(batch, quantile, layers, expected):
     assert a.choose_examples_per_user(batch, quantile, layers)[0] == expected
 
 
-@pytest.mark.parametrize(("pair_count", "noise", "expected"), [
-    (1.0, 1.83, 1.0),   # amazon2018: 0.55 deviations, the range's bottom
-    (6.0, 2.01, 2.0),   # the demo: 2.99 deviations, the range's top
-    (3.0, 2.0, 1.5),    # in between: the ratio, to a tenth
-])
+@pytest.mark.parametrize(
+    ("pair_count", "noise", "expected"),
+    [
+        (1.0, 1.83, 1.0),  # amazon2018: 0.55 deviations, the range's bottom
+        (6.0, 2.01, 2.0),  # the demo: 2.99 deviations, the range's top
+        (3.0, 2.0, 1.5),  # in between: the ratio, to a tenth
+    ],
+)
 def test_the_floor_is_the_signal_pairs_count_in_noise_deviations(pair_count, noise, expected):
     assert a.choose_floor(pair_count, noise)[0] == expected
 
@@ -104,11 +111,19 @@ def test_resolve_fills_the_auto_settings_and_keeps_those_set_by_hand():
     assert (auto.config.batch_size, auto.config.examples_per_user) == (256, 8)
     # noise of the counts 0.5 x sqrt(8) = 1.41; pair count 1 is 0.71 deviations: floor 1
     assert auto.config.dp.transitions_floor == 1.0
-    assert {c.name: c.how for c in auto.choices} == {"batch_size": "auto", "steps": "derived",
-                                                      "examples_per_user": "auto", "dp.transitions_floor": "auto"}
+    assert {c.name: c.how for c in auto.choices} == {
+        "batch_size": "auto",
+        "steps": "derived",
+        "examples_per_user": "auto",
+        "dp.transitions_floor": "auto",
+    }
     assert auto.tags()["settings.batch_size"] == "256 (auto)"
-    hand = a.resolve(RunConfig(batch_size=64, examples_per_user=2, dp=DPConfig(transitions_floor=1.5)), _stats(),
-                     noise_of, transitions_sigma=0.5)
+    hand = a.resolve(
+        RunConfig(batch_size=64, examples_per_user=2, dp=DPConfig(transitions_floor=1.5)),
+        _stats(),
+        noise_of,
+        transitions_sigma=0.5,
+    )
     assert (hand.config.batch_size, hand.config.examples_per_user, hand.config.dp.transitions_floor) == (64, 2, 1.5)
     assert all(c.how in ("hand", "derived") for c in hand.choices)
     assert hand.tags()["settings.dp.transitions_floor"] == "1.5 (hand)"
@@ -133,8 +148,9 @@ def test_resolve_run_reads_the_budget_and_gives_a_run_without_dp_the_dp_settings
 
 
 def test_member_sequences_order_by_position_and_keep_members_and_known_items():
-    frame = pd.DataFrame({"user_id": ["b", "a", "a", "c", "a"], "position": [0, 1, 0, 0, 2],
-                          "item_id": ["x", "y", "x", "x", "zz"]})
+    frame = pd.DataFrame(
+        {"user_id": ["b", "a", "a", "c", "a"], "position": [0, 1, 0, 0, 2], "item_id": ["x", "y", "x", "x", "zz"]}
+    )
     assert a.member_sequences(frame, {"a", "b"}, {"x": 0, "y": 1}) == [[0, 1], [0]]
 
 

@@ -86,11 +86,16 @@ def test_a_group_ratio_is_min_over_max_per_resample() -> None:
 def test_gate_evidence_pairs_every_ranker_on_the_same_resamples() -> None:
     shoppers = ["a", "a", "b", "c"]
     groups = pd.DataFrame({"activity": ["heavy", "heavy", "light", "light"]})
-    ndcg = {"candidate": np.array([1.0, 0.5, 0.5, 0.0]), "bm25": np.array([0.5, 0.5, 0.5, 0.0]),
-            "popularity": np.array([1.0, 1.0, 0.5, 0.5]), "champion": np.array([1.0, 0.5, 0.0, 0.0])}
+    ndcg = {
+        "candidate": np.array([1.0, 0.5, 0.5, 0.0]),
+        "bm25": np.array([0.5, 0.5, 0.5, 0.0]),
+        "popularity": np.array([1.0, 1.0, 0.5, 0.5]),
+        "champion": np.array([1.0, 0.5, 0.0, 0.0]),
+    }
     resamples = shopper_resamples(shoppers, n_resamples=100, seed=0)
-    points, draws = gate_evidence(ndcg, groups, {"activity": ["heavy", "light"]}, resamples, best="bm25",
-                                  best_non_private="popularity")
+    points, draws = gate_evidence(
+        ndcg, groups, {"activity": ["heavy", "light"]}, resamples, best="bm25", best_non_private="popularity"
+    )
     assert points["quality.ndcg_at_10"] == pytest.approx(0.5)
     assert points["quality.best_baseline_ndcg_at_10"] == pytest.approx(0.375)
     assert points["quality.price_of_privacy"] == pytest.approx(0.5 / 0.75)

@@ -39,15 +39,20 @@ def test_the_note_links_the_full_card_when_given_its_ui_fragment():
 def test_ui_fragments_are_relative_to_the_tracking_server():
     assert run_page("3", "r1") == "#/experiments/3/runs/r1"
     assert artifact_page("3", "r1", "reports/slices/ranking_age_band_65+.html") == (
-        "#/experiments/3/runs/r1/artifactPath/reports/slices/ranking_age_band_65%2B.html")
+        "#/experiments/3/runs/r1/artifactPath/reports/slices/ranking_age_band_65%2B.html"
+    )
     for bad in ("/tmp/home/runs/x/reports/drift.html", "../other/drift.html", ""):
         with pytest.raises(ValueError, match="relative to the run's artifact root"):
             artifact_page("3", "r1", bad)
 
 
 def test_the_first_line_says_the_decision_within_the_registry_list_s_32_characters():
-    for status, words in (("failed", "FAILED"), ("rejected", "REJECTED"), ("pending", "not run"),
-                          ("pending_approval", "awaiting")):
+    for status, words in (
+        ("failed", "FAILED"),
+        ("rejected", "REJECTED"),
+        ("pending", "not run"),
+        ("pending_approval", "awaiting"),
+    ):
         line = headline(status, "vetted-recsys", "12")
         assert words in line[:32] and is_headline(line), line
     assert not is_headline("# Model card: vetted-recsys v1") and not is_headline("Gate not run yet.")

@@ -125,9 +125,7 @@ def test_shape_mismatch_and_missing_files_are_explained(tmp_path):
     with pytest.raises(SourceError, match=r"test\.ascii is 3 x 3; expected users x items = 3 x 4"):
         coat.load(folder)
     (folder / "train.ascii").unlink()
-    with pytest.raises(
-        SourceNotFoundError, match=r"missing file .*train\.ascii; expected train\.ascii, test\.ascii"
-    ):
+    with pytest.raises(SourceNotFoundError, match=r"missing file .*train\.ascii; expected train\.ascii, test\.ascii"):
         read_source("coat", folder)  # the registry adds what the source expects
     with pytest.raises(SourceNotFoundError, match=r"folder .*absent does not exist"):
         read_source("coat", str(tmp_path / "absent"))

@@ -12,31 +12,55 @@ TIERS = {"a": "head", "b": "head", "c": "tail", "d": "tail"}
 
 
 def _cases() -> pd.DataFrame:
-    return pd.DataFrame({"user_id": ["u1", "u1", "u2", "u3"], "item_id": ["a", "b", "c", "d"],
-                         "history": [["b"], ["a", "c"], ["a"], ["b", "c", "a"]]})
+    return pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2", "u3"],
+            "item_id": ["a", "b", "c", "d"],
+            "history": [["b"], ["a", "c"], ["a"], ["b", "c", "a"]],
+        }
+    )
 
 
 def _compare(candidate, baselines, learns, groups=None):
     cases = _cases()
     groups = pd.DataFrame({"activity": ["light", "heavy", "light", "heavy"]}) if groups is None else groups
-    return compare_rankings(candidate, baselines, learns, cases, 2, n_catalog=len(ITEMS),
-                            item_popularity=dict.fromkeys(ITEMS, 1.0), item_tier=TIERS, groups=groups, seed=0)
+    return compare_rankings(
+        candidate,
+        baselines,
+        learns,
+        cases,
+        2,
+        n_catalog=len(ITEMS),
+        item_popularity=dict.fromkeys(ITEMS, 1.0),
+        item_tier=TIERS,
+        groups=groups,
+        seed=0,
+    )
 
 
 def test_the_bar_is_the_best_shippable_baseline_and_every_ranker_is_kept_per_case():
     targets = [["a", "b"], ["b", "a"], ["c", "d"], ["d", "c"]]  # every target at rank 1: NDCG 1
     second = [["b", "a"], ["a", "b"], ["d", "c"], ["c", "d"]]  # every target at rank 2: NDCG 1/log2(3)
     never = [["c", "d"], ["c", "d"], ["a", "b"], ["a", "b"]]  # no target in the top 2: NDCG 0
-    out = _compare(second, {"raw_counts": targets, "text": never, "dp": second},
-                   {"raw_counts": "non_private", "text": "public", "dp": "private"})
+    out = _compare(
+        second,
+        {"raw_counts": targets, "text": never, "dp": second},
+        {"raw_counts": "non_private", "text": "public", "dp": "private"},
+    )
     # the non-private ranker is better but would be refused itself: it is the price of privacy, not the bar
     assert out["best_baseline"] == "dp" and out["best_non_private_baseline"] == "raw_counts"
     assert out["candidate"]["metrics"]["ndcg_at_2"] == pytest.approx(1 / math.log2(3))
     assert out["baselines"]["text"]["metrics"]["ndcg_at_2"] == 0
     assert out["baselines"]["text"]["learns"] == "public"
     per_case = out["per_case"]
-    assert list(per_case.columns) == ["user_id", "group.activity", "ndcg.candidate", "ndcg.raw_counts",
-                                      "ndcg.text", "ndcg.dp"]
+    assert list(per_case.columns) == [
+        "user_id",
+        "group.activity",
+        "ndcg.candidate",
+        "ndcg.raw_counts",
+        "ndcg.text",
+        "ndcg.dp",
+    ]
     assert per_case["ndcg.raw_counts"].tolist() == [1.0, 1.0, 1.0, 1.0]
     unc = out["uncertainty"]
     assert unc["method"]["n_shoppers"] == 3 and unc["method"]["n_cases"] == 4

@@ -9,17 +9,20 @@ def test_flat_dp_params_map_onto_the_nested_config():
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"source": "csv"}, "not one of"),
-    ({"source": "amazon2018"}, "needs path"),
-    ({"epochs": 0}, "epochs must be at least 1"),
-    ({"examples_per_user": -1}, "examples_per_user must be at least 1, or 0"),
-    ({"batch_size": -2}, "batch_size must be at least 1, or 0"),
-    ({"trainable_layers": 9}, "trainable_layers"),
-    ({"dp": {"delta": 2.0}}, "delta must be in"),
-    ({"dp": {"transitions_floor": -1}}, "transitions_floor must be in"),
-    ({"colour": "red"}, "unknown run parameter"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"source": "csv"}, "not one of"),
+        ({"source": "amazon2018"}, "needs path"),
+        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"examples_per_user": -1}, "examples_per_user must be at least 1, or 0"),
+        ({"batch_size": -2}, "batch_size must be at least 1, or 0"),
+        ({"trainable_layers": 9}, "trainable_layers"),
+        ({"dp": {"delta": 2.0}}, "delta must be in"),
+        ({"dp": {"transitions_floor": -1}}, "transitions_floor must be in"),
+        ({"colour": "red"}, "unknown run parameter"),
+    ],
+)
 def test_bad_parameters_say_what_is_wrong(bad, match):
     with pytest.raises(ConfigError, match=match):
         RunConfig.from_dict(bad)
@@ -33,13 +36,23 @@ def test_settings_from_env_keep_everything_under_home(tmp_path):
         Settings.from_env({"VETTED_HOME": str(tmp_path), "VETTED_PROFILE": "cloud"})
 
 
-PROD = {"VETTED_PROFILE": "prod", "VETTED_POSTGRES_DSN": "postgresql://vetted:pw@postgres:5432/vetted",
-        "VETTED_REDIS_URL": "redis://:pw@redis:6379/1", "MLFLOW_TRACKING_URI": "postgresql://mlflow:pw@postgres/mlflow"}
+PROD = {
+    "VETTED_PROFILE": "prod",
+    "VETTED_POSTGRES_DSN": "postgresql://vetted:pw@postgres:5432/vetted",
+    "VETTED_REDIS_URL": "redis://:pw@redis:6379/1",
+    "MLFLOW_TRACKING_URI": "postgresql://mlflow:pw@postgres/mlflow",
+}
 
 
 def test_prod_settings_name_every_store(tmp_path):
-    s = Settings.from_env({**PROD, "VETTED_HOME": str(tmp_path), "VETTED_FEAST_PROJECT": "shop_a",
-                           "VETTED_ARTIFACT_ROOT": "s3://bucket/mlflow"})
+    s = Settings.from_env(
+        {
+            **PROD,
+            "VETTED_HOME": str(tmp_path),
+            "VETTED_FEAST_PROJECT": "shop_a",
+            "VETTED_ARTIFACT_ROOT": "s3://bucket/mlflow",
+        }
+    )
     assert s.profile == "prod" and s.tracking_uri == PROD["MLFLOW_TRACKING_URI"]
     assert s.artifact_root == "s3://bucket/mlflow" and s.feast_project == "shop_a"
     assert s.feast_dir == tmp_path / "feast" and s.lake_dir == tmp_path / "lake"
@@ -76,10 +89,13 @@ def test_local_profile_ignores_prod_settings_and_checks_the_feast_project(tmp_pa
 def test_a_run_folder_keeps_no_store_password_and_a_worker_brings_its_own(tmp_path, monkeypatch):
     from ml.pipeline.context import RunContext
 
-    env = {"VETTED_HOME": str(tmp_path), "VETTED_PROFILE": "prod",
-           "VETTED_POSTGRES_DSN": "postgresql://vetted:pg-secret-1@db:5432/vetted",
-           "VETTED_REDIS_URL": "redis://:redis-secret-2@redis:6379/1",
-           "MLFLOW_TRACKING_URI": "postgresql://mlflow:ml-secret-3@db:5432/mlflow"}
+    env = {
+        "VETTED_HOME": str(tmp_path),
+        "VETTED_PROFILE": "prod",
+        "VETTED_POSTGRES_DSN": "postgresql://vetted:pg-secret-1@db:5432/vetted",
+        "VETTED_REDIS_URL": "redis://:redis-secret-2@redis:6379/1",
+        "MLFLOW_TRACKING_URI": "postgresql://mlflow:ml-secret-3@db:5432/mlflow",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     ctx = RunContext.create(Settings.from_env(), RunConfig())

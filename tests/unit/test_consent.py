@@ -101,9 +101,7 @@ def test_deletion_log_appends_without_duplicates(tmp_path):
     assert append_deletion_log(path, [B, C], datetime(2024, 2, 2, 10, 0)) == 1  # naive time = UTC
     assert append_deletion_log(path, [], when) == 0
     entries = read_deletion_log(path)
-    assert [e["pseudonym_sha256"] for e in entries] == [
-        hashlib.sha256(p.encode()).hexdigest() for p in (A, B, C)
-    ]
+    assert [e["pseudonym_sha256"] for e in entries] == [hashlib.sha256(p.encode()).hexdigest() for p in (A, B, C)]
     assert [e["deleted_at"] for e in entries] == [
         "2024-02-01T10:00:00+00:00",
         "2024-02-01T10:00:00+00:00",

@@ -25,8 +25,15 @@ def test_recsys_training_wiring(dagbag):
     gate = dag.get_task("gate")
     assert gate.downstream_task_ids >= {"promote", "keep_champion"}
     assert dag.get_task("promote").trigger_rule == "none_failed_min_one_success"
-    assert {"source", "epochs", "max_steps", "batch_size", "policy", "dp_target_epsilon",
-            "dp_transitions_floor"} <= set(dag.params.keys())
+    assert {
+        "source",
+        "epochs",
+        "max_steps",
+        "batch_size",
+        "policy",
+        "dp_target_epsilon",
+        "dp_transitions_floor",
+    } <= set(dag.params.keys())
     assert dag.get_task("train").queue == "gpu"
 
 
@@ -94,8 +101,18 @@ def test_number_limits_are_in_the_text_and_refused_not_clamped(dagbag):
         assert "minimum" not in schema and "maximum" not in schema, f"{name}: the form would clamp it"
         for limits in schema.get("allOf", []):
             bounded[name] = limits
-    assert {"n_users", "n_items", "epochs", "max_steps", "batch_size", "dp_target_epsilon", "dp_delta",
-            "dp_transitions_floor", "seed", "world_size"} <= set(bounded)
+    assert {
+        "n_users",
+        "n_items",
+        "epochs",
+        "max_steps",
+        "batch_size",
+        "dp_target_epsilon",
+        "dp_delta",
+        "dp_transitions_floor",
+        "seed",
+        "world_size",
+    } <= set(bounded)
     for name, limits in bounded.items():
         param = params.get_param(name)
         assert f"{limits['maximum']:,}" in param.description, (name, param.description)
@@ -142,8 +159,10 @@ def test_the_trigger_route_takes_the_forms_defaults_and_refuses_out_of_range_num
     started = client.post(url, headers=headers, json={"logical_date": None, "conf": {}})
     assert started.status_code == 200, started.text
     assert client.delete(f"{url}/{started.json()['dag_run_id']}", headers=headers).status_code == 204
-    for conf, message in (({"n_users": 5_000_000}, "n_users: 5000000 is greater than the maximum of 1000000"),
-                          ({"epochs": 0}, "epochs: 0 is less than the minimum of 1"),
-                          ({"dp_delta": 0.5}, "dp_delta: 0.5 is greater than the maximum of 0.01")):
+    for conf, message in (
+        ({"n_users": 5_000_000}, "n_users: 5000000 is greater than the maximum of 1000000"),
+        ({"epochs": 0}, "epochs: 0 is less than the minimum of 1"),
+        ({"dp_delta": 0.5}, "dp_delta: 0.5 is greater than the maximum of 0.01"),
+    ):
         refused = client.post(url, headers=headers, json={"logical_date": None, "conf": conf})
         assert refused.status_code == 400 and message in refused.json()["detail"], refused.text

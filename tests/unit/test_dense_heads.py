@@ -23,20 +23,26 @@ def _noise(n_users: int, batch_size: int, epsilon: float) -> tuple[float, float]
     """The pipeline's DP-SGD noise multiplier and expected shoppers a step, at the default training budget and split."""
     cfg = RunConfig()
     steps, sample_rate = planned_steps(n_users, batch_size, cfg.epochs, cfg.max_steps)
-    plan = plan_budget(epsilon, n_users**-1.1, sample_rate, steps, cfg.dp.transitions_share, cfg.dp.transitions_per_user)
+    plan = plan_budget(
+        epsilon, n_users**-1.1, sample_rate, steps, cfg.dp.transitions_share, cfg.dp.transitions_per_user
+    )
     return plan.noise_multiplier, sample_rate * n_users
 
 
-@pytest.mark.parametrize(("n_users", "n_items", "batch_size", "epsilon", "frozen"), [
-    (18_000, 1_200, 2_048, 8.0, False),  # the synthetic demo: the heads carry its popularity and category signal
-    (18_000, 1_200, 2_048, 1.0, True),  # the same shop at epsilon 1: too much noise on every coordinate
-    (2_717, 3_686, 256, 8.0, True),  # amazon2018: both rules
-    (2_717, 3_686, 256, 16.0, True),  # amazon2018 at epsilon 16: quiet enough overall, not per item
-    (2_717, 3_686, 256, 32.0, True),
-    (261, 300, 256, 8.0, True),  # Coat
-])
-def test_the_dense_heads_train_only_where_the_noise_is_low_overall_and_per_item(n_users, n_items, batch_size,
-                                                                                 epsilon, frozen):
+@pytest.mark.parametrize(
+    ("n_users", "n_items", "batch_size", "epsilon", "frozen"),
+    [
+        (18_000, 1_200, 2_048, 8.0, False),  # the synthetic demo: the heads carry its popularity and category signal
+        (18_000, 1_200, 2_048, 1.0, True),  # the same shop at epsilon 1: too much noise on every coordinate
+        (2_717, 3_686, 256, 8.0, True),  # amazon2018: both rules
+        (2_717, 3_686, 256, 16.0, True),  # amazon2018 at epsilon 16: quiet enough overall, not per item
+        (2_717, 3_686, 256, 32.0, True),
+        (261, 300, 256, 8.0, True),  # Coat
+    ],
+)
+def test_the_dense_heads_train_only_where_the_noise_is_low_overall_and_per_item(
+    n_users, n_items, batch_size, epsilon, frozen
+):
     noise, per_step = _noise(n_users, batch_size, epsilon)
     assert dense_heads_too_noisy(noise, per_step, n_items) is frozen
 
@@ -58,8 +64,17 @@ def test_a_step_without_shoppers_is_refused():
 
 
 def _model(n_items: int = 6) -> BiEncoder:
-    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                intermediate_size=32, max_position_embeddings=16), add_pooling_layer=False)
+    bert = BertModel(
+        BertConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=16,
+        ),
+        add_pooling_layer=False,
+    )
     model = BiEncoder(bert, n_items=n_items, trainable_layers=0)
     model.set_lexical(torch.eye(n_items))
     return model

@@ -19,10 +19,18 @@ N_ITEMS = 12
 N_SHOPPERS = 48
 
 
-@pytest.mark.parametrize(("devices", "requested", "expected"), [
-    (0, 0, 1), (1, 0, 1), (4, 0, 4),  # auto: every GPU when there are several, else one process
-    (0, 1, 1), (4, 1, 1), (4, 2, 2), (2, 2, 2),
-])
+@pytest.mark.parametrize(
+    ("devices", "requested", "expected"),
+    [
+        (0, 0, 1),
+        (1, 0, 1),
+        (4, 0, 4),  # auto: every GPU when there are several, else one process
+        (0, 1, 1),
+        (4, 1, 1),
+        (4, 2, 2),
+        (2, 2, 2),
+    ],
+)
 def test_world_size_for(devices, requested, expected):
     assert world_size_for(devices, requested) == expected
 
@@ -84,13 +92,22 @@ def tiny():
     """A one-layer 16-wide BERT with MiniLM's tokenizer, frozen (the default): only the heads train."""
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir()), local_files_only=True)
     torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
-                                num_attention_heads=2, intermediate_size=32, max_position_embeddings=64),
-                     add_pooling_layer=False)
+    bert = BertModel(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+        ),
+        add_pooling_layer=False,
+    )
     category = torch.arange(N_ITEMS) % 3
     brand = torch.arange(N_ITEMS) % 4
-    model = BiEncoder(bert, n_items=N_ITEMS, trainable_layers=0, max_history=4, item_category=category,
-                      item_brand=brand)
+    model = BiEncoder(
+        bert, n_items=N_ITEMS, trainable_layers=0, max_history=4, item_category=category, item_brand=brand
+    )
     texts = [f"item {i} colour {['red', 'blue', 'green'][i % 3]}" for i in range(N_ITEMS)]
     users, histories, queries, targets = [], [], [], []
     for u in range(N_SHOPPERS):
@@ -104,8 +121,17 @@ def tiny():
 
 
 def _kwargs(dp):
-    return dict(epochs=1, max_steps=5, batch_size=8, learning_rate=0.2 if dp else 0.01, max_history=4,
-                max_query_tokens=8, max_item_tokens=8, seed=11, dp=dp)
+    return dict(
+        epochs=1,
+        max_steps=5,
+        batch_size=8,
+        learning_rate=0.2 if dp else 0.01,
+        max_history=4,
+        max_query_tokens=8,
+        max_item_tokens=8,
+        seed=11,
+        dp=dp,
+    )
 
 
 @pytest.mark.slow
@@ -141,12 +167,24 @@ def test_noise_is_added_once_per_global_step_with_the_planned_multiplier(tiny):
     model, tokenizer, examples, texts = tiny
     sigma, clip, lr = 5.0, 1.0, 0.2
     dp = DPSettings(noise_multiplier=sigma, delta=1e-3, max_grad_norm=clip)
-    out = run_ranks(model, tokenizer, examples, texts, world_size=2, backend="gloo",
-                    **{**_kwargs(dp), "max_steps": 1, "learning_rate": lr})
+    out = run_ranks(
+        model,
+        tokenizer,
+        examples,
+        texts,
+        world_size=2,
+        backend="gloo",
+        **{**_kwargs(dp), "max_steps": 1, "learning_rate": lr},
+    )
     lr_of = {id(p): g["lr"] for g in parameter_groups(model, lr) for p in g["params"]}
     # SGD's first step (momentum buffer = gradient): p_after = p_before - lr * grad
-    scaled = torch.cat([((p.detach() - out.rank_params[0][n]) / lr_of[id(p)]).flatten() * 8 / clip
-                        for n, p in model.named_parameters() if p.requires_grad])
+    scaled = torch.cat(
+        [
+            ((p.detach() - out.rank_params[0][n]) / lr_of[id(p)]).flatten() * 8 / clip
+            for n, p in model.named_parameters()
+            if p.requires_grad
+        ]
+    )
     assert scaled.numel() > 250
     # the clipped gradients (norm <= 8 * clip in all) move the std by about 1%; its estimate's error is ~4%
     assert float(scaled.std()) == pytest.approx(sigma, rel=0.12)
@@ -155,12 +193,25 @@ def test_noise_is_added_once_per_global_step_with_the_planned_multiplier(tiny):
 @pytest.mark.slow
 def test_train_data_parallel_without_dp_updates_the_model_in_place(tiny):
     model, tokenizer, examples, texts = tiny
-    model = BiEncoder(model.bert, n_items=N_ITEMS, trainable_layers=0, max_history=4,
-                      item_category=model.item_category, item_brand=model.item_brand)
+    model = BiEncoder(
+        model.bert,
+        n_items=N_ITEMS,
+        trainable_layers=0,
+        max_history=4,
+        item_category=model.item_category,
+        item_brand=model.item_brand,
+    )
     seen = []
-    result = train_data_parallel(model, tokenizer, examples, texts, world_size=2, backend="gloo",
-                                 on_epoch=lambda epoch, metrics: seen.append((epoch, metrics["steps"])),
-                                 **_kwargs(None))
+    result = train_data_parallel(
+        model,
+        tokenizer,
+        examples,
+        texts,
+        world_size=2,
+        backend="gloo",
+        on_epoch=lambda epoch, metrics: seen.append((epoch, metrics["steps"])),
+        **_kwargs(None),
+    )
     assert result.world_size == 2 and result.dp is None and result.steps == 5
     assert seen == [(1, 5)]  # rank 0's epoch metrics, replayed in the caller's process
     assert model.item_bias.weight.abs().sum() > 0  # starts at zero: trained and loaded back

@@ -49,9 +49,7 @@ AIRFLOW_SERVICES = sorted(s for s in LISTED_SERVICES if s.startswith("airflow-")
 # names of variables whose value is a credential (a name ending in _FILE, _PATH or _DIR holds a location)
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|FERNET|_KEY$|_KEY_ID$|REDISCLI_AUTH")
 LOCATION_NAME = re.compile(r"_(FILE|PATH|DIR)$")
-URL_WITH_CREDENTIALS = re.compile(
-    r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<user>[^:/@\s]*):(?P<password>[^@\s]*)@"
-)
+URL_WITH_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<user>[^:/@\s]*):(?P<password>[^@\s]*)@")
 SUBSTITUTION = re.compile(r"^\$\{[A-Z0-9_]+(:?[?-][^}]*)?\}$")
 REFERENCE = re.compile(r"(?<!\$)\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[?-])?(?P<arg>[^}]*)\}")
 
@@ -204,9 +202,7 @@ def _final_stage(dockerfile: Path) -> list[tuple[str, str]]:
 def test_compose_file_validates_against_the_compose_spec() -> None:
     tool = _require_tool("check-jsonschema", "check-jsonschema")
     result = _run([tool, "--builtin-schema", "vendor.compose-spec", COMPOSE])
-    assert result.returncode == 0, (
-        f"docker-compose.yml breaks the compose spec:\n{result.stdout}{result.stderr}"
-    )
+    assert result.returncode == 0, f"docker-compose.yml breaks the compose spec:\n{result.stdout}{result.stderr}"
 
 
 def test_compose_schema_check_catches_a_broken_file(tmp_path: Path) -> None:
@@ -341,9 +337,7 @@ def test_published_ports_bind_to_the_configured_address(services: dict[str, dict
     published = [(name, str(p)) for name, s in services.items() for p in s.get("ports", [])]
     assert {p.rsplit(":", 1)[-1] for _, p in published} >= {"8080", "5000", "8000"}
     for name, port in published:
-        assert port.startswith("${VETTED_BIND_ADDRESS:-127.0.0.1}:"), (
-            f"{name} publishes {port} on every interface"
-        )
+        assert port.startswith("${VETTED_BIND_ADDRESS:-127.0.0.1}:"), f"{name} publishes {port} on every interface"
 
 
 def test_start_order_uses_conditions_that_can_be_met(services: dict[str, dict[str, Any]]) -> None:
@@ -354,9 +348,7 @@ def test_start_order_uses_conditions_that_can_be_met(services: dict[str, dict[st
             assert target in services, f"{name} depends on unknown service {target}"
             condition = spec["condition"]
             if condition == "service_healthy":
-                assert "healthcheck" in services[target], (
-                    f"{name} waits for {target} to be healthy: no healthcheck"
-                )
+                assert "healthcheck" in services[target], f"{name} waits for {target} to be healthy: no healthcheck"
             elif condition == "service_completed_successfully":
                 assert target in ONE_SHOT, f"{name} waits for {target} to exit, but it is long-running"
             else:
@@ -488,13 +480,9 @@ def test_build_context_holds_what_the_dockerfile_copies(name: str) -> None:
     """A COPY of a missing (or, in git, empty) path fails the image build; the dockerignore must let it in."""
     ignore = DOCKERFILES[name].with_name(DOCKERFILES[name].name + ".dockerignore")
     patterns = [
-        line.strip()
-        for line in ignore.read_text(encoding="utf-8").splitlines()
-        if line.strip()[:1] not in ("", "#")
+        line.strip() for line in ignore.read_text(encoding="utf-8").splitlines() if line.strip()[:1] not in ("", "#")
     ]
-    assert patterns[0] == "*", (
-        f"{ignore.name} should exclude everything first, then list what the build needs"
-    )
+    assert patterns[0] == "*", f"{ignore.name} should exclude everything first, then list what the build needs"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     problems = []
     for source in _copy_sources(DOCKERFILES[name]):
@@ -533,9 +521,7 @@ def test_generated_secrets_fit_their_consumers(generate_env: ModuleType) -> None
     assert generate_env.make_secret("REDIS_PASSWORD") != generate_env.make_secret("REDIS_PASSWORD")
 
 
-def test_generate_env_writes_a_private_file_and_never_overwrites(
-    generate_env: ModuleType, tmp_path: Path
-) -> None:
+def test_generate_env_writes_a_private_file_and_never_overwrites(generate_env: ModuleType, tmp_path: Path) -> None:
     out = tmp_path / ".env"
     assert generate_env.main(["--template", str(ENV_EXAMPLE), "--output", str(out)]) == 0
     assert out.stat().st_mode & 0o777 == 0o600

@@ -11,7 +11,8 @@ ITEMS = pd.DataFrame({"item_id": ["a", "b"], "category": ["toys", "games"], "pri
 
 def _events(rows: list[tuple[str, str | None, str, str | None]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "query"]).assign(
-        ts=pd.Timestamp("2026-01-01 13:30", tz="UTC"))
+        ts=pd.Timestamp("2026-01-01 13:30", tz="UTC")
+    )
 
 
 def test_each_event_gets_its_category_price_hour_and_query_length_and_no_shopper():

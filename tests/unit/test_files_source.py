@@ -19,17 +19,37 @@ from ml.privacy.pseudonymize import Pseudonymizer
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "shop"
 
-ITEMS = pd.DataFrame({"item_id": ["a", "b", "c"], "title": ["Tent", "Stove", "Mug"],
-                      "description": ["", "gas", None], "brand": ["X", "Y", "X"], "category": ["camp"] * 3,
-                      "price": [100.0, 20.5, None]})
-EVENTS = pd.DataFrame({
-    "event_id": [f"e{i}" for i in range(10)],
-    "user_id": ["u1", "u1", "u2", "u2", "u1", "u2", "u3", "u3", "u1", "u2"],
-    "item_id": ["a", "b", "a", "c", "c", "b", "a", "zz", None, "b"],
-    "event_type": ["view", "purchase", "click", "purchase", "click", "purchase", "view", "click", "search", "click"],
-    "query": [None] * 8 + ["tent", None],
-    "ts": pd.date_range("2026-01-01", periods=10, freq="D", tz="UTC"),
-})
+ITEMS = pd.DataFrame(
+    {
+        "item_id": ["a", "b", "c"],
+        "title": ["Tent", "Stove", "Mug"],
+        "description": ["", "gas", None],
+        "brand": ["X", "Y", "X"],
+        "category": ["camp"] * 3,
+        "price": [100.0, 20.5, None],
+    }
+)
+EVENTS = pd.DataFrame(
+    {
+        "event_id": [f"e{i}" for i in range(10)],
+        "user_id": ["u1", "u1", "u2", "u2", "u1", "u2", "u3", "u3", "u1", "u2"],
+        "item_id": ["a", "b", "a", "c", "c", "b", "a", "zz", None, "b"],
+        "event_type": [
+            "view",
+            "purchase",
+            "click",
+            "purchase",
+            "click",
+            "purchase",
+            "view",
+            "click",
+            "search",
+            "click",
+        ],
+        "query": [None] * 8 + ["tent", None],
+        "ts": pd.date_range("2026-01-01", periods=10, freq="D", tz="UTC"),
+    }
+)
 
 
 def shop_folder(folder: Path, fmt: str = "parquet") -> Path:
@@ -70,10 +90,12 @@ def test_a_column_map_renames_the_shops_columns_and_extra_columns_are_not_read(t
     folder = tmp_path / "mapped"
     folder.mkdir()
     ITEMS.rename(columns={"item_id": "sku", "title": "name"}).drop(columns=["brand"]).assign(
-        secret="ops@shop.example").to_csv(folder / "catalogue.csv", index=False)
+        secret="ops@shop.example"
+    ).to_csv(folder / "catalogue.csv", index=False)
     EVENTS.rename(columns={"event_id": "id", "ts": "at"}).to_parquet(folder / "events.parquet", index=False)
     (folder / shop.OPTIONS_FILE).write_text(
-        "tables: {items: catalogue.csv}\ncolumns:\n  items: {sku: item_id, name: title}\n  events: {id: event_id, at: ts}\n")
+        "tables: {items: catalogue.csv}\ncolumns:\n  items: {sku: item_id, name: title}\n  events: {id: event_id, at: ts}\n"
+    )
     raw = read_source("files", folder)
     assert list(raw.items.columns) == [c.name for c in schema.TABLES["items"]]
     assert raw.items["brand"].isna().all()  # absent and optional: empty
@@ -92,8 +114,9 @@ def test_partitioned_folders_are_read_in_chunks_and_csv_numbers_in_ts_are_epoch_
     seen = []
     original = shop.contract_chunk
     try:
-        shop.contract_chunk = lambda table, chunk, options: seen.append((table, len(chunk))) or original(
-            table, chunk, options)
+        shop.contract_chunk = lambda table, chunk, options: (
+            seen.append((table, len(chunk))) or original(table, chunk, options)
+        )
         raw = read_source("files", folder)
     finally:
         shop.contract_chunk = original
@@ -131,12 +154,14 @@ def test_errors_say_what_is_missing_and_what_is_expected(tmp_path):
     with pytest.raises(SourceError, match="table events is in several places"):
         read_source("files", folder)
     (folder / "events.csv").unlink()
-    for text, message in (("columns: {items: {sku: sku_id}}", r"maps onto \['sku_id'\]"),
-                          ("colums: {}", r"unknown option\(s\) \['colums'\]"),
-                          ("queries: {items: SELECT 1}", r"for the sql source only"),
-                          ("split_time: someday", "is not a date-time"),
-                          ("chunk_rows: 0", "chunk_rows must be"),
-                          ("columns: {items: {a: title, b: title}}", r"several columns onto \['title'\]")):
+    for text, message in (
+        ("columns: {items: {sku: sku_id}}", r"maps onto \['sku_id'\]"),
+        ("colums: {}", r"unknown option\(s\) \['colums'\]"),
+        ("queries: {items: SELECT 1}", r"for the sql source only"),
+        ("split_time: someday", "is not a date-time"),
+        ("chunk_rows: 0", "chunk_rows must be"),
+        ("columns: {items: {a: title, b: title}}", r"several columns onto \['title'\]"),
+    ):
         (folder / shop.OPTIONS_FILE).write_text(text + "\n")
         with pytest.raises(SourceError, match=message):
             read_source("files", folder)

@@ -42,8 +42,14 @@ GOOD = {
     "serving.smoke_ok": True,
 }
 # Metrics the pipeline resamples (ml.evaluation.evaluate.gate_evidence); the others are single figures.
-RESAMPLED = ("quality.", "champion.", "fairness.user_ndcg_ratio.", "alternative.", "search.ndcg",
-             "search.best_baseline")
+RESAMPLED = (
+    "quality.",
+    "champion.",
+    "fairness.user_ndcg_ratio.",
+    "alternative.",
+    "search.ndcg",
+    "search.best_baseline",
+)
 
 
 def draws_for(metrics: dict, spread: float = 0.0, n: int = 5) -> dict[str, np.ndarray]:
@@ -64,6 +70,7 @@ def judge(policy: Policy, metrics: dict):
     """The decision with zero-width resamples: every interval is its point, so the rules read as before."""
     return decide(policy, metrics, draws_for(metrics))
 
+
 # The house plan's table, as the default policy must encode it:
 # name -> (metric, comparator, threshold, reference, factor, offset, blocking, skip_if_missing_reference)
 HOUSE_PLAN = {
@@ -79,10 +86,26 @@ HOUSE_PLAN = {
     ),
     "price_of_privacy": ("quality.price_of_privacy", ">=", 1.0, None, 1.0, 0.0, False, False),
     "quality_vs_champion": ("quality.ndcg_at_10", ">=", None, "champion.ndcg_at_10", 1.0, -0.01, True, True),
-    "search_quality_vs_baseline": ("search.ndcg_at_10", ">=", None, "search.best_baseline_ndcg_at_10", 1.0, 0.0, True,
-                                   False),
-    "search_quality_vs_champion": ("search.ndcg_at_10", ">=", None, "champion.search_ndcg_at_10", 1.0, -0.01, True,
-                                   True),
+    "search_quality_vs_baseline": (
+        "search.ndcg_at_10",
+        ">=",
+        None,
+        "search.best_baseline_ndcg_at_10",
+        1.0,
+        0.0,
+        True,
+        False,
+    ),
+    "search_quality_vs_champion": (
+        "search.ndcg_at_10",
+        ">=",
+        None,
+        "champion.search_ndcg_at_10",
+        1.0,
+        -0.01,
+        True,
+        True,
+    ),
     "privacy_dp": ("privacy.dp", "==", True, None, 1.0, 0.0, True, False),
     "privacy_unit": ("privacy.unit", "==", "user", None, 1.0, 0.0, True, False),
     "privacy_epsilon": ("privacy.epsilon", "<=", 8.0, None, 1.0, 0.0, True, False),
@@ -133,9 +156,13 @@ def test_default_policy_encodes_the_house_plan_table(policy: Policy) -> None:
     # the issue's rules: beat the shippable bar with confidence; fail against the champion only with confidence;
     # fairness on the point estimate; activity may fall back on "no less fair than the alternatives"
     decide_on = {c.name: c.decide_on for c in policy.checks}
-    assert decide_on == {**{name: "point" for name in HOUSE_PLAN},
-                         "quality_vs_baseline": "lower", "quality_vs_champion": "upper",
-                         "search_quality_vs_baseline": "lower", "search_quality_vs_champion": "upper"}
+    assert decide_on == {
+        **{name: "point" for name in HOUSE_PLAN},
+        "quality_vs_baseline": "lower",
+        "quality_vs_champion": "upper",
+        "search_quality_vs_baseline": "lower",
+        "search_quality_vs_champion": "upper",
+    }
     fallback = {c.name: c.fallback for c in policy.checks if c.fallback != "none"}
     assert fallback == {"fairness_user_activity": "no_worse_than_alternatives"}
     groups = next(c for c in policy.checks if c.name == "fairness_user_groups")
@@ -296,8 +323,13 @@ def test_a_skipped_champion_check_still_fails_when_the_candidate_metric_is_missi
 # Every metric but the champion's (its absence means "first run") and the per-attribute fairness ratios
 # (the wildcard checks the attributes present; dropping all of them is tested below).
 @pytest.mark.parametrize(
-    "key", [k for k in GOOD if k not in ("champion.ndcg_at_10", "champion.search_ndcg_at_10")
-            and not k.startswith("fairness.user_ndcg_ratio.")]
+    "key",
+    [
+        k
+        for k in GOOD
+        if k not in ("champion.ndcg_at_10", "champion.search_ndcg_at_10")
+        and not k.startswith("fairness.user_ndcg_ratio.")
+    ],
 )
 def test_no_metric_can_go_missing_silently(policy: Policy, key: str) -> None:
     metrics = {k: v for k, v in GOOD.items() if k != key}
@@ -305,8 +337,10 @@ def test_no_metric_can_go_missing_silently(policy: Policy, key: str) -> None:
     flagged = [r for r in decision.checks if r.status in ("fail", "warn")]
     assert flagged, f"dropping {key} went unnoticed"
     assert all(key in r.message and "missing" in r.message for r in flagged)
-    warning = {"drift.share": ("drift", "missing / <= 0.5 / warn"),
-               "quality.price_of_privacy": ("price_of_privacy", "missing / >= 1 / warn")}
+    warning = {
+        "drift.share": ("drift", "missing / <= 0.5 / warn"),
+        "quality.price_of_privacy": ("price_of_privacy", "missing / >= 1 / warn"),
+    }
     if key in warning:  # the warning checks: a warning, still not a pass
         name, tag = warning[key]
         assert decision.status == "passed" and decision.warnings == [name]
@@ -377,10 +411,23 @@ def test_default_policy_without_fairness_metrics_fails_the_user_group_check(poli
 # Two resamples [x0, x1]: the 95% percentile interval (linear interpolation) is
 # [x0 + 0.025 (x1 - x0), x1 - 0.025 (x1 - x0)], so every bound below is worked by hand.
 
-VS_BASELINE = Check(name="q", metric="quality.ndcg_at_10", comparator=">=",
-                    reference="quality.best_baseline_ndcg_at_10", factor=1.05, decide_on="lower")
-VS_CHAMPION = Check(name="c", metric="quality.ndcg_at_10", comparator=">=", reference="champion.ndcg_at_10",
-                    offset=-0.01, decide_on="upper", skip_if_missing_reference=True)
+VS_BASELINE = Check(
+    name="q",
+    metric="quality.ndcg_at_10",
+    comparator=">=",
+    reference="quality.best_baseline_ndcg_at_10",
+    factor=1.05,
+    decide_on="lower",
+)
+VS_CHAMPION = Check(
+    name="c",
+    metric="quality.ndcg_at_10",
+    comparator=">=",
+    reference="champion.ndcg_at_10",
+    offset=-0.01,
+    decide_on="upper",
+    skip_if_missing_reference=True,
+)
 
 
 def test_the_lower_bound_fails_a_candidate_ahead_on_the_point_but_within_the_noise() -> None:
@@ -394,8 +441,13 @@ def test_the_lower_bound_fails_a_candidate_ahead_on_the_point_but_within_the_noi
     assert result.margin_interval == pytest.approx([-0.0035, 0.0155])
     assert result.gap == pytest.approx(0.0035)
     assert result.shortfall() == "the lower 95% bound of the margin is 0.0035 below 0"
-    point = Check(name="q", metric="quality.ndcg_at_10", comparator=">=", reference="quality.best_baseline_ndcg_at_10",
-                  factor=1.05)
+    point = Check(
+        name="q",
+        metric="quality.ndcg_at_10",
+        comparator=">=",
+        reference="quality.best_baseline_ndcg_at_10",
+        factor=1.05,
+    )
     assert evaluate_check(point, metrics, draws)[0].status == "pass"  # the point estimate alone would pass it
 
 
@@ -415,12 +467,16 @@ def test_the_upper_bound_lets_a_retrain_through_unless_the_champion_is_better_wi
     # champion 0.135 - 0.01 = 0.125 against candidate 0.12: behind on the point (margin -0.005), but resampled
     # margins -0.015 and 0.005 give the upper bound 0.005 - 0.025 x 0.02 = 0.0045 >= 0: not worse with confidence
     metrics = {"quality.ndcg_at_10": 0.12, "champion.ndcg_at_10": 0.135}
-    (noisy,) = evaluate_check(VS_CHAMPION, metrics, {"quality.ndcg_at_10": [0.11, 0.13],
-                                                     "champion.ndcg_at_10": [0.135, 0.135]})
+    (noisy,) = evaluate_check(
+        VS_CHAMPION, metrics, {"quality.ndcg_at_10": [0.11, 0.13], "champion.ndcg_at_10": [0.135, 0.135]}
+    )
     assert noisy.status == "pass" and noisy.margin_interval == pytest.approx([-0.0145, 0.0045])
     # champion 0.15: margins -0.03 and -0.01, upper bound -0.01 - 0.025 x 0.02 = -0.0105 < 0: worse with confidence
-    (worse,) = evaluate_check(VS_CHAMPION, {**metrics, "champion.ndcg_at_10": 0.15},
-                              {"quality.ndcg_at_10": [0.11, 0.13], "champion.ndcg_at_10": [0.15, 0.15]})
+    (worse,) = evaluate_check(
+        VS_CHAMPION,
+        {**metrics, "champion.ndcg_at_10": 0.15},
+        {"quality.ndcg_at_10": [0.11, 0.13], "champion.ndcg_at_10": [0.15, 0.15]},
+    )
     assert worse.status == "fail"
     assert worse.shortfall() == "the upper 95% bound of the margin is 0.0105 below 0"
 
@@ -435,30 +491,48 @@ def test_a_bound_without_resamples_fails_and_says_why() -> None:
 
 def test_confidence_sets_the_interval() -> None:
     # confidence 0.5 on margins -0.004 and 0.016: lower bound -0.004 + 0.25 x 0.02 = 0.001 > 0
-    check = Check(name="q", metric="quality.ndcg_at_10", comparator=">=", reference="quality.best_baseline_ndcg_at_10",
-                  factor=1.05, decide_on="lower", confidence=0.5)
-    (result,) = evaluate_check(check, {"quality.ndcg_at_10": 0.111, "quality.best_baseline_ndcg_at_10": 0.10},
-                               {"quality.ndcg_at_10": [0.101, 0.121], "quality.best_baseline_ndcg_at_10": [0.1, 0.1]})
+    check = Check(
+        name="q",
+        metric="quality.ndcg_at_10",
+        comparator=">=",
+        reference="quality.best_baseline_ndcg_at_10",
+        factor=1.05,
+        decide_on="lower",
+        confidence=0.5,
+    )
+    (result,) = evaluate_check(
+        check,
+        {"quality.ndcg_at_10": 0.111, "quality.best_baseline_ndcg_at_10": 0.10},
+        {"quality.ndcg_at_10": [0.101, 0.121], "quality.best_baseline_ndcg_at_10": [0.1, 0.1]},
+    )
     assert result.status == "pass" and result.margin_interval == pytest.approx([0.001, 0.011])
 
 
 # --- fairness: the no-worse-than-alternatives fallback ------------------------------------------------
 
-ACTIVITY = Check(name="a", metric="fairness.user_ndcg_ratio.activity", comparator=">=", threshold=0.8,
-                 fallback="no_worse_than_alternatives")
-BELOW = {"fairness.user_ndcg_ratio.activity": 0.70,
-         "alternative.best_baseline.fairness.user_ndcg_ratio.activity": 0.72}
+ACTIVITY = Check(
+    name="a",
+    metric="fairness.user_ndcg_ratio.activity",
+    comparator=">=",
+    threshold=0.8,
+    fallback="no_worse_than_alternatives",
+)
+BELOW = {"fairness.user_ndcg_ratio.activity": 0.70, "alternative.best_baseline.fairness.user_ndcg_ratio.activity": 0.72}
 
 
 def test_below_the_bar_but_no_alternative_fairer_with_confidence_passes_by_the_fallback() -> None:
     # candidate - baseline on two resamples: 0.65 - 0.70 = -0.05 and 0.75 - 0.74 = 0.01; upper bound
     # 0.01 - 0.025 x 0.06 = 0.0085 >= 0: the baseline is not fairer with confidence
-    draws = {"fairness.user_ndcg_ratio.activity": [0.65, 0.75],
-             "alternative.best_baseline.fairness.user_ndcg_ratio.activity": [0.70, 0.74]}
+    draws = {
+        "fairness.user_ndcg_ratio.activity": [0.65, 0.75],
+        "alternative.best_baseline.fairness.user_ndcg_ratio.activity": [0.70, 0.74],
+    }
     (result,) = evaluate_check(ACTIVITY, BELOW, draws)
     assert (result.status, result.passed, result.rule) == ("pass", True, "no_worse_than_alternatives")
     assert "short by 0.1" in result.message  # the threshold's verdict stays on record
-    assert "passed by fallback no_worse_than_alternatives: no alternative is fairer with 95% confidence" in result.message
+    assert (
+        "passed by fallback no_worse_than_alternatives: no alternative is fairer with 95% confidence" in result.message
+    )
     assert "candidate - best_baseline [-0.0485, 0.0085]" in result.message
     assert result.tag_value.endswith(" / by no_worse_than_alternatives / pass")
     decision = decide(Policy(name="p", checks=(ACTIVITY,), sha256="0" * 64), BELOW, draws)
@@ -468,17 +542,21 @@ def test_below_the_bar_but_no_alternative_fairer_with_confidence_passes_by_the_f
 def test_the_fallback_fails_when_an_alternative_is_fairer_with_confidence() -> None:
     # against the champion: 0.65 - 0.80 = -0.15 and 0.75 - 0.85 = -0.10, upper bound -0.10125 < 0
     metrics = {**BELOW, "alternative.champion.fairness.user_ndcg_ratio.activity": 0.82}
-    draws = {"fairness.user_ndcg_ratio.activity": [0.65, 0.75],
-             "alternative.best_baseline.fairness.user_ndcg_ratio.activity": [0.70, 0.74],
-             "alternative.champion.fairness.user_ndcg_ratio.activity": [0.80, 0.85]}
+    draws = {
+        "fairness.user_ndcg_ratio.activity": [0.65, 0.75],
+        "alternative.best_baseline.fairness.user_ndcg_ratio.activity": [0.70, 0.74],
+        "alternative.champion.fairness.user_ndcg_ratio.activity": [0.80, 0.85],
+    }
     (result,) = evaluate_check(ACTIVITY, metrics, draws)
     assert result.status == "fail" and result.rule == "threshold"
     assert "does not apply: champion fairer with 95% confidence" in result.message
 
 
 def test_the_fallback_needs_the_opt_in_and_an_alternative_with_resamples() -> None:
-    draws = {"fairness.user_ndcg_ratio.activity": [0.65, 0.75],
-             "alternative.best_baseline.fairness.user_ndcg_ratio.activity": [0.70, 0.74]}
+    draws = {
+        "fairness.user_ndcg_ratio.activity": [0.65, 0.75],
+        "alternative.best_baseline.fairness.user_ndcg_ratio.activity": [0.70, 0.74],
+    }
     plain = Check(name="a", metric="fairness.user_ndcg_ratio.activity", comparator=">=", threshold=0.8)
     assert evaluate_check(plain, BELOW, draws)[0].status == "fail"  # the default: the threshold alone
     (alone,) = evaluate_check(ACTIVITY, {"fairness.user_ndcg_ratio.activity": 0.7}, draws)
@@ -488,8 +566,14 @@ def test_the_fallback_needs_the_opt_in_and_an_alternative_with_resamples() -> No
 
 
 def test_a_wildcard_leaves_out_its_exclusions_and_may_skip_when_nothing_is_left() -> None:
-    check = Check(name="g", metric="fairness.user_ndcg_ratio.*", comparator=">=", threshold=0.8,
-                  exclude=("activity",), skip_if_no_match=True)
+    check = Check(
+        name="g",
+        metric="fairness.user_ndcg_ratio.*",
+        comparator=">=",
+        threshold=0.8,
+        exclude=("activity",),
+        skip_if_no_match=True,
+    )
     metrics = {"fairness.user_ndcg_ratio.activity": 0.5, "fairness.user_ndcg_ratio.gender": 0.9}
     assert [r.name for r in evaluate_check(check, metrics)] == ["g.gender"]
     (skipped,) = evaluate_check(check, {"fairness.user_ndcg_ratio.activity": 0.5})
@@ -612,8 +696,9 @@ def test_summary_markdown_is_a_table_with_a_row_per_check(policy: Policy) -> Non
     assert "| check | value | threshold | margin | decided on | result |" in text
     assert "| privacy_epsilon | 9.25 | <= 8 |  |  | **FAIL**: over by 1.25 |" in text
     assert "| privacy_dp | true | == true |  |  | pass |" in text
-    assert ("| quality_vs_baseline | 0.12 [0.12, 0.12] | >= 0.105 | 0.015 [0.015, 0.015] | the lower 95% bound "
-            "| pass |") in text
+    assert (
+        "| quality_vs_baseline | 0.12 [0.12, 0.12] | >= 0.105 | 0.015 [0.015, 0.015] | the lower 95% bound | pass |"
+    ) in text
     assert "Intervals: 95% paired bootstrap over shoppers" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 1 + len(decision.checks)
@@ -817,13 +902,22 @@ def test_a_copy_of_the_default_policy_loads_to_the_same_checks(tmp_path: Path, p
 
 def test_the_default_policy_skips_an_unmeasurable_activity_split_but_not_a_missing_protected_ratio(policy):
     reasons = {"unmeasurable.fairness.user_ndcg_ratio.activity": "fewer than two groups (light 860)"}
-    by_name = {r.name: r for c in policy.checks if c.metric.startswith("fairness.user_ndcg_ratio")
-               for r in evaluate_check(c, {"fairness.user_ndcg_ratio.activity": None,
-                                           "fairness.user_ndcg_ratio.gender": 0.9, **reasons})}
+    by_name = {
+        r.name: r
+        for c in policy.checks
+        if c.metric.startswith("fairness.user_ndcg_ratio")
+        for r in evaluate_check(
+            c, {"fairness.user_ndcg_ratio.activity": None, "fairness.user_ndcg_ratio.gender": 0.9, **reasons}
+        )
+    }
     assert by_name["fairness_user_activity"].status == "skipped"
     assert by_name["fairness_user_groups.gender"].status == "pass"
-    missing = [r for c in policy.checks if c.name == "fairness_user_groups"
-               for r in evaluate_check(c, {"fairness.user_ndcg_ratio.gender": None})]
+    missing = [
+        r
+        for c in policy.checks
+        if c.name == "fairness_user_groups"
+        for r in evaluate_check(c, {"fairness.user_ndcg_ratio.gender": None})
+    ]
     assert [r.status for r in missing] == ["fail"]
 
 

@@ -16,19 +16,33 @@ REGISTERED = {"pii_findings": 0, "smoke": {"ok": True}}
 
 
 def _evaluated(provider_ratio: float | None) -> dict:
-    return {"k": 10, "candidate": {"metrics": {"ndcg_at_10": 0.11}, "provider": {"tail_relevance_share": 0.0},
-                                   "user_fairness": {}},
-            "best_baseline_ndcg": 0.09, "mia": {"auc": 0.51}, "provider_exposure_ratio": provider_ratio,
-            "drift": {"share_drifted": 0.2}, "user_ndcg_ratio": {"gender": 0.93}}
+    return {
+        "k": 10,
+        "candidate": {"metrics": {"ndcg_at_10": 0.11}, "provider": {"tail_relevance_share": 0.0}, "user_fairness": {}},
+        "best_baseline_ndcg": 0.09,
+        "mia": {"auc": 0.51},
+        "provider_exposure_ratio": provider_ratio,
+        "drift": {"share_drifted": 0.2},
+        "user_ndcg_ratio": {"gender": 0.93},
+    }
 
 
 def test_a_ratio_the_hold_out_cannot_measure_is_skipped_only_with_its_reason():
     """Coat: every case has a full 10-item history, so there is no light/heavy split to compare."""
-    check = Check(name="fairness_user_activity", metric="fairness.user_ndcg_ratio.activity", comparator=">=",
-                  threshold=0.8, fallback="no_worse_than_alternatives", skip_if_no_match=True)
-    reason = unmeasurable_ratios({"activity": {"by_group": {"light": {"ndcg": 0.02, "n": 860}},
-                                               "ratio": {"ndcg": None}, "excluded": []},
-                                  "gender": {"by_group": {}, "ratio": {"ndcg": 0.9}}})
+    check = Check(
+        name="fairness_user_activity",
+        metric="fairness.user_ndcg_ratio.activity",
+        comparator=">=",
+        threshold=0.8,
+        fallback="no_worse_than_alternatives",
+        skip_if_no_match=True,
+    )
+    reason = unmeasurable_ratios(
+        {
+            "activity": {"by_group": {"light": {"ndcg": 0.02, "n": 860}}, "ratio": {"ndcg": None}, "excluded": []},
+            "gender": {"by_group": {}, "ratio": {"ndcg": 0.9}},
+        }
+    )
     assert list(reason) == ["unmeasurable.fairness.user_ndcg_ratio.activity"]
     assert "fewer than two groups" in reason["unmeasurable.fairness.user_ndcg_ratio.activity"]
     assert "light 860" in reason["unmeasurable.fairness.user_ndcg_ratio.activity"]
@@ -55,16 +69,28 @@ def test_the_stage_outputs_give_the_point_metrics_and_the_evidence_fills_only_th
 
 def test_search_without_cases_is_unmeasurable_with_its_reason_and_a_lost_frame_is_an_error():
     points, draws = search_points({"n_cases": 0, "unmeasurable": "no search events"}, None, 7, None)
-    assert points == {"unmeasurable.search.ndcg_at_10": "no search events",
-                      "unmeasurable.search.provider_exposure_ratio": "no search events"} and draws == {}
+    assert (
+        points
+        == {
+            "unmeasurable.search.ndcg_at_10": "no search events",
+            "unmeasurable.search.provider_exposure_ratio": "no search events",
+        }
+        and draws == {}
+    )
     with pytest.raises(ValueError, match="no per-case frame"):
         search_points({"n_cases": 3, "best_baseline": "bm25", "candidate": {}}, None, 7, None)
 
 
 def test_search_points_pair_the_candidate_with_the_best_baseline():
     rng = np.random.default_rng(0)
-    per_case = pd.DataFrame({"user_id": [f"u{i % 30}" for i in range(60)], "case_row": np.arange(60),
-                             "ndcg.candidate": rng.random(60), "ndcg.bm25": rng.random(60) / 2})
+    per_case = pd.DataFrame(
+        {
+            "user_id": [f"u{i % 30}" for i in range(60)],
+            "case_row": np.arange(60),
+            "ndcg.candidate": rng.random(60),
+            "ndcg.bm25": rng.random(60) / 2,
+        }
+    )
     searched = {"n_cases": 60, "best_baseline": "bm25", "candidate": {"provider": {"ratio": 0.7}}}
     points, draws = search_points(searched, per_case, 7, None)
     assert points["search.ndcg_at_10"] == pytest.approx(per_case["ndcg.candidate"].mean())

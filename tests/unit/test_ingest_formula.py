@@ -27,18 +27,44 @@ def _ingested(tmp_path: Path, caplog) -> IngestResult:
 def _card(ingest_result: IngestResult) -> str:
     metrics = {"ndcg_at_10": 0.1, "recall_at_10": 0.2, "mrr": 0.1}
     return model_card(
-        name="m", version="1",
-        config={"source": "synthetic", "trainable_layers": 1, "batch_size": 8, "learning_rate": 1e-4,
-                "temperature": 0.05},
-        features={"window": {"train_start": "a", "split_time": "b", "holdout_end": "c"}, "n_train_examples": 1,
-                  "n_train_search_examples": 0},
+        name="m",
+        version="1",
+        config={
+            "source": "synthetic",
+            "trainable_layers": 1,
+            "batch_size": 8,
+            "learning_rate": 1e-4,
+            "temperature": 0.05,
+        },
+        features={
+            "window": {"train_start": "a", "split_time": "b", "holdout_end": "c"},
+            "n_train_examples": 1,
+            "n_train_search_examples": 0,
+        },
         ingest=ingest_result.__dict__,
-        train={"privacy": {"dp": False}, "n_users": 1, "audit_users": [], "steps": 1, "epochs": 1.0,
-               "device": "cpu", "seconds": 1.0},
-        evaluation={"k": 10, "n_cases": 1, "mia": {}, "candidate": {"metrics": metrics, "beyond": {},
-                                                                    "provider": {}},
-                    "baselines": {}, "best_baseline": None, "drift": {}},
-        pii_findings=0, smoke=None, gate=None, champion=None, links={},
+        train={
+            "privacy": {"dp": False},
+            "n_users": 1,
+            "audit_users": [],
+            "steps": 1,
+            "epochs": 1.0,
+            "device": "cpu",
+            "seconds": 1.0,
+        },
+        evaluation={
+            "k": 10,
+            "n_cases": 1,
+            "mia": {},
+            "candidate": {"metrics": metrics, "beyond": {}, "provider": {}},
+            "baselines": {},
+            "best_baseline": None,
+            "drift": {},
+        },
+        pii_findings=0,
+        smoke=None,
+        gate=None,
+        champion=None,
+        links={},
     )
 
 
@@ -47,8 +73,10 @@ def test_the_log_and_the_card_state_read_as_accepted_plus_quarantined_plus_defer
     assert result.deferred["events"] > 0 and result.quarantined["events"] > 0  # every term counts here
     e = {k: getattr(result, k)["events"] for k in ("read", "accepted", "quarantined", "deferred")}
     assert e["read"] == e["accepted"] + e["quarantined"] + e["deferred"]
-    said = f"events: {e['read']} read = {e['accepted']} accepted + {e['quarantined']} quarantined + " \
-           f"{e['deferred']} deferred"
+    said = (
+        f"events: {e['read']} read = {e['accepted']} accepted + {e['quarantined']} quarantined + "
+        f"{e['deferred']} deferred"
+    )
     assert said in caplog.text
     card = _card(result)
     line = next(x for x in card.splitlines() if x.startswith("- Rows read"))

@@ -4,9 +4,16 @@ from ml.data import lake
 
 
 def _events(ids):
-    return pd.DataFrame({"event_id": ids, "user_id": ["u1"] * len(ids), "item_id": ["i"] * len(ids),
-                         "event_type": ["click"] * len(ids), "query": [None] * len(ids),
-                         "ts": pd.to_datetime(["2026-01-01"] * len(ids), utc=True)})
+    return pd.DataFrame(
+        {
+            "event_id": ids,
+            "user_id": ["u1"] * len(ids),
+            "item_id": ["i"] * len(ids),
+            "event_type": ["click"] * len(ids),
+            "query": [None] * len(ids),
+            "ts": pd.to_datetime(["2026-01-01"] * len(ids), utc=True),
+        }
+    )
 
 
 def test_rewriting_a_date_gives_the_same_content(tmp_path):
@@ -52,5 +59,8 @@ def test_privacy_requests_are_a_ledger_a_rewrite_of_the_date_never_shrinks(tmp_p
     lake.append_privacy_requests(tmp_path, "2026-01-02", _requests([], []))
     got = lake.read_table(tmp_path, "privacy_requests")
     assert sorted(zip(got["user_id"], got["request"], strict=True)) == [
-        ("u1", "opt_out"), ("u2", "delete"), ("u3", "opt_out")]
+        ("u1", "opt_out"),
+        ("u2", "delete"),
+        ("u3", "opt_out"),
+    ]
     assert str(got["ts"].dtype) == "datetime64[ns, UTC]"

@@ -16,15 +16,24 @@ def _run_folder(tmp_path: Path) -> Path:
     run = home / "runs" / "manual__1"
     run.mkdir(parents=True)
     files = {
-        "context": {"settings": {"home": str(home), "model_name": "vetted-recsys", "feast_project": "shop",
-                                 "tracking_uri": "postgresql://mlflow:***@db.internal:5432/mlflow"},
-                    "config": {"source": "synthetic", "path": ""}},
+        "context": {
+            "settings": {
+                "home": str(home),
+                "model_name": "vetted-recsys",
+                "feast_project": "shop",
+                "tracking_uri": "postgresql://mlflow:***@db.internal:5432/mlflow",
+            },
+            "config": {"source": "synthetic", "path": ""},
+        },
         "ingest": {"ingest_date": "2026-03-02", "lake_dir": str(home / "lake"), "accepted": {"events": 9, "items": 3}},
         "features": {"feast_objects": ["user", "user_recent_items", "item_stats"]},
         "train": {"mlflow_run_id": "abc123", "experiment_id": "4"},
         "register": {"version": "7"},
-        "gate": {"status": "failed", "policy": "default@0123456789ab",
-                 "decision": {"blocking_failures": ["quality_vs_baseline"]}},
+        "gate": {
+            "status": "failed",
+            "policy": "default@0123456789ab",
+            "decision": {"blocking_failures": ["quality_vs_baseline"]},
+        },
         "promote": {"promoted": False, "champion": "5", "status": "failed"},
     }
     for name, data in files.items():
@@ -42,10 +51,15 @@ def test_each_stage_names_what_it_read_and_wrote(tmp_path):
     lake = run.parents[1].resolve() / "lake"
     inputs, outputs, _ = stage_lineage("ingest", str(run))
     assert _names(inputs) == ["vetted-source|synthetic"]
-    assert _names(outputs) == [f"file|{lake}/events/ingest_date=2026-03-02", f"file|{lake}/items/ingest_date=2026-03-02"]
+    assert _names(outputs) == [
+        f"file|{lake}/events/ingest_date=2026-03-02",
+        f"file|{lake}/items/ingest_date=2026-03-02",
+    ]
     inputs, outputs, _ = stage_lineage("features", str(run))
     assert _names(inputs) == [f"file|{lake}/events", f"file|{lake}/items"]
-    assert "feast://shop|user_recent_items" in _names(outputs) and f"file|{run.resolve()}/train_set.parquet" in _names(outputs)
+    assert "feast://shop|user_recent_items" in _names(outputs) and f"file|{run.resolve()}/train_set.parquet" in _names(
+        outputs
+    )
     _, outputs, _ = stage_lineage("train", str(run))
     assert _names(outputs) == ["mlflow://db.internal:5432|experiments/4/runs/abc123"]  # no credentials
     inputs, outputs, facets = stage_lineage("register", str(run))
@@ -58,8 +72,12 @@ def test_promote_names_the_gate_decision_and_writes_champion_only_when_promoted(
     inputs, outputs, facets = stage_lineage("promote", str(run))
     assert outputs == []  # the gate failed: the champion alias was not written
     facet = facets[FACET]
-    assert (facet.gate_status, facet.blocking_failures, facet.promoted, facet.champion) == \
-        ("failed", ["quality_vs_baseline"], False, "5")
+    assert (facet.gate_status, facet.blocking_failures, facet.promoted, facet.champion) == (
+        "failed",
+        ["quality_vs_baseline"],
+        False,
+        "5",
+    )
     (run / "promote.json").write_text(json.dumps({"promoted": True, "champion": "7"}))
     _, outputs, facets = stage_lineage("promote", str(run))
     assert _names(outputs) == ["mlflow://db.internal:5432|models/vetted-recsys@champion"]

@@ -14,9 +14,7 @@ def test_perfect_separation():
 
 def test_lower_means_member_for_losses():
     losses_members, losses_nonmembers = np.array([0.1, 0.2]), np.array([2.0, 3.0])
-    assert (
-        membership_inference_audit(losses_members, losses_nonmembers, higher_means_member=False)["auc"] == 1.0
-    )
+    assert membership_inference_audit(losses_members, losses_nonmembers, higher_means_member=False)["auc"] == 1.0
     assert membership_inference_audit(losses_members, losses_nonmembers)["auc"] == 0.0
 
 
@@ -94,8 +92,14 @@ class _Memorizer:
 
 
 def test_the_loss_attack_finds_the_shoppers_a_model_memorized():
-    rows = pd.DataFrame({"user_id": [f"u{i}" for i in range(40)], "kind": "next_item",
-                         "history": [[f"h{i}"] for i in range(40)], "item_id": [f"i{i % 5}" for i in range(40)]})
+    rows = pd.DataFrame(
+        {
+            "user_id": [f"u{i}" for i in range(40)],
+            "kind": "next_item",
+            "history": [[f"h{i}"] for i in range(40)],
+            "item_id": [f"i{i % 5}" for i in range(40)],
+        }
+    )
     members, nonmembers = {f"u{i}" for i in range(20)}, {f"u{i}" for i in range(20, 40)}
     result = loss_attack(_Memorizer(members, rows), rows, members, nonmembers, seed=0)
     assert result["auc"] == 1.0 and result["n_members"] == result["n_nonmembers"] == 20

@@ -29,11 +29,25 @@ def tokenizer():
 def _model(tokenizer, seed: int = 0) -> tuple[BiEncoder, list[str]]:
     """A one-layer 16-wide BERT (frozen) with its item table filled from the catalogue text."""
     torch.manual_seed(seed)
-    bert = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
-                                num_attention_heads=2, intermediate_size=32, max_position_embeddings=64),
-                     add_pooling_layer=False)
-    model = BiEncoder(bert, n_items=N_ITEMS, trainable_layers=0, max_history=MAX_HISTORY,
-                      item_category=torch.arange(N_ITEMS) % 3, item_brand=torch.arange(N_ITEMS) % 4)
+    bert = BertModel(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+        ),
+        add_pooling_layer=False,
+    )
+    model = BiEncoder(
+        bert,
+        n_items=N_ITEMS,
+        trainable_layers=0,
+        max_history=MAX_HISTORY,
+        item_category=torch.arange(N_ITEMS) % 3,
+        item_brand=torch.arange(N_ITEMS) % 4,
+    )
     texts = [f"item {i} colour {['red', 'blue', 'green'][i % 3]} size {i * 7 % 5}" for i in range(N_ITEMS)]
     with torch.no_grad():
         model.item_table.copy_(model.encode_texts(tokenizer, texts, 16))
@@ -115,9 +129,21 @@ def test_dp_training_with_frozen_dense_heads_moves_only_the_small_heads(tokenize
     model, texts = _model(tokenizer)
     model.freeze_dense_heads()
     proj, bias = model.history_proj.weight.detach().clone(), model.item_bias.weight.detach().clone()
-    result = train_bi_encoder(model, tokenizer, _examples(), texts, epochs=1, max_steps=4, batch_size=8,
-                              learning_rate=0.2, max_history=MAX_HISTORY, max_query_tokens=8, max_item_tokens=16,
-                              seed=3, dp=DPSettings(noise_multiplier=1.0, delta=1e-3, max_grad_norm=1.0))
+    result = train_bi_encoder(
+        model,
+        tokenizer,
+        _examples(),
+        texts,
+        epochs=1,
+        max_steps=4,
+        batch_size=8,
+        learning_rate=0.2,
+        max_history=MAX_HISTORY,
+        max_query_tokens=8,
+        max_item_tokens=16,
+        seed=3,
+        dp=DPSettings(noise_multiplier=1.0, delta=1e-3, max_grad_norm=1.0),
+    )
     assert result.dp is not None and result.steps == 4
     assert torch.equal(model.history_proj.weight, proj) and torch.equal(model.item_bias.weight, bias)
     assert model.feature_weights.weight.abs().sum() > 0  # started at zero
@@ -150,8 +176,14 @@ def _with_tables(model: BiEncoder, texts: list[str]) -> BiEncoder:
 
 
 def _items() -> pd.DataFrame:
-    return pd.DataFrame({"item_id": [f"i{j}" for j in range(N_ITEMS)], "title": [f"t{j}" for j in range(N_ITEMS)],
-                         "brand": [f"b{j % 4}" for j in range(N_ITEMS)], "category": [f"c{j % 3}" for j in range(N_ITEMS)]})
+    return pd.DataFrame(
+        {
+            "item_id": [f"i{j}" for j in range(N_ITEMS)],
+            "title": [f"t{j}" for j in range(N_ITEMS)],
+            "brand": [f"b{j % 4}" for j in range(N_ITEMS)],
+            "category": [f"c{j % 3}" for j in range(N_ITEMS)],
+        }
+    )
 
 
 def test_a_saved_model_scores_as_before_with_its_item_tables(tokenizer, tmp_path):
@@ -248,8 +280,11 @@ def test_a_grouped_batch_scores_each_slot_as_its_own_example_and_pads_with_ignor
     flat = _grouped(model, examples, [(i,) for r in rows for i in r], per_user=1)
     grouped = _grouped(model, examples, rows, per_user=2)
     assert grouped["hist_idx"].shape == (3, 2, MAX_HISTORY)
-    assert grouped["target"].tolist() == [[examples.targets[0], examples.targets[1]], [examples.targets[4], -100],
-                                          [examples.targets[6], examples.targets[7]]]
+    assert grouped["target"].tolist() == [
+        [examples.targets[0], examples.targets[1]],
+        [examples.targets[4], -100],
+        [examples.targets[6], examples.targets[7]],
+    ]
     with torch.no_grad():
         want = model(**{k: v for k, v in flat.items() if k != "target"})
         got = model(**{k: v for k, v in grouped.items() if k != "target"})
@@ -294,8 +329,15 @@ def test_under_ghost_clipping_a_grouped_row_is_one_shopper_whose_mean_loss_gradi
     model.train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     module, optimizer, criterion, _ = PrivacyEngine(accountant="rdp").make_private(
-        module=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(), data_loader=DataLoader(range(4)),
-        noise_multiplier=0.0, max_grad_norm=clip, poisson_sampling=False, grad_sample_mode="ghost")
+        module=model,
+        optimizer=optimizer,
+        criterion=torch.nn.CrossEntropyLoss(),
+        data_loader=DataLoader(range(4)),
+        noise_multiplier=0.0,
+        max_grad_norm=clip,
+        poisson_sampling=False,
+        grad_sample_mode="ghost",
+    )
     logits = module(**batch)
     criterion(logits.flatten(0, 1), target.flatten(), shape=logits.shape).backward()
     trained = [(n, p) for n, p in reference.named_parameters() if p.requires_grad]
@@ -319,9 +361,22 @@ def test_training_with_several_examples_per_shopper_learns_with_and_without_dp(t
     model, texts = _model(tokenizer)
     model.freeze_dense_heads()
     settings = DPSettings(noise_multiplier=0.5, delta=1e-3, max_grad_norm=1.0) if dp else None
-    result = train_bi_encoder(model, tokenizer, _examples(), texts, epochs=1, max_steps=3, batch_size=8,
-                              learning_rate=0.2, max_history=MAX_HISTORY, max_query_tokens=8, max_item_tokens=16,
-                              seed=3, dp=settings, examples_per_user=2)
+    result = train_bi_encoder(
+        model,
+        tokenizer,
+        _examples(),
+        texts,
+        epochs=1,
+        max_steps=3,
+        batch_size=8,
+        learning_rate=0.2,
+        max_history=MAX_HISTORY,
+        max_query_tokens=8,
+        max_item_tokens=16,
+        seed=3,
+        dp=settings,
+        examples_per_user=2,
+    )
     assert result.steps == 3 and (result.dp is not None) == dp
     assert np.isfinite(result.final_loss)
     assert model.feature_weights.weight.abs().sum() > 0  # started at zero
@@ -332,10 +387,22 @@ def test_with_trained_encoder_layers_a_step_takes_one_example_per_shopper_and_sa
     for p in model.bert.encoder.layer[-1].parameters():
         p.requires_grad = True
     with caplog.at_level("WARNING", logger="ml.training.train"):
-        result = train_bi_encoder(model, tokenizer, _examples(), texts, epochs=1, max_steps=2, batch_size=8,
-                                  learning_rate=0.2, max_history=MAX_HISTORY, max_query_tokens=8,
-                                  max_item_tokens=16, seed=3, examples_per_user=4,
-                                  dp=DPSettings(noise_multiplier=0.5, delta=1e-3, max_grad_norm=1.0))
+        result = train_bi_encoder(
+            model,
+            tokenizer,
+            _examples(),
+            texts,
+            epochs=1,
+            max_steps=2,
+            batch_size=8,
+            learning_rate=0.2,
+            max_history=MAX_HISTORY,
+            max_query_tokens=8,
+            max_item_tokens=16,
+            seed=3,
+            examples_per_user=4,
+            dp=DPSettings(noise_multiplier=0.5, delta=1e-3, max_grad_norm=1.0),
+        )
     assert result.dp is not None and result.dp["examples_per_user"] == 1
     assert "needs a frozen encoder" in caplog.text
 
@@ -371,10 +438,21 @@ def test_dp_training_is_reproducible_from_the_seed_only_with_secure_rng_off(toke
     for _ in range(2):
         model, texts = _model(tokenizer)
         model.freeze_dense_heads()
-        result = train_bi_encoder(model, tokenizer, _examples(), texts, epochs=1, max_steps=3, batch_size=8,
-                                  learning_rate=0.2, max_history=MAX_HISTORY, max_query_tokens=8, max_item_tokens=16,
-                                  seed=3, dp=DPSettings(noise_multiplier=1.0, delta=1e-3, max_grad_norm=1.0,
-                                                        secure_rng=secure))
+        result = train_bi_encoder(
+            model,
+            tokenizer,
+            _examples(),
+            texts,
+            epochs=1,
+            max_steps=3,
+            batch_size=8,
+            learning_rate=0.2,
+            max_history=MAX_HISTORY,
+            max_query_tokens=8,
+            max_item_tokens=16,
+            seed=3,
+            dp=DPSettings(noise_multiplier=1.0, delta=1e-3, max_grad_norm=1.0, secure_rng=secure),
+        )
         assert result.dp is not None and result.dp["secure_rng"] is secure and result.steps == 3
         trained.append(model.feature_weights.weight.detach().clone())
     assert torch.equal(trained[0], trained[1]) is not secure

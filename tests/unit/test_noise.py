@@ -14,15 +14,23 @@ from ml.privacy.noise import SECURE_SOURCE, SecureRandom, secure_rng_on
 
 PAIRS = [[(0, 1), (1, 2)], [(2, 3)], [(0, 1)]]
 
+
 def _counts(sequences, n_items, per_user, sigma, rng, noise=None):
     """The released transition counts as ml.privacy.transitions builds them: capped pairs, then noise."""
-    return noisy_counts(capped_pairs(sequences, n_items, per_user, rng), n_items, per_user, sigma,
-                        rng if noise is None else noise)
+    return noisy_counts(
+        capped_pairs(sequences, n_items, per_user, rng), n_items, per_user, sigma, rng if noise is None else noise
+    )
 
 
-@pytest.mark.parametrize(("setting", "profile", "want"), [
-    (None, "prod", True), (None, "local", False), (False, "prod", False), (True, "local", True),
-])
+@pytest.mark.parametrize(
+    ("setting", "profile", "want"),
+    [
+        (None, "prod", True),
+        (None, "local", False),
+        (False, "prod", False),
+        (True, "local", True),
+    ],
+)
 def test_secure_rng_is_on_in_prod_and_off_locally_unless_set(setting, profile, want):
     assert secure_rng_on(setting, profile) is want
 
@@ -90,9 +98,14 @@ def test_secure_noise_replaces_opacus_noise_with_the_same_scale():
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(8, 200)), batch_size=8)
     with pytest.warns(UserWarning, match="Secure RNG"):
         engine = PrivacyEngine(accountant="rdp")
-    model, optimizer, data = engine.make_private(module=model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
-                                                 data_loader=data, noise_multiplier=2.0, max_grad_norm=0.5,
-                                                 poisson_sampling=False)
+    model, optimizer, data = engine.make_private(
+        module=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
+        data_loader=data,
+        noise_multiplier=2.0,
+        max_grad_norm=0.5,
+        poisson_sampling=False,
+    )
     use_secure_noise(optimizer)
     (x,) = next(iter(data))
     model(x).sum().backward()  # zero inputs: the weight gradients are zero, all that moves is noise

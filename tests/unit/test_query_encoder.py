@@ -33,8 +33,14 @@ from ml.training.recommender import Recommender, RecommenderSettings
 
 MAX_TOKENS = 12
 N_ITEMS = 6
-QUERIES = ["red running shoes", "mug", "Stainless STEEL kettle, 1.7 litre, with a blue light and auto shut-off",
-           "café crème", "a", "usb c cable 2m braided"]
+QUERIES = [
+    "red running shoes",
+    "mug",
+    "Stainless STEEL kettle, 1.7 litre, with a blue light and auto shut-off",
+    "café crème",
+    "a",
+    "usb c cable 2m braided",
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,20 +51,35 @@ def tokenizer():
 def _model(tokenizer, seed: int = 0) -> BiEncoder:
     """A two-layer 32-wide BERT with random weights: the export and the runtime do not depend on MiniLM's."""
     torch.manual_seed(seed)
-    bert = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                num_attention_heads=4, intermediate_size=64, max_position_embeddings=64),
-                     add_pooling_layer=False)
+    bert = BertModel(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        ),
+        add_pooling_layer=False,
+    )
     return BiEncoder(bert, n_items=N_ITEMS, trainable_layers=0, max_history=4).eval()
 
 
 def _items() -> pd.DataFrame:
-    return pd.DataFrame({"item_id": [f"i{j}" for j in range(N_ITEMS)], "title": [f"item {j}" for j in range(N_ITEMS)],
-                         "brand": [f"b{j % 2}" for j in range(N_ITEMS)], "category": ["c"] * N_ITEMS})
+    return pd.DataFrame(
+        {
+            "item_id": [f"i{j}" for j in range(N_ITEMS)],
+            "title": [f"item {j}" for j in range(N_ITEMS)],
+            "brand": [f"b{j % 2}" for j in range(N_ITEMS)],
+            "category": ["c"] * N_ITEMS,
+        }
+    )
 
 
 def _recommender(tokenizer, precision: str = "int8", cache: int = 16, seed: int = 0) -> Recommender:
-    settings = RecommenderSettings(0.05, 4, MAX_TOKENS, 16,
-                                   search=SearchSettings(encoder_precision=precision, query_cache_size=cache))
+    settings = RecommenderSettings(
+        0.05, 4, MAX_TOKENS, 16, search=SearchSettings(encoder_precision=precision, query_cache_size=cache)
+    )
     return Recommender(_model(tokenizer, seed), tokenizer, _items(), settings)
 
 
@@ -91,8 +112,9 @@ def test_the_exported_graph_takes_padded_batches_of_any_size(exported, tokenizer
     session = ort.InferenceSession(str(exported["paths"]["fp32"]), providers=["CPUExecutionProvider"])
     tokens = tokenize(tokenizer, QUERIES, MAX_TOKENS)
     assert not bool(tokens["attention_mask"].all())
-    (got,) = session.run(None, {"input_ids": tokens["input_ids"].numpy(),
-                                "attention_mask": tokens["attention_mask"].numpy()})
+    (got,) = session.run(
+        None, {"input_ids": tokens["input_ids"].numpy(), "attention_mask": tokens["attention_mask"].numpy()}
+    )
     np.testing.assert_allclose(got, exported["torch"], atol=1e-5)
 
 
@@ -134,8 +156,11 @@ def test_the_encoder_caches_by_the_text_it_sees(tokenizer, exported):
     np.testing.assert_array_equal(first, again)
     assert encoder.cache.stats().hits == 1 and len(encoder.cache) == 1
     batch = encoder.encode(["mug", "mug", "red running shoes"])  # a repeat inside a call is encoded once
-    np.testing.assert_allclose(batch, exported["model"].encode_texts(
-        tokenizer, ["mug", "mug", "red running shoes"], MAX_TOKENS).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        batch,
+        exported["model"].encode_texts(tokenizer, ["mug", "mug", "red running shoes"], MAX_TOKENS).numpy(),
+        atol=1e-5,
+    )
     assert len(encoder.cache) == 2 and encoder.cache.stats().misses == 2
     encoder.encode(["a"])  # the least recently used entry goes: "mug" ("red running shoes" was asked for last)
     keys = encoder.token_ids(["mug", "red running shoes", "a"])
@@ -174,8 +199,16 @@ def test_the_encoder_answers_the_same_from_many_threads(tokenizer, exported):
 
 
 # ---------------------------------------------------------------------------------------------- settings
-@pytest.mark.parametrize("change", [{"encoder_precision": "fp16"}, {"encoder_precision": "INT8"},
-                                    {"query_cache_size": -1}, {"query_cache_size": 2.5}, {"query_cache_size": True}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"encoder_precision": "fp16"},
+        {"encoder_precision": "INT8"},
+        {"query_cache_size": -1},
+        {"query_cache_size": 2.5},
+        {"query_cache_size": True},
+    ],
+)
 def test_search_settings_refuse_an_unknown_precision_or_cache_size(change):
     with pytest.raises(ValueError, match=next(iter(change))):
         SearchSettings(**change)
@@ -254,8 +287,10 @@ def test_the_registration_check_refuses_another_models_export_and_a_damaged_file
     (swapped / ONNX_FILES["int8"]).write_bytes(other["int8"].read_bytes())  # another model's int8 file
     result = check_against_torch(swapped, tokenizer, MAX_TOKENS, exported["torch"], QUERIES)
     assert not result["ok"] and result["min_cosine"]["fp32"] >= MIN_COSINE["fp32"]
-    assert len(result["errors"]) == 1 and "query_encoder.int8.onnx disagrees with the torch query encoder" \
-        in result["errors"][0]
+    assert (
+        len(result["errors"]) == 1
+        and "query_encoder.int8.onnx disagrees with the torch query encoder" in result["errors"][0]
+    )
 
     damaged = onnx_path(swapped, "fp32")
     blob = bytearray(damaged.read_bytes())

@@ -108,9 +108,7 @@ def test_ranking_report_breaks_score_ties_by_frame_order(tmp_path) -> None:
 
 def test_ranking_report_needs_the_contract_columns(tmp_path) -> None:
     with pytest.raises(ValueError, match="prediction"):
-        ranking_report(
-            pd.DataFrame({"user_id": ["u"], "item_id": ["i"], "target": [1]}), tmp_path / "r.html", 3
-        )
+        ranking_report(pd.DataFrame({"user_id": ["u"], "item_id": ["i"], "target": [1]}), tmp_path / "r.html", 3)
 
 
 def test_ranking_reports_by_group_one_report_per_slice(tmp_path) -> None:

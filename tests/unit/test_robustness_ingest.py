@@ -19,8 +19,11 @@ def test_hostile_rows_leave_no_raw_id_and_every_row_is_accounted_for():
         assert t["quarantined"] > 0 and t["cells_scanned"] > 0, table
         assert t["raw_ids_found"] == 0 and t["pii_found"] == 0, table
     assert result["total"]["rows_read"] == 320
-    assert result["dropped_columns"] == {"items": ["seller_note"], "events": ["client_ip", "user_agent"],
-                                         "privacy_requests": ["note"]}
+    assert result["dropped_columns"] == {
+        "items": ["seller_note"],
+        "events": ["client_ip", "user_agent"],
+        "privacy_requests": ["note"],
+    }
     assert result["pii_values_planted"] > 80 and sum(result["pii_replaced"].values()) > 0
     assert "| **total** | 320 |" in robustness_ingest.markdown(result)
 
@@ -30,8 +33,16 @@ def test_the_scan_finds_a_planted_value_and_a_raw_id_left_in_a_lake_file(tmp_pat
 
     from ml.data import lake
 
-    frame = pd.DataFrame({"item_id": ["i1"], "title": ["call +1 212-555-0100"], "description": ["shopper-00042"],
-                          "brand": [""], "category": [""], "price": [1.0]})
+    frame = pd.DataFrame(
+        {
+            "item_id": ["i1"],
+            "title": ["call +1 212-555-0100"],
+            "description": ["shopper-00042"],
+            "brand": [""],
+            "category": [""],
+            "price": [1.0],
+        }
+    )
     lake.write_partition(tmp_path, "items", "2026-01-01", frame)
     found = robustness_ingest.scan(tmp_path, {"+1 212-555-0100"})
     assert found["items"]["pii_found"] == 1 and found["items"]["raw_ids_found"] == 1

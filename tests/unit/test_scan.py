@@ -78,16 +78,10 @@ def write_clean_corpus(root: Path) -> None:
         "    python_version: 3.11.9\nmlflow_version: 3.17.2\nmodel_uuid: 4f0c8d1e2a3b4c5d6e7f8091a2b3c4d5\n"
         "run_id: 9a8b7c6d5e4f30211203f4e5d6c7b8a9\nutc_time_created: '2024-05-01 12:30:45.123456'\n"
     )
-    (model / "requirements.txt").write_text(
-        "mlflow==3.17.2\ntorch==2.13.0\nfaiss-cpu==1.12.0\nnumpy==2.4.6\n"
-    )
-    (model / "conda.yaml").write_text(
-        "channels: [conda-forge]\ndependencies:\n- python=3.11.9\n- pip<=25.1\n"
-    )
+    (model / "requirements.txt").write_text("mlflow==3.17.2\ntorch==2.13.0\nfaiss-cpu==1.12.0\nnumpy==2.4.6\n")
+    (model / "conda.yaml").write_text("channels: [conda-forge]\ndependencies:\n- python=3.11.9\n- pip<=25.1\n")
     (model / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", *map(str, range(3000)), "##5", "call"]))
-    (model / "config.json").write_text(
-        json.dumps({"hidden_size": 384, "layer_norm_eps": 1e-12, "vocab": 30522})
-    )
+    (model / "config.json").write_text(json.dumps({"hidden_size": 384, "layer_norm_eps": 1e-12, "vocab": 30522}))
     items = {f"B00{i:07d}": i for i in range(500)} | {"0312353901": 500}
     (model / "item_index.json").write_text(json.dumps(items, indent=1))
     users = [{"pseudonym": PSEUDONYM, "n_events": 12}, {"pseudonym": "u_" + "0" * 32, "n_events": 3}]
@@ -99,9 +93,7 @@ def write_clean_corpus(root: Path) -> None:
         "Shop-Vac 9064900 2-1/2-Inch Diameter Vacuum Hose",
         "near misses of raw ids: u_A2X3Y4Z5QQ A2X3Y4Z5QQ1 user-00421",
     ]
-    pd.DataFrame({"item_id": [f"i{i}" for i in range(5)], "title": titles}).to_csv(
-        model / "items.csv", index=False
-    )
+    pd.DataFrame({"item_id": [f"i{i}" for i in range(5)], "title": titles}).to_csv(model / "items.csv", index=False)
     pd.DataFrame(
         {"item_id": [f"i{i}" for i in range(5)], "title": titles, "price": [1.5, 2.0, 3.25, 4.0, 5.0]}
     ).to_parquet(model / "items.parquet")
@@ -109,9 +101,7 @@ def write_clean_corpus(root: Path) -> None:
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(0)
-    save_file(
-        {"encoder.layer.0.weight": rng.normal(size=(64, 64)).astype(np.float32)}, model / "model.safetensors"
-    )
+    save_file({"encoder.layer.0.weight": rng.normal(size=(64, 64)).astype(np.float32)}, model / "model.safetensors")
     np.save(model / "item_embeddings.npy", rng.normal(size=(100, 16)).astype(np.float32))
     (model / "index.faiss").write_bytes(rng.bytes(50_000))
     reports = root / "reports"
@@ -192,9 +182,7 @@ def test_short_raw_ids_in_binary_count_only_when_stored_as_strings():
     for protocol in (2, 4):  # torch.save pickles with protocol 2 (BINUNICODE), pickle's default is 4 or 5
         data = noise + pickle.dumps(["A4042", "other"], protocol=protocol) + noise
         assert [data[s:e] for s, e in matcher.find_bytes(data)] == [b"A4042"]
-    data = (
-        noise + b'{"user": "A4042"}' + noise + b"\x00A2X3Y4Z5QQ\x00"
-    )  # quoted; long enough to count anywhere
+    data = noise + b'{"user": "A4042"}' + noise + b"\x00A2X3Y4Z5QQ\x00"  # quoted; long enough to count anywhere
     assert [data[s:e] for s, e in matcher.find_bytes(data)] == [b"A4042", b"A2X3Y4Z5QQ"]
 
 
@@ -202,9 +190,7 @@ def test_ids_with_punctuation_inside_in_text_and_pickles():
     matcher = RawIdMatcher([f"shopper-{u:05d}" for u in range(1000)])
     text = "shopper-000421 xshopper-00042 (shopper-00042) shopper-00999."
     assert [text[s:e] for s, e in matcher.find(text)] == ["shopper-00042", "shopper-00999"]
-    data = pickle.dumps(
-        {"users": ["shopper-00042"]}, protocol=2
-    )  # the string is followed by an opcode letter
+    data = pickle.dumps({"users": ["shopper-00042"]}, protocol=2)  # the string is followed by an opcode letter
     assert [data[s:e] for s, e in matcher.find_bytes(data)] == [b"shopper-00042"]
 
 
@@ -232,17 +218,13 @@ def test_planted_findings_with_their_locations(tmp_path, scrubber):
         fh.write(f"i9,support line {PHONE_VALUE}\n")  # line 7: header + 5 rows
     card = tmp_path / "model_card.md"
     card.write_text(card.read_text() + f"paid with {CARD_VALUE}\n")  # line 9
-    frame = pd.DataFrame(
-        {"item_id": [f"i{i}" for i in range(8)], "user": ["u_x"] * 5 + ["AB12CD34EF", "u_y", "u_z"]}
-    )
+    frame = pd.DataFrame({"item_id": [f"i{i}" for i in range(8)], "user": ["u_x"] * 5 + ["AB12CD34EF", "u_y", "u_z"]})
     frame.to_parquet(model / "events.parquet")
     blob = bytearray(np.random.default_rng(1).bytes(10_000))
     blob[5000:5012] = b"\x00A2X3Y4Z5QQ\x00"
     (model / "weights.bin").write_bytes(bytes(blob))
     np.save(model / "ids.npy", np.array(["u_a", "u_b", "u_c", "A2X3Y4Z5QQ"]))
-    (tmp_path / "reports" / "leaky.html").write_text(
-        evidently_like_html(["bolt", f"contact {EMAIL_VALUE} now"])
-    )
+    (tmp_path / "reports" / "leaky.html").write_text(evidently_like_html(["bolt", f"contact {EMAIL_VALUE} now"]))
 
     findings = scan_paths([tmp_path], scrubber, RAW_IDS)
     assert kinds_and_locations(findings) == sorted(
@@ -263,14 +245,10 @@ def test_planted_findings_with_their_locations(tmp_path, scrubber):
 
 def test_html_library_code_is_not_scanned_but_visible_text_is(tmp_path, scrubber):
     page = tmp_path / "r.html"
-    page.write_text(
-        evidently_like_html(["bolt"]).replace("<h1>Data drift</h1>", f"<h1>By {EMAIL_VALUE}</h1>")
-    )
+    page.write_text(evidently_like_html(["bolt"]).replace("<h1>Data drift</h1>", f"<h1>By {EMAIL_VALUE}</h1>"))
     findings = scan_paths([page], scrubber, RAW_IDS)
     assert [(f.location, f.kind) for f in findings] == [(f"{page}:4", EMAIL)]
-    assert findings[0].excerpt.startswith(
-        "By <EMAIL_ADDRESS> Drift share 0.25"
-    )  # tags gone, entities decoded
+    assert findings[0].excerpt.startswith("By <EMAIL_ADDRESS> Drift share 0.25")  # tags gone, entities decoded
 
 
 def test_long_lines_and_small_windows_find_each_once(tmp_path, scrubber, monkeypatch):
@@ -328,9 +306,7 @@ def test_real_evidently_report(tmp_path, scrubber):
     clean = report(["bolt m8 pack"] * 50 + ["gloves size 9"] * 50, tmp_path / "clean.html")
     assert clean.stat().st_size > 1_000_000  # the JavaScript bundle is in the file
     assert scan_paths([clean], scrubber, RAW_IDS) == []
-    leaky = report(
-        ["bolt m8 pack"] * 50 + [f"contact {EMAIL_VALUE}"] + ["gloves"] * 49, tmp_path / "leaky.html"
-    )
+    leaky = report(["bolt m8 pack"] * 50 + [f"contact {EMAIL_VALUE}"] + ["gloves"] * 49, tmp_path / "leaky.html")
     findings = scan_paths([leaky], scrubber, RAW_IDS)
     assert findings and {f.kind for f in findings} == {EMAIL}
     assert_redacted(findings, EMAIL_VALUE)
@@ -369,7 +345,9 @@ def test_a_catalogue_of_model_numbers_gives_no_finding_and_says_how_ids_were_che
     report = matcher.report()
     assert report["raw_ids"] == 8 and report["searched_as_tokens"] == 2  # A4042, A2X3Y4Z5QQ
     assert report["why_shopper_fields_only"] == {
-        "shorter_than_4_chars": 1, "digits_only_under_12": 3, "words_of_the_catalogue_text": 2,
+        "shorter_than_4_chars": 1,
+        "digits_only_under_12": 3,
+        "words_of_the_catalogue_text": 2,
     }
     assert report["shopper_values_compared"] >= 3  # events.parquet's user_id cells
     assert report["catalogue_texts_read"] == len(MODEL_NUMBER_TITLES)
@@ -386,15 +364,17 @@ def test_short_numeric_and_catalogue_ids_are_caught_as_shopper_values_and_mentio
     (run / "cases.jsonl").write_text(json.dumps({"user_id": "0", "item_id": "42"}) + "\n")
     findings = scan_paths([run], scrubber, matcher)
     findings += scan_texts({"tag:customer_id": "4521", "param:note": "rerun for user_id=A276"}, scrubber, matcher)
-    assert kinds_and_locations(findings) == sorted([
-        (f"{run}/leak1.parquet:user_id[0]", RAW_ID),
-        (f"{run}/leak2.parquet:userId[0]", RAW_ID),
-        (f"{run}/leak3.csv:shopper[1]", RAW_ID),
-        (f"{run}/train.log:2", RAW_ID),
-        (f"{run}/cases.jsonl:1", RAW_ID),
-        ("tag:customer_id", RAW_ID),
-        ("param:note", RAW_ID),
-    ])
+    assert kinds_and_locations(findings) == sorted(
+        [
+            (f"{run}/leak1.parquet:user_id[0]", RAW_ID),
+            (f"{run}/leak2.parquet:userId[0]", RAW_ID),
+            (f"{run}/leak3.csv:shopper[1]", RAW_ID),
+            (f"{run}/train.log:2", RAW_ID),
+            (f"{run}/cases.jsonl:1", RAW_ID),
+            ("tag:customer_id", RAW_ID),
+            ("param:note", RAW_ID),
+        ]
+    )
     assert_redacted([f for f in findings if "log" in f.location], "A3144")
 
 
@@ -407,19 +387,34 @@ def test_token_ids_are_still_found_anywhere_and_pii_in_any_field(tmp_path, scrub
     assert kinds == {RAW_ID, EMAIL, PHONE}
 
 
-@pytest.mark.parametrize(("name", "shopper"), [
-    ("user_id", True), ("userId", True), ("tag:data.shopper", True), ("raw_customer_ids", True), ("users", True),
-    ("n_users", False), ("data.n_train_users", False), ("user_ndcg_ratio", False), ("item_id", False),
-    ("username_hint", False),
-])
+@pytest.mark.parametrize(
+    ("name", "shopper"),
+    [
+        ("user_id", True),
+        ("userId", True),
+        ("tag:data.shopper", True),
+        ("raw_customer_ids", True),
+        ("users", True),
+        ("n_users", False),
+        ("data.n_train_users", False),
+        ("user_ndcg_ratio", False),
+        ("item_id", False),
+        ("username_hint", False),
+    ],
+)
 def test_shopper_field_names(name, shopper):
     assert is_shopper_field(name) is shopper
 
 
 def shopper_mention_cases() -> list[tuple[str, list[str]]]:
     return [
-        ("user 42 bought", ["42"]), ('{"user_id": 42}', ["42"]), ("user_id='A7'", ["A7"]),
-        ("n_users: 42", []), ("42 users", []), ("users are 42", []), ("user_group 42", []),
+        ("user 42 bought", ["42"]),
+        ('{"user_id": 42}', ["42"]),
+        ("user_id='A7'", ["A7"]),
+        ("n_users: 42", []),
+        ("42 users", []),
+        ("users are 42", []),
+        ("user_group 42", []),
     ]
 
 
@@ -493,4 +488,5 @@ def test_a_tokenizer_vocabulary_index_after_user_is_no_shopper_but_the_same_line
     assert scan_paths([tmp_path / "model"], scrubber, matcher) == []
     (tmp_path / "model" / "params.json").write_text(json.dumps({"user": 2034}))
     assert kinds_and_locations(scan_paths([tmp_path / "model"], scrubber, matcher)) == [
-        (f"{tmp_path}/model/params.json:1", RAW_ID)]
+        (f"{tmp_path}/model/params.json:1", RAW_ID)
+    ]

@@ -5,12 +5,14 @@ from ml.data.schema import ContractError, validate
 
 
 def _events(**overrides):
-    base = {"event_id": ["e1", "e2", "e3", "e4", "e5", "e5", "e7", "e8"],
-            "user_id": ["u1", None, "u1", "u2", "u2", "u3", "u3", "u4"],
-            "item_id": ["i1", "i1", None, "i1", "i9", "i1", "i1", "i1"],
-            "event_type": ["click", "click", "search", "teleport", "click", "click", "view", "click"],
-            "query": [None, None, "  ", None, None, None, None, None],
-            "ts": ["2026-01-01T00:00:00Z"] * 6 + ["not a time", "2026-01-02"]}
+    base = {
+        "event_id": ["e1", "e2", "e3", "e4", "e5", "e5", "e7", "e8"],
+        "user_id": ["u1", None, "u1", "u2", "u2", "u3", "u3", "u4"],
+        "item_id": ["i1", "i1", None, "i1", "i9", "i1", "i1", "i1"],
+        "event_type": ["click", "click", "search", "teleport", "click", "click", "view", "click"],
+        "query": [None, None, "  ", None, None, None, None, None],
+        "ts": ["2026-01-01T00:00:00Z"] * 6 + ["not a time", "2026-01-02"],
+    }
     base.update(overrides)
     return pd.DataFrame(base)
 
@@ -32,8 +34,16 @@ def test_every_bad_row_is_quarantined_with_its_reason_and_none_is_lost():
 
 
 def test_duplicate_keys_are_quarantined_after_the_first():
-    items = pd.DataFrame({"item_id": ["a", "a"], "title": ["x", "y"], "description": ["", ""], "brand": ["b", "b"],
-                          "category": ["c", "c"], "price": [1.0, -2.0]})
+    items = pd.DataFrame(
+        {
+            "item_id": ["a", "a"],
+            "title": ["x", "y"],
+            "description": ["", ""],
+            "brand": ["b", "b"],
+            "category": ["c", "c"],
+            "price": [1.0, -2.0],
+        }
+    )
     good, bad = validate("items", items)
     assert good["title"].tolist() == ["x"]
     assert bad["reason"].tolist() == ["price is negative"]

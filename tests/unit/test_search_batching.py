@@ -53,8 +53,15 @@ def _champion():
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     bias = rng.normal(0, 0.3, size=N_ITEMS).astype(np.float32)
     rng_parts = np.random.default_rng(2)
-    scorer = Scorer(tiny_recommender(vectors=vectors, bias=bias, categories=rng_parts.integers(0, 5, size=N_ITEMS),
-                                     brands=rng_parts.integers(0, 20, size=N_ITEMS), n_items=N_ITEMS))
+    scorer = Scorer(
+        tiny_recommender(
+            vectors=vectors,
+            bias=bias,
+            categories=rng_parts.integers(0, 5, size=N_ITEMS),
+            brands=rng_parts.integers(0, 20, size=N_ITEMS),
+            n_items=N_ITEMS,
+        )
+    )
     ids = [f"i{r}" for r in range(N_ITEMS)]
     titles = [f"{WORDS[r % 12]} {WORDS[(r // 12) % 12]} item {r}" for r in range(N_ITEMS)]
     brands = [f"brand{r % 20}" for r in range(N_ITEMS)]

@@ -17,13 +17,15 @@ from ml.search.engine import (
 from ml.search.fusion import RRF_K, fuse
 
 # (five items: rank_bm25's idf, log((N - n + 0.5) / (n + 0.5)), is exactly 0 for a word in half of the items)
-ITEMS = pd.DataFrame({
-    "item_id": ["a", "b", "c", "d", "e"],
-    "title": ["Trail tent 2p", "Camp stove", "Down sleeping bag", "Tent pegs steel", "Water bottle"],
-    "brand": ["Acme", "Bolt", "Acme", None, "Bolt"],
-    "category": ["camping"] * 5,
-    "description": [""] * 5,
-})
+ITEMS = pd.DataFrame(
+    {
+        "item_id": ["a", "b", "c", "d", "e"],
+        "title": ["Trail tent 2p", "Camp stove", "Down sleeping bag", "Tent pegs steel", "Water bottle"],
+        "brand": ["Acme", "Bolt", "Acme", None, "Bolt"],
+        "category": ["camping"] * 5,
+        "description": [""] * 5,
+    }
+)
 
 
 def test_fusion_hand_worked():
@@ -60,9 +62,13 @@ def test_settings_refuse_values_outside_their_range():
 
 
 def test_search_texts_keep_title_brand_and_category_and_skip_missing_fields():
-    assert search_texts(ITEMS) == ["Trail tent 2p Acme camping", "Camp stove Bolt camping",
-                                   "Down sleeping bag Acme camping", "Tent pegs steel camping",
-                                   "Water bottle Bolt camping"]
+    assert search_texts(ITEMS) == [
+        "Trail tent 2p Acme camping",
+        "Camp stove Bolt camping",
+        "Down sleeping bag Acme camping",
+        "Tent pegs steel camping",
+        "Water bottle Bolt camping",
+    ]
     assert search_texts(ITEMS[["title"]]) == ITEMS["title"].tolist()
 
 

@@ -26,9 +26,7 @@ RAW = "shopper-RAW-7f3a"  # a raw id planted in requests: it must appear in no a
 
 def server_log(caplog) -> str:
     """What the service logged (the test client's own request lines, with the URL it sent, left out)."""
-    return "\n".join(
-        caplog.handler.format(r) for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))
-    )
+    return "\n".join(caplog.handler.format(r) for r in caplog.records if not r.name.startswith(("httpx", "httpcore")))
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +34,7 @@ def client(tmp_path_factory):
     from ml.serving.app import create_app
 
     home = tmp_path_factory.mktemp("errors")
-    settings = Settings(
-        home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_root=(home / "a").as_uri()
-    )
+    settings = Settings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_root=(home / "a").as_uri())
     app = create_app(settings, poll_seconds=3600, env=ENV)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
@@ -154,7 +150,12 @@ def test_healthz_shows_no_error_text_and_version_shows_it_with_the_key(client):
 
 def test_safe_loc_keeps_known_names_and_positions_only():
     assert errors.safe_loc(("body", "k"), {"k"}) == ["body", "k"]
-    assert errors.safe_loc(("body", "alice", 3, True), {"k"}) == ["body", errors.UNEXPECTED_FIELD, 3, "(unexpected field)"]
+    assert errors.safe_loc(("body", "alice", 3, True), {"k"}) == [
+        "body",
+        errors.UNEXPECTED_FIELD,
+        3,
+        "(unexpected field)",
+    ]
     detail = errors.validation_detail([{"loc": ("body",), "msg": "m", "type": "t", "input": RAW, "ctx": {}}], set())
     assert detail == [{"loc": ["body"], "msg": "m", "type": "t"}]
     assert json.loads(errors.json_body({"x": "\ud800"})) == {"x": "\ud800"}  # encodes, never raises
@@ -164,8 +165,12 @@ def test_safe_loc_keeps_known_names_and_positions_only():
 
 @pytest.mark.parametrize(
     ("headers", "expected"),
-    [([], False), ([(b"content-length", b"0")], False), ([(b"content-length", b"12")], True),
-     ([(b"transfer-encoding", b"chunked")], True)],
+    [
+        ([], False),
+        ([(b"content-length", b"0")], False),
+        ([(b"content-length", b"12")], True),
+        ([(b"transfer-encoding", b"chunked")], True),
+    ],
 )
 def test_may_have_body(headers, expected):
     assert limits.may_have_body(headers) is expected

@@ -22,18 +22,32 @@ from ml.training.recommender import Recommender, RecommenderSettings
 N_ITEMS, DIM, MAX_H = 3000, 16, 5
 
 
-def tiny_recommender(w_closest: float = 0.5, seed: int = 0, tables: bool = False, n_items: int = N_ITEMS,
-                     vectors: np.ndarray | None = None, bias: np.ndarray | None = None,
-                     categories: np.ndarray | None = None, brands: np.ndarray | None = None) -> Recommender:
+def tiny_recommender(
+    w_closest: float = 0.5,
+    seed: int = 0,
+    tables: bool = False,
+    n_items: int = N_ITEMS,
+    vectors: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    categories: np.ndarray | None = None,
+    brands: np.ndarray | None = None,
+) -> Recommender:
     """A model with every learned part random (feature weights, recency, projection, content scale)."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    bert = BertModel(BertConfig(vocab_size=30, hidden_size=DIM, num_hidden_layers=1, num_attention_heads=2,
-                                intermediate_size=16))
+    bert = BertModel(
+        BertConfig(vocab_size=30, hidden_size=DIM, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+    )
     cats = categories if categories is not None else rng.integers(0, 7, size=n_items)
     brand = brands if brands is not None else rng.integers(0, 40, size=n_items)
-    model = BiEncoder(bert, n_items=n_items, trainable_layers=0, max_history=MAX_H,
-                      item_category=torch.as_tensor(cats), item_brand=torch.as_tensor(brand))
+    model = BiEncoder(
+        bert,
+        n_items=n_items,
+        trainable_layers=0,
+        max_history=MAX_H,
+        item_category=torch.as_tensor(cats),
+        item_brand=torch.as_tensor(brand),
+    )
     if vectors is None:
         vectors = rng.normal(size=(n_items, DIM)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -108,8 +122,9 @@ def test_without_the_int8_product_every_item_is_scored_exactly(monkeypatch, capl
     monkeypatch.setattr(torch, "_int_mm", no_int8_product)
     scorer = scorer_for(rec, "test v1")
     assert scorer.exact_only and "no int8 matrix product" in caplog.text
-    for (want_rows, want_scores), (rows, scores) in zip(with_int8, scorer.top_many([[1, 2, 3], [7, 7, 250]], 15),
-                                                         strict=True):
+    for (want_rows, want_scores), (rows, scores) in zip(
+        with_int8, scorer.top_many([[1, 2, 3], [7, 7, 250]], 15), strict=True
+    ):
         assert rows.tolist() == want_rows.tolist()
         assert scores == pytest.approx(want_scores, rel=1e-5, abs=1e-4)
 

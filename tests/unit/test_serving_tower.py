@@ -30,7 +30,10 @@ def _tower(w_closest: float, seed: int = 0, transitions: bool = False) -> Histor
         category_transition=rng.normal(0, 0.5, size=(n_cat, n_cat)).astype(np.float32),
         feature_weights=np.array([0.4, -1.0, 0.3, 0.2, 0.5, w_closest, 0.7], dtype=np.float32),
         item_tables=(
-            ((4, rng.random((N_ITEMS, N_ITEMS), dtype=np.float32), 0.6), (6, rng.random((N_ITEMS, N_ITEMS), dtype=np.float32), 0.8))
+            (
+                (4, rng.random((N_ITEMS, N_ITEMS), dtype=np.float32), 0.6),
+                (6, rng.random((N_ITEMS, N_ITEMS), dtype=np.float32), 0.8),
+            )
             if transitions
             else ()
         ),

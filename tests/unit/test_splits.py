@@ -9,17 +9,19 @@ def _ev(rows):
     return df
 
 
-EVENTS = _ev([
-    ("1", "u", "a", "click", None, "2026-01-01 10:00"),
-    ("2", "u", "a", "add_to_cart", None, "2026-01-01 10:01"),  # funnel: collapses into the click
-    ("3", "u", "a", "purchase", None, "2026-01-01 10:02"),
-    ("4", "u", None, "search", "red shoe", "2026-01-02 10:00"),
-    ("5", "u", "b", "click", None, "2026-01-02 10:01"),
-    ("6", "u", "b", "purchase", None, "2026-01-05 10:00"),  # after the split; same item, other kind -> collapsed
-    ("7", "u", "c", "purchase", None, "2026-01-06 10:00"),
-    ("8", "u", "c", "purchase", None, "2026-01-07 10:00"),  # a repeat of the same kind stays
-    ("9", "v", "x", "view", None, "2026-01-01 10:00"),  # views are not interactions
-])
+EVENTS = _ev(
+    [
+        ("1", "u", "a", "click", None, "2026-01-01 10:00"),
+        ("2", "u", "a", "add_to_cart", None, "2026-01-01 10:01"),  # funnel: collapses into the click
+        ("3", "u", "a", "purchase", None, "2026-01-01 10:02"),
+        ("4", "u", None, "search", "red shoe", "2026-01-02 10:00"),
+        ("5", "u", "b", "click", None, "2026-01-02 10:01"),
+        ("6", "u", "b", "purchase", None, "2026-01-05 10:00"),  # after the split; same item, other kind -> collapsed
+        ("7", "u", "c", "purchase", None, "2026-01-06 10:00"),
+        ("8", "u", "c", "purchase", None, "2026-01-07 10:00"),  # a repeat of the same kind stays
+        ("9", "v", "x", "view", None, "2026-01-01 10:00"),  # views are not interactions
+    ]
+)
 
 
 def test_sequences_collapse_the_funnel_but_keep_repeat_purchases():

@@ -14,16 +14,37 @@ from ml.config import RunConfig
 from ml.data import schema, shop, sql
 from ml.data.sources import SourceError, SourceNotFoundError, read_source
 
-ITEMS = pd.DataFrame({"item_id": [1, 2, 3], "title": ["Tent", "Stove", "Mug"], "description": ["", "gas", None],
-                      "brand": ["X", "Y", "X"], "category": ["camp"] * 3, "price": [100.0, 20.5, None]})
-EVENTS = pd.DataFrame({
-    "event_id": [f"e{i}" for i in range(10)],
-    "user_id": ["u1", "u1", "u2", "u2", "u1", "u2", "u3", "u3", "u1", "u2"],
-    "item_id": [1, 2, 1, 3, 3, 2, 1, 99, None, 2],
-    "event_type": ["view", "purchase", "click", "purchase", "click", "purchase", "view", "click", "search", "click"],
-    "query": [None] * 8 + ["tent", None],
-    "ts": pd.date_range("2026-01-01", periods=10, freq="D", tz="UTC"),
-})
+ITEMS = pd.DataFrame(
+    {
+        "item_id": [1, 2, 3],
+        "title": ["Tent", "Stove", "Mug"],
+        "description": ["", "gas", None],
+        "brand": ["X", "Y", "X"],
+        "category": ["camp"] * 3,
+        "price": [100.0, 20.5, None],
+    }
+)
+EVENTS = pd.DataFrame(
+    {
+        "event_id": [f"e{i}" for i in range(10)],
+        "user_id": ["u1", "u1", "u2", "u2", "u1", "u2", "u3", "u3", "u1", "u2"],
+        "item_id": [1, 2, 1, 3, 3, 2, 1, 99, None, 2],
+        "event_type": [
+            "view",
+            "purchase",
+            "click",
+            "purchase",
+            "click",
+            "purchase",
+            "view",
+            "click",
+            "search",
+            "click",
+        ],
+        "query": [None] * 8 + ["tent", None],
+        "ts": pd.date_range("2026-01-01", periods=10, freq="D", tz="UTC"),
+    }
+)
 USERS = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "region": ["north", "south", None]})
 
 
@@ -77,7 +98,8 @@ def test_names_queries_and_a_column_map_come_from_the_options_file(tmp_path):
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         ITEMS.rename(columns={"item_id": "sku", "title": "name"}).assign(cost_price=1.0).to_sql(
-            "products", conn, index=False)
+            "products", conn, index=False
+        )
         EVENTS.astype({"item_id": "Int64"}).rename(columns={"ts": "at"}).to_sql("log", conn, index=False)
         USERS.to_sql("users", conn, index=False)
     engine.dispose()
@@ -85,7 +107,8 @@ def test_names_queries_and_a_column_map_come_from_the_options_file(tmp_path):
     options.write_text(
         "tables: {items: products}\n"
         "queries: {events: \"SELECT event_id, user_id, item_id, event_type, query, at FROM log WHERE user_id <> 'x'\"}\n"
-        "columns:\n  items: {sku: item_id, name: title}\n  events: {at: ts}\n")
+        "columns:\n  items: {sku: item_id, name: title}\n  events: {at: ts}\n"
+    )
     check_shop(url, str(options))
     raw = read_source("sql", str(options), url=url, ingest_date="2026-01-05")
     assert "cost_price" not in raw.items.columns  # only the contract's columns are selected
@@ -98,7 +121,9 @@ def test_chunks_of_chunk_rows(tmp_path):
     seen = []
     original = shop.contract_chunk
     try:
-        shop.contract_chunk = lambda table, chunk, opts: seen.append((table, len(chunk))) or original(table, chunk, opts)
+        shop.contract_chunk = lambda table, chunk, opts: (
+            seen.append((table, len(chunk))) or original(table, chunk, opts)
+        )
         raw = read_source("sql", str(options), url=url, ingest_date="2026-02-01")
     finally:
         shop.contract_chunk = original
@@ -111,7 +136,9 @@ def test_errors_name_the_problem_and_never_the_password(tmp_path, caplog):
         read_source("sql", None)
     with pytest.raises(SourceError, match="not a database URL"):
         read_source("sql", None, url="nosuchdb://u:hunter2@h/db")
-    with pytest.raises(SourceError, match=r"postgresql://u:\*\*\*@127\.0\.0\.1:1/db\?connect_timeout=2: OperationalError") as err:
+    with pytest.raises(
+        SourceError, match=r"postgresql://u:\*\*\*@127\.0\.0\.1:1/db\?connect_timeout=2: OperationalError"
+    ) as err:
         read_source("sql", None, url="postgresql://u:hunter2@127.0.0.1:1/db?connect_timeout=2")
     assert "hunter2" not in str(err.value) and "hunter2" not in caplog.text
     url = f"sqlite:///{tmp_path / 'empty.db'}"

@@ -130,9 +130,7 @@ def test_activity_is_long_tailed(clean):
 
 
 def test_sequences_follow_category_transitions_and_brand_loyalty(clean):
-    events = item_events(clean["events"]).merge(
-        clean["items"][["item_id", "category", "brand"]], on="item_id"
-    )
+    events = item_events(clean["events"]).merge(clean["items"][["item_id", "category", "brand"]], on="item_id")
     events = events.sort_values(["user_id", "ts", "event_id"], kind="stable")
     nexts: dict[str, Counter] = defaultdict(Counter)
     repeat, chance = [], []
@@ -211,9 +209,7 @@ def holdout_scores(raw: RawTables) -> pd.DataFrame:
             for d in (1, 2, 3):
                 if a + d < len(seq):
                     trans[seq[a]][seq[a + d]] += 0.6 ** (d - 1)
-    popular = list(
-        train.loc[train["event_type"].isin(schema.INTERACTION_TYPES), "item_id"].value_counts().index[:10]
-    )
+    popular = list(train.loc[train["event_type"].isin(schema.INTERACTION_TYPES), "item_id"].value_counts().index[:10])
     rows = []
     for user, g in events.groupby("user_id"):
         seq, stamps, kinds = g["item_id"].tolist(), g["ts"].tolist(), g["event_type"].tolist()

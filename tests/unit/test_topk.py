@@ -12,9 +12,13 @@ def _reference(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def test_top_k_orders_by_score_then_lower_column():
-    scores = np.array([[0.1, 0.5, 0.5, 0.9, 0.5],
-                       [2.0, 2.0, 2.0, 2.0, 2.0],  # all equal: the first k columns
-                       [-1.0, -np.inf, 3.0, 3.0, 0.0]])
+    scores = np.array(
+        [
+            [0.1, 0.5, 0.5, 0.9, 0.5],
+            [2.0, 2.0, 2.0, 2.0, 2.0],  # all equal: the first k columns
+            [-1.0, -np.inf, 3.0, 3.0, 0.0],
+        ]
+    )
     assert top_k(scores, 3).tolist() == [[3, 1, 2], [0, 1, 2], [2, 3, 4]]
     assert top_k(scores, 10).shape == (3, 5)  # k beyond the columns: every column
     np.testing.assert_array_equal(top_k(scores, 5), _reference(scores, 5))

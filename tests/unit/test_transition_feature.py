@@ -14,8 +14,10 @@ SEQUENCES = {"a": [0, 1, 2, 3], "b": [0, 1, 4], "c": [0, 1, 2, 5], "d": [6, 7]}
 
 
 def _frame(sequences: dict[str, list[int]]) -> pd.DataFrame:
-    return pd.DataFrame([(u, pos, f"i{item}") for u, items in sequences.items() for pos, item in enumerate(items)],
-                        columns=["user_id", "position", "item_id"])
+    return pd.DataFrame(
+        [(u, pos, f"i{item}") for u, items in sequences.items() for pos, item in enumerate(items)],
+        columns=["user_id", "position", "item_id"],
+    )
 
 
 def _decayed(table: np.ndarray, history: list[int]) -> np.ndarray:
@@ -55,5 +57,12 @@ def test_own_entries_follow_the_history_order_and_decay():
 
 def test_a_shopper_must_be_allowed_a_pair():
     with pytest.raises(ValueError, match="pairs_per_user"):
-        transition_feature(_frame(SEQUENCES), set(SEQUENCES), {f"i{j}": j for j in range(N_ITEMS)}, seed=3,
-                           pairs_per_user=0, floor=2.0, sigma=None)
+        transition_feature(
+            _frame(SEQUENCES),
+            set(SEQUENCES),
+            {f"i{j}": j for j in range(N_ITEMS)},
+            seed=3,
+            pairs_per_user=0,
+            floor=2.0,
+            sigma=None,
+        )

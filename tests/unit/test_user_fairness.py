@@ -58,9 +58,7 @@ def test_mitigated_group_follows_activity_groups_or_threshold() -> None:
 
 def test_standardize_hand_worked_and_constant() -> None:
     # mean 2.5, population deviation sqrt(1.25)
-    assert standardize(MODEL) == pytest.approx(
-        [1.5 / 1.25**0.5, 0.5 / 1.25**0.5, -0.5 / 1.25**0.5, -1.5 / 1.25**0.5]
-    )
+    assert standardize(MODEL) == pytest.approx([1.5 / 1.25**0.5, 0.5 / 1.25**0.5, -0.5 / 1.25**0.5, -1.5 / 1.25**0.5])
     assert standardize([3.0, 3.0, 3.0]).tolist() == [0.0, 0.0, 0.0]
     assert standardize([]).size == 0
 
@@ -83,8 +81,7 @@ def test_strength_zero_is_the_model_ranking() -> None:
     lengths = rng.integers(1, 11, size=30).tolist()
     out = mitigate(pools, model, support, lengths, UserFairnessConfig(strength=0.0), 10)
     expected = [
-        [p[j] for j in np.argsort(-np.asarray(m), kind="stable")[:10]]
-        for p, m in zip(pools, model, strict=True)
+        [p[j] for j in np.argsort(-np.asarray(m), kind="stable")[:10]] for p, m in zip(pools, model, strict=True)
     ]
     assert out == expected
 
@@ -95,9 +92,7 @@ def test_only_the_mitigated_group_is_reranked() -> None:
     out = mitigate(pools, [MODEL] * 3, [SUPPORT] * 3, lengths, UserFairnessConfig(strength=0.8), 3)
     assert out[0] == out[1] == ["a", "b", "c"]  # light: the model's order
     assert out[2] == ["d", "c", "b"]  # heavy: 0.2 z(model) + 0.8 z(support) follows the support
-    out = mitigate(
-        pools, [MODEL] * 3, [SUPPORT] * 3, lengths, UserFairnessConfig(strength=0.8, group="light"), 3
-    )
+    out = mitigate(pools, [MODEL] * 3, [SUPPORT] * 3, lengths, UserFairnessConfig(strength=0.8, group="light"), 3)
     assert out[0] == out[1] == ["d", "c", "b"] and out[2] == ["a", "b", "c"]
 
 
@@ -153,9 +148,7 @@ def test_tradeoff_raises_the_worse_served_group() -> None:
     assert last["ratio"] == pytest.approx(1.0)
     assert last["ndcg_loss"] < 0
     # all cases in a group score the same, so every resample gives the same ratio
-    assert first["ratio_low"] == pytest.approx(first["ratio"]) and first["ratio_high"] == pytest.approx(
-        first["ratio"]
-    )
+    assert first["ratio_low"] == pytest.approx(first["ratio"]) and first["ratio_high"] == pytest.approx(first["ratio"])
     # the paired gain: every resample's ratio rises to 1, so the gain interval sits above 0
     assert first["gain_low"] == pytest.approx(0.0) and first["gain_high"] == pytest.approx(0.0)
     assert last["gain_low"] == pytest.approx(1 - 1 / np.log2(5))
@@ -167,9 +160,7 @@ def test_tradeoff_raises_the_worse_served_group() -> None:
 def test_choose_strength_respects_the_ndcg_budget() -> None:
     import pandas as pd
 
-    table = pd.DataFrame(
-        {"strength": [0.0, 0.2, 0.4], "ndcg": [0.100, 0.099, 0.090], "ratio": [0.70, 0.75, 0.80]}
-    )
+    table = pd.DataFrame({"strength": [0.0, 0.2, 0.4], "ndcg": [0.100, 0.099, 0.090], "ratio": [0.70, 0.75, 0.80]})
     assert choose_strength(table) == 0.0  # no loss allowed
     assert choose_strength(table, max_ndcg_loss=0.02) == 0.2
     assert choose_strength(table, max_ndcg_loss=0.2) == 0.4
