@@ -35,7 +35,8 @@ test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow and not services"
 
 lint: venv
-	$(BIN)/ruff check ml dags plugins feature_repo tests benchmarks
+	$(BIN)/ruff check ml dags plugins feature_repo tests benchmarks examples
+	$(BIN)/ruff format --check ml dags plugins feature_repo tests benchmarks examples
 	$(BIN)/mypy ml
 
 # OpenLineage events of every task, one JSON per line; `make airflow OPENLINEAGE_TRANSPORT='{"type": "console"}'`
