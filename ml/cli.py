@@ -106,6 +106,7 @@ def run_chain(settings: Settings, config: RunConfig, echo: Any = print, key: byt
     it goes; returns the summary. `key` is the pseudonym key; without it the key is loaded (ml.keys) before any
     stage starts, so a missing key stops the chain before it settles or creates anything."""
     from ml.keys import load_pseudonym_key
+    from ml.lineage import cli_client, emit_stage
     from ml.pipeline import stages
     from ml.pipeline.context import RunContext
     from ml.pipeline.lease import stage_lease
@@ -117,11 +118,20 @@ def run_chain(settings: Settings, config: RunConfig, echo: Any = print, key: byt
         echo(f"Settled a dead run first: {_orphan_line(orphan)}")
     ctx = RunContext.create(settings, config)
     echo(f"Run folder: {ctx.run_dir}")
+    lineage = cli_client(settings.home)  # what each stage read and wrote, as the Airflow tasks report it
     for n, name in enumerate(stages.STAGES, start=1):
         started = time.perf_counter()
         echo(f"[{n}/{len(stages.STAGES)}] {name} ...", flush=True)
-        with stage_lease(ctx.run_dir, name):
-            result = stages.ingest(ctx, key=key) if name == "ingest" else getattr(stages, name)(ctx)
+        run_id = emit_stage(lineage, name, str(ctx.run_dir), None, "START") if lineage else None
+        try:
+            with stage_lease(ctx.run_dir, name):
+                result = stages.ingest(ctx, key=key) if name == "ingest" else getattr(stages, name)(ctx)
+        except BaseException:
+            if lineage:
+                emit_stage(lineage, name, str(ctx.run_dir), run_id, "FAIL")
+            raise
+        if lineage:
+            emit_stage(lineage, name, str(ctx.run_dir), run_id, "COMPLETE")
         echo(f"      {name} done in {time.perf_counter() - started:.1f} s: {_short(result)}", flush=True)
     return ctx.read("summary")
 

@@ -3,7 +3,7 @@
 - `StageOperator(stage=...)` runs one stage on the run folder (the value `prepare` returned) and returns the
   folder, so the DAG file is the flow and nothing else. It holds the run's lease (`ml.pipeline.lease`) unless
   the stage takes it itself, routes library output to the task log (no stderr: Airflow logs stderr as ERROR),
-  logs where the MLflow evidence is, and reports its lineage to OpenLineage (`vetted_lineage`).
+  logs where the MLflow evidence is, and reports its lineage to OpenLineage (`ml.lineage`).
 - `GateOperator` decides the branch from the gate's recorded status.
 - `GateFailedOperator` records a failed gate (the champion stays) and then fails, so a rejected model shows as a
   red task and a failed DAG run with the gate's table as the error, not as a green run.
@@ -201,14 +201,15 @@ def review_body(ctx: Any) -> str:
 
 # ------------------------------------------------------------------------------------------------ operators
 class _StageLineage:
-    """OpenLineage facets from the run folder (vetted_lineage); the provider calls these after the task."""
+    """OpenLineage facets from the run folder (ml.lineage); the provider calls these after the task."""
 
     stage: str
     run_dir: Any
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         from airflow.providers.openlineage.extractors import OperatorLineage
-        from vetted_lineage import stage_lineage
+
+        from ml.lineage import stage_lineage
 
         inputs, outputs, facets = stage_lineage(self.stage, self.run_dir if isinstance(self.run_dir, str) else None)
         return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=facets)

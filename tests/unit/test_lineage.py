@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
-
-from vetted_lineage import FACET, mlflow_namespace, stage_lineage  # noqa: E402
+from ml.lineage import FACET, emit_stage, file_client, mlflow_namespace, stage_lineage
 
 
 def _run_folder(tmp_path: Path) -> Path:
@@ -94,3 +91,18 @@ def test_a_stage_that_ended_early_reports_what_it_can(tmp_path):
 def test_mlflow_namespace_never_carries_credentials():
     assert mlflow_namespace("http://user:secret@mlflow:5000") == "mlflow://mlflow:5000"
     assert mlflow_namespace("sqlite:////data/mlflow.db") == "mlflow:///data/mlflow.db"
+
+
+def test_the_cli_chain_emits_each_stages_lineage_to_a_file(tmp_path):
+    """`vetted run` (no Airflow) reports the same datasets: a START and a COMPLETE event per stage, one JSON a line."""
+    run_dir = _run_folder(tmp_path)
+    path = tmp_path / "lineage" / "events.jsonl"
+    client = file_client(path)
+    run_id = emit_stage(client, "ingest", str(run_dir), run_id=None, state="START")
+    assert emit_stage(client, "ingest", str(run_dir), run_id=run_id, state="COMPLETE") == run_id
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
+    assert events[0]["run"]["runId"] == events[1]["run"]["runId"]
+    assert events[1]["job"] == {"namespace": "vetted", "name": "vetted_run.ingest", "facets": {}}
+    inputs, outputs, _ = stage_lineage("ingest", str(run_dir))
+    assert [d["name"] for d in events[1]["outputs"]] == [d.name for d in outputs] and outputs

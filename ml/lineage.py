@@ -1,7 +1,8 @@
-"""OpenLineage for the stages of `recsys_training`: what each task read and wrote, from its run folder.
+"""OpenLineage for the stages of the chain: what each stage read and wrote, from its run folder.
 
-The Airflow OpenLineage provider calls a task's `get_openlineage_facets_on_complete` (the stage operators in
-`vetted_operators` define it) after the task ends; this module turns the stage's recorded outputs
+Under Airflow, the OpenLineage provider calls a task's `get_openlineage_facets_on_complete` (the stage operators in
+`plugins/vetted_operators` define it) after the task ends; `vetted run` and `vetted demo` emit the same through
+`emit_stage` (`ml.cli`). This module turns the stage's recorded outputs
 (`<run folder>/<stage>.json`) into datasets named by the OpenLineage naming conventions:
 
 - lake partitions and run-folder files: namespace `file`, the absolute path;
@@ -18,6 +19,10 @@ it can: lineage must never fail a task.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -26,8 +31,12 @@ import attr
 from openlineage.client.event_v2 import Dataset
 from openlineage.client.facet_v2 import RunFacet
 
+log = logging.getLogger(__name__)
+
 FACET = "vetted_model"
+NAMESPACE = "vetted"  # the job namespace, as `make airflow` sets AIRFLOW__OPENLINEAGE__NAMESPACE
 SCHEMA_URL = "https://vetted.local/spec/facets/VettedModelRunFacet.json"
+PRODUCER = "https://github.com/vetted/vetted"  # the producer URI every event names
 LAKE_TABLES = ("events", "items", "users")
 
 
@@ -167,3 +176,50 @@ def stage_lineage(stage: str, run_dir: str | None) -> tuple[list[Dataset], list[
         promoted = bool(run.promote.get("promoted"))
         return run.model_version(), run.champion() if promoted else [], run.model_facet()
     return [], [], {}
+
+
+def file_client(path: Path) -> Any:
+    """An OpenLineage client appending each event to `path` as one JSON line."""
+    from openlineage.client import OpenLineageClient
+    from openlineage.client.transport.file import FileConfig, FileTransport
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return OpenLineageClient(transport=FileTransport(FileConfig(log_file_path=str(path), append=True)))
+
+
+def cli_client(home: Path) -> Any | None:
+    """The client of a chain run from the CLI: the user's OpenLineage settings when they set any (OPENLINEAGE_URL,
+    OPENLINEAGE__TRANSPORT__*, OPENLINEAGE_CONFIG: the client's own rules), None when OPENLINEAGE_DISABLED is
+    true, else a file under the home (`<home>/lineage/events.jsonl`, where `make airflow` writes too)."""
+    if os.environ.get("OPENLINEAGE_DISABLED", "").lower() in ("1", "true", "yes"):
+        return None
+    if any(k == "OPENLINEAGE_URL" or k == "OPENLINEAGE_CONFIG" or k.startswith("OPENLINEAGE__") for k in os.environ):
+        from openlineage.client import OpenLineageClient
+
+        return OpenLineageClient()
+    return file_client(Path(home) / "lineage" / "events.jsonl")
+
+
+def emit_stage(client: Any, stage: str, run_dir: str, run_id: str | None, state: str) -> str:
+    """Emit one event (START, COMPLETE or FAIL) of the stage's job `vetted_run.<stage>` with the datasets its
+    outputs name; returns the OpenLineage run id (pass it back for the stage's later events). Lineage never
+    fails a stage: an error is logged."""
+    from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
+
+    run_id = run_id or str(uuid.uuid4())
+    try:
+        inputs, outputs, facets = stage_lineage(stage, run_dir) if state != "START" else ([], [], {})
+        client.emit(
+            RunEvent(
+                eventType=RunState[state],
+                eventTime=datetime.now(UTC).isoformat(),
+                run=Run(runId=run_id, facets=facets),
+                job=Job(namespace=NAMESPACE, name=f"vetted_run.{stage}"),
+                inputs=[InputDataset(namespace=d.namespace, name=d.name, facets=d.facets) for d in inputs],
+                outputs=[OutputDataset(namespace=d.namespace, name=d.name, facets=d.facets) for d in outputs],
+                producer=PRODUCER,
+            )
+        )
+    except Exception:  # noqa: BLE001 - lineage is a report, never a reason to stop the chain
+        log.exception("could not emit the %s lineage event of stage %s", state, stage)
+    return run_id
