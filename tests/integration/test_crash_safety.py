@@ -271,20 +271,20 @@ def test_the_dag_failure_callback_tags_the_version_failed_and_takes_champion_awa
     stages.promote(retried.ctx)
     assert _champion(client, settings) == retried.version  # promoted, and then its task is lost
 
-    sys.path.insert(0, str(ROOT / "dags"))
+    sys.path.insert(0, str(ROOT / "plugins"))
     try:
-        import recsys_training
+        from vetted_operators import version_failed  # the on_failure_callback of recsys_training's tasks
     finally:
-        sys.path.remove(str(ROOT / "dags"))
+        sys.path.remove(str(ROOT / "plugins"))
     ti = SimpleNamespace(run_id=RETRIED, task_id="promote")
-    recsys_training._version_failed({"ti": ti, "exception": RuntimeError("worker lost (SIGKILL)")})
+    version_failed({"ti": ti, "exception": RuntimeError("worker lost (SIGKILL)")})
 
     tags = _tags(retried)
     assert (tags["gate.status"], tags[reg.FAILED_AT]) == ("failed", "promote")
     assert "worker lost" in tags[reg.FAILURE_REASON]
     assert _champion(client, settings) == champion.version
     # a task of a run that never registered anything: the callback changes nothing and does not raise
-    recsys_training._version_failed({"ti": SimpleNamespace(run_id="no-such-run", task_id="gate"), "exception": None})
+    version_failed({"ti": SimpleNamespace(run_id="no-such-run", task_id="gate"), "exception": None})
     assert _champion(client, settings) == champion.version
 
 
