@@ -5,6 +5,7 @@ the events known by then)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -40,8 +41,8 @@ def test_files_and_sql_give_the_same_lake_and_cases(vetted_home, tmp_path, monke
             getattr(raw, table).to_sql(table, conn, index=False)
     engine.dispose()
     small = RunConfig(max_steps=6, slice_reports=False, ingest_date="2026-12-06")
-    by_files = _run(tmp_path / "files", monkeypatch, small.with_(source="files", path=str(EXAMPLE)))
-    by_sql = _run(tmp_path / "sql", monkeypatch, small.with_(source="sql", url=url))
+    by_files = _run(tmp_path / "files", monkeypatch, replace(small, source="files", path=str(EXAMPLE)))
+    by_sql = _run(tmp_path / "sql", monkeypatch, replace(small, source="sql", url=url))
     a, b = by_files.read("ingest"), by_sql.read("ingest")
     assert a["quarantined"]["events"] > 0 and a["deleted_users"] > 0  # the example's broken rows and deletion
     for key in ("read", "accepted", "quarantined", "deferred", "quarantine_reasons", "split_time"):
@@ -52,7 +53,7 @@ def test_files_and_sql_give_the_same_lake_and_cases(vetted_home, tmp_path, monke
     for name in (stages.TRAIN_SET, stages.CASES):
         pd.testing.assert_frame_equal(pd.read_parquet(by_sql.path(name)), pd.read_parquet(by_files.path(name)))
 
-    earlier = _run(tmp_path / "earlier", monkeypatch, small.with_(source="sql", url=url, ingest_date="2026-03-10"))
+    earlier = _run(tmp_path / "earlier", monkeypatch, replace(small, source="sql", url=url, ingest_date="2026-03-10"))
     ingested = earlier.read("ingest")
     assert ingested["read"]["events"] < a["read"]["events"] and ingested["deferred"]["events"] == 0
     assert pd.Timestamp(ingested["split_time"]) < pd.Timestamp("2026-03-11", tz="UTC")
