@@ -15,7 +15,7 @@ from ml.evaluation.search import (
 )
 from ml.gate.decision import decide
 from ml.gate.policy import load_policy
-from ml.registry.card import _search_section
+from ml.registry.card_sections import search_section
 
 
 def _per_case(candidate: list[float], baseline: list[float]) -> pd.DataFrame:
@@ -111,7 +111,7 @@ def test_zero_result_rate_counts_empty_rankings() -> None:
 
 
 def test_the_card_search_section_shows_the_table_or_why_not() -> None:
-    lines = _search_section({"n_cases": 0, "unmeasurable": "no search events"}, None, 10)
+    lines = search_section({"n_cases": 0, "unmeasurable": "no search events"}, None, 10)
     assert lines[0] == "## Search on the hold-out" and "Not measured: no search events" in lines[1]
     entry = {"value": 0.6, "lower": 0.55, "upper": 0.65}
     searched = {
@@ -133,7 +133,7 @@ def test_the_card_search_section_shows_the_table_or_why_not() -> None:
         },
     }
     text = "\n".join(
-        _search_section(
+        search_section(
             searched, {"version": "3", "search_metrics": {"ndcg_at_10": 0.59, "recall_at_10": 0.7, "mrr": 0.4}}, 10
         )
     )
