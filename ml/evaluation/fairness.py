@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame
 
-from ml.evaluation.metrics import Target, relevant_set
+from ml.evaluation.metrics import Target, check_cases, relevant_set
 
 log = logging.getLogger(__name__)
 
@@ -196,13 +196,7 @@ def provider_exposure(
     ratio = exposure share / relevance share (None when no relevant item is tail). Items missing from
     `item_tier` count as not tail (their number is in "n_untiered").
     """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    if len(recommendations) != len(targets):
-        raise ValueError(
-            f"recommendations has {len(recommendations)} cases but targets has {len(targets)}; "
-            "pass one target per recommended list"
-        )
+    check_cases(recommendations, targets, k)
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     exposure_total = exposure_tail = 0.0
     relevant_total = relevant_tail = 0

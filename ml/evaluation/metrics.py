@@ -43,7 +43,8 @@ def relevant_set(target: Target) -> frozenset[str]:
     return frozenset(target)
 
 
-def _check_inputs(recommendations: Sequence[Sequence[str]], targets: Sequence[Target], k: int) -> None:
+def check_cases(recommendations: Sequence[Sequence[str]], targets: Sequence[Target], k: int) -> None:
+    """Refuse a cutoff below 1 and a target list that does not pair one to one with the recommended lists."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if len(recommendations) != len(targets):
@@ -51,6 +52,10 @@ def _check_inputs(recommendations: Sequence[Sequence[str]], targets: Sequence[Ta
             f"recommendations has {len(recommendations)} cases but targets has {len(targets)}; "
             "pass one target (or collection of targets) per recommended list, in the same order"
         )
+
+
+def _check_inputs(recommendations: Sequence[Sequence[str]], targets: Sequence[Target], k: int) -> None:
+    check_cases(recommendations, targets, k)
     if len(recommendations) == 0:
         raise ValueError("no cases to evaluate: recommendations and targets are empty")
 

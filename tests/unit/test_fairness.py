@@ -135,3 +135,11 @@ def test_provider_exposure_no_tail_relevance_and_untiered_items() -> None:
     assert out["tail_relevance_share"] == 0.0
     assert out["ratio"] is None
     assert out["n_untiered"] == 1
+
+
+def test_provider_exposure_refuses_a_bad_k_and_unpaired_targets_but_measures_no_cases() -> None:
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        provider_exposure([["t1"]], ["t1"], TIER, k=0)
+    with pytest.raises(ValueError, match="1 cases but targets has 2; pass one target"):
+        provider_exposure([["t1"]], ["t1", "h1"], TIER, k=2)
+    assert provider_exposure([], [], TIER, k=2)["n_cases"] == 0  # unlike the ranking metrics, no case is no error
