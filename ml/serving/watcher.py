@@ -127,18 +127,9 @@ class ChampionWatcher:
         try:
             if self.alias == CHAMPION:
                 refuse_unvetted(version, tags)
-            champion = load_version(
-                self._client,
-                self.model_name,
-                version,
-                tags,
-                run_id=mv.run_id,
-                query_encoder=self.settings.query_encoder,
-            )
+            champion = self._load(version, tags, mv.run_id)
         except Exception as err:
-            attempts = failure.attempts + 1 if failure else 1
-            backoff = min(self.max_backoff_seconds, self.poll_seconds * 2 ** (attempts - 1))
-            self._failures[version] = _Failure(attempts, time.monotonic() + backoff)
+            attempts, backoff = self._back_off(version, failure)
             message = f"loading {where} failed ({type(err).__name__}): {_short(err)}"
             if current is None:  # a cold start: serve a vetted version rather than nothing
                 fallback = self._load_fallback(exclude={version})
@@ -181,23 +172,29 @@ class ChampionWatcher:
             if failure is not None and time.monotonic() < failure.retry_at:
                 continue
             try:
-                return load_version(
-                    self._client,
-                    self.model_name,
-                    version,
-                    tags[version],
-                    run_id=runs[version],
-                    query_encoder=self.settings.query_encoder,
-                )
+                return self._load(version, tags[version], runs[version])
             except Exception as err:
-                attempts = failure.attempts + 1 if failure else 1
-                backoff = min(self.max_backoff_seconds, self.poll_seconds * 2 ** (attempts - 1))
-                self._failures[version] = _Failure(attempts, time.monotonic() + backoff)
+                self._back_off(version, failure)
                 message = f"fallback {self.model_name} v{version} failed ({type(err).__name__}): {_short(err)}"
                 log.error(message)
                 with self._lock:
                     self._status.failed_versions[version] = message
         return None
+
+    def _load(self, version: str, tags: dict[str, str], run_id: str | None) -> Champion:
+        """Load and verify one version of the model (`load_version`), with this service's query encoder."""
+        return load_version(
+            self._client, self.model_name, version, tags, run_id=run_id, query_encoder=self.settings.query_encoder
+        )
+
+    def _back_off(self, version: str, failure: _Failure | None) -> tuple[int, float]:
+        """Record one more failed load of `version` after `failure` (the last one, or None); returns the attempts
+        so far and the seconds until the next try: the poll interval, doubled per attempt, at most
+        max_backoff_seconds."""
+        attempts = failure.attempts + 1 if failure else 1
+        backoff = min(self.max_backoff_seconds, self.poll_seconds * 2 ** (attempts - 1))
+        self._failures[version] = _Failure(attempts, time.monotonic() + backoff)
+        return attempts, backoff
 
     def _retag(self, current: Champion, tags: dict[str, str], now: datetime) -> bool:
         where = f"{self.model_name} v{current.version}"
