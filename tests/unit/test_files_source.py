@@ -15,41 +15,12 @@ from ml.data.ingest import ingest
 from ml.data.sources import SourceError, SourceNotFoundError, read_source
 from ml.privacy.pii import PIIScrubber
 from ml.privacy.pseudonymize import Pseudonymizer
+from tests.contract_shop import shop_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "shop"
 
-ITEMS = pd.DataFrame(
-    {
-        "item_id": ["a", "b", "c"],
-        "title": ["Tent", "Stove", "Mug"],
-        "description": ["", "gas", None],
-        "brand": ["X", "Y", "X"],
-        "category": ["camp"] * 3,
-        "price": [100.0, 20.5, None],
-    }
-)
-EVENTS = pd.DataFrame(
-    {
-        "event_id": [f"e{i}" for i in range(10)],
-        "user_id": ["u1", "u1", "u2", "u2", "u1", "u2", "u3", "u3", "u1", "u2"],
-        "item_id": ["a", "b", "a", "c", "c", "b", "a", "zz", None, "b"],
-        "event_type": [
-            "view",
-            "purchase",
-            "click",
-            "purchase",
-            "click",
-            "purchase",
-            "view",
-            "click",
-            "search",
-            "click",
-        ],
-        "query": [None] * 8 + ["tent", None],
-        "ts": pd.date_range("2026-01-01", periods=10, freq="D", tz="UTC"),
-    }
-)
+ITEMS, EVENTS = shop_tables()
 
 
 def shop_folder(folder: Path, fmt: str = "parquet") -> Path:

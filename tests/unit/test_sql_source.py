@@ -13,38 +13,9 @@ import sqlalchemy as sa
 from ml.config import RunConfig
 from ml.data import schema, shop, sql
 from ml.data.sources import SourceError, SourceNotFoundError, read_source
+from tests.contract_shop import shop_tables
 
-ITEMS = pd.DataFrame(
-    {
-        "item_id": [1, 2, 3],
-        "title": ["Tent", "Stove", "Mug"],
-        "description": ["", "gas", None],
-        "brand": ["X", "Y", "X"],
-        "category": ["camp"] * 3,
-        "price": [100.0, 20.5, None],
-    }
-)
-EVENTS = pd.DataFrame(
-    {
-        "event_id": [f"e{i}" for i in range(10)],
-        "user_id": ["u1", "u1", "u2", "u2", "u1", "u2", "u3", "u3", "u1", "u2"],
-        "item_id": [1, 2, 1, 3, 3, 2, 1, 99, None, 2],
-        "event_type": [
-            "view",
-            "purchase",
-            "click",
-            "purchase",
-            "click",
-            "purchase",
-            "view",
-            "click",
-            "search",
-            "click",
-        ],
-        "query": [None] * 8 + ["tent", None],
-        "ts": pd.date_range("2026-01-01", periods=10, freq="D", tz="UTC"),
-    }
-)
+ITEMS, EVENTS = shop_tables((1, 2, 3), unknown=99)
 USERS = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "region": ["north", "south", None]})
 
 
