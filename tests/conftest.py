@@ -27,6 +27,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
 
+@pytest.fixture(scope="session")
+def tokenizer():
+    """MiniLM's tokenizer from the offline weights (the tiny models of tests/tiny_model.py use it too)."""
+    from transformers import AutoTokenizer
+
+    from ml.training.encoder import model_dir
+
+    return AutoTokenizer.from_pretrained(str(model_dir()), local_files_only=True)
+
+
 def shared_data(name: str) -> Path:
     """A corpus folder in ../shared/data, or skip the test saying why."""
     path = SHARED_DATA / name

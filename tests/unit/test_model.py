@@ -7,51 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
 
 from ml.evaluation.baselines import ZeroShot
 from ml.training.dp_sgd import DPSettings
-from ml.training.encoder import model_dir
 from ml.training.examples import Examples
 from ml.training.heads import ContentScale, _content_scale_grad_sample
 from ml.training.model import BiEncoder, build_history_tensors, lexical_similarity
 from ml.training.recommender import Recommender, RecommenderSettings
-from ml.training.train import train_bi_encoder
-
-N_ITEMS, N_SHOPPERS, MAX_HISTORY = 12, 40, 4
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(str(model_dir()), local_files_only=True)
-
-
-def _model(tokenizer, seed: int = 0) -> tuple[BiEncoder, list[str]]:
-    """A one-layer 16-wide BERT (frozen) with its item table filled from the catalogue text."""
-    torch.manual_seed(seed)
-    bert = BertModel(
-        BertConfig(
-            vocab_size=tokenizer.vocab_size,
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=32,
-            max_position_embeddings=64,
-        ),
-        add_pooling_layer=False,
-    )
-    model = BiEncoder(
-        bert,
-        n_items=N_ITEMS,
-        trainable_layers=0,
-        max_history=MAX_HISTORY,
-        item_category=torch.arange(N_ITEMS) % 3,
-        item_brand=torch.arange(N_ITEMS) % 4,
-    )
-    texts = [f"item {i} colour {['red', 'blue', 'green'][i % 3]} size {i * 7 % 5}" for i in range(N_ITEMS)]
-    with torch.no_grad():
-        model.item_table.copy_(model.encode_texts(tokenizer, texts, 16))
-    return model.eval(), texts
+from tests.tiny_model import MAX_HISTORY, N_ITEMS, tiny_examples, tiny_model, train_tiny
 
 
 def _logits(model: BiEncoder, histories: list[list[int]]) -> torch.Tensor:
@@ -65,7 +28,7 @@ HISTORIES = [[3], [0, 5, 9], [1, 2, 3, 4, 5, 6], [11, 11, 7]]
 
 
 def test_the_untrained_model_ranks_exactly_as_the_zero_shot_encoder(tokenizer):
-    model, _ = _model(tokenizer)
+    model, _ = tiny_model(tokenizer)
     ids = [f"i{j}" for j in range(N_ITEMS)]
     zero_shot = ZeroShot(item_ids=ids, vectors=model.item_table.numpy())
     as_ids = [[ids[j] for j in h] for h in HISTORIES]
@@ -74,7 +37,7 @@ def test_the_untrained_model_ranks_exactly_as_the_zero_shot_encoder(tokenizer):
 
 
 def test_folding_the_content_scale_into_the_temperature_keeps_every_score(tokenizer):
-    model, texts = _model(tokenizer)
+    model, texts = tiny_model(tokenizer)
     _with_tables(model, texts)
     with torch.no_grad():
         model.content_scale.log_scale.fill_(-1.5)
@@ -86,7 +49,7 @@ def test_folding_the_content_scale_into_the_temperature_keeps_every_score(tokeni
 
 
 def test_closest_similarity_is_the_best_cosine_to_any_real_history_item(tokenizer):
-    model, _ = _model(tokenizer)
+    model, _ = tiny_model(tokenizer)
     t = build_history_tensors([[2, 7], []], MAX_HISTORY)  # the empty row is padded with item 0
     got = model.closest_similarity(t["hist_idx"], t["hist_mask"] > 0)
     table = model.item_table
@@ -113,36 +76,12 @@ def test_content_scale_per_sample_gradient_matches_autograd():
         assert per_sample[b].item() == pytest.approx(layer.log_scale.grad.item(), rel=1e-5)
 
 
-def _examples() -> Examples:
-    """Next item = the item after the newest history item: a pattern the transition-free heads can half learn."""
-    users, histories, targets = [], [], []
-    for u in range(N_SHOPPERS):
-        for k in range(2):
-            last = (u + k) % N_ITEMS
-            users.append(f"u{u}")
-            histories.append([(last + 5) % N_ITEMS, last])
-            targets.append((last + 1) % N_ITEMS)
-    return Examples(users, histories, [None] * len(targets), targets)
-
-
 def test_dp_training_with_frozen_dense_heads_moves_only_the_small_heads(tokenizer):
-    model, texts = _model(tokenizer)
+    model, texts = tiny_model(tokenizer)
     model.freeze_dense_heads()
     proj, bias = model.history_proj.weight.detach().clone(), model.item_bias.weight.detach().clone()
-    result = train_bi_encoder(
-        model,
-        tokenizer,
-        _examples(),
-        texts,
-        epochs=1,
-        max_steps=4,
-        batch_size=8,
-        learning_rate=0.2,
-        max_history=MAX_HISTORY,
-        max_query_tokens=8,
-        max_item_tokens=16,
-        seed=3,
-        dp=DPSettings(noise_multiplier=1.0, delta=1e-3, max_grad_norm=1.0),
+    result = train_tiny(
+        model, tokenizer, texts, max_steps=4, dp=DPSettings(noise_multiplier=1.0, delta=1e-3, max_grad_norm=1.0)
     )
     assert result.dp is not None and result.steps == 4
     assert torch.equal(model.history_proj.weight, proj) and torch.equal(model.item_bias.weight, bias)
@@ -187,7 +126,7 @@ def _items() -> pd.DataFrame:
 
 
 def test_a_saved_model_scores_as_before_with_its_item_tables(tokenizer, tmp_path):
-    model, texts = _model(tokenizer)
+    model, texts = tiny_model(tokenizer)
     _with_tables(model, texts)
     temperature = model.fold_content_scale()
     rec = Recommender(model, tokenizer, _items(), RecommenderSettings(temperature, MAX_HISTORY, 8, 16))
@@ -200,7 +139,7 @@ def test_a_saved_model_scores_as_before_with_its_item_tables(tokenizer, tmp_path
 def test_serving_scores_are_the_models_with_every_feature(tokenizer):
     from ml.serving.scorer import Scorer
 
-    model, texts = _model(tokenizer)
+    model, texts = tiny_model(tokenizer)
     _with_tables(model, texts)
     temperature = model.fold_content_scale()
     rec = Recommender(model, tokenizer, _items(), RecommenderSettings(temperature, MAX_HISTORY, 8, 16))
@@ -216,7 +155,7 @@ def test_serving_scores_are_the_models_with_every_feature(tokenizer):
 def test_parameter_groups_give_heads_content_scale_and_projection_their_own_rates(tokenizer):
     from ml.training.train import HEAD_LR_FACTOR, SCALAR_LR_FACTOR, parameter_groups
 
-    model, _ = _model(tokenizer)
+    model, _ = tiny_model(tokenizer)
     by_name = {g["name"]: g for g in parameter_groups(model, 0.2)}
     assert set(by_name) == {"heads", "scalars", "projection"}  # the encoder is frozen
     assert by_name["heads"]["lr"] == pytest.approx(0.2 * HEAD_LR_FACTOR)
@@ -230,7 +169,7 @@ def test_parameter_groups_give_heads_content_scale_and_projection_their_own_rate
 
 
 def test_dropped_text_features_score_nothing_and_save_as_zero_weights(tokenizer):
-    model, texts = _model(tokenizer)
+    model, texts = tiny_model(tokenizer)
     _with_tables(model, texts)
     model.drop_text_features()
     t = build_history_tensors(HISTORIES, MAX_HISTORY)
@@ -244,7 +183,7 @@ def test_dropped_text_features_score_nothing_and_save_as_zero_weights(tokenizer)
 
 
 def test_a_model_saved_with_five_features_and_no_content_scale_loads_and_scores_as_it_did(tokenizer, tmp_path):
-    model, texts = _model(tokenizer)
+    model, texts = tiny_model(tokenizer)
     _with_tables(model, texts)
     with torch.no_grad():
         model.feature_weights.weight[5:] = 0.0
@@ -269,13 +208,13 @@ def _grouped(model: BiEncoder, examples: Examples, rows: list[tuple[int, ...]], 
 
 
 def test_a_grouped_batch_scores_each_slot_as_its_own_example_and_pads_with_ignored_targets(tokenizer):
-    model, texts = _model(tokenizer)
+    model, texts = tiny_model(tokenizer)
     _with_tables(model, texts)
     with torch.no_grad():  # the dense heads and the category table too, away from their start
         model.history_proj.weight.add_(0.1 * torch.randn_like(model.history_proj.weight))
         model.item_bias.weight.copy_(torch.randn_like(model.item_bias.weight))
         model.category_transition.weight.copy_(torch.randn_like(model.category_transition.weight))
-    examples = _examples()
+    examples = tiny_examples()
     rows = [(0, 1), (4,), (6, 7)]  # shoppers with 2, 1 and 2 examples in 2 slots
     flat = _grouped(model, examples, [(i,) for r in rows for i in r], per_user=1)
     grouped = _grouped(model, examples, rows, per_user=2)
@@ -317,11 +256,11 @@ def test_under_ghost_clipping_a_grouped_row_is_one_shopper_whose_mean_loss_gradi
 
     from ml.training.batches import per_user_loss
 
-    model, texts = _model(tokenizer)
+    model, texts = tiny_model(tokenizer)
     _with_tables(model, texts)
     model.freeze_dense_heads()
     reference = copy.deepcopy(model)
-    examples = _examples()
+    examples = tiny_examples()
     rows = [(0, 1), (4,), (6, 7), (10, 11)]
     batch = _grouped(model, examples, rows, per_user=2)
     target = batch.pop("target")
@@ -358,59 +297,36 @@ def test_under_ghost_clipping_a_grouped_row_is_one_shopper_whose_mean_loss_gradi
 
 @pytest.mark.parametrize("dp", [True, False])
 def test_training_with_several_examples_per_shopper_learns_with_and_without_dp(tokenizer, dp):
-    model, texts = _model(tokenizer)
+    model, texts = tiny_model(tokenizer)
     model.freeze_dense_heads()
     settings = DPSettings(noise_multiplier=0.5, delta=1e-3, max_grad_norm=1.0) if dp else None
-    result = train_bi_encoder(
-        model,
-        tokenizer,
-        _examples(),
-        texts,
-        epochs=1,
-        max_steps=3,
-        batch_size=8,
-        learning_rate=0.2,
-        max_history=MAX_HISTORY,
-        max_query_tokens=8,
-        max_item_tokens=16,
-        seed=3,
-        dp=settings,
-        examples_per_user=2,
-    )
+    result = train_tiny(model, tokenizer, texts, max_steps=3, dp=settings, examples_per_user=2)
     assert result.steps == 3 and (result.dp is not None) == dp
     assert np.isfinite(result.final_loss)
     assert model.feature_weights.weight.abs().sum() > 0  # started at zero
 
 
 def test_with_trained_encoder_layers_a_step_takes_one_example_per_shopper_and_says_so(tokenizer, caplog):
-    model, texts = _model(tokenizer)
+    model, texts = tiny_model(tokenizer)
     for p in model.bert.encoder.layer[-1].parameters():
         p.requires_grad = True
     with caplog.at_level("WARNING", logger="ml.training.train"):
-        result = train_bi_encoder(
+        result = train_tiny(
             model,
             tokenizer,
-            _examples(),
             texts,
-            epochs=1,
             max_steps=2,
-            batch_size=8,
-            learning_rate=0.2,
-            max_history=MAX_HISTORY,
-            max_query_tokens=8,
-            max_item_tokens=16,
-            seed=3,
-            examples_per_user=4,
             dp=DPSettings(noise_multiplier=0.5, delta=1e-3, max_grad_norm=1.0),
+            examples_per_user=4,
         )
     assert result.dp is not None and result.dp["examples_per_user"] == 1
     assert "needs a frozen encoder" in caplog.text
 
 
 def test_a_shoppers_own_transition_entries_are_added_to_its_feature_in_flat_and_grouped_batches(tokenizer):
-    model, texts = _model(tokenizer)
+    model, texts = tiny_model(tokenizer)
     _with_tables(model, texts)
-    examples = _examples()
+    examples = tiny_examples()
     own = {0: [(3, -0.5), (3, -0.25), (7, -1.0)], 1: [(2, -0.3)], 6: [(11, -0.7)]}  # a repeated item adds up
     examples.transition_own = [own.get(i, []) for i in range(len(examples))]
     rows = [(0, 1), (4,), (6, 7)]
@@ -436,21 +352,13 @@ def test_a_shoppers_own_transition_entries_are_added_to_its_feature_in_flat_and_
 def test_dp_training_is_reproducible_from_the_seed_only_with_secure_rng_off(tokenizer, secure):
     trained = []
     for _ in range(2):
-        model, texts = _model(tokenizer)
+        model, texts = tiny_model(tokenizer)
         model.freeze_dense_heads()
-        result = train_bi_encoder(
+        result = train_tiny(
             model,
             tokenizer,
-            _examples(),
             texts,
-            epochs=1,
             max_steps=3,
-            batch_size=8,
-            learning_rate=0.2,
-            max_history=MAX_HISTORY,
-            max_query_tokens=8,
-            max_item_tokens=16,
-            seed=3,
             dp=DPSettings(noise_multiplier=1.0, delta=1e-3, max_grad_norm=1.0, secure_rng=secure),
         )
         assert result.dp is not None and result.dp["secure_rng"] is secure and result.steps == 3

@@ -7,28 +7,15 @@ import logging
 import re
 
 from ml.training.dp_sgd import DPSettings
-from ml.training.train import train_bi_encoder
-from tests.unit.test_model import MAX_HISTORY, _examples, _model, tokenizer  # noqa: F401 (tokenizer: a fixture)
+from tests.tiny_model import tiny_model, train_tiny
 
 
-def test_dp_training_logs_steps_loss_and_the_epsilon_spent(tokenizer, caplog):  # noqa: F811
-    model, texts = _model(tokenizer)
+def test_dp_training_logs_steps_loss_and_the_epsilon_spent(tokenizer, caplog):
+    model, texts = tiny_model(tokenizer)
     model.freeze_dense_heads()
     with caplog.at_level(logging.INFO, logger="ml.training.train"):
-        result = train_bi_encoder(
-            model,
-            tokenizer,
-            _examples(),
-            texts,
-            epochs=1,
-            max_steps=4,
-            batch_size=8,
-            learning_rate=0.2,
-            max_history=MAX_HISTORY,
-            max_query_tokens=8,
-            max_item_tokens=16,
-            seed=3,
-            dp=DPSettings(noise_multiplier=1.0, delta=1e-3, max_grad_norm=1.0),
+        result = train_tiny(
+            model, tokenizer, texts, max_steps=4, dp=DPSettings(noise_multiplier=1.0, delta=1e-3, max_grad_norm=1.0)
         )
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train step")]
     assert [re.match(r"train step (\d+)/4", line).group(1) for line in lines] == ["1", "2", "3", "4"]
