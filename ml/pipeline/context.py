@@ -13,9 +13,12 @@ import math
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ml.config import ConfigError, RunConfig, Settings
+
+if TYPE_CHECKING:
+    from ml.data.raw import RawTables
 
 # the frames the stages leave in the run folder beside their <stage>.json
 TRAIN_SET, CASES, SEQUENCES = "train_set.parquet", "cases.parquet", "train_sequences.parquet"
@@ -89,6 +92,22 @@ class RunContext:
 
     def has(self, name: str) -> bool:
         return (self.run_dir / f"{name}.json").exists()
+
+    def source_tables(self, ingest_date: str) -> RawTables:
+        """The tables of the source this run's config names, read as of `ingest_date` (YYYY-MM-DD): what the
+        ingest stage validates into the lake, and what the register stage reads again for the PII scan."""
+        from ml.data.sources import read_source
+
+        cfg = self.config
+        return read_source(
+            cfg.source,
+            cfg.path or None,
+            url=cfg.url,
+            n_users=cfg.n_users,
+            n_items=cfg.n_items,
+            seed=cfg.seed,
+            ingest_date=ingest_date,
+        )
 
 
 def _masked(settings: Settings) -> dict[str, Any]:

@@ -48,7 +48,6 @@ def register(ctx: RunContext) -> dict[str, Any]:
 def _register(ctx: RunContext) -> dict[str, Any]:
     import mlflow
 
-    from ml.data.sources import read_source
     from ml.pipeline.lease import hold_for_tests
     from ml.privacy.release import scan_release
     from ml.registry import registration as reg
@@ -67,15 +66,7 @@ def _register(ctx: RunContext) -> dict[str, Any]:
         raise RuntimeError(f"training run {run_id} ended {status}: it is not registered; run train again")
     tags = version_tags(ctx)
 
-    raw = read_source(
-        cfg.source,
-        cfg.path or None,
-        url=cfg.url,
-        n_users=cfg.n_users,
-        n_items=cfg.n_items,
-        seed=cfg.seed,
-        ingest_date=ctx.read("ingest")["ingest_date"],
-    )
+    raw = ctx.source_tables(ctx.read("ingest")["ingest_date"])
     texts = {f"param:{k}": v for k, v in flat_params("", cfg.to_dict()).items()}
     texts.update({f"tag:{k}": v for k, v in tags.items()})
     findings, scan = scan_release(

@@ -47,7 +47,6 @@ def ingest(ctx: RunContext, raw: Any = None, key: bytes | None = None) -> dict[s
     `raw` (RawTables) replaces reading the configured source: for notebooks and tests. `key` is the pseudonym key
     (ml.keys.load_pseudonym_key); without it the key is read from this process's environment."""
     from ml.data.ingest import ingest as run_ingest
-    from ml.data.sources import read_source
     from ml.keys import load_pseudonym_key
     from ml.privacy.pii import PIIScrubber
     from ml.privacy.pseudonymize import Pseudonymizer
@@ -57,15 +56,7 @@ def ingest(ctx: RunContext, raw: Any = None, key: bytes | None = None) -> dict[s
         key = load_pseudonym_key(os.environ, settings.home, allow_demo_key=settings.demo)
     ingest_date = cfg.ingest_date or datetime.now(UTC).strftime("%Y-%m-%d")  # once: the source and the lake agree
     if raw is None:
-        raw = read_source(
-            cfg.source,
-            cfg.path or None,
-            url=cfg.url,
-            n_users=cfg.n_users,
-            n_items=cfg.n_items,
-            seed=cfg.seed,
-            ingest_date=ingest_date,
-        )
+        raw = ctx.source_tables(ingest_date)
     result = run_ingest(raw, settings.lake_dir, Pseudonymizer(key), PIIScrubber(), ingest_date)
     ctx.write("ingest", {**result.__dict__, "metrics": result.metrics()})
     return {
