@@ -4,8 +4,8 @@ A dense [n, n] float32 table of a 200,000-item catalogue is 160 GB; the platform
 here is a `scipy.sparse.csr_matrix` (float32, shape (n, n)) that keeps only what the consumer reads:
 
 - `lexical_neighbours`: each item's BM25 neighbours by text (public catalogue text only, no privacy cost), the
-  sparse replacement of the dense lexical similarity. Queries are scored a chunk of rows at a time, so memory
-  holds one chunk's dense scores beside the sparse result.
+  sparse replacement of the dense lexical similarity. Each title is scored alone from the posting lists of its
+  words, so memory holds one query's scores beside the sparse result.
 - `decayed_rows` / `decayed_at`: the sum over a history's items (newest first) of decay**position times the
   item's row of a table, either every column ([B, n], for a ranking over the catalogue) or a few columns per
   history ([B, M], for scoring candidates) without building [B, n].
@@ -22,13 +22,11 @@ import numpy as np
 from scipy import sparse
 
 # Neighbours kept per item by lexical_neighbours. The consumer reads the similarity of a candidate to the few
-# items of a history, and a candidate outside an item's top 100 lexical matches contributes close to nothing
-# there; 100 keeps nearly all of each row's top-10 and most of the dense table's mass on amazon2018-industrial
-# (benchmarks/results/item-tables.md) while the table stays at most 2 x 100 x n entries (160 MB at 200k items).
+# items of a history, and a candidate outside an item's best lexical matches contributes close to nothing there;
+# 100 finds nearly all of each row's dense top-10 on amazon2018-industrial (the rest of the dense mass is spread
+# thin over many weak matches; benchmarks/results/item-tables.md) while the table holds at most 2 x 100 entries
+# per item, and doubling it doubles the table for little more of the top-10.
 TOP_N = 100
-# Dense cells of query scores held at once (float64 inside BM25Index.scores, float32 here): 2**24 cells is
-# 128 MB + 64 MB, whatever the catalogue size; a chunk is max(1, CHUNK_CELLS // n) query rows.
-CHUNK_CELLS = 2**24
 
 
 def lexical_neighbours(titles: Sequence[str], texts: Sequence[str], top_n: int = TOP_N) -> sparse.csr_matrix:
@@ -38,7 +36,11 @@ def lexical_neighbours(titles: Sequence[str], texts: Sequence[str], top_n: int =
     kept only for i's `top_n` best-scoring j with a positive score (equal scores at the cut: the lower j).
     The result is (R + R.T) / 2 over the union of both directions' entries: a direction that is not among the
     other item's top_n counts as 0 there (the dense similarity would have its score). With top_n >= n this is
-    the dense similarity exactly (up to float32 rounding of the mean)."""
+    the dense similarity (up to float32 rounding).
+
+    Each title is scored alone by `BM25Index.top`, which adds up the posting lists of its words: memory holds
+    one query's [n] scores beside the result (not a chunk of dense [rows, n] scores), and the time follows the
+    posting lists; the chunked dense alternative was slower (benchmarks/results/item-tables.md)."""
     from ml.lexical import BM25Index, words
 
     if len(titles) != len(texts):
@@ -47,42 +49,21 @@ def lexical_neighbours(titles: Sequence[str], texts: Sequence[str], top_n: int =
         raise ValueError(f"top_n must be at least 1, got {top_n}")
     n = len(texts)
     index = BM25Index(texts)
-    queries = [words(t) for t in titles]
-    chunk = max(1, CHUNK_CELLS // n)
-    rows, cols, vals = [], [], []
-    for start in range(0, n, chunk):
-        scores = index.scores(queries[start : start + chunk], dtype=np.float32, block=chunk)
-        r, c, v = _row_tops(scores, int(top_n))
-        top = scores.max(axis=1)
-        rows.append(r + start)
-        cols.append(c)
-        vals.append(v / top[r])
-    forward = sparse.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n), dtype=np.float32
-    )
-    both = ((forward + forward.T) * np.float32(0.5)).tocsr()
+    cols, vals = [], []
+    sizes = np.zeros(n, dtype=np.int64)
+    for i, title in enumerate(titles):
+        found, scores = index.top(words(title), int(top_n))  # best first: scores[0] is the row's largest
+        if len(found):
+            cols.append(found)
+            vals.append(scores / scores[0])
+            sizes[i] = len(found)
+    indptr = np.concatenate([[0], np.cumsum(sizes)])
+    data = np.concatenate(vals).astype(np.float32) if vals else np.zeros(0, dtype=np.float32)
+    indices = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    forward = sparse.csr_matrix((data, indices, indptr), shape=(n, n))
+    both = ((forward + forward.T.tocsr()) * np.float32(0.5)).tocsr().astype(np.float32)
     both.sort_indices()
-    return both.astype(np.float32)
-
-
-def _row_tops(scores: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, columns, values) of each row's top_n positive scores; equal scores at the cut: the lower column
-    (np.argpartition alone leaves that to the CPU's sorting kernel, see ml.topk)."""
-    n_rows, n_cols = scores.shape
-    if top_n < n_cols:
-        kth = np.partition(scores, n_cols - top_n, axis=1)[:, n_cols - top_n]
-        keep = (scores >= kth[:, None]) & (scores > 0)
-    else:
-        keep = scores > 0
-    rows, cols = np.nonzero(keep)  # by row, then column
-    vals = scores[rows, cols]
-    order = np.lexsort((cols, -vals, rows))
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    # rank within the row: more than top_n candidates only where ties straddle the cut
-    starts = np.searchsorted(rows, np.arange(n_rows))
-    rank = np.arange(len(rows)) - starts[rows]
-    first = rank < top_n
-    return rows[first], cols[first], vals[first]
+    return both
 
 
 def _history_weights(

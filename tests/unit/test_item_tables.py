@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from ml import item_tables
 from ml.item_tables import decayed_at, decayed_rows, lexical_neighbours
 from ml.lexical import BM25Index, words
 
@@ -52,10 +51,16 @@ def test_neighbours_keep_each_rows_best_and_count_a_missing_direction_as_zero() 
     assert got[0, 3] == 0  # nothing in common
 
 
-def test_neighbours_are_built_in_bounded_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    whole = lexical_neighbours(TITLES, TEXTS, top_n=3).toarray()
-    monkeypatch.setattr(item_tables, "CHUNK_CELLS", len(TITLES) * 2 - 1)  # one query row at a time
-    np.testing.assert_array_equal(lexical_neighbours(TITLES, TEXTS, top_n=3).toarray(), whole)
+def test_neighbours_of_titles_that_match_nothing_are_empty_rows() -> None:
+    titles = ["zz", "red hat", "--", "green mug", "steel pan", "wool scarf"]
+    texts = ["red hat", "red cup", "blue hat", "green mug", "steel pan", "wool scarf"]
+    table = lexical_neighbours(titles, texts, top_n=2).toarray()
+    # item 1's title keeps text 0 (both words) and text 1 ("red" ties with text 2's "hat": the lower item)
+    assert table[1, 0] > 0 and table[1, 1] > 0 and table[1, 2] == 0
+    assert table[0].tolist() == [0.0, table[1, 0], 0, 0, 0, 0]  # only what item 1's title gives it
+    assert not table[2].any()
+    assert (table == table.T).all()
+    assert lexical_neighbours(["zz"], ["yy"]).nnz == 0
 
 
 def test_neighbours_refuse_bad_input() -> None:
