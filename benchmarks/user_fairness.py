@@ -103,6 +103,7 @@ def signals(inputs: dict) -> list[dict]:
     import numpy as np
     import torch
 
+    from ml.evaluation.baselines import released_counts, transition_table
     from ml.evaluation.fairness import activity_groups
     from ml.evaluation.metrics import per_case_metrics
     from ml.evaluation.user_fairness import group_ndcg
@@ -129,11 +130,10 @@ def signals(inputs: dict) -> list[dict]:
         parts["model"].append(rec.history_scores(batch))
         parts["model on the newest 2 items"].append(rec.history_scores([h[-2:] for h in batch]))
     table = {name: np.vstack(p) for name, p in parts.items()}
-    counts = model.transitions.numpy()
+    counts = transition_table(rec)
     if counts.shape[0] == len(rec.item_ids):  # column sums of the released counts: post-processing, no epsilon
-        table["DP popularity (released counts)"] = np.tile(
-            np.expm1(counts).clip(min=0).sum(axis=0), (len(histories), 1)
-        )
+        released = released_counts(rec.item_ids, counts).sum(axis=0)
+        table["DP popularity (released counts)"] = np.tile(np.asarray(released).ravel(), (len(histories), 1))
     table["model, history items put last"] = table["model"] - 1e3 * np.asarray(
         [[item in set(h) for item in rec.item_ids] for h in histories], dtype=np.float32
     )

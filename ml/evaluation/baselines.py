@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
+from ml.item_tables import decayed_rows
 from ml.lexical import BM25Index, words
 from ml.topk import top_k
 
@@ -35,6 +37,10 @@ log = logging.getLogger(__name__)
 PUBLIC, PRIVATE, NON_PRIVATE = "public", "private", "non_private"
 LEARNS = (PUBLIC, PRIVATE, NON_PRIVATE)
 SHIPPABLE = (PUBLIC, PRIVATE)  # what a policy requiring DP could itself ship
+# Score cells ([histories, catalogue]) a batch of `recommend` holds: top_k copies and compares them, so the batch
+# shrinks as the catalogue grows (512 histories up to 32,768 items, 83 at 200,000), bounding memory to a few
+# hundred MB whatever the catalogue's size.
+BATCH_CELLS = 2**24
 
 
 @dataclass
@@ -57,6 +63,7 @@ class Baseline:
     def recommend(self, histories: Sequence[Sequence[str]], k: int, batch: int = 512) -> list[list[str]]:
         idx = [[self.index_of[i] for i in h if i in self.index_of] for h in histories]
         out: list[list[str]] = []
+        batch = max(1, min(batch, BATCH_CELLS // max(1, len(self.item_ids))))
         for start in range(0, len(idx), batch):
             top = top_k(self._scores(idx[start : start + batch]), k)
             out.extend([[self.item_ids[j] for j in row] for row in top])
@@ -88,34 +95,51 @@ def _popularity(index_of: dict[str, int], sequences: pd.DataFrame) -> np.ndarray
 
 @dataclass
 class Cooccurrence(Baseline):
-    """Item-to-item transition counts within a window, weighted by gap and recency (a strong baseline)."""
+    """Item-to-item transition counts within a window, weighted by gap and recency (a strong baseline).
 
-    matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    `matrix` is a float32 csr (n, n): only the pairs seen, so a large catalogue with few events stays small."""
+
+    matrix: sparse.csr_matrix = field(default_factory=lambda: sparse.csr_matrix((0, 0), dtype=np.float32))
     popularity: np.ndarray = field(default_factory=lambda: np.zeros(0))
     recency: float = 0.3
+    history: int = 10  # newest history items read
     name: str = "cooccurrence"
 
     @classmethod
     def fit(cls, item_ids: list[str], sequences: pd.DataFrame, window: int = 5, gap_decay: float = 0.6) -> Cooccurrence:
+        """Each item followed `gap` (1..window) positions later in a shopper's sequence (of catalogue items, in
+        the frame's order) adds gap_decay**(gap - 1) to matrix[earlier, later]."""
+        if window < 1:
+            raise ValueError(f"the co-occurrence window must be at least 1 position, got {window}")
         model = cls(item_ids=item_ids)
         n = len(item_ids)
-        m = np.zeros((n, n), dtype=np.float32)
-        for _, group in sequences.groupby("user_id", sort=False):
-            seq = [model.index_of[i] for i in group["item_id"] if i in model.index_of]
-            for pos, nxt in enumerate(seq):
-                for gap in range(1, window + 1):
-                    if pos - gap < 0:
-                        break
-                    m[seq[pos - gap], nxt] += gap_decay ** (gap - 1)
-        model.matrix = m
+        idx = sequences["item_id"].map(model.index_of)
+        known = (idx.notna() & sequences["user_id"].notna()).to_numpy()
+        items = idx.to_numpy()[known].astype(np.int64)
+        users = pd.factorize(sequences["user_id"].to_numpy()[known])[0]
+        order = np.argsort(users, kind="stable")  # each shopper's events together, in the frame's order
+        items, users = items[order], users[order]
+        src, dst, val = [], [], []
+        for gap in range(1, window + 1):
+            same = users[:-gap] == users[gap:]
+            src.append(items[:-gap][same])
+            dst.append(items[gap:][same])
+            val.append(np.full(int(same.sum()), gap_decay ** (gap - 1)))
+        counts = sparse.coo_matrix(
+            (np.concatenate(val), (np.concatenate(src), np.concatenate(dst))), shape=(n, n), dtype=np.float64
+        )
+        model.matrix = counts.tocsr().astype(np.float32)  # duplicates summed in float64
         model.popularity = _popularity(model.index_of, sequences)
         return model
 
     def _scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
-        out = np.zeros((len(histories), len(self.item_ids)), dtype=np.float32)
+        rows = np.zeros((len(histories), self.history), dtype=np.int64)
+        real = np.zeros((len(histories), self.history), dtype=bool)
         for row, hist in enumerate(histories):
-            for age, item in enumerate(reversed(hist[-10:])):
-                out[row] += np.float32((1 - self.recency) ** age) * self.matrix[item]
+            newest = list(reversed(hist[-self.history :]))
+            rows[row, : len(newest)] = newest
+            real[row, : len(newest)] = True
+        out = decayed_rows(self.matrix, rows, real, 1 - self.recency)
         # popularity only breaks ties among items the history says nothing about
         return out + 1e-6 * self.popularity / max(1.0, float(self.popularity.max()))
 
@@ -155,19 +179,36 @@ class ZeroShot(Baseline):
         return q @ self.vectors.T
 
 
-def released_counts(item_ids: list[str], log_counts: np.ndarray) -> np.ndarray:
-    """The transition counts the train stage released, from the model's table of their log1p (post-processing).
+def released_counts(item_ids: list[str], log_counts: sparse.spmatrix | np.ndarray) -> sparse.csr_matrix:
+    """The transition counts the train stage released, from the model's table of their log1p (post-processing),
+    as a float32 csr (n, n).
 
-    The table is ``log1p(max(noisy count - floor, 0))`` (ml.privacy.transitions.transition_feature); expm1 gives back
-    the floored noisy counts, which rank exactly as the table does."""
-    table = np.asarray(log_counts, dtype=np.float64)
+    The table is ``log1p(max(noisy count - floor, 0))`` (ml.privacy.transitions.transition_feature): a scipy sparse
+    matrix (what the model holds, `transition_table`), or a dense array. expm1 gives back the floored noisy counts,
+    which rank exactly as the table does; a 0 stays 0, so the result is as sparse as the table."""
     n = len(item_ids)
-    if table.shape != (n, n):
+    shape = getattr(log_counts, "shape", None)
+    if shape != (n, n):
         raise ValueError(
-            f"the transition table is {table.shape}, not {n} x {n} for the catalogue's {n} items; pass "
-            "the table of the model trained on this catalogue (Recommender.model.transitions)"
+            f"the transition table is {shape}, not {n} x {n} for the catalogue's {n} items; pass "
+            "the table of the model trained on this catalogue (transition_table(recommender))"
         )
-    return np.expm1(np.maximum(table, 0.0)).astype(np.float32)
+    table = sparse.csr_matrix(log_counts, dtype=np.float64, copy=True)  # the model's table is left as it is
+    table.data = np.expm1(np.maximum(table.data, 0.0))
+    table.eliminate_zeros()
+    return table.astype(np.float32)
+
+
+def transition_table(rec: Any) -> sparse.csr_matrix:
+    """The released DP transition table (log1p of the counts) of a loaded `Recommender`, as a csr (n, n).
+
+    The model's `ItemTable` gives it by `to_scipy()`; a model that still holds a dense tensor is converted."""
+    table = rec.model.transitions
+    if callable(getattr(table, "to_scipy", None)):
+        return sparse.csr_matrix(table.to_scipy())
+    if hasattr(table, "detach"):
+        return sparse.csr_matrix(table.detach().cpu().numpy())
+    raise TypeError(f"the model's transition table is a {type(table).__name__}: expected an ItemTable or a tensor")
 
 
 class _FromReleasedCounts:
@@ -177,7 +218,7 @@ class _FromReleasedCounts:
     def fit(cls, *args: object, **kwargs: object) -> Any:
         raise TypeError(
             f"{cls.__name__} is built from released DP counts, never fitted on raw events: use "
-            "from_transitions(item_ids, model.transitions)"
+            "from_transitions(item_ids, transition_table(recommender))"
         )
 
 
@@ -189,9 +230,9 @@ class DPPopularity(_FromReleasedCounts, Popularity):
     learns: str = PRIVATE
 
     @classmethod
-    def from_transitions(cls, item_ids: list[str], log_counts: np.ndarray) -> DPPopularity:
+    def from_transitions(cls, item_ids: list[str], log_counts: sparse.spmatrix | np.ndarray) -> DPPopularity:
         model = cls(item_ids=item_ids)
-        model.counts = released_counts(item_ids, log_counts).sum(axis=0)
+        model.counts = np.asarray(released_counts(item_ids, log_counts).sum(axis=0), dtype=np.float32).ravel()
         return model
 
 
@@ -204,10 +245,10 @@ class DPCooccurrence(_FromReleasedCounts, Cooccurrence):
     learns: str = PRIVATE
 
     @classmethod
-    def from_transitions(cls, item_ids: list[str], log_counts: np.ndarray) -> DPCooccurrence:
+    def from_transitions(cls, item_ids: list[str], log_counts: sparse.spmatrix | np.ndarray) -> DPCooccurrence:
         model = cls(item_ids=item_ids)
         model.matrix = released_counts(item_ids, log_counts)
-        model.popularity = model.matrix.sum(axis=0)
+        model.popularity = np.asarray(model.matrix.sum(axis=0), dtype=np.float32).ravel()
         return model
 
 

@@ -152,7 +152,7 @@ def private_baselines(rec: Recommender, item_ids: list[str], dp: bool) -> list[A
     (ml.evaluation.baselines). Without DP the counts are raw, so no private baseline exists."""
     from ml.evaluation import baselines as bl
 
-    table = rec.model.transitions.detach().cpu().numpy()
+    table = bl.transition_table(rec)
     if not dp or table.shape != (len(item_ids), len(item_ids)):
         return []
     return [bl.DPPopularity.from_transitions(item_ids, table), bl.DPCooccurrence.from_transitions(item_ids, table)]

@@ -73,7 +73,14 @@ def baseline_rankings(
     ``encode_query`` is the pretrained encoder, not fine-tuned; ``zero_shot_items`` its item vectors (rows in
     ``item_ids`` order)."""
     lexical = LexicalIndex(search_texts(items)).top(list(queries), max(depth, k))
-    dense = dense_top(np.asarray(encode_query(list(queries)), dtype=np.float32) @ zero_shot_items.T, max(depth, k))
+    vectors = np.asarray(encode_query(list(queries)), dtype=np.float32)
+    # [queries, catalogue] scores a batch at a time (bl.BATCH_CELLS), not all queries against a large catalogue
+    step = max(1, bl.BATCH_CELLS // max(1, len(zero_shot_items)))
+    dense = [
+        row
+        for lo in range(0, len(vectors), step)
+        for row in dense_top(vectors[lo : lo + step] @ zero_shot_items.T, max(depth, k))
+    ]
     hybrid = [fuse([d[:depth], lex[:depth]], [1.0, 1.0], k)[0] for d, lex in zip(dense, lexical, strict=True)]
     ids = list(item_ids)
     return {

@@ -70,3 +70,81 @@ def test_the_best_baseline_is_chosen_among_the_kinds_asked_for() -> None:
     assert bl.best_baseline(ndcg, learns, bl.SHIPPABLE) == "dp_cooccurrence"
     assert bl.best_baseline(ndcg, learns, (bl.NON_PRIVATE,)) == "cooccurrence"
     assert bl.best_baseline(ndcg, learns, ("nothing",)) is None
+
+
+def _loop_cooccurrence(item_ids: list[str], seq: pd.DataFrame, window: int = 5, gap_decay: float = 0.6) -> np.ndarray:
+    """The definition, as a loop over each shopper's sequence (a dense reference for small catalogues)."""
+    index_of = {item: i for i, item in enumerate(item_ids)}
+    m = np.zeros((len(item_ids), len(item_ids)), dtype=np.float64)
+    for _, group in seq.groupby("user_id", sort=False):
+        items = [index_of[i] for i in group["item_id"] if i in index_of]
+        for pos, nxt in enumerate(items):
+            for gap in range(1, min(window, pos) + 1):
+                m[items[pos - gap], nxt] += gap_decay ** (gap - 1)
+    return m
+
+
+def test_cooccurrence_counts_and_ranks_as_the_dense_definition() -> None:
+    rng = np.random.default_rng(3)
+    item_ids = [f"i{j}" for j in range(60)]
+    seq = pd.DataFrame(
+        {
+            "user_id": rng.choice([f"u{j}" for j in range(25)], size=600),
+            "item_id": rng.choice([*item_ids, "unknown"], size=600, p=[0.95 / 60] * 60 + [0.05]),
+        }
+    )
+    model = bl.Cooccurrence.fit(item_ids, seq)
+    dense = _loop_cooccurrence(item_ids, seq)
+    np.testing.assert_allclose(model.matrix.toarray(), dense, rtol=1e-6)
+    histories = [list(rng.choice(item_ids, size=int(rng.integers(1, 14)))) for _ in range(40)]
+    want = []
+    for hist in histories:
+        score = np.zeros(len(item_ids))
+        for age, item in enumerate(reversed(hist[-10:])):
+            score += 0.7**age * dense[item_ids.index(item)]
+        score = score.astype(np.float32) + 1e-6 * model.popularity / model.popularity.max()
+        want.append([item_ids[j] for j in sorted(range(len(score)), key=lambda j: (-score[j], j))[:10]])
+    assert model.recommend(histories, 10) == want
+
+
+def test_cooccurrence_on_a_large_catalogue_with_few_events_allocates_no_n_squared_table() -> None:
+    import tracemalloc
+
+    from scipy import sparse
+
+    n = 200_000
+    item_ids = [f"i{j}" for j in range(n)]
+    seq = pd.DataFrame({"user_id": ["u"] * 4 + ["v"] * 3, "item_id": ["i5", "i7", "i9", "i7", "i199999", "i5", "i3"]})
+    table = sparse.csr_matrix((np.log1p([4.0, 2.0]), ([5, 7], [9, 5])), shape=(n, n))
+    tracemalloc.start()
+    try:
+        fitted = bl.Cooccurrence.fit(item_ids, seq)
+        private = bl.DPCooccurrence.from_transitions(item_ids, table)
+        popular = bl.DPPopularity.from_transitions(item_ids, table)
+        recs = [m.recommend([["i5"], ["i7", "i199999"]], 3) for m in (fitted, private, popular)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**30  # a dense float32 table would be 160 GB; one batch of scores is a few hundred MB
+    # i5 -> i7: 1 + 0.36 (gaps 1 and 3), i5 -> i3: 1, i5 -> i9: 0.6; the second history's newest item leads
+    assert recs[0] == [["i7", "i3", "i9"], ["i5", "i9", "i3"]]
+    assert recs[1][0][0] == "i9" and recs[2][0][:2] == ["i9", "i5"]
+
+
+def test_the_transition_table_is_read_as_csr_from_an_item_table_or_a_dense_tensor() -> None:
+    from types import SimpleNamespace
+
+    import torch
+    from scipy import sparse
+
+    class ItemTable:  # what the model holds: a sparse table that gives its csr
+        def to_scipy(self) -> sparse.csr_matrix:
+            return sparse.csr_matrix(TABLE)
+
+    for held in (ItemTable(), torch.from_numpy(TABLE)):
+        table = bl.transition_table(SimpleNamespace(model=SimpleNamespace(transitions=held)))
+        assert isinstance(table, sparse.csr_matrix)
+        np.testing.assert_array_equal(table.toarray(), TABLE)
+        assert bl.DPCooccurrence.from_transitions(ITEMS, table).recommend([["a"], ["c"]], 1) == [["b"], ["a"]]
+    with pytest.raises(TypeError, match="expected an ItemTable or a tensor"):
+        bl.transition_table(SimpleNamespace(model=SimpleNamespace(transitions=TABLE)))
