@@ -152,9 +152,9 @@ def private_baselines(rec: Recommender, item_ids: list[str], dp: bool) -> list[A
     (ml.evaluation.baselines). Without DP the counts are raw, so no private baseline exists."""
     from ml.evaluation import baselines as bl
 
-    table = rec.model.transitions.detach().cpu().numpy()
-    if not dp or table.shape != (len(item_ids), len(item_ids)):
+    if not dp or rec.model.transitions.size != len(item_ids):
         return []
+    table = rec.model.transitions.to_scipy().toarray()
     return [bl.DPPopularity.from_transitions(item_ids, table), bl.DPCooccurrence.from_transitions(item_ids, table)]
 
 

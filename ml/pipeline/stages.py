@@ -285,6 +285,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
             seed=cfg.seed,
             dp=dp,
             examples_per_user=cfg.examples_per_user,
+            negatives=cfg.negatives,
             on_epoch=on_epoch,
         )
         privacy = privacy_record(

@@ -64,7 +64,7 @@ def transition_feature(
 def own_transitions(history: list[int], own: OwnPairs, max_history: int) -> list[tuple[int, float]]:
     """The (item, value) entries that take a shopper's own pairs (`transition_feature`) out of the transition
     feature of one history (oldest first), weighted as the model weighs history items (TRANSITION_DECAY)."""
-    from ml.training.model import TRANSITION_DECAY
+    from ml.training.history_features import TRANSITION_DECAY
 
     recent = history[-max_history:][::-1]  # newest first, as build_history_tensors orders them
     return [(b, TRANSITION_DECAY**p * value) for p, item in enumerate(recent) for b, value in own.get(item, ())]
