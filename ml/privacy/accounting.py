@@ -47,10 +47,10 @@ log = logging.getLogger(__name__)
 
 ACCOUNTANT = "rdp"  # opacus.accountants.RDPAccountant, default orders
 # the share of the run's delta given to the threshold of the transition counts (the rest goes to the accountant's
-# conversion). Both sides depend on their delta only through log(1 / delta): tau grows like
-# s * sqrt(2 log(per_user / delta_selection)) and the RDP conversion like log(1 / delta) / (alpha - 1), so halving
-# either delta costs log 2 in that log; the even split favours neither (benchmarks/results/sparse-release.md has
-# tau and epsilon at the split)
+# conversion). At a fixed epsilon for the counts, a smaller share raises the threshold (tau grows like
+# s * sqrt(2 log(per_user / delta_selection))) and a larger one needs more noise s for the conversion at the delta
+# left; the threshold in counts is lowest near the even split (benchmarks/results/sparse-release.md, "The split of
+# delta")
 SELECTION_DELTA_SHARE = 0.5
 _REL_TOL = 1e-4  # bisection stops when the noise bracket is this narrow (relative) ...
 _EPS_SLACK = 2e-3  # ... or when the epsilon is within this fraction below the target

@@ -51,9 +51,7 @@ def transition_feature(
     if sigma is not None and floor is None:
         raise ValueError("noised counts need their floor (noise deviations to subtract); choose_floor gives one")
     n_items = len(index_of)
-    rows = sequences[sequences["user_id"].isin(members)].sort_values(["user_id", "position"])
-    by_user = rows.groupby("user_id")["item_id"].agg(list)
-    per_user = [[index_of[i] for i in items if i in index_of] for items in by_user]
+    users, per_user = _member_items(sequences, members, index_of)
     rng = np.random.default_rng(seed + 1)
     pairs = capped_pairs(per_user, n_items, pairs_per_user, rng)
     released = release_counts(
@@ -74,16 +72,27 @@ def transition_feature(
     still = less > released.threshold if released.threshold is not None else np.ones(len(less), dtype=bool)
     without = np.where(still, np.log1p(np.maximum(less - cut, 0.0)), 0.0)
     change = without - with_own.astype(np.float64)
-    own: dict[str, OwnPairs] = {}
-    start = 0
-    for user, user_pairs in zip(by_user.index, pairs, strict=True):
-        entries: OwnPairs = {}
-        for k, (a, b) in enumerate(user_pairs, start):
-            if hit[k] and with_own[k] > 0 and float(without[k]) != float(with_own[k]):
-                entries.setdefault(a, []).append((b, float(change[k])))
-        start += len(user_pairs)
-        own[str(user)] = entries
+    owner = np.repeat(np.arange(len(pairs)), [len(p) for p in pairs])
+    own: dict[str, OwnPairs] = {str(user): {} for user in users}
+    for k in np.flatnonzero(hit & (with_own > 0) & (without != with_own.astype(np.float64))):
+        a, b = divmod(int(keys[k]), n_items)
+        own[str(users[owner[k]])].setdefault(a, []).append((b, float(change[k])))
     return table, own
+
+
+def _member_items(
+    sequences: pd.DataFrame, members: set[str], index_of: dict[str, int]
+) -> tuple[list[object], list[list[int]]]:
+    """The members (sorted, as pandas groups them) and each one's items in time order, in index space; items
+    outside `index_of` are left out, a member with none keeps an empty list."""
+    rows = sequences[sequences["user_id"].isin(members)].sort_values(["user_id", "position"], kind="stable")
+    if rows.empty:
+        return [], []
+    user_ids = rows["user_id"].to_numpy()
+    codes = rows["item_id"].map(index_of).to_numpy(dtype=np.float64, na_value=np.nan)
+    starts = np.flatnonzero(np.r_[True, user_ids[1:] != user_ids[:-1]])
+    per_user = [seg[~np.isnan(seg)].astype(np.int64).tolist() for seg in np.split(codes, starts[1:])]
+    return list(user_ids[starts]), per_user
 
 
 def own_transitions(history: list[int], own: OwnPairs, max_history: int) -> list[tuple[int, float]]:
