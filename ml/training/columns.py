@@ -45,11 +45,38 @@ class Columns:
             parts.append(vectors @ item_table[self.shared].T)
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
-    def history_products(self, history: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
-        """[B, H, P + M] dot products of history item vectors [B, H, D] with the columns' items (per_row [B, P])."""
+    def closest(self, history: torch.Tensor, real: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
+        """[B, P + M] the largest dot product of each column's item with a real history item (history item vectors
+        [B, H, D], real [B, H]; per_row [B, P]); 0 for an empty history. Each part is reduced over the history
+        before the parts are joined: [B, H, M] products are never copied."""
         parts = []
         if self.per_row is not None:
-            parts.append(torch.einsum("bhd,bpd->bhp", history, item_table[self.per_row]))
+            parts.append(largest_over_history(torch.einsum("bhd,bpd->bhp", history, item_table[self.per_row]), real))
         if self.shared is not None:
-            parts.append(history @ item_table[self.shared].T)
+            parts.append(largest_over_history(history @ item_table[self.shared].T, real))
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+    def collect(
+        self, owner: torch.Tensor, items: torch.Tensor, values: torch.Tensor, b_count: int, n_items: int
+    ) -> torch.Tensor:
+        """[B, P + M] the sum of the entries (example `owner`, item, value) at each column of their example whose
+        item is the entry's: a sparse [B, n_items] row read at the columns without building it. Cost: the
+        entries times P, plus n_items once for the shared columns' positions."""
+        parts = []
+        if self.per_row is not None:
+            per_row = self.per_row.reshape(b_count, -1)
+            match = (items.unsqueeze(1) == per_row[owner]).to(values.dtype)  # [E, P]
+            parts.append(torch.zeros(per_row.shape, device=values.device).index_add_(0, owner, match * values[:, None]))
+        if self.shared is not None:
+            position = torch.full((n_items,), -1, dtype=torch.long, device=items.device)
+            position[self.shared] = torch.arange(len(self.shared), device=items.device)
+            at = position[items]
+            keep = at >= 0
+            out = torch.zeros(b_count, len(self.shared), device=values.device)
+            parts.append(out.index_put_((owner[keep], at[keep]), values[keep], accumulate=True))
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+
+def largest_over_history(sims: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """[B, M] from [B, H, M] similarities of the history items to M items: the largest over real ones (0 without)."""
+    return sims.masked_fill(~real.unsqueeze(-1), -2.0).amax(dim=1).masked_fill(~real[:, :1], 0.0)

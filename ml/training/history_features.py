@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from ml.training.columns import Columns
+from ml.training.columns import Columns, largest_over_history
 from ml.training.item_table import ItemTable
 
 # weight of the i-th newest history item in the transition feature
@@ -93,12 +93,14 @@ class HistoryFeatures:
         else:
             assert columns is not None
             brand_match = shared_brands.gather(1, self.item_brand[cols])
-            repeat = ((hist_idx.unsqueeze(-1) == cols.unsqueeze(1)) & real.unsqueeze(-1)).any(dim=1).float()
+            owner = torch.arange(hist_idx.shape[0], device=hist_idx.device).repeat_interleave(hist_idx.shape[1])
+            hits = columns.collect(owner, hist_idx.reshape(-1), real.reshape(-1).float(), len(hist_idx), n_items)
+            repeat = hits.clamp(max=1.0)
             item_cat, item_brand = self.item_category[cols], self.item_brand[cols]
-            transition = self.transitions.decayed_at(hist_idx, real, TRANSITION_DECAY, cols, extra=own)
-            lexical = self.lexical.decayed_at(hist_idx, real, LEXICAL_DECAY, cols)
+            transition = self.transitions.decayed_at(hist_idx, real, TRANSITION_DECAY, columns, extra=own)
+            lexical = self.lexical.decayed_at(hist_idx, real, LEXICAL_DECAY, columns)
             if use_closest:
-                closest_sim = self._closest(columns.history_products(self.item_table[hist_idx], self.item_table), real)
+                closest_sim = columns.closest(self.item_table[hist_idx], real, self.item_table)
             else:
                 closest_sim = torch.zeros_like(repeat)
         same_cat = (self.item_category[last].unsqueeze(-1) == item_cat) & real[:, :1]
@@ -111,7 +113,4 @@ class HistoryFeatures:
         """[B, n_items] the largest cosine between each item and any real history item (0 without history)."""
         return self._closest(self.item_table[hist_idx] @ self.item_table.T, real)  # the cached (normalized) vectors
 
-    @staticmethod
-    def _closest(sims: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """[B, M] from [B, H, M] similarities of the history items to M items: the largest over real ones."""
-        return sims.masked_fill(~real.unsqueeze(-1), -2.0).amax(dim=1).masked_fill(~real[:, :1], 0.0)
+    _closest = staticmethod(largest_over_history)

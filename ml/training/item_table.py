@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ml.training.columns import Columns
+
 
 class ItemTable(nn.Module):
     """A sparse [n, n] table of float32 values, compressed sparse rows. Empty (n = 0) when the model has none."""
@@ -110,31 +112,23 @@ class ItemTable(nn.Module):
         rows: torch.Tensor,
         real: torch.Tensor,
         decay: float,
-        columns: torch.Tensor,
+        columns: Columns,
         extra: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """`decayed_rows` read only at `columns` ([M], the same for every history, or [B, M]): [B, M], without
-        building the [B, n_items] rows. `extra` ([B, W] items, [B, W] values) adds those entries to each history's
-        row first (training's own-pair corrections, ml.privacy.transitions)."""
+        """`decayed_rows` read only at `columns` (`Columns`, per_row [B, P]): [B, P + M], without building the
+        [B, n_items] rows. `extra` ([B, W] items, [B, W] values) adds those entries to each history's row first
+        (training's own-pair corrections, ml.privacy.transitions)."""
         b_count = rows.shape[0]
-        cols = columns.expand(b_count, -1) if columns.dim() == 1 else columns
-        out = torch.zeros(cols.shape, device=rows.device)
-        if not self.used or cols.shape[1] == 0:
-            return out
-        history, entry_cols, vals = self._entries(rows, self._weights(rows, real, decay))
+        if not self.used:
+            return torch.zeros(columns.index((b_count,)).shape, device=rows.device)
+        history, items, values = self._entries(rows, self._weights(rows, real, decay))
         if extra is not None:
-            items, values = extra
-            history = torch.cat([history, torch.arange(b_count, device=rows.device).repeat_interleave(items.shape[1])])
-            entry_cols = torch.cat([entry_cols, items.reshape(-1)])
-            vals = torch.cat([vals, values.reshape(-1).to(vals.dtype)])
-        n = self.size
-        keys, inverse = torch.unique(history * n + entry_cols, return_inverse=True)  # sorted
-        sums = torch.zeros(len(keys), device=rows.device).index_add_(0, inverse, vals)
-        wanted = (torch.arange(b_count, device=rows.device).unsqueeze(1) * n + cols).reshape(-1)
-        at = torch.searchsorted(keys, wanted).clamp(max=max(len(keys) - 1, 0))
-        found = keys[at] == wanted if len(keys) else torch.zeros_like(wanted, dtype=torch.bool)
-        picked = torch.where(found, sums[at] if len(keys) else torch.zeros_like(wanted, dtype=torch.float32), 0.0)
-        return picked.view(cols.shape)
+            extra_items, extra_values = extra
+            owners = torch.arange(b_count, device=rows.device).repeat_interleave(extra_items.shape[1])
+            history = torch.cat([history, owners])
+            items = torch.cat([items, extra_items.reshape(-1)])
+            values = torch.cat([values, extra_values.reshape(-1).to(values.dtype)])
+        return columns.collect(history, items, values, b_count, self.size)
 
     @staticmethod
     def _weights(rows: torch.Tensor, real: torch.Tensor, decay: float) -> torch.Tensor:

@@ -42,16 +42,15 @@ def test_an_item_table_reads_decayed_rows_as_the_dense_sum_does():
     dense = dense_table.toarray()
     want = np.stack([dense[4] + 0.5 * dense[9] + 0.25 * dense[4], dense[7]])
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-7)
-    columns = torch.tensor([[0, 5, 29, 5], [3, 3, 8, 1]])
-    torch.testing.assert_close(table.decayed_at(rows, real, 0.5, columns), got.gather(1, columns))
+    per_row = torch.tensor([[0, 5, 29, 5], [3, 3, 8, 1]])
     shared = torch.tensor([2, 11, 17])
-    torch.testing.assert_close(table.decayed_at(rows, real, 0.5, shared), got[:, shared])
+    both = Columns(per_row=per_row, shared=shared)
+    want = torch.cat([got.gather(1, per_row), got[:, shared]], dim=1)
+    torch.testing.assert_close(table.decayed_at(rows, real, 0.5, both), want)
+    torch.testing.assert_close(table.decayed_at(rows, real, 0.5, Columns(shared=shared)), got[:, shared])
     extra = (torch.tensor([[5, 5], [8, 0]]), torch.tensor([[1.0, 0.5], [-2.0, 0.0]]))
-    with_extra = table.decayed_at(rows, real, 0.5, columns, extra=extra)
-    torch.testing.assert_close(
-        with_extra - table.decayed_at(rows, real, 0.5, columns),
-        torch.tensor([[0.0, 1.5, 0.0, 1.5], [0.0, 0.0, -2.0, 0.0]]),
-    )
+    added = table.decayed_at(rows, real, 0.5, Columns(per_row=per_row), extra=extra) - got.gather(1, per_row)
+    torch.testing.assert_close(added, torch.tensor([[0.0, 1.5, 0.0, 1.5], [0.0, 0.0, -2.0, 0.0]]))
     assert (table.to_scipy() != dense_table).nnz == 0
 
 
@@ -60,7 +59,7 @@ def test_an_unused_item_table_reads_zeros_and_a_wrong_shape_is_refused():
     rows, real = torch.tensor([[1, 2]]), torch.tensor([[True, True]])
     assert not table.used
     assert torch.equal(table.decayed_rows(rows, real, 0.6, 5), torch.zeros(1, 5))
-    assert torch.equal(table.decayed_at(rows, real, 0.6, torch.tensor([0, 3])), torch.zeros(1, 2))
+    assert torch.equal(table.decayed_at(rows, real, 0.6, Columns(shared=torch.tensor([0, 3]))), torch.zeros(1, 2))
     with pytest.raises(ValueError, match="must be 5 x 5"):
         table.load(_table(4, 0.5, 0), 5)
 
