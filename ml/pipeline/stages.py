@@ -159,7 +159,6 @@ def train(ctx: RunContext) -> dict[str, Any]:
 
     from ml.data.ingest import read_lake
     from ml.privacy.accounting import (
-        MAX_DENSE_ITEMS,
         default_delta,
         plan_budget,
         privacy_metrics,
@@ -211,6 +210,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
             pairs_per_user=cfg.dp.transitions_per_user,
             floor=cfg.dp.transitions_floor,
             sigma=plan.transitions_sigma if plan else None,
+            threshold=plan.transitions_threshold if plan else None,
             secure=secure,
         )
         examples.transition_own = [
@@ -231,8 +231,8 @@ def train(ctx: RunContext) -> dict[str, Any]:
         item_brand=item_brand,
     )
     if transitions is not None:
-        model.set_transitions(torch.as_tensor(transitions))
-    if len(items) <= MAX_DENSE_ITEMS:  # public catalogue text only: no privacy cost
+        model.set_transitions(transitions)
+    if len(items) <= 20_000:  # public catalogue text only: no privacy cost
         model.set_lexical(lexical_similarity(items["title"].fillna("").astype(str).tolist(), texts))
     learning_rate = apply_dp_regime(
         model,
