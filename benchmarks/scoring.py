@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -28,6 +29,10 @@ from common import RESULTS, machine  # noqa: E402
 SIZES = (1000, 10_000)  # the demo catalogue's order of size, and the serving benchmark's 10k world
 HISTORY = 10
 FEATURE_WEIGHTS = [0.4, -0.8, 0.3, 0.2, 0.5, 1.5, 0.6]
+# entries per row of the random item x item tables: the model's tables are sparse (the released transition pairs,
+# ml.privacy.transitions; the lexical neighbour lists, ml.item_tables)
+TRANSITIONS_PER_ITEM = 20
+LEXICAL_PER_ITEM = 50
 
 
 def build(n_items: int, seed: int, bert_and_tokenizer: Any, tables: bool) -> Any:
@@ -68,11 +73,19 @@ def build(n_items: int, seed: int, bert_and_tokenizer: Any, tables: bool) -> Any
         model.category_transition.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(seed))
         model.feature_weights.weight.copy_(torch.tensor(FEATURE_WEIGHTS))
     if tables:
-        gen = torch.Generator().manual_seed(seed + 1)
-        model.set_transitions(torch.rand(n_items, n_items, generator=gen))
-        model.set_lexical(torch.rand(n_items, n_items, generator=gen))
+        model.set_transitions(sparse_rows(n_items, TRANSITIONS_PER_ITEM, seed + 1))
+        model.set_lexical(sparse_rows(n_items, LEXICAL_PER_ITEM, seed + 2))
     settings = RecommenderSettings(temperature=0.05, max_history=HISTORY, max_query_tokens=16, max_item_tokens=16)
     return Recommender(model, tokenizer, items, settings)
+
+
+def sparse_rows(n_items: int, per_row: int, seed: int) -> sparse.csr_matrix:
+    """A random sparse item x item table with `per_row` entries in each row, as the model's tables are sparse."""
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(n_items), per_row)
+    cols = rng.integers(0, n_items, size=n_items * per_row)
+    values = rng.random(n_items * per_row, dtype=np.float32)
+    return sparse.csr_matrix((values, (rows, cols)), shape=(n_items, n_items))
 
 
 def histories(n_items: int, n: int, seed: int) -> list[list[int]]:

@@ -221,6 +221,14 @@ PARAMS = {
         "once. 0 = chosen from the data: 2,048 example slots a step shared among the batch, at "
         "most what most shoppers have",
     ),
+    "negatives": bounded(
+        D.negatives,
+        "integer",
+        0,
+        1_000_000,
+        "Items a training step scores besides each example's target, a uniform sample, when the "
+        "catalogue is larger: a step's work stays flat as the catalogue grows. 0 = every item",
+    ),
     "dp_enabled": Param(
         D.dp.enabled,
         type="boolean",

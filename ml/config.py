@@ -184,6 +184,10 @@ class RunConfig:
     # batch, at most what most shoppers have (each corpus's choice: benchmarks/results/autosettings.md).
     # With trainable_layers > 0 a step takes one per shopper
     examples_per_user: int = 0
+    # training scores each example's target and a uniform sample of this many items a step when the catalogue is
+    # larger (the sampled softmax: a step's work stays flat as the catalogue grows, ml.training.negatives); every
+    # item when it is not, or at 0. The default keeps the demo's and amazon2018's catalogues exact
+    negatives: int = 4096
     temperature: float = 0.05
     max_history: int = 10
     max_query_tokens: int = 32
@@ -219,6 +223,8 @@ class RunConfig:
         for name in ("epochs", "max_steps", "k", "max_history"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.negatives < 0:
+            raise ConfigError(f"negatives must be 0 (score every item) or positive, got {self.negatives}")
         for name in ("batch_size", "examples_per_user"):
             if getattr(self, name) < 0:
                 raise ConfigError(

@@ -1,6 +1,6 @@
 """BM25 (Okapi) over public catalogue text, scored for many queries at once, or one query's best documents fast.
 
-Shared by the model's lexical feature (`ml.training.model.lexical_similarity`), the BM25 baseline
+Shared by the model's lexical feature (`ml.item_tables.lexical_neighbours`), the BM25 baseline
 (`ml.evaluation.baselines.BM25`) and search's lexical side (`ml.search.engine.LexicalIndex`). The index is
 rank_bm25's `BM25Okapi` (its idf with the floor on negative values, k1 = 1.5, b = 0.75); only the scoring
 differs: `BM25Okapi.get_scores` loops in Python over every document for every query word. Here each

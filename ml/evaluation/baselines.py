@@ -10,7 +10,7 @@ alternatives its policy would itself ship:
 - `public`: catalogue text only (BM25, zero-shot MiniLM); no shopper data, no privacy cost.
 - `private`: shoppers' data through a DP mechanism at the candidate's epsilon and delta. The DP baselines read the
   train stage's DP transition feature, the capped, Gaussian-noised transition counts the model itself was given
-  (`ml.privacy.accounting.noisy_counts`). Ranking by those released counts, or by item popularity from their sums,
+  (`ml.privacy.pair_counts.release_counts`). Ranking by those released counts, or by item popularity from their sums,
   is post-processing of a released output: it spends no further epsilon, and the candidate's (epsilon, delta)
   already covers it.
 - `non_private`: raw counts of shoppers' events (popularity, co-occurrence). The policy would refuse such a model

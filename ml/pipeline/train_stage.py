@@ -21,8 +21,8 @@ def train(ctx: RunContext) -> dict[str, Any]:
     import torch
 
     from ml.data.ingest import read_lake
+    from ml.item_tables import lexical_neighbours
     from ml.privacy.accounting import (
-        MAX_DENSE_ITEMS,
         default_delta,
         plan_budget,
         privacy_metrics,
@@ -39,7 +39,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
     from ml.training.dp_sgd import DPSettings
     from ml.training.encoder import item_texts, load_encoder
     from ml.training.examples import training_examples
-    from ml.training.model import BiEncoder, catalogue_codes, lexical_similarity
+    from ml.training.model import BiEncoder, catalogue_codes
     from ml.training.recommender import Recommender, RecommenderSettings
     from ml.training.train import planned_steps
 
@@ -74,6 +74,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
             pairs_per_user=cfg.dp.transitions_per_user,
             floor=cfg.dp.transitions_floor,
             sigma=plan.transitions_sigma if plan else None,
+            threshold=plan.transitions_threshold if plan else None,
             secure=secure,
         )
         examples.transition_own = [
@@ -94,9 +95,9 @@ def train(ctx: RunContext) -> dict[str, Any]:
         item_brand=item_brand,
     )
     if transitions is not None:
-        model.set_transitions(torch.as_tensor(transitions))
-    if len(items) <= MAX_DENSE_ITEMS:  # public catalogue text only: no privacy cost
-        model.set_lexical(lexical_similarity(items["title"].fillna("").astype(str).tolist(), texts))
+        model.set_transitions(transitions)
+    # public catalogue text only: no privacy cost
+    model.set_lexical(lexical_neighbours(items["title"].fillna("").astype(str).tolist(), texts))
     learning_rate = apply_dp_regime(
         model,
         plan.noise_multiplier if plan else None,
@@ -148,6 +149,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
             seed=cfg.seed,
             dp=dp,
             examples_per_user=cfg.examples_per_user,
+            negatives=cfg.negatives,
             on_epoch=on_epoch,
         )
         privacy = privacy_record(

@@ -1,39 +1,57 @@
-"""The user-level privacy budget of one model: DP-SGD composed with noised item-transition counts.
+"""The user-level privacy budget of one model: DP-SGD composed with the released item-transition counts.
 
 The reported epsilon covers everything the model learned from shoppers (house plan, "What the epsilon
 covers"). Two mechanisms touch shoppers' data:
 1. DP-SGD on the model, each Poisson-sampled shopper's gradient (of its mean loss over up to
    `examples_per_user` of its examples) clipped as one: the sampled Gaussian mechanism, `steps` times at
    `sample_rate` with `noise_multiplier`;
-2. the item-transition counts blended into the score: each shopper adds at most `per_user` distinct
-   (previous, next) pairs, 1 each, so one shopper moves the count matrix by at most sqrt(per_user) in L2; the
-   Gaussian mechanism adds N(0, (sigma_t * sqrt(per_user))^2) to every cell, once (sample rate 1).
-Both are accounted in Renyi DP with Opacus' RDPAccountant (history entries (noise, sample_rate, steps) and
-(sigma_t, 1.0, 1)) and converted to (epsilon, delta) together, which is tighter than adding two epsilons.
+2. the item-transition counts (ml.privacy.pair_counts), released by Gaussian partition selection: each
+   shopper adds at most `per_user` distinct (previous, next) pairs, 1 each, so one shopper moves the counts by
+   at most sqrt(per_user) in L2; only the pairs that occur are counted, each gets N(0, s^2) with
+   s = sigma_t * sqrt(per_user), and a pair is released only when its noised count exceeds the threshold tau
+   (`selection_threshold`; Google's differential-privacy library, GaussianPartitionSelection, and Wilson et
+   al. 2020, "Differentially private SQL with bounded user contribution").
+The Gaussian parts are accounted in Renyi DP with Opacus' RDPAccountant (history entries (noise, sample_rate,
+steps) and (sigma_t, 1.0, 1)) and converted to (epsilon, delta) together, which is tighter than adding two
+epsilons.
+
+The run's delta is split: `selection_delta(delta)` (SELECTION_DELTA_SHARE of it) bounds the chance that the
+threshold lets through a pair only one shopper holds, the rest is the delta the RDP accountant converts at.
+Why that sum is the run's delta: take neighbours D (with shopper u) and D' (without), E the pairs only u holds.
+Let M'(D) be the run on D with E's pairs dropped from the release (and from what training reads): it draws
+noise on the pairs D' has, whose counts differ from D' by at most sqrt(per_user) in L2, so M'(D) against M(D')
+is the composition the accountant bounds, (eps, delta_rdp) both ways. E's noise is independent of the rest, so
+M(D) equals M'(D) except when a pair of E clears tau, with probability p <= delta_selection, and
+P[M(D) in S] <= e^eps P[M(D') in S] + delta_rdp + delta_selection. The other way, an output of M(D') holds no
+pair of E, so P[M(D) in S] = (1 - p) P[M'(D) in S] and P[M(D') in S] <= e^eps / (1 - p) P[M(D) in S] +
+delta_rdp. The reported epsilon is therefore eps_rdp(delta - delta_selection) + log(1 / (1 - delta_selection))
+(the second term is about delta_selection: negligible, kept for rigour), at the full delta (`composed_epsilon`).
 
 `plan_budget` spends about `transitions_share` of the target on the counts (the smallest sigma_t whose
 stand-alone epsilon is at most share * target) and gives DP-SGD the smallest noise multiplier that keeps the
 composition within the target. Training must then use exactly that noise multiplier, sample rate and number
 of steps (Opacus `make_private(noise_multiplier=...)`, not `make_private_with_epsilon`, which would spend the
-whole budget on DP-SGD alone).
+whole budget on DP-SGD alone), and release the counts with the plan's sigma and threshold.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 from typing import Any
-
-import numpy as np
-
-from ml.privacy.noise import NoiseSource
 
 log = logging.getLogger(__name__)
 
 ACCOUNTANT = "rdp"  # opacus.accountants.RDPAccountant, default orders
-MAX_DENSE_ITEMS = 20_000
+# the share of the run's delta given to the threshold of the transition counts (the rest goes to the accountant's
+# conversion). At a fixed epsilon for the counts, a smaller share raises the threshold (tau grows like
+# s * sqrt(2 log(per_user / delta_selection))) and a larger one needs more noise s for the conversion at the delta
+# left; the threshold in counts is lowest near the even split (benchmarks/results/sparse-release.md, "The split of
+# delta")
+SELECTION_DELTA_SHARE = 0.5
 _REL_TOL = 1e-4  # bisection stops when the noise bracket is this narrow (relative) ...
 _EPS_SLACK = 2e-3  # ... or when the epsilon is within this fraction below the target
 
@@ -47,7 +65,8 @@ def default_delta(n_users: int) -> float:
 
 @dataclass(frozen=True)
 class PrivacyPlan:
-    """The noise of each mechanism and the epsilon it costs, alone and composed (all at `delta`)."""
+    """The noise of each mechanism and the epsilon it costs, alone and composed (all at `delta`), and the
+    transition counts' release threshold (`transitions_threshold`, in counts) with its share of delta."""
 
     target_epsilon: float
     delta: float
@@ -60,6 +79,8 @@ class PrivacyPlan:
     epsilon_transitions: float
     epsilon_total: float
     accountant: str
+    transitions_threshold: float | None = None
+    selection_delta: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,10 +99,12 @@ class PrivacyPlan:
         if self.transitions_sigma is not None:
             parts.append(
                 {
-                    "mechanism": "Gaussian noise on item-transition counts",
+                    "mechanism": "Gaussian partition selection on item-transition counts",
                     "noise_multiplier": self.transitions_sigma,
                     "l2_sensitivity": math.sqrt(self.transitions_per_user),
                     "per_user": self.transitions_per_user,
+                    "threshold": self.transitions_threshold,
+                    "selection_delta": self.selection_delta,
                     "epsilon_alone": self.epsilon_transitions,
                 }
             )
@@ -104,6 +127,42 @@ def _epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
     return float(accountant.get_epsilon(delta=delta))
 
 
+def selection_delta(delta: float) -> float:
+    """The part of the run's `delta` that the transition counts' threshold spends (SELECTION_DELTA_SHARE)."""
+    _check_delta(delta)
+    return SELECTION_DELTA_SHARE * delta
+
+
+def _per_pair_delta(delta_selection: float, per_user: int) -> float:
+    """The chance p that one pair held by one shopper is released such that 1 - (1 - p) ** per_user is
+    `delta_selection` (independent noise on a shopper's at most `per_user` pairs; the union bound per_user * p
+    is a hair above it)."""
+    return -math.expm1(math.log1p(-delta_selection) / per_user)
+
+
+def selection_threshold(sigma: float, per_user: int, delta_selection: float) -> float:
+    """tau, in counts: a pair is released when its noised count exceeds it. With noise std s = sigma *
+    sqrt(per_user), a pair only one shopper holds (count 1) is released with probability
+    p = 1 - Phi((tau - 1) / s), and one shopper holds at most `per_user` such pairs, so the chance that any of
+    them is released is 1 - (1 - p) ** per_user = `delta_selection`: tau = 1 + s * Phi^-1(1 - p). This is
+    GaussianPartitionSelection::CalculateThreshold (with CalculateAdjustedDelta) of Google's
+    differential-privacy library, cc/algorithms/partition-selection.h, and its
+    common_docs/Delta_For_Thresholding.pdf; `threshold_delta` is the inverse."""
+    if sigma <= 0 or per_user < 1:
+        raise ValueError(f"need sigma > 0 and per_user >= 1, got {sigma} and {per_user}")
+    _check_delta(delta_selection)
+    p = _per_pair_delta(delta_selection, per_user)
+    return 1.0 - sigma * math.sqrt(per_user) * NormalDist().inv_cdf(p)  # Phi^-1(1 - p) = -Phi^-1(p), exact in p
+
+
+def threshold_delta(threshold: float, sigma: float, per_user: int) -> float:
+    """The delta_selection that `threshold` spends (inverse of `selection_threshold`)."""
+    if sigma <= 0 or per_user < 1:
+        raise ValueError(f"need sigma > 0 and per_user >= 1, got {sigma} and {per_user}")
+    p = 0.5 * math.erfc((threshold - 1.0) / (sigma * math.sqrt(per_user) * math.sqrt(2.0)))  # 1 - Phi, exact tail
+    return -math.expm1(per_user * math.log1p(-p))
+
+
 def composed_epsilon(
     noise_multiplier: float | None,
     sample_rate: float,
@@ -112,7 +171,9 @@ def composed_epsilon(
     delta: float,
 ) -> float:
     """Epsilon at `delta` of DP-SGD (skipped when noise_multiplier is None) composed with the transition counts'
-    Gaussian mechanism (skipped when transitions_sigma is None)."""
+    Gaussian partition selection (skipped when transitions_sigma is None): with the counts, the accountant
+    converts at delta - selection_delta(delta), and the selection adds log(1 / (1 - selection_delta)) (the
+    module docstring has the argument)."""
     history: list[tuple[float, float, int]] = []
     if noise_multiplier is not None:
         if noise_multiplier <= 0:
@@ -124,6 +185,8 @@ def composed_epsilon(
         if transitions_sigma <= 0:
             raise ValueError(f"transitions_sigma must be positive, got {transitions_sigma}")
         history.append((float(transitions_sigma), 1.0, 1))
+        spent = selection_delta(delta)
+        return _epsilon(history, delta - spent) - math.log1p(-spent)
     return _epsilon(history, delta)
 
 
@@ -165,12 +228,14 @@ def plan_budget(
         raise ValueError(f"transitions_per_user must be at least 1, got {transitions_per_user}")
 
     sigma_t: float | None = None
+    tau: float | None = None
     eps_t = 0.0
     if transitions_share > 0:
         sigma_t = _smallest_noise(
             lambda s: composed_epsilon(None, sample_rate, steps, s, delta), transitions_share * target_epsilon
         )
         eps_t = composed_epsilon(None, sample_rate, steps, sigma_t, delta)
+        tau = selection_threshold(sigma_t, transitions_per_user, selection_delta(delta))
     noise = _smallest_noise(
         lambda z: composed_epsilon(z, sample_rate, steps, sigma_t, delta),
         target_epsilon,
@@ -187,10 +252,12 @@ def plan_budget(
         epsilon_transitions=eps_t,
         epsilon_total=composed_epsilon(noise, sample_rate, steps, sigma_t, delta),
         accountant=ACCOUNTANT,
+        transitions_threshold=tau,
+        selection_delta=selection_delta(delta) if sigma_t is not None else 0.0,
     )
     log.info(
         "privacy plan: epsilon %.3f at delta %.2e = DP-SGD (noise %.3f, q %.4f, %d steps; %.3f alone)"
-        " + transitions (sigma %s; %.3f alone)",
+        " + transitions (sigma %s, threshold %s; %.3f alone)",
         plan.epsilon_total,
         delta,
         noise,
@@ -198,75 +265,10 @@ def plan_budget(
         steps,
         plan.epsilon_sgd,
         "none" if sigma_t is None else f"{sigma_t:.3f}",
+        "none" if tau is None else f"{tau:.2f}",
         eps_t,
     )
     return plan
-
-
-def _user_pairs(seq: Sequence[int], n_items: int, which: int) -> list[tuple[int, int]]:
-    """Distinct consecutive (prev, next) pairs of one shopper, in order of first appearance."""
-    items = [int(i) for i in seq]
-    for i in items:
-        if not 0 <= i < n_items:
-            raise ValueError(f"sequence {which} holds item index {i}, outside 0..{n_items - 1}")
-    return list(dict.fromkeys(zip(items[:-1], items[1:], strict=True)))
-
-
-def capped_pairs(
-    sequences: Sequence[Sequence[int]], n_items: int, per_user: int, rng: np.random.Generator
-) -> list[list[tuple[int, int]]]:
-    """What each shopper adds to the transition counts: its distinct consecutive (prev, next) pairs, a random
-    `per_user` of them (drawn with `rng`) when it has more. Each sequence is one shopper's items in time order."""
-    if n_items < 1 or per_user < 1:
-        raise ValueError(f"need n_items >= 1 and per_user >= 1, got {n_items} and {per_user}")
-    out = []
-    capped = 0
-    for which, seq in enumerate(sequences):
-        pairs = _user_pairs(seq, n_items, which)
-        if len(pairs) > per_user:
-            capped += 1
-            keep = np.sort(rng.choice(len(pairs), size=per_user, replace=False))
-            pairs = [pairs[k] for k in keep]
-        out.append(pairs)
-    if capped:
-        log.info("transition counts: %d shopper(s) capped at %d distinct pairs", capped, per_user)
-    return out
-
-
-def noisy_counts(
-    pairs: Sequence[Sequence[tuple[int, int]]],
-    n_items: int,
-    per_user: int,
-    sigma: float | None,
-    noise: NoiseSource,
-) -> np.ndarray:
-    """The n_items x n_items (float32) counts of the shoppers' pairs (`capped_pairs`: at most `per_user` each)
-    and, when `sigma` is given, Gaussian noise of std sigma * sqrt(per_user) on every cell, clipped at 0.
-
-    `noise` is where the Gaussians come from: `ml.privacy.noise.SecureRandom` in production, a seeded numpy
-    generator where the counts must be reproducible (`ml.privacy.noise.noise_source`)."""
-    if n_items > MAX_DENSE_ITEMS:
-        raise ValueError(
-            f"the transition counts add noise to every cell of a dense {n_items} x {n_items} matrix, too big "
-            f"above {MAX_DENSE_ITEMS} items; set transitions_share=0 to train without the transition signal"
-        )
-    if sigma is not None and sigma <= 0:
-        raise ValueError(f"sigma must be positive (or None for no noise), got {sigma}")
-    too_many = next((i for i, p in enumerate(pairs) if len(p) > per_user), None)
-    if too_many is not None:
-        raise ValueError(f"shopper {too_many} adds {len(pairs[too_many])} pairs, more than per_user={per_user}")
-    rows = np.asarray([a for p in pairs for a, _ in p], dtype=np.int64)
-    cols = np.asarray([b for p in pairs for _, b in p], dtype=np.int64)
-    counts = np.zeros((n_items, n_items), dtype=np.float32)
-    np.add.at(counts, (rows, cols), 1.0)
-    if sigma is not None:
-        scale = np.float32(sigma * math.sqrt(per_user))
-        block = max(1, (1 << 22) // n_items)  # noise drawn in blocks of rows: bounded extra memory
-        for r0 in range(0, n_items, block):
-            r1 = min(n_items, r0 + block)
-            counts[r0:r1] += noise.standard_normal((r1 - r0, n_items), dtype=np.float32) * scale
-        np.maximum(counts, 0.0, out=counts)
-    return counts
 
 
 def privacy_record(
@@ -309,9 +311,11 @@ def privacy_record(
     if with_transitions:
         mechanisms.append(
             {
-                "name": "item-transition counts (Gaussian mechanism, per-shopper pairs capped)",
+                "name": "item-transition counts (Gaussian partition selection, per-shopper pairs capped)",
                 "epsilon_alone": plan.epsilon_transitions,
                 "sigma": plan.transitions_sigma,
+                "threshold": plan.transitions_threshold,
+                "selection_delta": plan.selection_delta,
                 "pairs_per_shopper": pairs_per_user,
                 "noise_source": SECURE_SOURCE if secure else "seeded numpy generator",
             }

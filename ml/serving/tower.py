@@ -19,7 +19,7 @@ import torch
 
 from ml.search.dense import TOP_CANDIDATES, QuantizedItems, _matmul_t
 from ml.topk import best
-from ml.training.model import LEXICAL_DECAY, TRANSITION_DECAY
+from ml.training.history_features import LEXICAL_DECAY, TRANSITION_DECAY
 from ml.training.recommender import Recommender
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,8 @@ class HistoryTower:
     category_transition: np.ndarray | None = None  # [n_cat, n_cat] newest item's category -> category
     feature_weights: np.ndarray | None = None  # one weight per feature of FEATURES (the first 5, 6 or 7)
     # the item x item features (a decayed sum of one table row per history item): (feature position,
-    # [n_items, n_items] table, decay); only those the model has (an unused table is [1, 1] in the model)
-    item_tables: tuple[tuple[int, np.ndarray, float], ...] = ()
+    # scipy sparse [n_items, n_items] table, decay); only those the model has (ml.training.item_table)
+    item_tables: tuple[tuple[int, Any, float], ...] = ()
     n_brands: int = 1
     item_norms: np.ndarray | None = None  # [n_items] L2 norms of item_vectors (bounds for `top`)
 
@@ -89,8 +89,8 @@ class HistoryTower:
         tables = []
         for position, name, decay in ((4, "transitions", TRANSITION_DECAY), (6, "lexical", LEXICAL_DECAY)):
             table = getattr(model, name, None)
-            if position < len(weights) and table is not None and table.shape[0] == n_items:
-                tables.append((position, array(table, np.float32), decay))
+            if position < len(weights) and table is not None and table.size == n_items:
+                tables.append((position, table.to_scipy(), decay))
         scale = getattr(model, "content_scale", None)
         return cls(
             recency=array(model.recency.weight, np.float64)[:, 0],
@@ -208,7 +208,7 @@ class HistoryTower:
         for position, table, decay in self.item_tables:
             for b, recent in enumerate(recents):
                 decays = np.float32(decay) ** np.arange(len(recent), dtype=np.float32)
-                out[b] += float(weights[position]) * (decays @ table[recent])
+                out[b] += float(weights[position]) * (table[recent].T @ decays)
 
     def top(self, rows: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
         """The exact top-n item rows (best first) and their full scores for one history (oldest first)."""

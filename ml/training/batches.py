@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from ml.training.encoder import tokenize
 from ml.training.examples import Examples
 from ml.training.model import build_history_tensors
+from ml.training.negatives import NegativeSampler
 
 IGNORE = -100  # target of a padding slot in a grouped batch (CrossEntropyLoss' default ignore_index)
 
@@ -28,12 +29,14 @@ def make_collate(
     max_query_tokens: int,
     query_cache: torch.Tensor | None = None,
     per_user: int = 1,
+    sampler: NegativeSampler | None = None,
 ) -> Callable[[Sequence[tuple[int, ...]]], dict[str, torch.Tensor]]:
     """Batches of examples; with `query_cache` (frozen encoder) search text comes as its cached vector.
 
     per_user = 1: one example per row, tensors [B, ...]. per_user = K > 1 (needs `query_cache`): one shopper
     per row with a second axis of K example slots, [B, K, ...]; a shopper with fewer examples has padding
-    slots, whose target is IGNORE (and whose history is empty)."""
+    slots, whose target is IGNORE (and whose history is empty). With `sampler`, each batch carries its uniform
+    sample of negative items (`negatives`, [M]; ml.training.negatives)."""
     if per_user > 1 and query_cache is None:
         raise ValueError("grouped batches (per_user > 1) need the cached query vectors of a frozen encoder")
 
@@ -57,6 +60,12 @@ def make_collate(
         return batch
 
     def collate(rows: Sequence[tuple[int, ...]]) -> dict[str, torch.Tensor]:
+        batch = grouped(rows)
+        if sampler is not None:
+            batch["negatives"] = sampler.draw()
+        return batch
+
+    def grouped(rows: Sequence[tuple[int, ...]]) -> dict[str, torch.Tensor]:
         if per_user == 1:
             return flat([r[0] for r in rows])
         slots = [i for r in rows for i in r]

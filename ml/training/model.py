@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
-from typing import cast
+from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -37,19 +37,18 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertModel, PreTrainedTokenizerBase
 
+from ml.training.columns import Columns
 from ml.training.encoder import mean_pool, tokenize
 from ml.training.heads import ContentScale, FeatureWeights
+from ml.training.history_features import HistoryFeatures
+from ml.training.item_table import ItemTable
 
-# weight of the i-th newest history item in the transition feature
-TRANSITION_DECAY = 0.6
 # initial recency logits: RECENCY_INIT * position, i.e. weights halving per step back, as the zero-shot
 # baseline pools (ml.evaluation.baselines.ZeroShot): the untrained model ranks exactly as zero-shot MiniLM
 RECENCY_INIT = -math.log(2.0)
-# weight of the i-th newest history item in the lexical feature
-LEXICAL_DECAY = 0.5
 
 
-class BiEncoder(nn.Module):
+class BiEncoder(HistoryFeatures, nn.Module):
     # brand shared with the history, item repeated from the history, same category as the last item,
     # same brand as the last item, item-transition score (DP-noised counts, when given), and the largest
     # text similarity to any one history item (the pooled history vector blurs a shopper of two interests),
@@ -62,8 +61,6 @@ class BiEncoder(nn.Module):
     item_table: torch.Tensor
     item_category: torch.Tensor
     item_brand: torch.Tensor
-    transitions: torch.Tensor
-    lexical: torch.Tensor
 
     def __init__(
         self,
@@ -109,10 +106,12 @@ class BiEncoder(nn.Module):
         self.feature_weights = FeatureWeights(self.N_FEATURES)
         self.content_scale = ContentScale()
         self.text_features = True  # the closest-item and lexical features (see `drop_text_features`)
-        # log1p of item -> next-item counts, noised by their own DP mechanism; [1, 1] zeros when unused
-        self.register_buffer("transitions", torch.zeros(1, 1))
-        # lexical (BM25) match of items i and j (`lexical_similarity`); [1, 1] when unused
-        self.register_buffer("lexical", torch.zeros(1, 1))
+        # log1p of item -> next-item counts, released by their own DP mechanism; sparse, empty when unused
+        self.transitions = ItemTable()
+        # lexical (BM25) neighbours of each item (`ml.item_tables.lexical_neighbours`); sparse, empty when unused
+        self.lexical = ItemTable()
+        # DP-SGD with a trained item bias needs its per-sample gradient: set by the trainer (`item_biases`)
+        self.per_sample_bias = False
 
     def freeze_dense_heads(self) -> None:
         """Keep the history projection at its value (the identity) and the item bias at zero: for DP-SGD.
@@ -135,7 +134,7 @@ class BiEncoder(nn.Module):
         negative weights and a lower NDCG@10 than without them (no results file keeps that run).
         Call `zero_dropped_weights` after training so that the saved model needs no flag."""
         self.text_features = False
-        self.lexical = torch.zeros(1, 1, device=self.item_table.device)
+        self.lexical.clear()
         self.content_scale.log_scale.requires_grad = False
 
     @torch.no_grad()
@@ -195,27 +194,6 @@ class BiEncoder(nn.Module):
         is_search = batch["is_search"].unsqueeze(-1).to(text.dtype)
         return is_search * text + (1 - is_search) * history
 
-    def item_biases(self, batch_size: int, device: torch.device) -> torch.Tensor:
-        return self.item_bias(torch.ones(batch_size, 1, device=device))
-
-    @staticmethod
-    def _per_example(
-        table_fn: Callable[..., torch.Tensor], hist_idx: torch.Tensor, hist_mask: torch.Tensor, *extra: torch.Tensor
-    ) -> torch.Tensor:
-        """table_fn(hist_idx, hist_mask, *extra) over [B, H] histories, for [B, H] or grouped [B, K, H] ones (the
-        result keeps B, K); each `extra` tensor has the same leading axes.
-
-        Grouped, it runs on the slots with a history only (padding slots have none): table_fn must give 0
-        for an empty history, as history_features does."""
-        if hist_idx.dim() == 2:
-            return table_fn(hist_idx, hist_mask, *extra)
-        lead = hist_idx.shape[:2]
-        flat_idx, flat_mask = hist_idx.reshape(-1, hist_idx.shape[-1]), hist_mask.reshape(-1, hist_mask.shape[-1])
-        rows = (flat_mask[:, 0] > 0).nonzero().squeeze(1)
-        part = table_fn(flat_idx[rows], flat_mask[rows], *(e.reshape(-1, *e.shape[2:])[rows] for e in extra))
-        out = part.new_zeros(flat_idx.shape[0], *part.shape[1:]).index_copy(0, rows, part)
-        return out.reshape(*lead, *out.shape[1:])
-
     def forward(
         self,
         hist_idx: torch.Tensor,
@@ -229,10 +207,14 @@ class BiEncoder(nn.Module):
         query_vec: torch.Tensor | None = None,
         own_idx: torch.Tensor | None = None,
         own_val: torch.Tensor | None = None,
+        negatives: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits over the whole catalogue, one row per example. Search text comes as tokens, or as
-        precomputed vectors (`query_vec`) when the encoder is frozen. In training, `own_idx`/`own_val` take the
-        example's shopper's own pairs out of its transition feature (`history_features`).
+        """Logits over the whole catalogue, one row per example; or, with `negatives` [M] (a uniform sample of
+        items, `ml.training.negatives`) and `target`, over [the example's target, the M negatives]: the target's
+        logit in column 0. Search text comes as tokens, or as precomputed vectors (`query_vec`) when the encoder is
+        frozen. In training, `own_idx`/`own_val` take the example's shopper's own pairs out of its transition
+        feature (`history_features`).
 
         Grouped: with a frozen encoder every input may carry a second axis of examples ([B, K, H] histories,
         [B, K] flags, [B, K, D] query vectors; logits [B, K, n_items]). Each row is then one shopper's K
@@ -254,66 +236,20 @@ class BiEncoder(nn.Module):
             },
         )
         q = self.query_vectors(batch)
-        return self.logits(q, hist_idx, hist_mask, is_search, own_idx, own_val)
+        if negatives is None:
+            return self.logits(q, hist_idx, hist_mask, is_search, own_idx, own_val)
+        if target is None:
+            raise ValueError("scoring sampled negatives needs each example's target")
+        from ml.training.negatives import sampled_logits
 
-    def history_features(
-        self,
-        hist_idx: torch.Tensor,
-        hist_mask: torch.Tensor,
-        own_idx: torch.Tensor | None = None,
-        own_val: torch.Tensor | None = None,
-        closest: bool = True,
-    ) -> torch.Tensor:
-        """[B, n_items, N_FEATURES] features of each candidate against the history (no learned part).
+        columns = Columns(per_row=target.clamp(min=0).unsqueeze(-1), shared=negatives)
+        scores = self.logits(q, hist_idx, hist_mask, is_search, own_idx, own_val, columns)
+        return sampled_logits(scores, target, negatives, self.item_table.shape[0])
 
-        `own_idx`, `own_val` ([B, M]) are added to the transition feature at those items: in training, what the
-        example's own shopper put into the counts is taken out (ml.pipeline.stages.transition_feature).
-        `closest` False leaves the closest-similarity feature at 0: serving adds it for its candidates only
-        (`candidate_scores`), the costliest feature over a whole catalogue."""
-        real = hist_mask > 0
-        # one row of brand flags per history, read for every item: [B, n_brands], not [B, H, n_items]
-        n_brands = int(self.item_brand.max().item()) + 1 if len(self.item_brand) else 1
-        shared = torch.zeros(hist_idx.shape[0], n_brands, device=hist_idx.device)
-        shared = shared.scatter_add(1, self.item_brand[hist_idx], real.float()).clamp(max=1.0)
-        brand_match = shared[:, self.item_brand]
-        repeat = torch.zeros(hist_idx.shape[0], self.item_table.shape[0], device=hist_idx.device)
-        repeat = repeat.scatter_add(1, hist_idx, real.float()).clamp(max=1.0)  # padded slots add 0
-        last = hist_idx[:, 0]  # newest first
-        same_cat = (self.item_category[last].unsqueeze(-1) == self.item_category.view(1, -1)) & real[:, :1]
-        last_brand = (self.item_brand[last].unsqueeze(-1) == self.item_brand.view(1, -1)) & real[:, :1]
-        transition = self._decayed_rows(self.transitions, hist_idx, real, TRANSITION_DECAY)
-        if own_idx is not None and own_val is not None:
-            transition = transition.scatter_add(1, own_idx, own_val.to(transition.dtype))
-        use = closest and self.text_features
-        closest_sim = self.closest_similarity(hist_idx, real) if use else torch.zeros_like(repeat)
-        lexical = self._decayed_rows(self.lexical, hist_idx, real, LEXICAL_DECAY)
-        return torch.stack(
-            [brand_match, repeat, same_cat.float(), last_brand.float(), transition, closest_sim, lexical], dim=-1
-        )
-
-    def _decayed_rows(
-        self, table: torch.Tensor, hist_idx: torch.Tensor, real: torch.Tensor, decay: float
-    ) -> torch.Tensor:
-        """[B, n_items] sum over real history items (newest first) of decay**position * table[item]; zeros
-        when the table is unused ([1, 1])."""
-        if table.shape[0] != self.item_table.shape[0]:
-            return torch.zeros(hist_idx.shape[0], self.item_table.shape[0], device=hist_idx.device)
-        weights = decay ** torch.arange(hist_idx.shape[1], device=hist_idx.device, dtype=torch.float32)
-        return ((real.float() * weights).unsqueeze(-1) * table[hist_idx]).sum(dim=1)
-
-    def closest_similarity(self, hist_idx: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """[B, n_items] the largest cosine between each item and any real history item (0 without history)."""
-        return self._closest(self.item_table[hist_idx] @ self.item_table.T, real)  # the cached (normalized) vectors
-
-    @staticmethod
-    def _closest(sims: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """[B, M] from [B, H, M] similarities of the history items to M items: the largest over real ones."""
-        return sims.masked_fill(~real.unsqueeze(-1), -2.0).amax(dim=1).masked_fill(~real[:, :1], 0.0)
-
-    def text_scores(self, q: torch.Tensor) -> torch.Tensor:
-        """The text part of the score of every item ([B, (K,) n_items]): content scale x dot(query, item) /
-        temperature."""
-        return self._text(q @ self.item_table.T)
+    def text_scores(self, q: torch.Tensor, columns: Columns | None = None) -> torch.Tensor:
+        """The text part of the score of every item ([B, (K,) n_items]), or of `columns` ([B, (K,) P + M]):
+        content scale x dot(query, item) / temperature."""
+        return self._text(q @ self.item_table.T if columns is None else columns.products(q, self.item_table))
 
     def _text(self, products: torch.Tensor) -> torch.Tensor:
         return self.content_scale(products / self.temperature)
@@ -339,47 +275,46 @@ class BiEncoder(nn.Module):
         own_idx: torch.Tensor | None = None,
         own_val: torch.Tensor | None = None,
         closest: bool = True,
+        columns: Columns | None = None,
     ) -> torch.Tensor:
-        """The behavioural part of the score of every item ([B, (K,) n_items]): the category transition
-        from the newest item and the weighted history features, 0 for a search or an empty history."""
+        """The behavioural part of the score of every item ([B, (K,) n_items]), or of `columns`: the category
+        transition from the newest item and the weighted history features, 0 for a search or an empty history."""
         has_history = (hist_mask[..., :1] > 0).float() * (1 - is_search.unsqueeze(-1).float())
         last_cat = self.item_category[hist_idx[..., 0]]
-        transition = self.category_transition(last_cat)[..., self.item_category]  # [B, (K,) n_items]
-        own = () if own_idx is None or own_val is None else (own_idx, own_val)
-        features = functools.partial(self.history_features, closest=closest)
-        weighted = self.feature_weights(self._per_example(features, hist_idx, hist_mask, *own))
+        by_category = self.category_transition(last_cat)  # [B, (K,) n_cat]
+        extra = {} if own_idx is None or own_val is None else {"own_idx": own_idx, "own_val": own_val}
+        if columns is None:
+            transition = by_category[..., self.item_category]  # [B, (K,) n_items]
+        else:
+            transition = by_category.gather(-1, self.item_category[columns.index(hist_idx.shape[:-1])])
+            if columns.per_row is not None:
+                extra["per_row"] = columns.per_row
+        shared = None if columns is None else columns.shared
+        features = functools.partial(self.history_features, closest=closest, shared=shared)
+        weighted = self.feature_weights(self._per_example(features, hist_idx, hist_mask, **extra))
         return has_history * (transition + weighted)
 
-    def set_lexical(self, similarity: torch.Tensor) -> None:
-        """Install the item x item lexical similarity (`lexical_similarity`, public catalogue text only)."""
-        n = self.item_table.shape[0]
-        if tuple(similarity.shape) != (n, n):
-            raise ValueError(f"lexical similarity must be {n} x {n}, got {tuple(similarity.shape)}")
-        self.lexical = similarity.to(self.item_table.device, torch.float32)
+    def set_lexical(self, table: Any) -> None:
+        """Install the item x item lexical neighbours (`ml.item_tables.lexical_neighbours`: a scipy sparse matrix,
+        public catalogue text only)."""
+        self.lexical.load(table, self.item_table.shape[0])
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        """Size the optional item x item tables to the saved ones ([1, 1] when the saved model has none), and
-        read a model saved before the content scale and the text features as one whose scale is 1 and whose
-        new feature weights are 0: it scores as it did."""
-        state_dict.setdefault(prefix + "lexical", torch.zeros(1, 1))  # saved before the lexical feature
-        for name in ("transitions", "lexical"):
-            saved = state_dict.get(prefix + name)
-            if saved is not None and saved.shape != getattr(self, name).shape:
-                setattr(self, name, torch.zeros_like(saved, device=self.item_table.device))
-        weights = state_dict.get(prefix + "feature_weights.weight")
-        if weights is not None and len(weights) < self.N_FEATURES:
-            state_dict[prefix + "feature_weights.weight"] = torch.cat(
-                [weights, weights.new_zeros(self.N_FEATURES - len(weights))]
-            )
-            state_dict.setdefault(prefix + "content_scale.log_scale", weights.new_zeros(1))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def set_transitions(self, table: Any) -> None:
+        """Install log1p(item -> next-item counts), a scipy sparse matrix (already privatized by the caller,
+        `ml.privacy.transitions.transition_feature`)."""
+        self.transitions.load(table, self.item_table.shape[0])
 
-    def set_transitions(self, log_counts: torch.Tensor) -> None:
-        """Install log1p(item -> next-item counts) [n_items, n_items] (already privatized by the caller)."""
-        n = self.item_table.shape[0]
-        if tuple(log_counts.shape) != (n, n):
-            raise ValueError(f"transitions must be {n} x {n}, got {tuple(log_counts.shape)}")
-        self.transitions = log_counts.to(self.item_table.device, torch.float32)
+    def item_biases(self, batch_size: int, device: torch.device, columns: Columns | None = None) -> torch.Tensor:
+        """The item bias of every item, [B, n_items], or at `columns` [B, (K,) P + M]. A per-sample gradient
+        (DP-SGD with a trained bias, `per_sample_bias`) needs the bias to come out of its layer for every item."""
+        if columns is None or (self.per_sample_bias and self.item_bias.weight.requires_grad):
+            full = self.item_bias(torch.ones(batch_size, 1, device=device))  # [B, n_items]
+            if columns is None:
+                return full
+            index = columns.index((batch_size,) if columns.per_row is None else columns.per_row.shape[:-1])
+            return full.gather(1, index.reshape(batch_size, -1)).view(index.shape)
+        lead = (batch_size,) if columns.per_row is None else columns.per_row.shape[:-1]
+        return self.item_bias.weight[:, 0][columns.index(lead)]
 
     def logits(
         self,
@@ -389,15 +324,16 @@ class BiEncoder(nn.Module):
         is_search: torch.Tensor,
         own_idx: torch.Tensor | None = None,
         own_val: torch.Tensor | None = None,
+        columns: Columns | None = None,
     ) -> torch.Tensor:
-        """The full score of every catalogue item for each query vector and its history: the text part,
-        the item bias and the behavioural part. The one definition of the score: evaluation reads it whole,
+        """The full score of every catalogue item (or of `columns`) for each query vector and its history: the text
+        part, the item bias and the behavioural part. The one definition of the score: evaluation reads it whole,
         serving reads the same parts (`ml.serving.scorer`)."""
-        bias = self.item_biases(q.shape[0], q.device)  # [B, n_items]
-        if q.dim() == 3:  # grouped: one bias row per shopper, shared by its K examples
+        bias = self.item_biases(q.shape[0], q.device, columns)  # [B, n_items] or [B, (K,) P + M]
+        if q.dim() == 3 and bias.dim() == 2:  # grouped: one bias row per shopper, shared by its K examples
             bias = bias.unsqueeze(1)
-        scores = self.text_scores(q) + bias
-        return scores + self.behaviour_scores(hist_idx, hist_mask, is_search, own_idx, own_val)
+        scores = self.text_scores(q, columns) + bias
+        return scores + self.behaviour_scores(hist_idx, hist_mask, is_search, own_idx, own_val, columns=columns)
 
     @torch.no_grad()
     def encode_texts(
@@ -429,22 +365,6 @@ def catalogue_codes(items: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
     cats = pd.factorize(items["category"].fillna("").astype(str), sort=True)[0]
     brands = pd.factorize(items["brand"].fillna("").astype(str), sort=True)[0]
     return torch.as_tensor(cats, dtype=torch.long), torch.as_tensor(brands, dtype=torch.long)
-
-
-def lexical_similarity(titles: Sequence[str], texts: Sequence[str]) -> torch.Tensor:
-    """[n, n] lexical match of items i and j, both ways: the mean of the BM25 (Okapi) score of j's text for
-    i's title as the query and of i's text for j's title, each divided by its query's largest score (so
-    queries are comparable; a title without a word of two letters matches nothing).
-
-    Only public catalogue text goes in: it costs no privacy."""
-    from ml.lexical import BM25Index, words
-
-    if len(titles) != len(texts):
-        raise ValueError(f"need one title per item text, got {len(titles)} titles and {len(texts)} texts")
-    rows = BM25Index(texts).scores([words(t) for t in titles], dtype=np.float32)
-    top = rows.max(axis=1, keepdims=True)
-    rows = np.divide(rows, top, out=np.zeros_like(rows), where=top > 0)
-    return torch.from_numpy((rows + rows.T) / 2)
 
 
 def build_history_tensors(histories: Sequence[Sequence[int]], max_history: int) -> dict[str, torch.Tensor]:

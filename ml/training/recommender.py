@@ -177,8 +177,6 @@ class Recommender:
             item_category=heads["item_category"],
             item_brand=heads["item_brand"],
         )
-        if "transitions" in heads:
-            model.transitions = torch.zeros_like(heads["transitions"])  # size the buffer before loading
         missing = model.load_state_dict(heads, strict=False)
         unexpected = [k for k in missing.unexpected_keys]
         lacking = [k for k in missing.missing_keys if not k.startswith("bert.")]

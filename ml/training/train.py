@@ -30,10 +30,11 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ml.privacy.noise import SECURE_SOURCE
-from ml.training.batches import make_collate, per_user_loss
+from ml.training.batches import IGNORE, make_collate, per_user_loss
 from ml.training.dp_sgd import DPInfo, DPSettings, use_secure_noise
 from ml.training.examples import Examples
 from ml.training.model import BiEncoder
+from ml.training.negatives import NegativeSampler, sampled_targets, use_sampling
 from ml.training.sampling import (
     PerUserDataset,
     SecurePoissonBatches,
@@ -157,6 +158,7 @@ def train_bi_encoder(
     seed: int,
     dp: DPSettings | None,
     examples_per_user: int = 1,
+    negatives: int = 0,
     refresh_every: int = 25,
     device: str = "auto",
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
@@ -172,6 +174,9 @@ def train_bi_encoder(
     `examples_per_user` > 1 gives each sampled shopper up to that many of its examples in a step (its loss is
     their mean); it needs a frozen encoder (its search queries are then cached vectors), and with a trained
     encoder each step takes one example per shopper.
+
+    `negatives` > 0 with a larger catalogue: each step scores each example's target and a uniform sample of that
+    many items, not every item (ml.training.negatives); 0 scores every item.
     """
     if len(examples) == 0:
         raise ValueError("no training examples: the training window holds no shopper with two interactions")
@@ -206,7 +211,13 @@ def train_bi_encoder(
         )
     dataset = PerUserDataset(examples, seed, per_user)
     steps, sample_rate = planned_steps(len(dataset), batch_size, epochs, max_steps)
-    collate = make_collate(examples, tokenizer, max_history, max_query_tokens, query_cache, per_user)
+    n_items = model.item_table.shape[0]
+    sampler = NegativeSampler(n_items, negatives, seed + 2) if use_sampling(n_items, negatives) else None
+    if sampler is not None:
+        log.info(
+            "training on sampled negatives: %d of the %d items a step, plus each example's target", negatives, n_items
+        )
+    collate = make_collate(examples, tokenizer, max_history, max_query_tokens, query_cache, per_user, sampler)
     world_size = 1
     if distributed:
         world_size = torch.distributed.get_world_size()
@@ -247,6 +258,7 @@ def train_bi_encoder(
                 warnings.filterwarnings("ignore", message="Secure RNG turned off")
             engine = PrivacyEngine(accountant="rdp", secure_mode=False)
         model.train()
+        model.per_sample_bias = True  # a trained item bias gets its per-sample gradient (BiEncoder.item_biases)
         if distributed:  # DPDDP: rank 0's weights everywhere, and make_private picks the distributed optimizer
             from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
 
@@ -291,6 +303,9 @@ def train_bi_encoder(
             if n_local:
                 batch = {k: v.to(dev) for k, v in batch.items()}
                 target = batch.pop("target")
+                if "negatives" in batch:  # column 0 of the logits is each example's target
+                    batch["target"] = target
+                    target = sampled_targets(target, IGNORE)
                 with autocast:
                     logits = module(**batch)
                 logits = logits.float()

@@ -22,7 +22,7 @@ TEXTS = [
 
 
 def dense_similarity(titles: list[str], texts: list[str]) -> np.ndarray:
-    """The dense version the neighbour lists replace (ml.training.model.lexical_similarity, in numpy)."""
+    """The dense version the neighbour lists replace (the model's dense lexical similarity before the neighbour lists)."""
     rows = BM25Index(texts).scores([words(t) for t in titles], dtype=np.float32)
     top = rows.max(axis=1, keepdims=True)
     rows = np.divide(rows, top, out=np.zeros_like(rows), where=top > 0)

@@ -9,17 +9,18 @@ import torch
 
 from ml.config import DPConfig, RunConfig
 from ml.privacy import noise as noise_mod
-from ml.privacy.accounting import capped_pairs, noisy_counts
 from ml.privacy.noise import SECURE_SOURCE, SecureRandom, secure_rng_on
+from ml.privacy.pair_counts import capped_pairs, release_counts
 
 PAIRS = [[(0, 1), (1, 2)], [(2, 3)], [(0, 1)]]
+KEEP_ALL = -1e9  # a release threshold every noised count clears: the tests here read the noise
 
 
 def _counts(sequences, n_items, per_user, sigma, rng, noise=None):
     """The released transition counts as ml.privacy.transitions builds them: capped pairs, then noise."""
-    return noisy_counts(
-        capped_pairs(sequences, n_items, per_user, rng), n_items, per_user, sigma, rng if noise is None else noise
-    )
+    pairs = capped_pairs(sequences, n_items, per_user, rng)
+    released = release_counts(pairs, n_items, per_user, sigma, rng if noise is None else noise, threshold=KEEP_ALL)
+    return released.keys, released.counts
 
 
 @pytest.mark.parametrize(
@@ -52,9 +53,10 @@ def test_secure_draws_come_from_the_os_not_from_numpys_generator(monkeypatch):
 
     monkeypatch.setattr(noise_mod.os, "urandom", counting)
     monkeypatch.setattr(np.random, "default_rng", lambda *a, **k: pytest.fail("numpy's generator was used"))
-    counts = noisy_counts(PAIRS, 5, 2, 1.0, SecureRandom())
-    assert calls and sum(calls) >= 8 * 25 * noise_mod.FLOAT_ATTACK_DRAWS  # 64 bits per uniform, 4 Gaussians a cell
-    assert counts.shape == (5, 5) and counts.dtype == np.float32
+    released = release_counts(PAIRS, 5, 2, 1.0, SecureRandom(), threshold=KEEP_ALL)
+    # 64 bits per uniform, 4 Gaussians a value, one value for each of the 3 distinct pairs
+    assert calls and sum(calls) >= 8 * 3 * noise_mod.FLOAT_ATTACK_DRAWS
+    assert released.keys.tolist() == [1, 7, 13] and released.counts.dtype == np.float64
     assert SecureRandom.source == SECURE_SOURCE
 
 
@@ -70,10 +72,11 @@ def test_secure_noise_is_standard_normal():
 def test_secure_counts_are_not_reproducible_seeded_ones_are():
     seqs = [[0, 1, 2, 3], [3, 2, 1], [4, 0]]
     seeded = [_counts(seqs, 5, 2, 1.0, np.random.default_rng(7)) for _ in range(2)]
-    np.testing.assert_array_equal(seeded[0], seeded[1])
+    np.testing.assert_array_equal(seeded[0][1], seeded[1][1])
     secure = [_counts(seqs, 5, 2, 1.0, np.random.default_rng(7), noise=SecureRandom()) for _ in range(2)]
-    assert not np.array_equal(secure[0], secure[1])
-    assert not np.array_equal(secure[0], seeded[0])
+    assert np.array_equal(secure[0][0], seeded[0][0])  # the same pairs, kept by the threshold ...
+    assert not np.array_equal(secure[0][1], secure[1][1])  # ... with other noise each time
+    assert not np.array_equal(secure[0][1], seeded[0][1])
 
 
 def test_secure_poisson_batches_sample_each_shopper_at_the_planned_rate():
