@@ -88,18 +88,18 @@ def test_a_loud_step_fixes_the_dense_heads_and_lowers_the_rate():
     model = _model()
     assert apply_dp_regime(model, 10.0, 100.0, 6, learning_rate=0.2) == pytest.approx(0.2 * NOISY_DP_LR_SCALE)
     assert not _dense_trainable(model)
-    assert model.text_features and model.lexical.shape == (6, 6)  # the text features stay
+    assert model.text_features and model.lexical.size == 6  # the text features stay
 
 
 def test_a_quiet_step_trains_the_dense_heads_without_the_text_features():
     model = _model()
     assert apply_dp_regime(model, 0.5, 2_048.0, 6, learning_rate=0.2) == 0.2
     assert _dense_trainable(model)
-    assert not model.text_features and model.lexical.shape == (1, 1)
+    assert not model.text_features and not model.lexical.used
     assert not model.content_scale.log_scale.requires_grad
 
 
 def test_without_dp_nothing_changes():
     model = _model()
     assert apply_dp_regime(model, None, 1.0, 6, learning_rate=1e-3) == 1e-3
-    assert _dense_trainable(model) and model.text_features and model.lexical.shape == (6, 6)
+    assert _dense_trainable(model) and model.text_features and model.lexical.size == 6
