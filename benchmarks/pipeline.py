@@ -3,6 +3,7 @@
     python benchmarks/pipeline.py                       # synthetic default and amazon2018-industrial
     python benchmarks/pipeline.py --only synthetic
     python benchmarks/pipeline.py --only prod           # the same chain on SQLite (local) and PostgreSQL + Redis
+    python benchmarks/pipeline.py --only scale          # synthetic catalogues of 20k, 100k and 200k items
 
 The prod part runs one smaller synthetic chain twice, in the local profile (SQLite for MLflow and Feast)
 and in the prod profile (MLflow and the Feast registry on PostgreSQL, the online store on Redis), then
@@ -48,6 +49,18 @@ PROD_RUN = {
     "max_eval_cases": 2000,
     "slice_reports": False,
 }
+# the catalogue-scale runs: the transition signal on (DP, the default policy's), 20,000 shoppers, a bounded training
+# and evaluation so that the 200,000-item run fits a 2-core machine; a step scores each example's target and the
+# default sample of negatives, so its time should not grow with the catalogue (ml.training.negatives)
+SCALE_ITEMS = (20_000, 100_000, 200_000)
+SCALE_RUN = {
+    "source": "synthetic",
+    "n_users": 20_000,
+    "max_steps": 20,
+    "max_eval_cases": 1000,
+    "max_search_cases": 300,
+    "slice_reports": False,
+}
 ONLINE_READS = 500
 REPEATS = 2
 HISTORY = "user_recent_items:recent_items"
@@ -71,9 +84,13 @@ def _run_stages(name: str, overrides: dict):
         print(f"  {name}: {stage} {timings[stage]['seconds']} s, peak {timings[stage]['peak_rss_mb']} MB", flush=True)
     summary = ctx.read("summary")
     k = summary["config"]["k"]
+    trained = ctx.read("train")
     return {
         "config": overrides,
         "stages": timings,
+        "train_steps": trained["steps"],
+        "train_seconds_per_step": trained["seconds_per_step"],
+        "transition_pairs": trained["transition_pairs"],
         "total_seconds": round(sum(t["seconds"] for t in timings.values()), 1),
         "n_cases": ctx.read("evaluate")["n_cases"],
         "model": {"ndcg_at_10": summary["metrics"][f"ndcg_at_{k}"], "hr_at_10": summary["metrics"][f"hr_at_{k}"]},
@@ -236,10 +253,42 @@ def markdown(results: dict) -> str:
         ]
         lines += [f"| {b} | {v['ndcg_at_10']:.4f} | {v['hr_at_10']:.4f} |" for b, v in r["baselines"].items()]
         lines.append("")
+    if "scale" in results:
+        lines += scale_markdown(results["scale"])
     if "profiles" in results:
         lines += profiles_markdown(results["profiles"])
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
     return "\n".join(lines) + "\n"
+
+
+def scale_markdown(runs: dict) -> list[str]:
+    """The catalogue-scale table: time per training step, each stage's time and the run's peak memory per size."""
+    lines = [
+        "## Catalogue scale: synthetic, the transition signal on (DP), "
+        + ", ".join(f"{k} {v}" for k, v in SCALE_RUN.items() if k != "source"),
+        "",
+        "A training step scores each example's target and a uniform sample of `negatives` items (4,096 by default),"
+        " not the whole catalogue; the item x item tables are sparse (released transition pairs, BM25 neighbour"
+        " lists). Each run is the whole chain in a fresh home, one after the other on a shared 2-core machine.",
+        "",
+        "| items | train s/step | steps | transition pairs | ingest s | features s | train s | evaluate s | register s | peak RSS (MB) "
+        "| candidate NDCG@10 | gate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in runs.items():
+        if "error" in r:
+            lines.append(f"| {name} | failed: {r['error']} | | | | | | | | | | |")
+            continue
+        st = r["stages"]
+        peak = max(t["peak_rss_mb"] for t in st.values())
+        lines.append(
+            f"| {r['config']['n_items']:,} | {r['train_seconds_per_step']:.2f} | {r['train_steps']} "
+            f"| {r['transition_pairs']:,} "
+            f"| {st['ingest']['seconds']} | {st['features']['seconds']} | {st['train']['seconds']} "
+            f"| {st['evaluate']['seconds']} | {st['register']['seconds']} | {peak} "
+            f"| {r['model']['ndcg_at_10']:.4f} | {r['gate']} |"
+        )
+    return lines + [""]
 
 
 def profiles_markdown(p: dict) -> list[str]:
@@ -290,7 +339,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--only",
-        choices=["synthetic", "amazon2018", "prod"],
+        choices=["synthetic", "amazon2018", "prod", "scale"],
         default=None,
         help="one data set, or `prod`: the profile comparison alone",
     )
@@ -304,8 +353,17 @@ def main() -> None:
     results = {"machine": machine(), "datasets": kept.get("datasets", {})}
     if "profiles" in kept:
         results["profiles"] = kept["profiles"]
+    if "scale" in kept:
+        results["scale"] = kept["scale"]
     if args.only in (None, "prod"):
         results["profiles"] = run_profiles()
+    if args.only in (None, "scale"):
+        results["scale"] = {}
+        for n_items in SCALE_ITEMS:
+            name = f"synthetic-{n_items // 1000}k"
+            print(f"{name} ...", flush=True)
+            results["scale"][name] = run_one(name, {**SCALE_RUN, "n_items": n_items})
+            write("pipeline", results, markdown(results))  # each size as it finishes
     for name, overrides in datasets.items():
         if args.only and name != args.only:
             continue

@@ -192,6 +192,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
         "final_loss": result.final_loss,
         "n_examples": len(examples),
         "n_users": n_users,
+        "transition_pairs": 0 if transitions is None else int(transitions.nnz),  # released pairs (DP), or all
         "audit_users": sorted(audit),
         "member_users": sorted(members),
         "privacy": privacy,
