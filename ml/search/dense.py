@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,10 +28,14 @@ log = logging.getLogger(__name__)
 FIRST_PASS_ENV = "VETTED_DENSE_FIRST_PASS"
 FIRST_PASSES = ("int8", "float32")
 # the batch sizes the choice is measured on: one query, and the most searches or recommendations the service
-# ranks together (`ml.serving.batching.DEFAULT_MAX_BATCH`, not imported: that module imports this one)
+# ranks together (`ml.serving.batching.DEFAULT_MAX_BATCH`, not imported: that module imports this one); each on
+# at most this many rows of the table (its first), which bounds the measurement's time (a batch's product with
+# a whole large table takes a second where the int8 kernel is slow: benchmarks/results/serving-first-pass.md).
+# One query reads more rows: its product waits on memory, which a small table's cache hides.
 MEASURED_BATCHES = (1, 32)
-MEASURE_SECONDS = 0.02  # repeats of the measurement stop after this; every pass is timed at least once
-_MAX_ROUNDS = 5
+MEASURED_ROWS = (16384, 1024)
+MEASURE_SECONDS = 0.05  # rounds of the measurement stop after this: at least 2 (one can fall on a hiccup), at most 5
+_MIN_ROUNDS, _MAX_ROUNDS = 2, 5
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,8 @@ class QuantizedItems:
     slack: np.ndarray
     first_pass: str = "int8"
     table: np.ndarray | None = None  # [n_items, D] float32 (float32 only)
-    # the measured seconds of each pass per batch size in `MEASURED_BATCHES` (empty when forced)
+    # the measured seconds of each pass per batch size in `MEASURED_BATCHES`, scaled to the whole table (empty
+    # when forced)
     timings: dict[str, list[float]] = field(default_factory=dict)
 
     @classmethod
@@ -102,6 +106,16 @@ class QuantizedItems:
         slack = np.stack([_up(_float_margin(table.shape[1]) * norms), np.zeros(len(table), dtype=np.float32)])
         return cls(None, np.ones(len(table), dtype=np.float32), slack, "float32", table)
 
+    def head(self, rows: int) -> QuantizedItems:
+        """The first pass over the first `rows` items only (views, no copy): what `choose_first_pass` times."""
+        return QuantizedItems(
+            None if self.codes_t is None else self.codes_t[:, :rows],
+            self.scales[:rows],
+            self.slack[:, :rows],
+            self.first_pass,
+            None if self.table is None else self.table[:rows],
+        )
+
     def products(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """([B, n_items] approximate products with every item, [B, 2] the factors of `slack` that bound
         their error: |q| and |e| per query (float32: |q| and 0))."""
@@ -130,41 +144,44 @@ def first_pass_setting(first_pass: str | None = None) -> str:
 
 def choose_first_pass(int8: QuantizedItems, float32: QuantizedItems) -> QuantizedItems:
     """The faster of the two first passes over the same table, by their time on rows of the table as queries,
-    one thread (as the service runs them), for each batch size of `MEASURED_BATCHES`; the score of a pass is
-    the sum of its best times. Each pass runs once untimed (a kernel's first call sets it up), then rounds of
-    every batch size and pass, interleaved (load from other processes falls on both), until
-    `MEASURE_SECONDS` are spent (at least one round: one product of each on a large table can take longer).
-    A failing int8 product raises."""
+    one thread (as the service runs them), for each batch size of `MEASURED_BATCHES` over the first
+    `MEASURED_ROWS` items; a pass's score is the sum of its best times, each scaled to the whole table (both
+    products are linear in the number of items). Each pass runs once untimed (a kernel's first call sets it
+    up), then rounds of every batch size and pass, interleaved (load from other processes falls on both),
+    until `MEASURE_SECONDS` are spent (at least `_MIN_ROUNDS`). A failing int8 product raises."""
     table = float32.table
     if table is None or int8.codes_t is None:
         raise ValueError("choose_first_pass needs an int8 and a float32 first pass over the same table")
+    n = len(table)
     rng = np.random.default_rng(0)
-    batches = [table[rng.integers(0, len(table), size=b)] for b in MEASURED_BATCHES]
-    passes: dict[str, Callable[[np.ndarray], object]] = {"int8": int8.products, "float32": float32.products}
+    batches = [table[rng.integers(0, n, size=b)] for b in MEASURED_BATCHES]
+    rows = [min(n, r) for r in MEASURED_ROWS]
+    passes = {name: [q.head(r).products for r in rows] for name, q in (("int8", int8), ("float32", float32))}
     times = {name: [np.inf] * len(batches) for name in passes}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with threadpool_limits(limits=1, user_api="blas"):
-            for run in passes.values():
-                run(batches[0])
+            for runs in passes.values():
+                runs[0](batches[0])
             deadline = time.perf_counter() + MEASURE_SECONDS
-            for _ in range(_MAX_ROUNDS):
+            for rounds in range(_MAX_ROUNDS):
                 for i, queries in enumerate(batches):
-                    for name, run in passes.items():
+                    for name, runs in passes.items():
                         t0 = time.perf_counter()
-                        run(queries)
-                        times[name][i] = min(times[name][i], time.perf_counter() - t0)
-                if time.perf_counter() > deadline:
+                        runs[i](queries)
+                        times[name][i] = min(times[name][i], (time.perf_counter() - t0) * n / rows[i])
+                if rounds + 1 >= _MIN_ROUNDS and time.perf_counter() > deadline:
                     break
     finally:
         torch.set_num_threads(threads)
     chosen = min(passes, key=lambda name: sum(times[name]))
     log.info(
-        "dense first pass over %d items: %s (best ms per batch of %s: %s)",
-        len(table),
+        "dense first pass over %d items: %s (best ms per batch of %s, over the whole table from %s rows: %s)",
+        n,
         chosen,
         "/".join(str(b) for b in MEASURED_BATCHES),
+        "/".join(str(r) for r in rows),
         ", ".join(f"{name} " + "/".join(f"{1000 * t:.2f}" for t in times[name]) for name in passes),
     )
     winner = int8 if chosen == "int8" else float32
@@ -233,7 +250,7 @@ class DenseIndex:
 
     @property
     def first_pass(self) -> str:
-        """ "int8" or "float32": the first pass this index runs."""
+        """The first pass this index runs: "int8" or "float32"."""
         return self.quantized.first_pass
 
     def __len__(self) -> int:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ml.search import dense
-from ml.search.dense import FIRST_PASS_ENV, MEASURED_BATCHES, DenseIndex, QuantizedItems
+from ml.search.dense import FIRST_PASS_ENV, MEASURED_BATCHES, MEASURED_ROWS, DenseIndex, QuantizedItems
 from ml.serving.batching import DEFAULT_MAX_BATCH
 from ml.topk import top_k
 
@@ -132,17 +132,33 @@ def test_auto_keeps_the_pass_that_measured_faster_and_logs_it(monkeypatch, caplo
     monkeypatch.setattr(dense, "time", clock)
     monkeypatch.setattr(QuantizedItems, "products", timed_products)
     monkeypatch.delenv(FIRST_PASS_ENV, raising=False)
-    table = np.random.default_rng(1).normal(size=(400, 24)).astype(np.float32)
+    n = 2 * MEASURED_ROWS[1]  # a batch is timed on part of the table, one query on all of it
+    assert MEASURED_ROWS[0] >= n
+    table = np.random.default_rng(1).normal(size=(n, 24)).astype(np.float32)
     with caplog.at_level(logging.INFO, logger="ml.search.dense"):
         index = DenseIndex(table)
     faster = "float32" if slower == "int8" else "int8"
     assert index.first_pass == faster
-    timings = index.quantized.timings
-    assert set(timings) == {"int8", "float32"} and all(len(t) == len(MEASURED_BATCHES) for t in timings.values())
-    assert timings[slower][1] == pytest.approx(3 * timings[faster][1])
-    assert f"dense first pass over 400 items: {faster}" in caplog.text
+    timings = index.quantized.timings  # the times scaled to the whole table
+    for mode, cost in clock.costs.items():
+        assert timings[mode] == pytest.approx([cost, cost * MEASURED_BATCHES[1] ** 0.5 * 2])
+    assert f"dense first pass over {n} items: {faster}" in caplog.text
     rows, _ = index.search(table[:2], 5)[0]
     np.testing.assert_array_equal(rows, top_k(table[:1] @ table.T, 5)[0])
+
+
+@pytest.mark.parametrize("first_pass", ["int8", "float32"])
+def test_the_head_of_the_table_gives_the_first_products(first_pass):
+    rng = np.random.default_rng(4)
+    table = rng.normal(size=(700, 20)).astype(np.float32)
+    queries = rng.normal(size=(5, 20)).astype(np.float32)
+    whole = QuantizedItems.of(table, first_pass)
+    approx, factors = whole.products(queries)
+    head = whole.head(300)
+    head_approx, head_factors = head.products(queries)
+    np.testing.assert_allclose(head_approx, approx[:, :300], rtol=1e-6, atol=1e-5)
+    np.testing.assert_array_equal(head_factors, factors)
+    np.testing.assert_array_equal(head.slack, whole.slack[:, :300])
 
 
 def test_the_measured_batch_is_the_services_batch():
