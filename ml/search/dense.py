@@ -5,7 +5,7 @@ whose score adds behavioural terms to the bound) and search's dense side (`Dense
 against the items' augmented vectors, the model's own score). The answer is always the exact top-n, whatever
 the rounding of the first pass: every item whose upper bound still reaches the n-th best exact score is scored
 exactly. The first pass is an int8 product (a quarter of the memory read per query) or a float32 one, whichever
-ran faster on this machine and this table when the table was loaded (`choose_first_pass`): the int8 kernel is
+ran faster on this machine and this table when the table was loaded (`time_first_passes`): the int8 kernel is
 fast where the CPU has integer dot-product instructions, and several times slower than float32 where it has
 not (benchmarks/results/serving-first-pass.md). `VETTED_DENSE_FIRST_PASS` = int8 | float32 | auto forces one.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -73,17 +73,24 @@ class QuantizedItems:
     @classmethod
     def of(cls, vectors: np.ndarray, first_pass: str | None = None) -> QuantizedItems:
         """The first pass over `vectors` [n_items, D]: `first_pass` "int8" or "float32", or "auto" (the
-        default, or `VETTED_DENSE_FIRST_PASS`) for whichever runs faster here (`choose_first_pass`). A failing
-        int8 product raises, as it would at the first query: the callers have their fallbacks."""
+        default, or `VETTED_DENSE_FIRST_PASS`) for whichever runs faster here (`time_first_passes`; only the
+        chosen one is built over the whole table). A failing int8 product raises, as it would at the first
+        query: the callers have their fallbacks."""
         mode = first_pass_setting(first_pass)
         if vectors.ndim != 2:
             raise ValueError(f"the first pass needs an [n_items, D] table, got shape {vectors.shape}")
-        if mode == "float32" or (mode == "auto" and len(vectors) == 0):  # an empty table: nothing to time
-            return cls.floats(vectors)
-        quantized = cls.int8(vectors)
-        if mode == "int8":
-            return quantized
-        return choose_first_pass(quantized, cls.floats(vectors))
+        if mode == "auto" and len(vectors):  # an empty table: nothing to time
+            times = time_first_passes(vectors)
+            mode = min(times, key=lambda name: sum(times[name]))
+            log.info(
+                "dense first pass over %d items: %s (best ms per batch of %s, scaled to the whole table: %s)",
+                len(vectors),
+                mode,
+                "/".join(str(b) for b in MEASURED_BATCHES),
+                ", ".join(f"{name} " + "/".join(f"{1000 * t:.2f}" for t in times[name]) for name in times),
+            )
+            return replace(cls.int8(vectors) if mode == "int8" else cls.floats(vectors), timings=times)
+        return cls.int8(vectors) if mode == "int8" else cls.floats(vectors)
 
     @classmethod
     def int8(cls, vectors: np.ndarray) -> QuantizedItems:
@@ -107,7 +114,7 @@ class QuantizedItems:
         return cls(None, np.ones(len(table), dtype=np.float32), slack, "float32", table)
 
     def head(self, rows: int) -> QuantizedItems:
-        """The first pass over the first `rows` items only (views, no copy): what `choose_first_pass` times."""
+        """The first pass over the first `rows` items only (views, no copy): what `time_first_passes` times."""
         return QuantizedItems(
             None if self.codes_t is None else self.codes_t[:, :rows],
             self.scales[:rows],
@@ -142,21 +149,20 @@ def first_pass_setting(first_pass: str | None = None) -> str:
     return value
 
 
-def choose_first_pass(int8: QuantizedItems, float32: QuantizedItems) -> QuantizedItems:
-    """The faster of the two first passes over the same table, by their time on rows of the table as queries,
-    one thread (as the service runs them), for each batch size of `MEASURED_BATCHES` over the first
-    `MEASURED_ROWS` items; a pass's score is the sum of its best times, each scaled to the whole table (both
-    products are linear in the number of items). Each pass runs once untimed (a kernel's first call sets it
-    up), then rounds of every batch size and pass, interleaved (load from other processes falls on both),
-    until `MEASURE_SECONDS` are spent (at least `_MIN_ROUNDS`). A failing int8 product raises."""
-    table = float32.table
-    if table is None or int8.codes_t is None:
-        raise ValueError("choose_first_pass needs an int8 and a float32 first pass over the same table")
-    n = len(table)
-    rng = np.random.default_rng(0)
-    batches = [table[rng.integers(0, n, size=b)] for b in MEASURED_BATCHES]
+def time_first_passes(vectors: np.ndarray) -> dict[str, list[float]]:
+    """Seconds of each first pass ("int8", "float32") per batch size of `MEASURED_BATCHES`, best of the rounds,
+    scaled to the whole table: each batch is timed over the table's first `MEASURED_ROWS` items (both products
+    are linear in the number of items), with rows of the table as queries, on one thread (as the service runs
+    them). Each pass runs once untimed (a kernel's first call sets it up), then rounds of every batch size and
+    pass, interleaved (load from other processes falls on both), until `MEASURE_SECONDS` are spent (at least
+    `_MIN_ROUNDS`). Only the rows timed are quantized. A failing int8 product raises."""
+    n = len(vectors)
     rows = [min(n, r) for r in MEASURED_ROWS]
-    passes = {name: [q.head(r).products for r in rows] for name, q in (("int8", int8), ("float32", float32))}
+    head = np.ascontiguousarray(vectors[: max(rows)], dtype=np.float32)
+    rng = np.random.default_rng(0)
+    batches = [head[rng.integers(0, len(head), size=b)] for b in MEASURED_BATCHES]
+    built = {"int8": QuantizedItems.int8(head), "float32": QuantizedItems.floats(head)}
+    passes = {name: [q.head(r).products for r in rows] for name, q in built.items()}
     times = {name: [np.inf] * len(batches) for name in passes}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -175,17 +181,7 @@ def choose_first_pass(int8: QuantizedItems, float32: QuantizedItems) -> Quantize
                     break
     finally:
         torch.set_num_threads(threads)
-    chosen = min(passes, key=lambda name: sum(times[name]))
-    log.info(
-        "dense first pass over %d items: %s (best ms per batch of %s, over the whole table from %s rows: %s)",
-        n,
-        chosen,
-        "/".join(str(b) for b in MEASURED_BATCHES),
-        "/".join(str(r) for r in rows),
-        ", ".join(f"{name} " + "/".join(f"{1000 * t:.2f}" for t in times[name]) for name in passes),
-    )
-    winner = int8 if chosen == "int8" else float32
-    return QuantizedItems(winner.codes_t, winner.scales, winner.slack, winner.first_pass, winner.table, times)
+    return times
 
 
 def _float_margin(d: int) -> float:
