@@ -1,7 +1,7 @@
 """Recommendations scored together: the requests waiting at the same moment share one matrix product.
 
 A shopper's recommendation is dominated by one product of the history vector with the whole item table
-(its int8 copy: `ml.search.dense.QuantizedItems`), and that product is bound by reading the table, not by
+(the first pass of `ml.search.dense.QuantizedItems`, int8 or float32), and that product is bound by reading the table, not by
 arithmetic, so one product for a batch of shoppers costs far less than one per shopper
 (benchmarks/results/scoring.md). The `RecommendationBatcher` turns
 concurrent requests into such batches without making anyone wait for a batch to fill:

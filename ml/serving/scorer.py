@@ -3,7 +3,7 @@
 The score has one implementation, `ml.training.model.BiEncoder` (what training optimizes and evaluation
 measures, `BiEncoder.logits`); this module runs its parts on the loaded model, in torch without gradients,
 on tensors that share the item table's memory. What serving adds is a faster way to the same top-n: the text
-part of the score is linear in the item vector, so an int8 copy of the item table (`QuantizedItems`) gives
+part of the score is linear in the item vector, so a first pass over the item table (`QuantizedItems`: int8 or float32, chosen at load) gives
 every item an upper bound of its score in one integer product, and only the items whose bound can still
 reach the n-th best are scored exactly, with the model's functions. The closest-history-item feature, whose
 exact value needs a product with every history item, is bounded the same way and computed exactly for
@@ -34,13 +34,13 @@ log = logging.getLogger(__name__)
 class Scorer:
     """The model's score and exact top-n for histories of item rows (oldest first, at least one row each).
 
-    `exact_only` True skips the int8 first pass: every item is scored exactly (a torch without its int8
+    `exact_only` True skips the first pass: every item is scored exactly (a torch without its int8
     product, or a check of the first pass)."""
 
     def __init__(self, recommender: Recommender, exact_only: bool = False) -> None:
         self.model: BiEncoder = recommender.model.eval()
         self.max_history = recommender.settings.max_history
-        self.item_vectors = recommender.item_vectors  # the item table in numpy, the int8 pass's source
+        self.item_vectors = recommender.item_vectors  # the item table in numpy, the first pass's source
         self.exact_only = exact_only
         with torch.inference_mode():
             self._bias = self.model.item_bias.weight[:, 0].detach().clone()
@@ -78,7 +78,7 @@ class Scorer:
 
     @cached_property
     def quantized(self) -> QuantizedItems:
-        """The int8 item table of the first pass (built on first use: the warm-up builds it)."""
+        """The item table of the first pass (int8 or float32, `QuantizedItems`) (built on first use: the warm-up builds it)."""
         return QuantizedItems.of(self.item_vectors)
 
     def top_many(self, histories: Sequence[Sequence[int]], n: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -88,7 +88,7 @@ class Scorer:
         another order).
 
         Each item's score gets an upper bound: the item bias and the behavioural part without the closest
-        feature (exact, for every item), plus the int8 text product and its error bound, plus
+        feature (exact, for every item), plus the first pass's text product and its error bound, plus
         |w| x |history item| x |item| for the closest feature (w its weight). The best candidates by that
         bound are scored exactly, then every other item whose bound still reaches the n-th best exact
         score found: the answer is exact whatever the rounding of the first pass."""
@@ -149,7 +149,7 @@ class Scorer:
 
     @cached_property
     def _bound_rows(self) -> np.ndarray:
-        """[4, n_items] what `top_many`'s per-history terms multiply: the int8 pass's two error terms, the
+        """[4, n_items] what `top_many`'s per-history terms multiply: the first pass's two error terms, the
         item norms (the closest-similarity bound) and ones (the rounding margin)."""
         ones = np.ones(self.n_items, dtype=np.float32)
         return np.vstack([self.quantized.slack, self._norms[None, :], ones[None, :]]).astype(np.float32)

@@ -219,8 +219,8 @@ class HistoryTower:
 
         The same ranking as `scores` followed by a top-n, at a fraction of its cost. Each item's score gets
         an upper bound first, from two cheap parts:
-        - the text similarity from the int8 copy of the item table (`QuantizedItems`): one integer matrix
-          product for the whole batch (the table does not stay in the CPU's cache, and int8 reads a
+        - the text similarity from the first pass of `QuantizedItems` (int8 or float32, whichever measured faster
+          on the table at load): one matrix product for the whole batch (the table does not stay in the CPU's cache, and int8 reads a
           quarter of the memory float32 does), plus a bound on that product's error;
         - |w x closest similarity| <= |w| x |history item vector| x |item vector|.
         The exact score (float32 vectors) is computed for the best candidates by that bound, and then for
@@ -284,7 +284,7 @@ class HistoryTower:
 
     @cached_property
     def _bound_rows(self) -> np.ndarray:
-        """[4, n_items] what `top_many`'s per-history terms multiply: the int8 pass's two error terms, the
+        """[4, n_items] what `top_many`'s per-history terms multiply: the first pass's two error terms, the
         item norms (the closest-similarity bound) and ones (the rounding margin)."""
         ones = np.ones(len(self.item_vectors), dtype=np.float32)
         return np.vstack([self.quantized.slack, self._norms[None, :], ones[None, :]]).astype(np.float32)
@@ -298,7 +298,7 @@ class HistoryTower:
 
     @cached_property
     def quantized(self) -> QuantizedItems:
-        """The int8 item table of `top_many`'s first pass (built on first use: the warm-up builds it)."""
+        """The item table of `top_many`'s first pass (int8 or float32, `QuantizedItems`) (built on first use: the warm-up builds it)."""
         return QuantizedItems.of(self.item_vectors)
 
     def _exact_rows(
@@ -331,7 +331,7 @@ def checked_tower(recommender: Recommender, where: str, n_checks: int = 8, seed:
     same_vectors = np.allclose(tower.vectors(histories), recommender.history_vectors(as_ids), atol=1e-5)
     full = recommender.history_scores(as_ids)
     same_scores = np.allclose(tower.scores(histories), full, rtol=1e-5, atol=1e-4)
-    # the served top (int8 first pass, then exact scores; this also builds the int8 table before the swap)
+    # the served top (first pass, then exact scores; this also builds the first pass's table before the swap)
     top_n = min(10, n)
     try:
         served = np.stack([scores for _, scores in tower.top_many(histories, top_n)])
