@@ -58,6 +58,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--trainable-layers", type=int, default=d.trainable_layers)
     p.add_argument(
+        "--negatives",
+        type=int,
+        default=d.negatives,
+        help="items a training step samples besides each example's target when the catalogue is larger (0: every item)",
+    )
+    p.add_argument(
         "--world-size",
         type=int,
         default=d.world_size,
@@ -86,6 +92,7 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
             "batch_size": a.batch_size,
             "learning_rate": a.learning_rate,
             "trainable_layers": a.trainable_layers,
+            "negatives": a.negatives,
             "world_size": a.world_size,
             "policy": a.policy,
             "require_approval": a.require_approval,
