@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="with --crowd: training steps of each run")
     parser.add_argument("--max-eval-cases", type=int, default=0, help="with --crowd: test rows evaluated; 0 = all")
     parser.add_argument("--out", default="privacy-crowd", help="with --crowd: result file name in benchmarks/results")
+    parser.add_argument("--epsilons", default="1,3,8", help="with --crowd: the DP candidate's budgets (the twin too)")
     args = parser.parse_args()
     if args.crowd is not None:
         import shlex
@@ -56,7 +57,13 @@ def main() -> None:
             bounds["max_steps"] = args.max_steps
         seeds = [int(s) for s in args.seeds.split(",")]
         command = "python benchmarks/privacy.py " + shlex.join(sys.argv[1:])
-        privacy_crowd.main(args.crowd, seeds, bounds, args.out, command)
+        try:
+            epsilons = tuple(float(e) for e in args.epsilons.split(","))
+        except ValueError:
+            parser.error(f"--epsilons takes comma-separated numbers, got {args.epsilons!r}")
+        if any(e <= 0 for e in epsilons):
+            parser.error("--epsilons must be positive")
+        privacy_crowd.main(args.crowd, seeds, bounds, args.out, command, epsilons)
         return
     # the training settings are the defaults, chosen from the data and each setting's budget (ml.training.autosettings)
     overrides = {"source": args.source, "slice_reports": False, "max_eval_cases": 0}

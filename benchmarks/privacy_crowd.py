@@ -5,7 +5,7 @@
 For each crowd size n and seed: the first n shoppers of the seed's random order of the corpus' shoppers
 (`games.crowd_order`: nested subsets) are written as RecBole files to a temporary folder (never into the
 repository: the corpus' terms forbid redistribution), run through the recbole source's leave-one-out protocol
-(ingest and features once), then the DP candidate is trained and evaluated at each epsilon of `SETTINGS` and its
+(ingest and features once), then the DP candidate is trained and evaluated at each epsilon of `EPSILONS` and its
 non-DP twin beside them, all on the same features and test rows. Each point records NDCG@10 (re-ranked, as the
 gate reads it), the DP / twin ratio with its paired bootstrap interval over shoppers, and the evaluate stage's
 membership-inference audit (loss attack, ml.privacy.mia). Writes benchmarks/results/privacy-crowd.json, .md and
@@ -21,18 +21,27 @@ from typing import Any
 from common import RESULTS, branch_context, machine, measure, new_context, write
 from games import GAMES, crowd_order, interval_text, parse_crowd, require_games, twin_ratio_of, write_subset
 
-SETTINGS = {
-    "eps1": {"dp": {"enabled": True, "target_epsilon": 1.0}},
-    "eps3": {"dp": {"enabled": True, "target_epsilon": 3.0}},
-    "eps8": {"dp": {"enabled": True, "target_epsilon": 8.0}},
-    "twin": {"dp": {"enabled": False}},
-}
-DP_SETTINGS = [name for name, change in SETTINGS.items() if change["dp"]["enabled"]]
+EPSILONS = (1.0, 3.0, 8.0)
+TWIN = "twin"
 # issue 22: DP at the gate's epsilon 8 may cost less than 5% of the twin's NDCG@10 where the crowd is large enough
 TWIN_TARGET, TARGET_SETTING = 0.95, "eps8"
 
 
-def run_point(folder: Path, order: list[str], n: int, seed: int, bounds: dict[str, Any]) -> dict[str, Any]:
+def settings_for(epsilons: tuple[float, ...] = EPSILONS) -> dict[str, dict[str, Any]]:
+    """`eps<e>` for each epsilon (DP on at that budget), then the non-DP twin."""
+    out: dict[str, dict[str, Any]] = {f"eps{e:g}": {"dp": {"enabled": True, "target_epsilon": e}} for e in epsilons}
+    return {**out, TWIN: {"dp": {"enabled": False}}}
+
+
+def _names(row: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(every setting, the DP ones) of a point's or a curve row's settings, in their order."""
+    names = [n for n in row if n == TWIN or n.startswith("eps")]
+    return names, [n for n in names if n != TWIN]
+
+
+def run_point(
+    folder: Path, order: list[str], n: int, seed: int, bounds: dict[str, Any], settings_of: dict[str, Any]
+) -> dict[str, Any]:
     """One crowd size and seed: every setting trained and evaluated on the same subset, features and test rows."""
     from ml.pipeline import stages
 
@@ -43,7 +52,7 @@ def run_point(folder: Path, order: list[str], n: int, seed: int, bounds: dict[st
         stages.ingest(base)
         stages.features(base)
         contexts, settings = {}, {}
-        for name, change in SETTINGS.items():
+        for name, change in settings_of.items():
             ctx = branch_context(base, f"crowd-{n}-{seed}-{name}", change)
             timing: dict = {}
             with measure(timing):
@@ -63,14 +72,14 @@ def run_point(folder: Path, order: list[str], n: int, seed: int, bounds: dict[st
                 "train_stage_seconds": timing["seconds"],
             }
             print(f"crowd {n} seed {seed} {name}: {settings[name]}", flush=True)
-        for name in DP_SETTINGS:
+        for name in _names(settings)[1]:
             settings[name]["vs_twin"] = twin_ratio_of(contexts[name], contexts["twin"], seed)
-        ev = contexts[TARGET_SETTING].read("evaluate")
+        ev = contexts[TWIN].read("evaluate")
         return {
             "shoppers": n,
             "seed": seed,
             "n_cases": ev["n_cases"],
-            "training_shoppers": len(contexts[TARGET_SETTING].read("train")["member_users"]),
+            "training_shoppers": len(contexts[TWIN].read("train")["member_users"]),
             "best_non_private_baseline": ev.get("best_non_private_baseline"),
             "best_non_private_baseline_ndcg": ev.get("best_non_private_baseline_ndcg"),
             "settings": settings,
@@ -84,12 +93,13 @@ def curve(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for n in sorted({p["shoppers"] for p in points}):
         at = [p for p in points if p["shoppers"] == n]
         row: dict[str, Any] = {"shoppers": n, "seeds": [p["seed"] for p in at]}
-        for name in SETTINGS:
+        names, dp_names = _names(at[0]["settings"])
+        for name in names:
             row[name] = {
                 "ndcg_at_10": sum(p["settings"][name]["ndcg_at_10"] for p in at) / len(at),
                 "mia_auc": sum(p["settings"][name]["mia"]["auc"] for p in at) / len(at),
             }
-            if name in DP_SETTINGS:
+            if name in dp_names:
                 ratios = [p["settings"][name]["vs_twin"]["value"] for p in at]
                 row[name]["vs_twin"] = None if None in ratios else sum(ratios) / len(ratios)
         out.append(row)
@@ -101,7 +111,8 @@ def smallest_crowd(
 ) -> int | None:
     """The smallest measured crowd whose mean `setting` / twin NDCG ratio is at least `target` (DP costs less than
     1 - target there), or None when no measured crowd reaches it."""
-    reached = [r["shoppers"] for r in rows if r[setting]["vs_twin"] is not None and r[setting]["vs_twin"] >= target]
+    ratios = [(r["shoppers"], r[setting]["vs_twin"]) for r in rows if setting in r]
+    reached = [n for n, ratio in ratios if ratio is not None and ratio >= target]
     return min(reached) if reached else None
 
 
@@ -114,9 +125,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     x = [r["shoppers"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name in SETTINGS:
-        style = {"linestyle": "--", "color": "black"} if name == "twin" else {}
-        label = "no DP (twin)" if name == "twin" else f"DP, epsilon {SETTINGS[name]['dp']['target_epsilon']:g}"
+    for name in _names(rows[0])[0]:
+        style = {"linestyle": "--", "color": "black"} if name == TWIN else {}
+        label = "no DP (twin)" if name == TWIN else f"DP, epsilon {name[3:]}"
         left.plot(x, [r[name]["ndcg_at_10"] for r in rows], marker="o", label=label, **style)
         right.plot(x, [r[name]["mia_auc"] for r in rows], marker="o", label=label, **style)
     right.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
@@ -134,6 +145,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def markdown(results: dict[str, Any]) -> str:
     rows, m = results["curve"], results["machine"]
+    names, dp_names = _names(rows[0])
     out = [
         f"# Privacy benchmark: the Games crowd ({m['date']}, {m['cores']} cores)",
         "",
@@ -152,7 +164,7 @@ def markdown(results: dict[str, Any]) -> str:
             eps = f"{r['epsilon']:.2f}" if r["epsilon"] else "none"
             out.append(
                 f"| {p['shoppers']} | {p['seed']} | {p['n_cases']} | {name} | {eps} | {r['ndcg_at_10']:.4f} | "
-                f"{interval_text(r.get('vs_twin')) if name != 'twin' else '1'} | {r['mia']['auc']:.3f} | "
+                f"{interval_text(r.get('vs_twin')) if name != TWIN else '1'} | {r['mia']['auc']:.3f} | "
                 f"{r['mia']['advantage']:.3f} | {r['seconds_per_step']:.2f} |"
             )
     out += [
@@ -160,42 +172,47 @@ def markdown(results: dict[str, Any]) -> str:
         "Mean over seeds:",
         "",
         "| shoppers | "
-        + " | ".join(f"{n} NDCG@10" for n in SETTINGS)
+        + " | ".join(f"{n} NDCG@10" for n in names)
         + " | "
-        + " | ".join(f"{n} / twin" for n in DP_SETTINGS)
+        + " | ".join(f"{n} / twin" for n in dp_names)
         + " | "
-        + " | ".join(f"{n} MIA AUC" for n in SETTINGS)
+        + " | ".join(f"{n} MIA AUC" for n in names)
         + " |",
-        "|---" * (1 + 2 * len(SETTINGS) + len(DP_SETTINGS)) + "|",
+        "|---" * (1 + 2 * len(names) + len(dp_names)) + "|",
     ]
     for r in rows:
-        ratios = [f"{r[n]['vs_twin']:.3f}" if r[n]["vs_twin"] is not None else "n/a" for n in DP_SETTINGS]
+        ratios = [f"{r[n]['vs_twin']:.3f}" if r[n]["vs_twin"] is not None else "n/a" for n in dp_names]
         out.append(
             f"| {r['shoppers']} | "
-            + " | ".join(f"{r[n]['ndcg_at_10']:.4f}" for n in SETTINGS)
+            + " | ".join(f"{r[n]['ndcg_at_10']:.4f}" for n in names)
             + " | "
             + " | ".join(ratios)
             + " | "
-            + " | ".join(f"{r[n]['mia_auc']:.3f}" for n in SETTINGS)
+            + " | ".join(f"{r[n]['mia_auc']:.3f}" for n in names)
             + " |"
         )
-    smallest = results["smallest_crowd"]
-    cost = f"less than {1 - TWIN_TARGET:.0%}"
+    smallest, measured = results["smallest_crowd"], ", ".join(str(r["shoppers"]) for r in rows)
+    if TARGET_SETTING not in dp_names:
+        verdict = f"not measured (no {TARGET_SETTING} among the settings)."
+    else:
+        verdict = f"**{smallest} shoppers**." if smallest else f"**none of those measured** ({measured})."
     out += [
         "",
-        f"Smallest measured crowd where DP at epsilon 8 costs {cost} against the twin (mean eps8 / twin NDCG@10 >= "
-        f"{TWIN_TARGET}): "
-        + (
-            f"**{smallest} shoppers**."
-            if smallest
-            else f"**none of those measured** ({', '.join(str(r['shoppers']) for r in rows)})."
-        ),
+        f"Smallest measured crowd where DP at epsilon 8 costs less than {1 - TWIN_TARGET:.0%} against the twin "
+        f"(mean {TARGET_SETTING} / twin NDCG@10 >= {TWIN_TARGET}): {verdict}",
         "",
     ]
     return "\n".join(out)
 
 
-def main(crowd: str, seeds: list[int], bounds: dict[str, Any], name: str, command: str) -> None:
+def main(
+    crowd: str,
+    seeds: list[int],
+    bounds: dict[str, Any],
+    name: str,
+    command: str,
+    epsilons: tuple[float, ...] = EPSILONS,
+) -> None:
     folder = require_games(GAMES)
     results: dict[str, Any] = {"machine": machine(), "command": command, "name": name, "bounds": bounds, "points": []}
     orders = {seed: crowd_order(folder, seed) for seed in seeds}
@@ -205,7 +222,7 @@ def main(crowd: str, seeds: list[int], bounds: dict[str, Any], name: str, comman
         raise SystemExit(str(err)) from None
     for seed in seeds:
         for n in sizes:
-            results["points"].append(run_point(folder, orders[seed], n, seed, bounds))
+            results["points"].append(run_point(folder, orders[seed], n, seed, bounds, settings_for(epsilons)))
     results["curve"] = curve(results["points"])
     results["smallest_crowd"] = smallest_crowd(results["curve"])
     write(name, results, markdown(results))

@@ -136,3 +136,59 @@ def test_a_subset_of_the_games_corpus_reads_back_with_its_shoppers(tmp_path):
     assert len(order) == 50546
     tables = recbole.load(games.write_subset(folder, order[:200], tmp_path / "subset"))
     assert len(tables.users) == 200 and len(tables.items) == 16859
+
+
+def _full_point(n: int, eps8: float, twin: float) -> dict:
+    def setting(ndcg: float, eps: float | None, ratio: float | None) -> dict:
+        out = {
+            "epsilon": eps,
+            "ndcg_at_10": ndcg,
+            "mia": {"auc": 0.5, "advantage": 0.02},
+            "seconds_per_step": 1.0,
+        }
+        if ratio is not None:
+            out["vs_twin"] = {"value": ratio, "lower": ratio - 0.01, "upper": ratio + 0.01}
+        return out
+
+    return {
+        "shoppers": n,
+        "seed": 7,
+        "n_cases": n,
+        "settings": {"eps8": setting(eps8, 7.99, eps8 / twin), "twin": setting(twin, None, None)},
+    }
+
+
+def test_the_crowd_markdown_states_the_smallest_crowd_or_that_none_reached_it():
+    assert list(privacy_crowd.settings_for((1.0, 8.0))) == ["eps1", "eps8", "twin"]
+    points = [_full_point(2000, 0.05, 0.10), _full_point(8000, 0.096, 0.10)]
+    results = {"machine": {"date": "d", "cores": 2}, "command": "c", "name": "n", "points": points}
+    results["curve"] = privacy_crowd.curve(points)
+    results["smallest_crowd"] = privacy_crowd.smallest_crowd(results["curve"])
+    text = privacy_crowd.markdown(results)
+    assert "| 2000 | 7 | 2000 | eps8 | 7.99 | 0.0500 | 0.500 [0.490, 0.510] |" in text
+    assert "**8000 shoppers**" in text
+    results["points"], results["curve"] = points[:1], privacy_crowd.curve(points[:1])
+    results["smallest_crowd"] = privacy_crowd.smallest_crowd(results["curve"])
+    assert "**none of those measured** (2000)" in privacy_crowd.markdown(results)
+
+
+def test_the_quality_targets_table_averages_seeds_and_gives_the_verdict():
+    import quality
+
+    def seed(s: int, pp: float, tw: float) -> dict:
+        def entry(v: float) -> dict:
+            return {"value": v, "lower": v - 0.05, "upper": v + 0.05}
+
+        return {
+            "seed": s,
+            "best_non_private_baseline": "cooccurrence",
+            "best_non_private_baseline_ndcg": 0.06,
+            "targets": {"price_of_privacy": entry(pp), "dp_vs_twin": entry(tw)},
+        }
+
+    text = "\n".join(quality.targets_table([seed(7, 1.2, 0.90), seed(8, 1.1, 0.94)]))
+    assert "| 7 | cooccurrence 0.0600 | 1.200 [1.150, 1.250] | 0.900 [0.850, 0.950] |" in text
+    assert "| mean | | 1.150 | 0.920 |" in text
+    assert "DP / best non-private 1.150 over 2 seed(s) meets 1.10" in text
+    assert "DP / twin 0.920 over 2 seed(s) misses 0.95" in text
+    assert quality.targets_table([{"seed": 7}]) == []
