@@ -73,7 +73,7 @@ def run_point(
             }
             print(f"crowd {n} seed {seed} {name}: {settings[name]}", flush=True)
         for name in _names(settings)[1]:
-            settings[name]["vs_twin"] = twin_ratio_of(contexts[name], contexts["twin"], seed)
+            settings[name]["vs_twin"] = twin_ratio_of(contexts[name], contexts[TWIN], seed)
         ev = contexts[TWIN].read("evaluate")
         return {
             "shoppers": n,
