@@ -96,6 +96,14 @@ def branch_context(base, name: str, changes: dict[str, Any]):
     # a change to the DP settings keeps the base's other DP settings
     cfg = RunConfig.from_dict({**settings, **changes, "dp": {**settings["dp"], **changes.get("dp", {})}})
     ctx = RunContext.create(base.settings, cfg, name=name)
-    for f in ("ingest.json", "features.json", "train_set.parquet", "cases.parquet", "train_sequences.parquet"):
+    # the hold-out's search cases too: the evaluate stage reads them (an empty frame where the source has no queries)
+    for f in (
+        "ingest.json",
+        "features.json",
+        "train_set.parquet",
+        "cases.parquet",
+        "train_sequences.parquet",
+        "search_cases.parquet",
+    ):
         shutil.copy(base.path(f), ctx.path(f))
     return ctx

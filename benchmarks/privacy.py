@@ -2,6 +2,11 @@
 epsilon in {1, 3, 8, 16, no DP}, and the time per training step with and without DP.
 
     python benchmarks/privacy.py [--source synthetic]
+    python benchmarks/privacy.py --crowd 3000,10000,25000,all [--seeds 7,8]  # the Games crowd curve
+
+With --crowd, the crowd curve on seeded subsets of the amazon2018-games shoppers instead (benchmarks/privacy_crowd.py:
+NDCG@10 and MIA AUC at epsilon 1, 3, 8 and without DP against the crowd size; privacy-crowd.json, .md and .png).
+`--max-steps`, `--max-eval-cases` and `--out` bound a check of it and keep its files apart.
 
 Ingestion and features run once; each setting trains and evaluates on the same split, 256 shoppers
 expected per step (the corpus has about 3,000 shoppers). Writes
@@ -33,7 +38,33 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--source", choices=["amazon2018", "synthetic"], default="amazon2018")
+    parser.add_argument("--crowd", default=None, help="Games crowd sizes, e.g. 3000,10000,25000,all: the crowd curve")
+    parser.add_argument("--seeds", default="7", help="with --crowd: comma-separated seeds (subset draw and run)")
+    parser.add_argument("--max-steps", type=int, default=None, help="with --crowd: training steps of each run")
+    parser.add_argument("--max-eval-cases", type=int, default=0, help="with --crowd: test rows evaluated; 0 = all")
+    parser.add_argument("--out", default="privacy-crowd", help="with --crowd: result file name in benchmarks/results")
+    parser.add_argument("--epsilons", default="1,3,8", help="with --crowd: the DP candidate's budgets (the twin too)")
     args = parser.parse_args()
+    if args.crowd is not None:
+        import shlex
+
+        import privacy_crowd
+
+        if args.max_eval_cases < 0 or (args.max_steps is not None and args.max_steps < 1):
+            parser.error("--max-eval-cases must be >= 0 (0 = all) and --max-steps >= 1")
+        bounds: dict = {"max_eval_cases": args.max_eval_cases}
+        if args.max_steps is not None:
+            bounds["max_steps"] = args.max_steps
+        seeds = [int(s) for s in args.seeds.split(",")]
+        command = "python benchmarks/privacy.py " + shlex.join(sys.argv[1:])
+        try:
+            epsilons = tuple(float(e) for e in args.epsilons.split(","))
+        except ValueError:
+            parser.error(f"--epsilons takes comma-separated numbers, got {args.epsilons!r}")
+        if any(e <= 0 for e in epsilons):
+            parser.error("--epsilons must be positive")
+        privacy_crowd.main(args.crowd, seeds, bounds, args.out, command, epsilons)
+        return
     # the training settings are the defaults, chosen from the data and each setting's budget (ml.training.autosettings)
     overrides = {"source": args.source, "slice_reports": False, "max_eval_cases": 0}
     if args.source == "amazon2018":
