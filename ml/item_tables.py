@@ -6,9 +6,10 @@ here is a `scipy.sparse.csr_matrix` (float32, shape (n, n)) that keeps only what
 - `lexical_neighbours`: each item's BM25 neighbours by text (public catalogue text only, no privacy cost), the
   sparse replacement of the dense lexical similarity. Each title is scored alone from the posting lists of its
   words, so memory holds one query's scores beside the sparse result.
-- `decayed_rows` / `decayed_at`: the sum over a history's items (newest first) of decay**position times the
-  item's row of a table, either every column ([B, n], for a ranking over the catalogue) or a few columns per
-  history ([B, M], for scoring candidates) without building [B, n].
+- `decayed_rows`: the sum over a history's items (newest first) of decay**position times the item's row of a
+  table, every column ([B, n], for a ranking over the catalogue): the co-occurrence baseline's score and the
+  served tower's item-table features (`ml.serving.tower`). Training reads the model's own copy of the tables at
+  a few columns (`ml.training.item_table.ItemTable.decayed_at`).
 
 How close the neighbour lists are to the dense similarity, and their time and memory at 20k/100k/200k items:
 benchmarks/results/item-tables.md (benchmarks/item_tables.py).
@@ -97,31 +98,6 @@ def decayed_rows(table: sparse.spmatrix, rows: np.ndarray, real: np.ndarray, dec
     position gives zeros. Summed in float64, one sparse product."""
     csr, b, items, weights = _history_weights(table, rows, real, decay)
     n_hist = np.asarray(rows).shape[0]
-    mix = sparse.csr_matrix((weights, (b, items)), shape=(n_hist, csr.shape[0]))
-    return np.asarray((mix @ csr.astype(np.float64)).toarray(), dtype=np.float32)
-
-
-def decayed_at(
-    table: sparse.spmatrix, rows: np.ndarray, real: np.ndarray, decay: float, columns: np.ndarray
-) -> np.ndarray:
-    """[B, M] float32: `decayed_rows(table, rows, real, decay)` read only at `columns` ([B, M] int), without
-    building [B, n]: it looks up the B x H x M (item, column) entries of the csr directly."""
-    csr, b, items, weights = _history_weights(table, rows, real, decay)
-    columns = np.asarray(columns)
-    if columns.ndim != 2 or columns.shape[0] != np.asarray(rows).shape[0]:
-        raise ValueError(f"columns must be [B, M] with B = {np.asarray(rows).shape[0]}, got {columns.shape}")
-    if not np.issubdtype(columns.dtype, np.integer):
-        raise ValueError(f"columns must hold integer item indices, got dtype {columns.dtype}")
-    n_cols = csr.shape[1]
-    if columns.size and (columns.min() < 0 or columns.max() >= n_cols):
-        raise ValueError(f"columns must lie in [0, {n_cols}), got {columns.min()}..{columns.max()}")
-    out = np.zeros(columns.shape, dtype=np.float64)
-    if len(items) == 0 or columns.shape[1] == 0:
-        return out.astype(np.float32)
-    m = columns.shape[1]
-    # one lookup per (real history position, column of that history): table[item, column]
-    look_rows = np.repeat(items, m)
-    look_cols = columns[b].reshape(-1)
-    found = np.asarray(csr[look_rows, look_cols], dtype=np.float64).reshape(len(items), m)
-    np.add.at(out, b, weights[:, None] * found)
-    return out.astype(np.float32)
+    used, position = np.unique(items, return_inverse=True)  # only the rows the histories read are touched
+    mix = sparse.csr_matrix((weights, (b, position)), shape=(n_hist, len(used)))
+    return np.asarray((mix @ csr[used].astype(np.float64)).toarray(), dtype=np.float32)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ml.item_tables import decayed_rows
 from ml.search.dense import TOP_CANDIDATES, QuantizedItems, _matmul_t
 from ml.topk import best
 from ml.training.history_features import LEXICAL_DECAY, TRANSITION_DECAY
@@ -205,10 +206,10 @@ class HistoryTower:
         out += np.take(by_category, cats, axis=1)
         out += np.take(by_brand, brands, axis=1)
         out.reshape(-1)[np.unique(owner * out.shape[1] + items)] += w_repeat  # once per item repeated
-        for position, table, decay in self.item_tables:
-            for b, recent in enumerate(recents):
-                decays = np.float32(decay) ** np.arange(len(recent), dtype=np.float32)
-                out[b] += float(weights[position]) * (table[recent].T @ decays)
+        if self.item_tables:
+            rows, used = self._padded(recents)
+            for position, table, decay in self.item_tables:
+                out += np.float32(weights[position]) * decayed_rows(table, rows, used, decay)
 
     def top(self, rows: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
         """The exact top-n item rows (best first) and their full scores for one history (oldest first)."""

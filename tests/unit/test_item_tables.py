@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from ml.item_tables import decayed_at, decayed_rows, lexical_neighbours
+from ml.item_tables import decayed_rows, lexical_neighbours
 from ml.lexical import BM25Index, words
 
 TITLES = ["red wool hat", "blue wool hat", "red ceramic cup", "steel camping stove", "camping tent", "green cup"]
@@ -91,16 +91,13 @@ def _expected_rows(dense: np.ndarray, rows: np.ndarray, real: np.ndarray, decay:
     return out
 
 
-def test_decayed_rows_and_decayed_at_match_dense_numpy() -> None:
+def test_decayed_rows_match_dense_numpy() -> None:
     dense, table, rows, real, columns = _history_case()
     want = _expected_rows(dense, rows, real, 0.7)
     got = decayed_rows(table, rows, real, 0.7)
     assert got.dtype == np.float32 and got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-6)
     assert not got[4].any()
-    at = decayed_at(table, rows, real, 0.7, columns)
-    assert at.dtype == np.float32 and at.shape == columns.shape
-    np.testing.assert_allclose(at, np.take_along_axis(want, columns, axis=1), rtol=1e-6)
 
 
 def test_decayed_reads_refuse_bad_input() -> None:
@@ -115,7 +112,3 @@ def test_decayed_reads_refuse_bad_input() -> None:
         decayed_rows(table, np.full_like(rows, 40), real, 0.5)
     with pytest.raises(ValueError, match="finite"):
         decayed_rows(table, rows, real, float("nan"))
-    with pytest.raises(ValueError, match="columns must be"):
-        decayed_at(table, rows, real, 0.5, columns[:2])
-    with pytest.raises(ValueError, match="columns must lie"):
-        decayed_at(table, rows, real, 0.5, columns + 40)

@@ -17,8 +17,7 @@ from ml.training.dp_sgd import DPSettings
 from ml.training.item_table import ItemTable
 from ml.training.model import build_history_tensors
 from ml.training.negatives import NegativeSampler, sampled_logits, sampled_targets, use_sampling
-from ml.training.train import train_bi_encoder
-from tests.tiny_model import MAX_HISTORY, N_ITEMS, tiny_examples, tiny_model
+from tests.tiny_model import MAX_HISTORY, N_ITEMS, tiny_examples, tiny_model, train_tiny
 from tests.unit.test_model import _grouped, _with_tables
 
 
@@ -111,23 +110,8 @@ def test_training_on_sampled_negatives_moves_the_heads_with_and_without_dp(token
     model, texts = tiny_model(tokenizer)
     _with_tables(model, texts)
     before = model.feature_weights.weight.detach().clone()
-    result = train_bi_encoder(
-        model,
-        tokenizer,
-        tiny_examples(),
-        texts,
-        epochs=2,
-        max_steps=4,
-        batch_size=8,
-        learning_rate=0.2,
-        max_history=MAX_HISTORY,
-        max_query_tokens=8,
-        max_item_tokens=16,
-        seed=3,
-        examples_per_user=2,
-        negatives=5,
-        dp=DPSettings(noise_multiplier=0.5, delta=1e-3, max_grad_norm=1.0) if dp else None,
-    )
+    dp_settings = DPSettings(noise_multiplier=0.5, delta=1e-3, max_grad_norm=1.0) if dp else None
+    result = train_tiny(model, tokenizer, texts, max_steps=4, dp=dp_settings, examples_per_user=2, negatives=5)
     assert result.steps == 4 and np.isfinite(result.final_loss)
     assert not torch.equal(model.feature_weights.weight, before)
     assert model.item_bias.weight.abs().sum() > 0  # the bias trained, through its per-sample path under DP

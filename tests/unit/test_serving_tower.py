@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import sparse
 
 from ml.serving.tower import HistoryTower
 from ml.topk import best as _best
@@ -31,8 +32,8 @@ def _tower(w_closest: float, seed: int = 0, transitions: bool = False) -> Histor
         feature_weights=np.array([0.4, -1.0, 0.3, 0.2, 0.5, w_closest, 0.7], dtype=np.float32),
         item_tables=(
             (
-                (4, rng.random((N_ITEMS, N_ITEMS), dtype=np.float32), 0.6),
-                (6, rng.random((N_ITEMS, N_ITEMS), dtype=np.float32), 0.8),
+                (4, sparse.random(N_ITEMS, N_ITEMS, density=0.05, format="csr", dtype=np.float32, rng=rng), 0.6),
+                (6, sparse.random(N_ITEMS, N_ITEMS, density=0.05, format="csr", dtype=np.float32, rng=rng), 0.8),
             )
             if transitions
             else ()
