@@ -107,3 +107,15 @@ def branch_context(base, name: str, changes: dict[str, Any]):
     ):
         shutil.copy(base.path(f), ctx.path(f))
     return ctx
+
+
+def trained_branch(base, name: str, changes: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """`branch_context` trained (timed: seconds and peak RSS) and evaluated; (its context, the train timing)."""
+    from ml.pipeline import stages
+
+    ctx = branch_context(base, name, changes)
+    timing: dict[str, Any] = {}
+    with measure(timing):
+        stages.train(ctx)
+    stages.evaluate(ctx)
+    return ctx, timing

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import SHARED_DATA, branch_context, machine, measure, new_context, write  # noqa: E402
+from common import SHARED_DATA, machine, new_context, trained_branch, write  # noqa: E402
 
 SETTINGS = {
     "eps1": {"dp": {"enabled": True, "target_epsilon": 1.0}},
@@ -77,11 +77,7 @@ def main() -> None:
     stages.features(base)
     rows = {}
     for name, change in SETTINGS.items():
-        ctx = branch_context(base, f"privacy-{name}", change)
-        timing: dict = {}
-        with measure(timing):
-            stages.train(ctx)
-        stages.evaluate(ctx)
+        ctx, timing = trained_branch(base, f"privacy-{name}", change)
         tr, ev = ctx.read("train"), ctx.read("evaluate")
         k = ev["k"]
         rows[name] = {

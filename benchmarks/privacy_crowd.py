@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, branch_context, machine, measure, new_context, write
+from common import RESULTS, machine, new_context, trained_branch, write
 from games import GAMES, crowd_order, interval_text, parse_crowd, require_games, twin_ratio_of, write_subset
 
 EPSILONS = (1.0, 3.0, 8.0)
@@ -53,11 +53,7 @@ def run_point(
         stages.features(base)
         contexts, settings = {}, {}
         for name, change in settings_of.items():
-            ctx = branch_context(base, f"crowd-{n}-{seed}-{name}", change)
-            timing: dict = {}
-            with measure(timing):
-                stages.train(ctx)
-            stages.evaluate(ctx)
+            ctx, timing = trained_branch(base, f"crowd-{n}-{seed}-{name}", change)
             tr, ev = ctx.read("train"), ctx.read("evaluate")
             k = ev["k"]
             contexts[name] = ctx

@@ -70,16 +70,15 @@ def test_neighbours_refuse_bad_input() -> None:
         lexical_neighbours(TITLES, TEXTS, top_n=0)
 
 
-def _history_case(seed: int = 0) -> tuple[np.ndarray, sparse.csr_matrix, np.ndarray, np.ndarray, np.ndarray]:
+def _history_case(seed: int = 0) -> tuple[np.ndarray, sparse.csr_matrix, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    n, b, h, m = 40, 7, 5, 6
+    n, b, h = 40, 7, 5
     dense = rng.random((n, n)).astype(np.float32) * (rng.random((n, n)) < 0.2)
     rows = rng.integers(0, n, size=(b, h))
     rows[1, :2] = 3  # the same item twice in one history counts twice
     real = rng.random((b, h)) < 0.7
     real[4] = False  # a history with no real position
-    columns = rng.integers(0, n, size=(b, m))
-    return dense, sparse.csr_matrix(dense), rows, real, columns
+    return dense, sparse.csr_matrix(dense), rows, real
 
 
 def _expected_rows(dense: np.ndarray, rows: np.ndarray, real: np.ndarray, decay: float) -> np.ndarray:
@@ -92,7 +91,7 @@ def _expected_rows(dense: np.ndarray, rows: np.ndarray, real: np.ndarray, decay:
 
 
 def test_decayed_rows_match_dense_numpy() -> None:
-    dense, table, rows, real, columns = _history_case()
+    dense, table, rows, real = _history_case()
     want = _expected_rows(dense, rows, real, 0.7)
     got = decayed_rows(table, rows, real, 0.7)
     assert got.dtype == np.float32 and got.shape == want.shape
@@ -101,7 +100,7 @@ def test_decayed_rows_match_dense_numpy() -> None:
 
 
 def test_decayed_reads_refuse_bad_input() -> None:
-    dense, table, rows, real, columns = _history_case()
+    dense, table, rows, real = _history_case()
     with pytest.raises(TypeError, match="scipy sparse"):
         decayed_rows(dense, rows, real, 0.5)
     with pytest.raises(ValueError, match="same shape"):
