@@ -7,9 +7,8 @@ here is a `scipy.sparse.csr_matrix` (float32, shape (n, n)) that keeps only what
   sparse replacement of the dense lexical similarity. Each title is scored alone from the posting lists of its
   words, so memory holds one query's scores beside the sparse result.
 - `decayed_rows`: the sum over a history's items (newest first) of decay**position times the item's row of a
-  table, every column ([B, n], for a ranking over the catalogue): the co-occurrence baseline's score and the
-  served tower's item-table features (`ml.serving.tower`). Training reads the model's own copy of the tables at
-  a few columns (`ml.training.item_table.ItemTable.decayed_at`).
+  table, every column ([B, n], for a ranking over the catalogue): the co-occurrence baseline's score. The model
+  reads its own copy of the tables (`ml.training.item_table.ItemTable`).
 
 How close the neighbour lists are to the dense similarity, and their time and memory at 20k/100k/200k items:
 benchmarks/results/item-tables.md (benchmarks/item_tables.py).

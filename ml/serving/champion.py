@@ -37,7 +37,6 @@ from ml.search.dense import DenseIndex
 from ml.search.engine import SearchEngine
 from ml.serving.runtime import one_openmp_thread
 from ml.serving.scorer import Scorer, scorer_for
-from ml.serving.tower import HistoryTower
 from ml.topk import top_k
 from ml.training.recommender import Recommender
 
@@ -86,7 +85,7 @@ class Champion:
     titles: list[str] = field(default_factory=list)  # per item row, "" when missing (plain lists: fast lookups)
     brands: list[str] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
-    scorer: Scorer | HistoryTower | None = None  # the history scores and their top-n (`ml.serving.scorer.scorer_for`)
+    scorer: Scorer | None = None  # the history scores and their top-n (`ml.serving.scorer.scorer_for`)
 
     def query_vectors(self, queries: Sequence[str]) -> np.ndarray:
         """[n, D] the query tower's vectors of search texts: the version's exported ONNX encoder (one core, with
@@ -110,7 +109,7 @@ class Champion:
         return self._scorer.vectors([rows])
 
     @property
-    def _scorer(self) -> Scorer | HistoryTower:
+    def _scorer(self) -> Scorer:
         if self.scorer is None:
             raise ValueError(f"{self.model_name} v{self.version} was built without its scorer; use build_champion")
         return self.scorer

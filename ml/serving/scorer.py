@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,9 +23,6 @@ from ml.search.dense import TOP_CANDIDATES, QuantizedItems
 from ml.topk import best
 from ml.training.model import BiEncoder, build_history_tensors
 from ml.training.recommender import Recommender
-
-if TYPE_CHECKING:
-    from ml.serving.tower import HistoryTower
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +122,18 @@ class Scorer:
             np.put_along_axis(reachable, first, False, axis=1)
             owners, more = np.nonzero(reachable)  # by history, then by row
             bounds = np.searchsorted(owners, np.arange(len(histories) + 1))
+            counts = np.diff(bounds)
+            if counts.any():  # the extra items of every history scored in one call, padded with each one's first
+                padded = np.repeat(first[:, :1], counts.max(), axis=1)
+                slots = np.arange(len(more)) - np.repeat(bounds[:-1], counts)
+                padded[owners, slots] = more
+                extra_exact = self._exact(q, idx, real, rest, torch.from_numpy(padded)).numpy()
             out = []
             for b in range(len(histories)):
                 rows, exact = first[b], first_exact[b]
-                if bounds[b + 1] > bounds[b]:
-                    extra = torch.from_numpy(more[bounds[b] : bounds[b + 1]])[None, :]
-                    s = slice(b, b + 1)
-                    extra_exact = self._exact(q[s], idx[s], real[s], rest[s], extra).numpy()[0]
-                    rows, exact = np.concatenate([rows, extra[0].numpy()]), np.concatenate([exact, extra_exact])
+                if counts[b]:
+                    c = counts[b]
+                    rows, exact = np.concatenate([rows, padded[b, :c]]), np.concatenate([exact, extra_exact[b, :c]])
                 out.append(best(rows, exact, n))
             return out
 
@@ -155,16 +155,9 @@ class Scorer:
         return np.vstack([self.quantized.slack, self._norms[None, :], ones[None, :]]).astype(np.float32)
 
 
-def scorer_for(recommender: Recommender, where: str) -> Scorer | HistoryTower:
-    """The scorer serving runs for a loaded model: the numpy `HistoryTower` when it reproduces the model
-    (`ml.serving.tower.checked_tower`: several times cheaper per request), else this module's torch scorer, with
-    the int8 first pass when this torch has its integer product, else scoring every item exactly (a warning
-    says so)."""
-    from ml.serving.tower import checked_tower
-
-    tower = checked_tower(recommender, where)
-    if tower is not None:
-        return tower
+def scorer_for(recommender: Recommender, where: str) -> Scorer:
+    """The scorer serving runs for a loaded model: with the int8 (or float32) first pass when this torch has its
+    integer product, else scoring every item exactly (a warning says so)."""
     scorer = Scorer(recommender)
     try:
         scorer.quantized.products(recommender.item_vectors[:1])

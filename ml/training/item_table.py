@@ -6,7 +6,7 @@ The model has two such tables (`ml.training.model.BiEncoder`): the released item
 history's feature is the decayed sum of the table rows of its items, newest first; it is read either for every
 item (evaluation) or only at a few columns (training on sampled negatives, `ml.training.negatives`). The table is
 compressed sparse rows in three buffers, so it saves and loads with the model's state dict and moves with it
-between devices; `to_scipy` gives the same table to numpy code (serving's tower, the DP baselines).
+between devices; `to_scipy` gives the same table to numpy code (the DP baselines).
 """
 
 from __future__ import annotations

@@ -405,9 +405,9 @@ def test_recommendations_are_personalized_from_feast_history_and_explained(servi
 
     # the same ranking as the model's own exact top-k over alice's history (the evaluation's path)
     champion = _service(serving_world).watcher.current()
-    from ml.serving.tower import HistoryTower
+    from ml.serving.scorer import Scorer
 
-    assert isinstance(champion.scorer, HistoryTower)  # the numpy path, accepted by the load-time check
+    assert isinstance(champion.scorer, Scorer)  # the model's own parts, with the first pass
     history = [f"i{r:02d}" for r in SHOPPERS["alice"]]
     ids, exact = champion.recommender.recommend([history], 7)
     assert [r["item_id"] for r in body["results"]] == ids[0]
