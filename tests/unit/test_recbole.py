@@ -12,7 +12,8 @@ from ml.data import recbole, schema
 from ml.data.recbole_files import read_atomic
 from ml.data.recbole_sequences import SPLIT_TIME, WINDOWS
 from ml.data.sources import RawTables, SourceError, SourceNotFoundError, read_source
-from ml.data.splits import histories_before, temporal_split
+from ml.data.splits import temporal_split
+from tests.oracles import histories_before
 
 SEQ_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
 ITEM_HEADER = "item_id:token\ttitle:token_seq\n"

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ml.serving.feedback import ImpressionLog, impression_path, impression_record, read_impressions
+from ml.serving.feedback import ImpressionLog, impression_path, impression_record
+from tests.oracles import read_impressions
 
 T0 = datetime(2026, 5, 1, 23, 59, 59, tzinfo=UTC)
 

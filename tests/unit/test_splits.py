@@ -1,6 +1,7 @@
 import pandas as pd
 
-from ml.data.splits import histories_before, interaction_sequences, search_examples, temporal_split
+from ml.data.splits import interaction_sequences, search_examples, temporal_split
+from tests.oracles import histories_before
 
 
 def _ev(rows):
