@@ -202,13 +202,8 @@ def released_counts(item_ids: list[str], log_counts: sparse.spmatrix | np.ndarra
 def transition_table(rec: Any) -> sparse.csr_matrix:
     """The released DP transition table (log1p of the counts) of a loaded `Recommender`, as a csr (n, n).
 
-    The model's `ItemTable` gives it by `to_scipy()`; a model that still holds a dense tensor is converted."""
-    table = rec.model.transitions
-    if callable(getattr(table, "to_scipy", None)):
-        return sparse.csr_matrix(table.to_scipy())
-    if hasattr(table, "detach"):
-        return sparse.csr_matrix(table.detach().cpu().numpy())
-    raise TypeError(f"the model's transition table is a {type(table).__name__}: expected an ItemTable or a tensor")
+    The model's `ItemTable` gives it by `to_scipy()`."""
+    return sparse.csr_matrix(rec.model.transitions.to_scipy())
 
 
 class _FromReleasedCounts:
