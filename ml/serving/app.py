@@ -17,6 +17,12 @@ is read (`ml.serving.limits`). No model loaded at all is a 503 (a cold start who
 serves the newest gate-passed version that does, see `ml.serving.watcher`). The OpenAPI document is
 FastAPI's own, generated from `ml.serving.schemas`.
 
+One recommendation, from the route to the score, in three files: `recommendation_body` here (the shopper's
+pseudonym, history and opt-out), `ml.serving.ranking.recommend_many` (what an answer is: the exact top-k, the
+fallback, re-ranking, explanations) and `ml.serving.scorer.Scorer.top_many` (the model's own score,
+`ml.training.model.BiEncoder`, with a first pass that only skips items that cannot make the top). The batcher
+(`ml.serving.batching`) and the loaded champion (`ml.serving.champion`) carry the request between them.
+
 Plainly valid recommendation requests (GET /recommendations/<id>[?k=N] with the right key) and searches
 (POST /search with a small JSON body the route accepts) are answered by `fastpath.ServiceApp` past FastAPI's
 routing and parameter solving, with the function the route calls; every other request, valid or not, goes
