@@ -183,9 +183,9 @@ def test_the_int8_products_stay_within_their_error_bound(dim):
     assert np.median(bound / (np.abs(exact) + 1e-3)) < 0.5
 
 
-def test_top_is_exact_where_the_int8_pass_cannot_tell_items_apart():
-    """Items that differ by less than the int8 codes can resolve: the first pass's order among them is
-    noise, and the exact pass must still return the exact top (rows and order) of the full score."""
+def near_duplicates_scorer() -> Scorer:
+    """400 items a rounding apart at the top of the score, of one category and brand: told apart by their text
+    alone, which the first pass cannot resolve (many items need their exact score after it)."""
     rng = np.random.default_rng(7)
     vectors = rng.normal(size=(N_ITEMS, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -196,7 +196,13 @@ def test_top_is_exact_where_the_int8_pass_cannot_tell_items_apart():
     categories, brands = rng.integers(0, 7, size=N_ITEMS), rng.integers(0, 40, size=N_ITEMS)
     categories[100:500], brands[100:500] = categories[0], brands[0]
     # no closest-similarity term: only the int8 bound decides what is rescored
-    scorer = Scorer(tiny_recommender(0.0, seed=6, vectors=vectors, bias=bias, categories=categories, brands=brands))
+    return Scorer(tiny_recommender(0.0, seed=6, vectors=vectors, bias=bias, categories=categories, brands=brands))
+
+
+def test_top_is_exact_where_the_int8_pass_cannot_tell_items_apart():
+    """Items that differ by less than the int8 codes can resolve: the first pass's order among them is
+    noise, and the exact pass must still return the exact top (rows and order) of the full score."""
+    scorer = near_duplicates_scorer()
     for rows in ([0, 5], [100, 7, 250], [3]):
         full = scorer.scores([rows])[0]
         for n in (1, 10, 60):
@@ -206,3 +212,30 @@ def test_top_is_exact_where_the_int8_pass_cannot_tell_items_apart():
             assert len(set(got_rows.tolist())) == n
             assert got_scores == pytest.approx(want_scores, rel=1e-6, abs=1e-5)
             assert full[got_rows] == pytest.approx(got_scores, rel=1e-6, abs=1e-5)
+
+
+def test_a_batch_whose_histories_need_different_extra_items_gets_each_exact_top(monkeypatch):
+    """After the first candidates, every history's extra items are scored in one padded call: each history still
+    gets the exact top of its own full score. The int8 first pass leaves extra items to score here."""
+    from ml.search.dense import FIRST_PASS_ENV
+
+    monkeypatch.setenv(FIRST_PASS_ENV, "int8")
+    scorer = near_duplicates_scorer()
+    calls = []
+    exact = scorer._exact
+
+    def counted(q, idx, real, rest, rows):  # noqa: ANN001, ANN202
+        calls.append(None if rows is None else tuple(rows.shape))
+        return exact(q, idx, real, rest, rows)
+
+    scorer._exact = counted  # type: ignore[method-assign]
+    histories = [[0, 5], [100, 7, 250], [3], [250], [9, 11]]
+    batch = scorer.top_many(histories, 60)
+    # the first candidates of the batch, then the extra items of every history, padded to the most any needs
+    assert len(calls) == 2 and calls[1][0] == len(histories)
+    for rows, (got_rows, got_scores) in zip(histories, batch, strict=True):
+        full = scorer.scores([rows])[0]
+        _, want_scores = best(np.arange(N_ITEMS), full, 60)
+        assert len(set(got_rows.tolist())) == 60
+        assert got_scores == pytest.approx(want_scores, rel=1e-6, abs=1e-5)
+        assert full[got_rows] == pytest.approx(got_scores, rel=1e-6, abs=1e-5)
