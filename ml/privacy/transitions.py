@@ -66,9 +66,11 @@ def transition_feature(
     # each shopper's pairs, looked up among the released ones at once
     keys = pair_keys(pairs, n_items)
     at = released.find(keys)
-    hit = at >= 0
-    with_own = np.where(hit, values[np.where(hit, at, 0)], 0.0).astype(np.float32)
-    less = np.where(hit, released.counts[np.where(hit, at, 0)], 0.0) - 1.0
+    hit = at >= 0  # read by boolean index: a release may hold no pair at all (a small crowd, a high threshold)
+    with_own = np.zeros(len(keys), dtype=np.float32)
+    with_own[hit] = values[at[hit]]
+    less = np.full(len(keys), -1.0)
+    less[hit] = released.counts[at[hit]] - 1.0
     still = less > released.threshold if released.threshold is not None else np.ones(len(less), dtype=bool)
     without = np.where(still, np.log1p(np.maximum(less - cut, 0.0)), 0.0)
     change = without - with_own.astype(np.float64)

@@ -100,6 +100,20 @@ def test_released_values_are_the_dense_computation_with_the_same_noise():
     np.testing.assert_allclose(table.toarray(), expected, rtol=1e-6)
 
 
+def test_a_release_that_keeps_no_pair_gives_an_empty_table_and_no_own_entries():
+    """Few shoppers against a high threshold: no pair is released (as on Coat at epsilon 8), and the feature is
+    empty rather than an error."""
+    table, own = transition_feature(
+        _frame(SEQUENCES),
+        set(SEQUENCES),
+        {f"i{j}": j for j in range(N_ITEMS)},
+        **{**_settings(0.5), "threshold": 1e6},
+    )
+    _check_sparse(table, N_ITEMS)
+    assert table.nnz == 0
+    assert own == {user: {} for user in SEQUENCES}
+
+
 def test_noised_counts_need_their_threshold():
     with pytest.raises(ValueError, match="release threshold"):
         transition_feature(
