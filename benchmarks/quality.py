@@ -70,13 +70,19 @@ def run(source: str, path: Path, seed: int, name: str | None = None, bounds: dic
     )
     for stage in ("ingest", "features", "train", "evaluate"):
         getattr(stages, stage)(ctx)
-    ev, tr = ctx.read("evaluate"), ctx.read("train")
     # the same model trained without DP on the same features: what user-level DP costs against non-private baselines
     # (it cannot ship: the gate requires DP)
     no_dp = branch_context(ctx, f"quality-{name}-no-dp", {"dp": {"enabled": False}})
     stages.train(no_dp)
     stages.evaluate(no_dp)
+    return summary_of(ctx, no_dp)
+
+
+def summary_of(ctx, no_dp) -> dict:
+    """One seed's figures from its two finished run folders: the DP candidate's and its non-DP twin's."""
+    ev, tr = ctx.read("evaluate"), ctx.read("train")
     ev_no_dp = no_dp.read("evaluate")
+    seed = ctx.config.seed
     return {
         "seed": seed,
         "n_cases": ev["n_cases"],
@@ -288,6 +294,24 @@ def markdown(results: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def finished_runs(folders: list[Path]) -> list[dict]:
+    """The seeds' figures from the run folders of an earlier invocation (`runs/quality-<corpus>` under each seed's
+    temporary home; its twin is the sibling `-no-dp` folder), without training again: a benchmark stopped after
+    some corpora keeps what it finished."""
+    from ml.pipeline.context import RunContext
+
+    if not folders:
+        raise SystemExit("--from-runs names no run folder of this corpus (runs/quality-<corpus>)")
+    out = []
+    for folder in folders:
+        ctx = RunContext.load(folder)
+        twin = folder.with_name(folder.name + "-no-dp")
+        if not (folder / "evaluate.json").exists() or not (twin / "evaluate.json").exists():
+            raise SystemExit(f"{folder}: the DP run or its twin ({twin.name}) did not finish evaluating")
+        out.append(summary_of(ctx, RunContext.load(twin)))
+    return sorted(out, key=lambda r: r["seed"])
+
+
 def corpus_runs(name: str, split: str, seeds: list[int], bounds: dict, crowd: int | None) -> list[dict]:
     """Every seed's run on one corpus. Its development split, and a seeded subset of `crowd` shoppers (Games), are
     written to a temporary folder, removed after the run: the data's terms forbid copying it into the repository."""
@@ -337,6 +361,14 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="training steps of each run (default: the chain's)")
     parser.add_argument("--out", default=None, help="result file name in benchmarks/results (default from the corpora)")
     parser.add_argument("--crowd", default=None, help="games only: a seeded subset of this many shoppers (or all)")
+    parser.add_argument(
+        "--from-runs",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="read the seeds' figures from these finished run folders (runs/quality-<corpus> of an earlier "
+        "invocation's temporary homes, the corpus named by the folder) instead of training",
+    )
     args = parser.parse_args()
     split, seeds = args.split, [int(s) for s in args.seeds.split(",")]
     corpora = args.corpus.split(",") if args.corpus else (list(DEFAULT_CORPORA) if split == "test" else ["amazon2018"])
@@ -373,7 +405,11 @@ def main() -> None:
             results["datasets"][name] = {"skipped": f"{SHARED_DATA / folder} is absent"}
             continue
         print(f"{name} ...", flush=True)
-        runs = corpus_runs(name, split, seeds, bounds, crowd)
+        if args.from_runs:
+            runs = finished_runs([f for f in args.from_runs if f.name == f"quality-{name}"])
+        else:
+            runs = corpus_runs(name, split, seeds, bounds, crowd)
+        results["seeds"] = [r["seed"] for r in runs]
         published = PUBLISHED.get(name) if split == "test" else None
         results["datasets"][name] = {
             **runs[0],
