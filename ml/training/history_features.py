@@ -81,7 +81,7 @@ class HistoryFeatures:
         own = None if own_idx is None or own_val is None else (own_idx, own_val.to(torch.float32))
         use_closest = closest and self.text_features
         if cols is None:
-            brand_match = shared_brands[:, self.item_brand]
+            brand_match = shared_brands.index_select(1, self.item_brand)  # a gather, faster than [:, item_brand]
             repeat = torch.zeros(hist_idx.shape[0], n_items, device=hist_idx.device)
             repeat = repeat.scatter_add(1, hist_idx, real.float()).clamp(max=1.0)  # padded slots add 0
             item_cat, item_brand = self.item_category.view(1, -1), self.item_brand.view(1, -1)
@@ -105,9 +105,10 @@ class HistoryFeatures:
                 closest_sim = torch.zeros_like(repeat)
         same_cat = (self.item_category[last].unsqueeze(-1) == item_cat) & real[:, :1]
         last_brand = (self.item_brand[last].unsqueeze(-1) == item_brand) & real[:, :1]
-        return torch.stack(
-            [brand_match, repeat, same_cat.float(), last_brand.float(), transition, closest_sim, lexical], dim=-1
-        )
+        parts = [brand_match, repeat, same_cat.float(), last_brand.float(), transition, closest_sim, lexical]
+        # the same [B, N, F] tensor as torch.stack(parts, dim=-1), built as [F, B, N] and transposed once: the
+        # stack along the last axis interleaves element by element, several times slower on CPU
+        return torch.stack(parts, dim=0).permute(1, 2, 0).contiguous()
 
     def closest_similarity(self, hist_idx: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """[B, n_items] the largest cosine between each item and any real history item (0 without history)."""

@@ -261,7 +261,9 @@ class BiEncoder(HistoryFeatures, nn.Module):
         query): what `behaviour_scores(closest=False)` leaves out, for a few candidates. One product of the
         query and the history items with the candidates' vectors."""
         stacked = torch.cat([q.unsqueeze(1), self.item_table[hist_idx]], dim=1)  # [B, 1 + H, D]
-        products = stacked @ self.item_table[rows].transpose(1, 2)  # [B, 1 + H, M]
+        # index_select, not item_table[rows]: the same rows, several times faster to gather on CPU
+        candidates = self.item_table.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)  # [B, M, D]
+        products = stacked @ candidates.transpose(1, 2)  # [B, 1 + H, M]
         text = self._text(products[:, 0])
         if not self.text_features:
             return text
@@ -284,7 +286,7 @@ class BiEncoder(HistoryFeatures, nn.Module):
         by_category = self.category_transition(last_cat)  # [B, (K,) n_cat]
         extra = {} if own_idx is None or own_val is None else {"own_idx": own_idx, "own_val": own_val}
         if columns is None:
-            transition = by_category[..., self.item_category]  # [B, (K,) n_items]
+            transition = by_category.index_select(-1, self.item_category)  # [B, (K,) n_items]
         else:
             transition = by_category.gather(-1, self.item_category[columns.index(hist_idx.shape[:-1])])
             if columns.per_row is not None:
