@@ -49,8 +49,8 @@ def floors(world: dict[str, Any], n_queries: int, seed: int) -> dict[str, Any]:
     IndexFlatIP search, the exact top by inner product of the `DenseIndex` that serving uses (its first pass
     over the item vectors, int8 or float32 as `VETTED_DENSE_FIRST_PASS` says or as measured faster at load,
     then exact scores of the candidates; also per batch of `BATCH` queries, as search ranks them), the model's
-    full score of every item in numpy followed by a top-k, and the service's whole path (pseudonym, Feast
-    read, the exact top-k of `Champion.top_for_history`, explanations). Also which first pass each part
+    full score of every item (`Champion.history_scores`) followed by a top-k, and the service's whole path
+    (pseudonym, Feast read, the exact top-k of `Champion.top_for_histories`, explanations). Also which first pass each part
     runs, and the seconds the `DenseIndex` took to build (quantization and the measurement of auto)."""
     import faiss
     from threadpoolctl import threadpool_limits

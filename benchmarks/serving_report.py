@@ -25,7 +25,7 @@ FLOORS = {
     "numpy_topk": "bare numpy (dot + top-k)",
     "faiss_flat_ip_topk": "bare FAISS IndexFlatIP",
     "dense_index_topk": "DenseIndex (`ml.search.dense`: int8 or float32 first pass, chosen at load, with its error bound, then exact scores)",
-    "full_score_topk": "full model score of every item + top-k (numpy, dense)",
+    "full_score_topk": "full model score of every item + top-k (`Champion.history_scores`)",
     "in_process_recommendation": "service path without HTTP (pseudonym + Feast + exact top-k + explanation)",
 }
 

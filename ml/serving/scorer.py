@@ -131,8 +131,8 @@ class Scorer:
             out = []
             for b in range(len(histories)):
                 rows, exact = first[b], first_exact[b]
-                if counts[b]:
-                    c = counts[b]
+                c = counts[b]
+                if c:
                     rows, exact = np.concatenate([rows, padded[b, :c]]), np.concatenate([exact, extra_exact[b, :c]])
                 out.append(best(rows, exact, n))
             return out
