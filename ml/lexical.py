@@ -13,6 +13,7 @@ benchmarks/results/serving.md.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from functools import cached_property
@@ -20,10 +21,27 @@ from functools import cached_property
 import numpy as np
 from scipy import sparse
 
+_ALNUM_RUN = re.compile(r"[^\W_]+")  # runs of characters for which str.isalnum() holds (re's \w less "_")
+_ASCII_WORD = re.compile(r"[^\W_]{2,}")  # the same runs, two characters or more
+
 
 def words(text: str) -> list[str]:
-    """Lower-case alphanumeric words of two characters or more: how both the index and queries tokenize."""
-    return [t for t in "".join(c.lower() if c.isalnum() else " " for c in str(text)).split() if len(t) > 1]
+    """Lower-case alphanumeric words of two characters or more: how both the index and queries tokenize.
+
+    A word is a run of characters for which `str.isalnum()` holds, each lower-cased on its own (so a Greek
+    capital sigma ends a word as "σ", not "ς"), kept when it has two characters or more once lower-cased.
+    Regular expressions over the text instead of a Python loop over its characters: explanations split every
+    result's text per request, and the lexical index splits every item's text at load. ASCII text, lower-cased
+    whole, is the same as lower-cased character by character."""
+    text = str(text)
+    if text.isascii():
+        return _ASCII_WORD.findall(text.lower())
+    out = []
+    for run in _ALNUM_RUN.findall(text):
+        low = "".join(c.lower() for c in run)  # lower-casing can lengthen a run: "İ" becomes two characters
+        if len(low) > 1:
+            out.append(low)
+    return out
 
 
 class BM25Index:

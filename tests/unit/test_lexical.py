@@ -78,3 +78,28 @@ def test_one_querys_top_reads_its_posting_lists_and_ranks_as_the_full_scores_do(
             np.testing.assert_array_equal(docs, expected)
             np.testing.assert_array_equal(scores, row[expected])
     assert index.top(words("stanley"), 0)[0].size == 0
+
+
+def _words_by_characters(text: str) -> list[str]:
+    """The definition `words` implements: each character lower-cased when alphanumeric, else a space."""
+    return [t for t in "".join(c.lower() if c.isalnum() else " " for c in str(text)).split() if len(t) > 1]
+
+
+def test_words_is_the_character_by_character_definition_on_any_text():
+    rng = np.random.default_rng(3)
+    alphabet = list("abcXYZ09 _-.,/'\t\n") + [
+        "\u0130",
+        "\u03a3",
+        "\u00e9",
+        "\u00c9",
+        "\u0301",
+        "\u00bd",
+        "\u2168",
+        "\u4e2d",
+        "\u00df",
+        "\u0663",
+    ]
+    texts = ["".join(rng.choice(alphabet, size=rng.integers(0, 40))) for _ in range(3000)]
+    texts += ["", "a", "ΣΑΣ ΟΔΟΣ", "İstanbul", "Straße 3½", "snake_case_word", 12345, None]
+    for text in texts:
+        assert words(text) == _words_by_characters(text), repr(text)
