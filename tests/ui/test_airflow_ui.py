@@ -112,13 +112,26 @@ def set_switch(driver, name: str, on: bool) -> None:
 
 def set_conf_json(driver, dialog, text: str) -> None:
     """Replace the Advanced Options' Configuration JSON (a Monaco editor) by typing `text` into it."""
+    from selenium.common.exceptions import ElementClickInterceptedException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     _button(dialog, "Advanced Options").click()
-    lines = wait_for("the Configuration JSON editor", lambda: _clickable(driver, ".monaco-editor .view-lines"), 60, 1)
-    lines.click()
+
+    def focused() -> bool | None:
+        """Click into the editor; None while the opening section still moves and another element takes the click."""
+        lines = _clickable(driver, ".monaco-editor .view-lines")
+        if lines is None:
+            return None
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", lines)
+        try:
+            lines.click()
+        except ElementClickInterceptedException:
+            return None
+        return driver.execute_script("return !!document.activeElement.closest('.monaco-editor')") or None
+
+    wait_for("the Configuration JSON editor to take the focus", focused, 60, 1)
     ActionChains(driver).key_down(Keys.CONTROL).send_keys("a").key_up(Keys.CONTROL).send_keys(Keys.DELETE).perform()
     for char in text:  # one key at a time: Monaco drops keys sent faster than it handles them on a busy machine
         ActionChains(driver).send_keys(char).perform()
