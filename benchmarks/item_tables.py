@@ -112,8 +112,8 @@ def one_size(n: int, full_up_to: int, sample: int) -> dict:
 
     import numpy as np
 
+    from ml.data.synthetic_behaviour import Behaviour
     from ml.data.synthetic_catalog import make_catalog
-    from ml.data.synthetic_shoppers import Behaviour
     from ml.item_tables import TOP_N, lexical_neighbours
     from ml.lexical import BM25Index, words
     from ml.training.encoder import item_texts
@@ -170,8 +170,8 @@ def dense_chunk_seconds(n: int, rows: int = 2000) -> dict:
     the n-item synthetic catalogue, against the per-title posting-list loop on the same titles."""
     import numpy as np
 
+    from ml.data.synthetic_behaviour import Behaviour
     from ml.data.synthetic_catalog import make_catalog
-    from ml.data.synthetic_shoppers import Behaviour
     from ml.item_tables import TOP_N
     from ml.lexical import BM25Index, words
     from ml.training.encoder import item_texts

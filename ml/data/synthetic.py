@@ -38,11 +38,12 @@ import numpy as np
 import pandas as pd
 
 from ml.data.raw import RawTables, SourceRequest
+from ml.data.synthetic_behaviour import Behaviour
 from ml.data.synthetic_catalog import CATEGORIES, make_catalog
 from ml.data.synthetic_events import simulate
 from ml.data.synthetic_faults import bad_events, bad_items
 from ml.data.synthetic_privacy import plant_pii, privacy_requests
-from ml.data.synthetic_shoppers import Behaviour, make_users
+from ml.data.synthetic_shoppers import make_users
 
 __all__ = ["NAME", "SPLIT_SHARE", "Behaviour", "generate", "read"]
 

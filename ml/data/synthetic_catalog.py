@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from ml.data.synthetic_shoppers import Behaviour
+    from ml.data.synthetic_behaviour import Behaviour
 
 
 @dataclass(frozen=True)

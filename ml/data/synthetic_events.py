@@ -17,8 +17,8 @@ import pandas as pd
 from ml.data.synthetic_catalog import CATEGORIES
 
 if TYPE_CHECKING:
+    from ml.data.synthetic_behaviour import Behaviour
     from ml.data.synthetic_catalog import Catalog
-    from ml.data.synthetic_shoppers import Behaviour
 
 
 def _pick_item(

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from ml.data.synthetic_shoppers import Behaviour
+    from ml.data.synthetic_behaviour import Behaviour
 
 
 def bad_events(rng: np.random.Generator, events: pd.DataFrame, cfg: Behaviour) -> pd.DataFrame:

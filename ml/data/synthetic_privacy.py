@@ -15,7 +15,7 @@ import pandas as pd
 from ml.data.synthetic_events import iso_utc
 
 if TYPE_CHECKING:
-    from ml.data.synthetic_shoppers import Behaviour
+    from ml.data.synthetic_behaviour import Behaviour
 
 _FIRST = ("jane", "john", "maria", "li", "ahmed", "sofia", "lukas", "emma", "noah", "aisha")
 _LAST = ("doe", "smith", "garcia", "chen", "khan", "rossi", "muller", "okafor", "novak", "silva")

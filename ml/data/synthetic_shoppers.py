@@ -1,13 +1,11 @@
-"""The synthetic shop's shoppers: who they are and the knobs of how they shop.
+"""The synthetic shop's shoppers: who they are (the knobs of how they shop are `ml.data.synthetic_behaviour`).
 
 Each shopper has a gender (f/m/x, "x" = not stated), an age band and a region, 1-3 preferred categories and two
 favourite brands. Age band and gender tilt WHICH categories a shopper prefers, never how predictable they are.
-`Behaviour` holds every probability of the shopper model that `ml.data.synthetic_events` plays out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,6 +14,7 @@ import pandas as pd
 from ml.data.synthetic_catalog import CATEGORIES
 
 if TYPE_CHECKING:
+    from ml.data.synthetic_behaviour import Behaviour
     from ml.data.synthetic_catalog import Catalog
 
 GENDERS = ("f", "m", "x")
@@ -23,41 +22,6 @@ GENDER_SHARES = (0.45, 0.43, 0.12)  # x: not stated
 AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")
 AGE_SHARES = (0.18, 0.24, 0.22, 0.19, 0.17)
 REGIONS = ("north", "south", "east", "west", "central")
-
-
-@dataclass(frozen=True)
-class Behaviour:
-    """The knobs of the shopper model (probabilities per step unless said otherwise)."""
-
-    n_brands: int = 60
-    age_tilt: float = 0.25  # weight of the age band's category taste in a shopper's category preferences
-    gender_tilt: float = 0.10  # the same for gender; the rest is uniform
-    brand_zipf: float = 1.1
-    p_companion: float = 0.35  # next item = the last item's fixed companion
-    companion_pop_power: float = 0.3  # companions are drawn by popularity**power: < 1 reaches the long tail
-    p_transition: float = 0.35  # else: a successor category of the last one
-    p_stay: float = 0.20  # else: the same category; otherwise one of the shopper's preferred categories
-    p_loyal: float = 0.45  # pick a brand already in the shopper's history when the category has one
-    favourite_boost: float = 4.0  # weight multiplier of a shopper's two favourite brands
-    p_repeat: float = 0.04  # re-visit an item from the history
-    p_search: float = 0.18  # a step starts with a search
-    visit_types: tuple[tuple[str, float], ...] = (
-        ("view", 0.40),
-        ("click", 0.30),
-        ("add_to_cart", 0.15),
-        ("purchase", 0.15),
-    )
-    p_cart_then_buy: float = 0.35
-    p_new_session: float = 0.3
-    events_median: float = 11.0
-    events_sigma: float = 0.75
-    events_min: int = 5
-    events_max: int = 60
-    pii_query_share: float = 0.01
-    pii_item_share: float = 0.004
-    opt_out_share: float = 0.01
-    delete_share: float = 0.005
-    bad_row_share: float = 0.002
 
 
 def make_users(
