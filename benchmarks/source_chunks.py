@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -124,7 +125,8 @@ def markdown(result: dict[str, Any], env: dict[str, Any]) -> str:
         "`pd.read_sql_table` without a column list do.",
         "",
         f"Machine: {env['cpu']}, {env['cores']} cores, {env['memory_gb']} GB, Python {env['python']}, "
-        f"{env['date']} (shared with other jobs: times are indicative).",
+        f"{env['date']}; load average (1 min) {result['load_average'][0]} at the start, {result['load_average'][1]} at "
+        "the end (other jobs on the machine slow the seconds, not the memory).",
         "",
         "Produced by `benchmarks/source_chunks.py`.",
     ]
@@ -136,7 +138,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--extra", type=int, default=6)
     args = parser.parse_args()
+    start_load = os.getloadavg()[0]
     result = run(args.rows, args.extra)
+    result["load_average"] = [round(start_load, 2), round(os.getloadavg()[0], 2)]
     env = machine()
     write("source-chunks", {"result": result, "machine": env}, markdown(result, env))
     print(json.dumps(result, indent=2))
