@@ -9,7 +9,10 @@ The rules (figures that shaped them: benchmarks/results/autosettings.md):
 - batch: DP-SGD's noise on a step's mean gradient is noise_multiplier / (sample_rate x shoppers). The accountant's
   noise multiplier grows with the sample rate, slowly where Poisson sampling still amplifies privacy and about in
   proportion once it stops, so that noise stops falling as the batch grows. The batch doubles from MIN_BATCH while a
-  doubling still takes at least NOISE_GAIN of that noise away (beyond that a step does twice the work for little).
+  doubling still takes at least NOISE_GAIN of that noise away (beyond that a step does twice the work for little),
+  and while it keeps the run's steps: once `epochs` passes over the shoppers end the run before `max_steps`, a
+  bigger batch buys quieter steps with fewer of them, and training fell below the zero-shot encoder that way
+  (amazon2018 with the whole budget on DP-SGD: one full-batch step an epoch; benchmarks/results/ablation.md).
   The same batch is used without DP, so that a model trained without DP differs from the DP one only in privacy.
 - examples per shopper: a step works through SLOTS_PER_STEP example slots (batch x examples per shopper); when
   shoppers are few a sampled shopper brings more of its examples (its gradient over them is clipped once, so the
@@ -158,8 +161,8 @@ def step_noise(noise_multiplier: float, sample_rate: float, n_users: int) -> flo
 
 def choose_batch(n_users: int, noise_of: NoiseOf, epochs: int, max_steps: int) -> tuple[int, str]:
     """The batch: doubled from MIN_BATCH while the doubling takes at least NOISE_GAIN off the noise on a step's
-    mean gradient (`step_noise`, with the noise multiplier the budget allows at that batch's sample rate and steps),
-    and never above the shoppers or MAX_BATCH."""
+    mean gradient (`step_noise`, with the noise multiplier the budget allows at that batch's sample rate and steps)
+    and keeps the steps the run has at MIN_BATCH, and never above the shoppers or MAX_BATCH."""
     if n_users < 1:
         raise ValueError(f"n_users must be at least 1, got {n_users}")
     top = min(MAX_BATCH, n_users)
@@ -169,9 +172,16 @@ def choose_batch(n_users: int, noise_of: NoiseOf, epochs: int, max_steps: int) -
         return step_noise(noise_of(rate, steps), rate, n_users)
 
     batch = min(MIN_BATCH, top)
+    steps = planned_steps(n_users, batch, epochs, max_steps)[0]
     current = noise(batch)
     while batch < top:
         bigger = min(2 * batch, top)
+        fewer = planned_steps(n_users, bigger, epochs, max_steps)[0]
+        if fewer < steps:
+            return batch, (
+                f"doubling it to {bigger} would cut the run from {steps} to {fewer} steps ({epochs} epochs over "
+                f"{n_users} shoppers): fewer, quieter steps trained worse"
+            )
         next_noise = noise(bigger)
         if next_noise > (1 - NOISE_GAIN) * current:
             return batch, (

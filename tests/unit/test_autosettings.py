@@ -54,7 +54,7 @@ def test_the_batch_doubles_while_the_noise_per_step_falls_by_at_least_the_gain()
 
 
 def test_the_batch_stops_at_the_shoppers_or_max_batch():
-    assert a.choose_batch(40, lambda r, s: 1.0, epochs=20, max_steps=100)[0] == 40
+    assert a.choose_batch(40, lambda r, s: 1.0, epochs=1000, max_steps=100)[0] == 40
     batch, why = a.choose_batch(10**6, lambda r, s: 1.0, epochs=20, max_steps=100)
     assert batch == a.MAX_BATCH and "MAX_BATCH" in why
 
@@ -69,6 +69,27 @@ def test_the_batch_with_the_real_accountant_fits_amazon2018_and_the_demo():
 
     assert a.choose_batch(2586, noise_for(2586), epochs=20, max_steps=100)[0] == 256
     assert a.choose_batch(16854, noise_for(16854), epochs=20, max_steps=100)[0] == 2048
+
+
+def test_the_batch_keeps_the_runs_steps():
+    # noise that halves with every doubling: only the steps stop it. 2,560 shoppers, 20 epochs, 100 steps: a batch
+    # of 512 still makes 5 steps an epoch (100 in all); 1,024 would make 3 (60 in all)
+    batch, why = a.choose_batch(2560, lambda r, s: 1.0, epochs=20, max_steps=100)
+    assert batch == 512
+    assert "1024" in why and "from 100 to 60 steps" in why
+    # 40 shoppers and 20 epochs: 60 steps at a batch of 16, 40 at 32
+    assert a.choose_batch(40, lambda r, s: 1.0, epochs=20, max_steps=100)[0] == 16
+
+
+def test_the_whole_budget_on_dp_sgd_keeps_amazon2018_off_a_full_batch():
+    """amazon2018's 2,586 training shoppers with no transition counts (the whole epsilon 8 on DP-SGD): each doubling
+    quiets a step by 15% or more up to the full batch, where one step an epoch would leave 20 steps of 100."""
+    from ml.privacy.accounting import default_delta, plan_budget
+
+    def noise_of(rate, steps):
+        return plan_budget(8.0, default_delta(2586), rate, steps, 0.0, 8).noise_multiplier
+
+    assert a.choose_batch(2586, noise_of, epochs=20, max_steps=100)[0] == 512
 
 
 @pytest.mark.parametrize(
