@@ -55,7 +55,8 @@ class UserFairnessConfig:
     the training window's median, as a single request has no batch to take a median of."""
 
     # the defaults are the development split's choice (amazon2018, the highest user NDCG ratio among the
-    # strengths that lose no overall NDCG@10: benchmarks/results/user-fairness.md), never the test split's
+    # strengths that lose no overall NDCG@10: benchmarks/results/user-fairness.md), never the test split's; a
+    # re-run that picks a neighbouring strength whose ratio is inside the default's interval does not move it
     strength: float = 0.3
     group: str = "heavy"
     threshold: float | None = None
