@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import SHARED_DATA, machine, write  # noqa: E402
+from common import RESULTS, SHARED_DATA, machine, write  # noqa: E402
 
 CORPORA = {"amazon2018-industrial": "amazon2018", "coat": "coat"}  # shared folder -> source adapter
 PSEUDONYM_KEY = "benchmark-key-0123456789"  # not a secret: benchmark data only
@@ -140,6 +140,7 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any], note: str = ""
             "",
             f"Policy `{res['policy']}`; {boot.get('n_cases')} cases of {boot.get('n_shoppers')} shoppers"
             + (f"; chain {res['seconds']} s" if res["seconds"] else "")
+            + (f"; measured {res['measured']}" if res.get("measured") else "")
             + ".",
             "",
             "| model | learns from shoppers | NDCG@10 [95%] | candidate - model [95%] |",
@@ -182,6 +183,20 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any], note: str = ""
     return "\n".join(lines) + "\n"
 
 
+def kept_results(results: list[dict[str, Any]], previous: Path) -> list[dict[str, Any]]:
+    """`results` with the corpora they lack taken from the previous results file, in CORPORA's order."""
+    if not previous.exists():
+        return results
+    stored = json.loads(previous.read_text())
+    ran = {res["corpus"] for res in results}
+    by_corpus = {res["corpus"]: res for res in results}
+    for res in stored.get("results", []):
+        if res["corpus"] not in ran:
+            by_corpus[res["corpus"]] = {**res, "measured": res.get("measured", stored["machine"]["date"])}
+    order = list(CORPORA)
+    return sorted(by_corpus.values(), key=lambda r: order.index(r["corpus"]) if r["corpus"] in order else len(order))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=list(CORPORA), action="append")
@@ -206,6 +221,10 @@ def main() -> int:
         summary, seconds = run_chain(corpus, CORPORA[corpus])
         results.append(corpus_result(corpus, summary, seconds))
     info = machine()
+    for res in results:
+        res.setdefault("measured", info["date"])
+    if args.only:  # a partial run keeps the other corpora's last results, each with its own date
+        results = kept_results(results, RESULTS / "gate-real.json")
     write("gate-real", {"machine": info, "note": args.note, "results": results}, markdown(results, info, args.note))
     return 0
 

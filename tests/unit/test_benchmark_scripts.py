@@ -27,3 +27,31 @@ def test_a_benchmark_script_imports(script, monkeypatch):
     monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)
     assert module.__doc__, f"{script.name} has no docstring saying what it measures and how to run it"
+
+
+def test_a_partial_gate_run_keeps_the_other_corpus(tmp_path, monkeypatch):
+    """`gate_real.py --only coat` tables coat anew and keeps amazon2018-industrial's last result, dated, in the
+    corpora's order (it wrote coat alone before, dropping the other corpus's figures)."""
+    import json
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("benchmark_gate_real_kept", BENCHMARKS / "gate_real.py")
+    assert spec is not None and spec.loader is not None
+    gate_real = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, gate_real)
+    spec.loader.exec_module(gate_real)
+    previous = tmp_path / "gate-real.json"
+    previous.write_text(
+        json.dumps(
+            {
+                "machine": {"date": "2026-01-01T00:00:00+00:00"},
+                "results": [{"corpus": "amazon2018-industrial", "status": "passed"}, {"corpus": "coat", "status": "x"}],
+            }
+        )
+    )
+    fresh = [{"corpus": "coat", "status": "failed", "measured": "2026-02-01T00:00:00+00:00"}]
+    kept = gate_real.kept_results(fresh, previous)
+    assert [r["corpus"] for r in kept] == ["amazon2018-industrial", "coat"]
+    assert kept[0] == {"corpus": "amazon2018-industrial", "status": "passed", "measured": "2026-01-01T00:00:00+00:00"}
+    assert kept[1]["status"] == "failed"
+    assert gate_real.kept_results(fresh, tmp_path / "absent.json") == fresh
