@@ -188,10 +188,9 @@ def kept_results(results: list[dict[str, Any]], previous: Path) -> list[dict[str
     if not previous.exists():
         return results
     stored = json.loads(previous.read_text())
-    ran = {res["corpus"] for res in results}
     by_corpus = {res["corpus"]: res for res in results}
     for res in stored.get("results", []):
-        if res["corpus"] not in ran:
+        if res["corpus"] not in by_corpus:
             by_corpus[res["corpus"]] = {**res, "measured": res.get("measured", stored["machine"]["date"])}
     order = list(CORPORA)
     return sorted(by_corpus.values(), key=lambda r: order.index(r["corpus"]) if r["corpus"] in order else len(order))

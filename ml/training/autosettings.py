@@ -12,7 +12,8 @@ The rules (figures that shaped them: benchmarks/results/autosettings.md):
   doubling still takes at least NOISE_GAIN of that noise away (beyond that a step does twice the work for little),
   and while it keeps the run's steps: once `epochs` passes over the shoppers end the run before `max_steps`, a
   bigger batch buys quieter steps with fewer of them, and training fell below the zero-shot encoder that way
-  (amazon2018 with the whole budget on DP-SGD: one full-batch step an epoch; benchmarks/results/ablation.md).
+  (amazon2018 with the whole budget on DP-SGD at one full-batch step an epoch; the same setting under this rule is
+  the no_transition_counts row of benchmarks/results/ablation.md).
   The same batch is used without DP, so that a model trained without DP differs from the DP one only in privacy.
 - examples per shopper: a step works through SLOTS_PER_STEP example slots (batch x examples per shopper); when
   shoppers are few a sampled shopper brings more of its examples (its gradient over them is clipped once, so the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -17,15 +18,21 @@ def test_the_benchmarks_folder_holds_scripts():
     assert len(SCRIPTS) > 10, f"found only {[p.name for p in SCRIPTS]} in {BENCHMARKS}"
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_a_benchmark_script_imports(script, monkeypatch):
-    """Loaded as a module (its `main` does not run): every top-level import must resolve."""
+def load_script(script: Path, monkeypatch) -> ModuleType:
+    """The benchmark script as a module (its `main` does not run)."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import their siblings (`common`, `serving_world`)
     spec = importlib.util.spec_from_file_location(f"benchmark_{script.stem}", script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_a_benchmark_script_imports(script, monkeypatch):
+    """Loaded as a module (its `main` does not run): every top-level import must resolve."""
+    module = load_script(script, monkeypatch)
     assert module.__doc__, f"{script.name} has no docstring saying what it measures and how to run it"
 
 
@@ -34,12 +41,7 @@ def test_a_partial_gate_run_keeps_the_other_corpus(tmp_path, monkeypatch):
     corpora's order (it wrote coat alone before, dropping the other corpus's figures)."""
     import json
 
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("benchmark_gate_real_kept", BENCHMARKS / "gate_real.py")
-    assert spec is not None and spec.loader is not None
-    gate_real = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, gate_real)
-    spec.loader.exec_module(gate_real)
+    gate_real = load_script(BENCHMARKS / "gate_real.py", monkeypatch)
     previous = tmp_path / "gate-real.json"
     previous.write_text(
         json.dumps(
