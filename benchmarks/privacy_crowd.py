@@ -198,6 +198,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"(mean {TARGET_SETTING} / twin NDCG@10 >= {TWIN_TARGET}): {verdict}",
         "",
     ]
+    missing = [n for n in results.get("crowd", []) if n not in {r["shoppers"] for r in rows}]
+    if missing:
+        out += [
+            f"Asked for but not measured (the run stopped first): {', '.join(str(n) for n in missing)} shoppers.",
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -216,11 +222,13 @@ def main(
         results["crowd"] = sizes = parse_crowd(crowd, len(orders[seeds[0]]))
     except ValueError as err:
         raise SystemExit(str(err)) from None
+    # the files are rewritten after every point: a run stopped part way (each point is long on 2 cores) keeps
+    # what it measured, and the table says which points it has
     for seed in seeds:
         for n in sizes:
             results["points"].append(run_point(folder, orders[seed], n, seed, bounds, settings_for(epsilons)))
-    results["curve"] = curve(results["points"])
-    results["smallest_crowd"] = smallest_crowd(results["curve"])
-    write(name, results, markdown(results))
-    plot(results["curve"], RESULTS / f"{name}.png")
+            results["curve"] = curve(results["points"])
+            results["smallest_crowd"] = smallest_crowd(results["curve"])
+            write(name, results, markdown(results))
+            plot(results["curve"], RESULTS / f"{name}.png")
     print(markdown(results))

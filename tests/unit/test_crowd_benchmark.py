@@ -170,6 +170,9 @@ def test_the_crowd_markdown_states_the_smallest_crowd_or_that_none_reached_it():
     results["points"], results["curve"] = points[:1], privacy_crowd.curve(points[:1])
     results["smallest_crowd"] = privacy_crowd.smallest_crowd(results["curve"])
     assert "**none of those measured** (2000)" in privacy_crowd.markdown(results)
+    assert "not measured" not in privacy_crowd.markdown(results)
+    results["crowd"] = [2000, 8000]  # a run stopped after its first point says what it lacks
+    assert "Asked for but not measured (the run stopped first): 8000 shoppers." in privacy_crowd.markdown(results)
 
 
 def test_the_quality_targets_table_averages_seeds_and_gives_the_verdict():
