@@ -128,6 +128,12 @@ class Settings:
     def runs_dir(self) -> Path:
         return self.home / "runs"
 
+    @property
+    def text_vectors_dir(self) -> Path:
+        """The pretrained encoder's vectors of catalogue texts, reused across stages and runs
+        (ml.training.text_vectors); nothing of a shopper's is kept there."""
+        return self.home / "cache" / "text-vectors"
+
 
 @dataclass(frozen=True)
 class DPConfig:

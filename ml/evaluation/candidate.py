@@ -8,6 +8,7 @@ read the run folder, call these, log and write.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -45,12 +46,14 @@ def evaluate_candidate(
     max_item_tokens: int,
     max_query_tokens: int,
     dp: bool,
+    text_cache: Path | None = None,
 ) -> Holdout:
     """The candidate (fairly re-ranked) and every baseline on the hold-out `cases`, and on `search_cases`.
 
     `sequences` are the training window's sequences of the shoppers the candidate learned from: the baselines
     learn from exactly those (not from the audit shoppers). `dp`: the candidate was trained with DP, so its
-    released transition counts give the private baselines."""
+    released transition counts give the private baselines. `text_cache`: where the pretrained encoder's vectors of
+    catalogue texts are kept (`ml.training.text_vectors`; None: encode the catalogue here)."""
     from ml.evaluation import baselines as bl
     from ml.evaluation.compare import compare_rankings
     from ml.evaluation.evaluate import audit_groups
@@ -59,6 +62,7 @@ def evaluate_candidate(
     from ml.evaluation.search import search_evaluation
     from ml.evaluation.user_fairness import worse_group_tradeoff
     from ml.training.encoder import item_texts
+    from ml.training.text_vectors import catalogue_vectors
 
     item_ids = rec.item_ids
     popularity = sequences["item_id"].value_counts().to_dict()
@@ -83,7 +87,7 @@ def evaluate_candidate(
         bl.BM25(item_ids=item_ids, texts=texts, titles=items["title"].tolist()),
     ]
     zero_shot = bl.zero_shot_encoder()
-    base_vectors = zero_shot(texts, max_item_tokens)
+    base_vectors = catalogue_vectors(text_cache, texts, max_item_tokens, lambda t: zero_shot(t, max_item_tokens))
     fitted.append(bl.ZeroShot(item_ids=item_ids, vectors=base_vectors))
     fitted.extend(private_baselines(rec, item_ids, dp))
     vectors = dict(zip(rec.item_ids, rec.item_vectors, strict=True))

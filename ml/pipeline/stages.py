@@ -186,6 +186,7 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         max_item_tokens=cfg.max_item_tokens,
         max_query_tokens=cfg.max_query_tokens,
         dp=bool(trained["privacy"].get("dp")),
+        text_cache=settings.text_vectors_dir,
     )
     held.per_case.to_parquet(ctx.path(PER_CASE), index=False)
     if held.search_per_case is not None:

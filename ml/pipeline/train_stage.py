@@ -41,6 +41,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
     from ml.training.examples import training_examples
     from ml.training.model import BiEncoder, catalogue_codes
     from ml.training.recommender import Recommender, RecommenderSettings
+    from ml.training.text_vectors import catalogue_vectors
     from ml.training.train import planned_steps
 
     cfg, settings = ctx.config, ctx.settings
@@ -93,6 +94,18 @@ def train(ctx: RunContext) -> dict[str, Any]:
         temperature=cfg.temperature,
         item_category=item_category,
         item_brand=item_brand,
+    )
+    # the item table the model starts from: the pretrained encoder's vectors of the catalogue, read from the cache
+    # where an earlier stage or run encoded the same texts (the evaluate stage's zero-shot baseline reads them too)
+    model.item_table.copy_(
+        torch.from_numpy(
+            catalogue_vectors(
+                settings.text_vectors_dir,
+                texts,
+                cfg.max_item_tokens,
+                lambda t: model.encode_texts(tokenizer, t, cfg.max_item_tokens).numpy(),
+            )
+        )
     )
     if transitions is not None:
         model.set_transitions(transitions)
