@@ -262,6 +262,22 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def scale_name(n_items: int) -> str:
+    """The key of a catalogue size's run in the results: synthetic-20k, synthetic-100k, ..."""
+    return f"synthetic-{n_items // 1000}k"
+
+
+def kept_scale(previous: dict, sizes: list[int]) -> dict:
+    """The previous results' scale runs of the sizes this run does not measure again."""
+    rerun = {scale_name(n) for n in sizes}
+    return {name: run for name, run in previous.items() if name not in rerun}
+
+
+def by_size(runs: dict) -> dict:
+    """The scale runs, smallest catalogue first."""
+    return dict(sorted(runs.items(), key=lambda kv: int(kv[0].removeprefix("synthetic-").removesuffix("k"))))
+
+
 def scale_markdown(runs: dict) -> list[str]:
     """The catalogue-scale table: time per training step, each stage's time and the run's peak memory per size."""
     lines = [
@@ -290,7 +306,7 @@ def scale_markdown(runs: dict) -> list[str]:
             f"| {st['evaluate']['seconds']} | {st['register']['seconds']} | {peak} "
             f"| {r['model']['ndcg_at_10']:.4f} | {r['gate']} |"
         )
-    missing = [f"{n:,}" for n in SCALE_ITEMS if f"synthetic-{n // 1000}k" not in runs]
+    missing = [f"{n:,}" for n in SCALE_ITEMS if scale_name(n) not in runs]
     if missing:
         lines += [
             "",
@@ -353,7 +369,20 @@ def main() -> None:
         default=None,
         help="one data set, or `prod`: the profile comparison alone",
     )
+    parser.add_argument(
+        "--scale-items",
+        default=",".join(str(n) for n in SCALE_ITEMS),
+        help="with --only scale: the catalogue sizes to run, comma-separated (the other sizes' figures are kept)",
+    )
     args = parser.parse_args()
+    try:
+        sizes = [int(n) for n in args.scale_items.split(",") if n.strip()]
+    except ValueError:
+        raise SystemExit(f"--scale-items: whole numbers separated by commas, got {args.scale_items!r}") from None
+    if not sizes or min(sizes) < 1000 or any(n % 1000 for n in sizes):
+        raise SystemExit(
+            f"--scale-items: whole thousands of items (the runs are named by them), got {args.scale_items!r}"
+        )
     datasets = {
         "synthetic": {"source": "synthetic"},
         "amazon2018": {"source": "amazon2018", "path": str(SHARED_DATA / "amazon2018-industrial"), "max_eval_cases": 0},
@@ -371,13 +400,14 @@ def main() -> None:
     if args.only in (None, "prod"):
         results["profiles"] = run_profiles()
     if args.only in (None, "scale"):
-        results["scale"] = {}
-        for n_items in SCALE_ITEMS:
-            name = f"synthetic-{n_items // 1000}k"
+        results["scale"] = kept_scale(kept.get("scale", {}), sizes)
+        for n_items in sizes:
+            name = scale_name(n_items)
             print(f"{name} ...", flush=True)
             load = [round(x, 2) for x in os.getloadavg()]
             results["scale"][name] = {**run_one(name, {**SCALE_RUN, "n_items": n_items}), "measured": machine()["date"]}
             results["scale"][name]["load_average_at_start"] = load
+            results["scale"] = by_size(results["scale"])
             write("pipeline", results, markdown(results))  # each size as it finishes
     for name, overrides in datasets.items():
         if (args.only and name != args.only) or (not args.only and name == "games"):

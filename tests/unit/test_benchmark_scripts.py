@@ -57,3 +57,13 @@ def test_a_partial_gate_run_keeps_the_other_corpus(tmp_path, monkeypatch):
     assert kept[0] == {"corpus": "amazon2018-industrial", "status": "passed", "measured": "2026-01-01T00:00:00+00:00"}
     assert kept[1]["status"] == "failed"
     assert gate_real.kept_results(fresh, tmp_path / "absent.json") == fresh
+
+
+def test_a_scale_run_of_some_sizes_keeps_the_others_smallest_first(monkeypatch):
+    """`pipeline.py --only scale --scale-items 100000` measures 100k again and keeps the 20k and 200k runs."""
+    pipeline = load_script(BENCHMARKS / "pipeline.py", monkeypatch)
+    previous = {"synthetic-200k": {"n": 3}, "synthetic-20k": {"n": 1}, "synthetic-100k": {"n": 2}}
+    kept = pipeline.kept_scale(previous, [100_000])
+    assert kept == {"synthetic-200k": {"n": 3}, "synthetic-20k": {"n": 1}}
+    merged = pipeline.by_size({**kept, pipeline.scale_name(100_000): {"n": 4}})
+    assert list(merged) == ["synthetic-20k", "synthetic-100k", "synthetic-200k"]
