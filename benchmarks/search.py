@@ -159,7 +159,8 @@ def crowdflower(rec: Any, zero_shot: Any, seed: int) -> dict[str, Any]:
     row_of = view.index_of
     dense_scores = view.scores(view.query_vectors(queries))
     zs_scores = zs_queries @ zs_items.T
-    bm25_scores = LexicalIndex(search_texts(items)).scores(queries)
+    bm25_scores = LexicalIndex(search_texts(items)).scores(queries)  # the BM25 baseline's (plurals reduced)
+    served_lexical = bm25_scores if settings.stem_plurals else LexicalIndex(search_texts(items), False).scores(queries)
     orders: dict[str, list[list[str]]] = {n: [] for n in METHODS}
     for q, g in enumerate(grades):
         rows = [row_of[i] for i in g]
@@ -168,7 +169,7 @@ def crowdflower(rec: Any, zero_shot: Any, seed: int) -> dict[str, Any]:
         orders[DENSE].append(order_within(dense_scores[q], rows))
         orders[HYBRID].append(fused_within(zs_scores[q], bm25_scores[q], rows, 1.0, settings.depth))
         orders[SERVED].append(
-            fused_within(dense_scores[q], bm25_scores[q], rows, settings.lexical_weight, settings.depth)
+            fused_within(dense_scores[q], served_lexical[q], rows, settings.lexical_weight, settings.depth)
         )
     reranking = {n: [[view.item_ids[r] for r in o] for o in lists] for n, lists in orders.items()}
 

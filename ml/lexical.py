@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 
 import numpy as np
@@ -44,15 +44,38 @@ def words(text: str) -> list[str]:
     return out
 
 
-class BM25Index:
-    """BM25Okapi over `documents` (texts); `scores` gives [n_queries, n_documents]."""
+def plural_stem(word: str) -> str:
+    """Harman's S stemmer ("How effective is suffixing?", JASIS 1991): an English plural to its singular, the first
+    rule that applies: -ies (not -eies, -aies) to -y; -es (not -aes, -ees, -oes) to -e; -s (not -us, -ss) dropped.
+    Words of three characters or fewer are kept ("gas", "ios"). Lighter than Porter's stemmer: it never merges
+    two words that differ in more than their plural ("universe" and "university" stay apart), and it needs no
+    dictionary. Search's lexical side uses it so that "drills" finds "Drill" (benchmarks/results/search.md)."""
+    if len(word) <= 3 or not word.endswith("s"):
+        return word
+    if word.endswith("ies") and not word.endswith(("eies", "aies")):
+        return word[:-3] + "y"
+    if word.endswith("es") and not word.endswith(("aes", "ees", "oes")):
+        return word[:-1]
+    if word.endswith(("us", "ss")):
+        return word
+    return word[:-1]
 
-    def __init__(self, documents: Sequence[str]) -> None:
+
+def search_words(text: str) -> list[str]:
+    """`words`, each reduced by `plural_stem`: how search's lexical side splits items and queries."""
+    return [plural_stem(w) for w in words(text)]
+
+
+class BM25Index:
+    """BM25Okapi over `documents` (texts, split by `analyze`); `scores` gives [n_queries, n_documents]. Queries
+    come as lists of words split by the same `analyze`."""
+
+    def __init__(self, documents: Sequence[str], analyze: Callable[[str], list[str]] = words) -> None:
         from rank_bm25 import BM25Okapi
 
         if not documents:
             raise ValueError("BM25Index needs at least one document")
-        ok = BM25Okapi([words(d) for d in documents])
+        ok = BM25Okapi([analyze(d) for d in documents])
         self.vocabulary = {w: j for j, w in enumerate(ok.idf)}
         doc_len = np.asarray(ok.doc_len, dtype=np.float64)
         # (every document empty: avgdl 0, and no word has a weight to normalize)

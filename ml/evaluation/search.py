@@ -70,6 +70,9 @@ def baseline_rankings(
 ) -> dict[str, list[list[str]]]:
     """BM25, zero-shot MiniLM (query vector . item vector) and their RRF hybrid, top-k item ids per query.
 
+    BM25 reduces English plurals (`ml.lexical.plural_stem`) whatever the candidate's settings: the bar is BM25 as
+    a shop's search box would run it, the stronger one on real queries (benchmarks/results/search.md).
+
     ``encode_query`` is the pretrained encoder, not fine-tuned; ``zero_shot_items`` its item vectors (rows in
     ``item_ids`` order)."""
     lexical = LexicalIndex(search_texts(items)).top(list(queries), max(depth, k))

@@ -1,7 +1,8 @@
 """The search ranking that is evaluated, gated and served: the model's dense ranking fused with BM25's.
 
 A query goes two ways: the model's query tower (dense: dot(query vector, item vector) / temperature + item bias,
-the model's own score) and BM25 over the item's public text (title, brand, category). Their rankings are fused by
+the model's own score) and BM25 over the item's public text (title, brand, category; English plurals reduced,
+`ml.lexical.plural_stem`). Their rankings are fused by
 reciprocal rank fusion (`ml.search.fusion`), each taken `depth` deep. The dense side finds what the words do not
 say (synonyms, what shoppers clicked for such a query); the lexical side holds exact names, model numbers and
 brands that a 6-layer encoder blurs. `lexical_weight` 0 turns the lexical side off.
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml.lexical import BM25Index, words
+from ml.lexical import BM25Index, search_words, words
 from ml.search.fusion import fuse
 from ml.search.query_cache import DEFAULT_SIZE as DEFAULT_QUERY_CACHE_SIZE
 from ml.topk import top_k
@@ -43,6 +44,9 @@ class SearchSettings:
     # default where its NDCG@10 loss against fp32 is under 1% (benchmarks/results/search-encoder.md)
     encoder_precision: str = "int8"
     query_cache_size: int = DEFAULT_QUERY_CACHE_SIZE  # recent query vectors kept (ml.search.query_cache); 0: none
+    # the lexical side reduces English plurals (ml.lexical.plural_stem) in items and queries alike; a model saved
+    # before this setting existed is served as it was measured, without (Recommender.load)
+    stem_plurals: bool = True
 
     def __post_init__(self) -> None:
         if self.encoder_precision not in ENCODER_PRECISIONS:
@@ -70,18 +74,20 @@ def search_texts(items: pd.DataFrame) -> list[str]:
 
 
 class LexicalIndex:
-    """BM25 over item texts; `top` gives, per query, the rows with a positive score (best first, at most n)."""
+    """BM25 over item texts; `top` gives, per query, the rows with a positive score (best first, at most n).
+    `stem_plurals`: items and queries split by `ml.lexical.search_words` (plurals reduced), else by `words`."""
 
-    def __init__(self, texts: Sequence[str]) -> None:
-        self.bm25 = BM25Index(list(texts))
+    def __init__(self, texts: Sequence[str], stem_plurals: bool = True) -> None:
+        self.analyze = search_words if stem_plurals else words
+        self.bm25 = BM25Index(list(texts), analyze=self.analyze)
         self.n_items = len(texts)
 
     def scores(self, queries: Sequence[str]) -> np.ndarray:
-        return self.bm25.scores([words(q) for q in queries], dtype=np.float32)
+        return self.bm25.scores([self.analyze(q) for q in queries], dtype=np.float32)
 
     def top(self, queries: Sequence[str], n: int) -> list[np.ndarray]:
         """Per query, up to n rows whose BM25 score is positive, best first (a query no item's words match: none)."""
-        return [self.bm25.top(words(q), n)[0] for q in queries]
+        return [self.bm25.top(self.analyze(q), n)[0] for q in queries]
 
 
 class SearchEngine:
@@ -93,7 +99,8 @@ class SearchEngine:
 
     @classmethod
     def for_items(cls, items: pd.DataFrame, settings: SearchSettings) -> SearchEngine:
-        return cls(LexicalIndex(search_texts(items)) if settings.lexical_weight > 0 else None, settings)
+        lexical = LexicalIndex(search_texts(items), settings.stem_plurals) if settings.lexical_weight > 0 else None
+        return cls(lexical, settings)
 
     def fuse(
         self, queries: Sequence[str], dense_rows: Sequence[np.ndarray], k: int

@@ -3,7 +3,8 @@
 - a recommendation: the shopper's history item whose vector is closest to the result's (the history
   tower pools those vectors, so that item is the one that pulled the result up most directly);
 - a search result: the query's words found in the item's text (title, brand, category), split into words as
-  search's lexical side splits them (`ml.lexical.words`), so an explanation names only words search matches on;
+  search's lexical side splits them (`ml.lexical.words`, plurals reduced where the model's search settings say),
+  so an explanation names only words search matches on;
 - a non-personalized result: says so.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ml.lexical import words
+from ml.lexical import plural_stem, search_words, words
 
 STOPWORDS = frozenset(
     "a an and are as at be by for from in is it of on or the to with without my me i you your".split()
@@ -29,10 +30,14 @@ def query_terms(query: str) -> list[str]:
     return kept or all_words
 
 
-def terms_found(terms: Sequence[str], text: str) -> list[str]:
-    """The terms present as whole words in `text`, in the query's order."""
-    present = set(words(text))
-    return [t for t in terms if t in present]
+def terms_found(terms: Sequence[str], text: str, stem_plurals: bool = False) -> list[str]:
+    """The terms present as whole words in `text`, in the query's order; with `stem_plurals` (as the lexical side
+    was told to match), a term whose plural stem is one of the text's (a query's "drills" in "Cordless Drill")."""
+    if not stem_plurals:
+        present = set(words(text))
+        return [t for t in terms if t in present]
+    stems = set(search_words(text))
+    return [t for t in terms if plural_stem(t) in stems]
 
 
 def best_history_match(item_vectors: np.ndarray, history_rows: Sequence[int], result_rows: Sequence[int]) -> list[int]:

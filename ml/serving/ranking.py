@@ -125,5 +125,9 @@ def search(champion: Champion, query: str, history: Sequence[str], k: int, optio
     notes = []
     for r in chosen:
         text = f"{champion.titles[r]} {champion.brands[r]} {champion.categories[r]}"
-        notes.append(explain.search_explanation(explain.terms_found(terms, text), personalized=bool(known)))
+        notes.append(
+            explain.search_explanation(
+                explain.terms_found(terms, text, settings.stem_plurals), personalized=bool(known)
+            )
+        )
     return Ranked(chosen, chosen_scores, notes, personalized=bool(known))

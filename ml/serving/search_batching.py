@@ -154,5 +154,10 @@ def _explained(champion: Champion, search: Encoded, rows: np.ndarray, scores: np
     notes = []
     for r in chosen:
         text = f"{champion.titles[r]} {champion.brands[r]} {champion.categories[r]}"
-        notes.append(explain.search_explanation(explain.terms_found(terms, text), personalized=search.personalized))
+        notes.append(
+            explain.search_explanation(
+                explain.terms_found(terms, text, champion.recommender.settings.search.stem_plurals),
+                personalized=search.personalized,
+            )
+        )
     return ranking.Ranked(chosen, chosen_scores, notes, personalized=search.personalized)

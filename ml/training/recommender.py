@@ -164,7 +164,9 @@ class Recommender:
             raise ValueError(f"query_encoder must be one of {QUERY_ENCODERS}, got {query_encoder!r}")
         folder = Path(folder)
         stored = json.loads((folder / "recommender.json").read_text())
-        settings = RecommenderSettings(**{**stored, "search": SearchSettings(**stored.get("search", {}))})
+        # a model saved before `stem_plurals` existed was measured without it, and is served so
+        stored_search = {"stem_plurals": False, **stored.get("search", {})}
+        settings = RecommenderSettings(**{**stored, "search": SearchSettings(**stored_search)})
         items = pd.read_parquet(folder / "items.parquet")
         bert, tokenizer = load_encoder(folder / "encoder")
         heads = torch.load(folder / "heads.pt", map_location=device, weights_only=True)

@@ -20,6 +20,7 @@ from ml.config import RunConfig, Settings
 from ml.data.ingest import read_lake
 from ml.pipeline import stages
 from ml.pipeline.context import RunContext
+from ml.search.engine import SearchEngine
 from ml.serving.schemas import MAX_QUERY_CHARS
 from ml.training.recommender import Recommender
 from tests.integration.test_serving import AUTH, ENV, PSEUDONYM_KEY, _register
@@ -33,6 +34,7 @@ K = 10
 N_QUERIES = 40
 N_TITLES = 60
 TYPO_MEAN, TYPO_MIN = 0.6, 0.2  # share of the top 10 a one-letter typo keeps: on average, and at worst
+PLURAL_MEAN = 0.8  # share of the top 10 a pluralized query keeps, on average
 BRAND_MEAN_GAIN = 2.0  # more items of the named brand in the top 10, on average
 
 
@@ -123,6 +125,28 @@ def test_a_one_letter_typo_barely_changes_the_top_10(world):
     kept = [overlap(a, b) for a, b in zip(top(world, world.queries), top(world, typed), strict=True)]
     assert np.mean(kept) >= TYPO_MEAN, sorted(kept)
     assert min(kept) >= TYPO_MIN, sorted(kept)
+
+
+def plural(query: str) -> str:
+    """Each word of four letters or more that does not end in "s" given a plural "s" ("cordless drill" ->
+    "cordless drills")."""
+    return " ".join(w + "s" if len(w) > 3 and w.isalpha() and not w.endswith("s") else w for w in query.split())
+
+
+def test_a_plural_barely_changes_the_top_10(world):
+    """The lexical side reduces plurals in items and queries alike (`ml.lexical.plural_stem`), so it ranks a
+    pluralized query exactly as the query (without the reduction it does not: "drills" is not "drill"); the dense
+    side reads the plural as MiniLM does. Bound on the whole ranking: on average at least PLURAL_MEAN of the top 10
+    stay (a typo's bound is lower: it also loses the lexical match)."""
+    changed = [(q, plural(q)) for q in world.queries if plural(q) != q]
+    assert len(changed) >= N_QUERIES // 2
+    lexical = SearchEngine.for_items(world.rec.items, world.rec.settings.search).lexical
+    assert lexical is not None
+    for q, p in changed:
+        assert lexical.top([p], K)[0].tolist() == lexical.top([q], K)[0].tolist()
+    before, after = top(world, [q for q, _ in changed]), top(world, [p for _, p in changed])
+    kept = [overlap(a, b) for a, b in zip(before, after, strict=True)]
+    assert np.mean(kept) >= PLURAL_MEAN, sorted(kept)
 
 
 # ------------------------------------------------------------------------------------------------- direction

@@ -103,3 +103,42 @@ def test_words_is_the_character_by_character_definition_on_any_text():
     texts += ["", "a", "ΣΑΣ ΟΔΟΣ", "İstanbul", "Straße 3½", "snake_case_word", 12345, None]
     for text in texts:
         assert words(text) == _words_by_characters(text), repr(text)
+
+
+@pytest.mark.parametrize(
+    ("word", "stem"),
+    [
+        ("drills", "drill"),
+        ("batteries", "battery"),
+        ("series", "sery"),  # the S stemmer's known slip: -ies becomes -y even where the word is no plural
+        ("cases", "case"),
+        ("shoes", "shoe"),
+        ("glass", "glass"),
+        ("status", "status"),
+        ("gas", "gas"),
+        ("ios", "ios"),
+        ("drill", "drill"),
+    ],
+)
+def test_the_plural_stemmer_follows_harmans_rules(word, stem):
+    from ml.lexical import plural_stem
+
+    assert plural_stem(word) == stem
+
+
+def test_the_search_index_finds_a_singular_title_for_a_plural_query_and_not_without_stemming():
+    from ml.search.engine import LexicalIndex
+
+    titles = ["Cordless Drill, 18V", "Drill bit set", "Work gloves", "Safety glasses", "Wood glue", "Tape measure"]
+    stemmed, plain = LexicalIndex(titles), LexicalIndex(titles, stem_plurals=False)
+    assert set(stemmed.top(["drills"], 10)[0].tolist()) == {0, 1}
+    assert plain.top(["drills"], 10)[0].tolist() == []
+    assert stemmed.top(["glove"], 10)[0].tolist() == [2]
+    np.testing.assert_array_equal(stemmed.scores(["drills"]), stemmed.scores(["drill"]))
+
+
+def test_an_explanation_names_a_plural_query_word_where_search_matched_it():
+    from ml.serving.explain import terms_found
+
+    assert terms_found(["drills", "cordless"], "Cordless Drill 18V", stem_plurals=True) == ["drills", "cordless"]
+    assert terms_found(["drills", "cordless"], "Cordless Drill 18V") == ["cordless"]

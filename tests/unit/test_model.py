@@ -335,3 +335,18 @@ def test_dp_training_is_reproducible_from_the_seed_only_with_secure_rng_off(toke
         assert result.dp is not None and result.dp["secure_rng"] is secure and result.steps == 3
         trained.append(model.feature_weights.weight.detach().clone())
     assert torch.equal(trained[0], trained[1]) is not secure
+
+
+def test_a_model_saved_before_plural_stemming_is_served_without_it(tokenizer, tmp_path):
+    """New models reduce plurals on search's lexical side; one whose saved settings predate the setting was
+    measured without it, and loads without it."""
+    import json
+
+    model, _ = tiny_model(tokenizer)
+    rec = Recommender(model, tokenizer, _items(), RecommenderSettings(1.0, MAX_HISTORY, 8, 16))
+    folder = rec.save(tmp_path / "model", export_onnx=False)
+    assert Recommender.load(folder, query_encoder="torch").settings.search.stem_plurals is True
+    stored = json.loads((folder / "recommender.json").read_text())
+    del stored["search"]["stem_plurals"]
+    (folder / "recommender.json").write_text(json.dumps(stored))
+    assert Recommender.load(folder, query_encoder="torch").settings.search.stem_plurals is False
