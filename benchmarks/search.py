@@ -38,7 +38,16 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import SHARED_DATA, machine, new_context, write  # noqa: E402
-from report_search import BM25, DENSE, HYBRID, METHODS, SERVED, ZERO_SHOT, markdown  # noqa: E402
+from report_search import (  # noqa: E402
+    BM25,
+    BM25_PLURALS,
+    CROWDFLOWER_METHODS,
+    DENSE,
+    HYBRID,
+    SERVED,
+    ZERO_SHOT,
+    markdown,
+)
 
 log = logging.getLogger("benchmarks.search")
 K = 10
@@ -119,7 +128,7 @@ def summarize(values: dict[str, Any], queries: list[str], seed: int) -> dict[str
 
 def crowdflower(rec: Any, zero_shot: Any, seed: int) -> dict[str, Any]:
     from ml.data.crowdflower import load_judgments
-    from ml.evaluation.judged import fused_within, order_within
+    from ml.evaluation.judged import fused_within, order_within, paired_summary
     from ml.evaluation.search import baseline_rankings
     from ml.search.engine import LexicalIndex, SearchEngine, search_texts, served_search
     from ml.training.encoder import item_texts
@@ -153,6 +162,8 @@ def crowdflower(rec: Any, zero_shot: Any, seed: int) -> dict[str, Any]:
     )
     retrieval[SERVED] = served_search(view, queries, none, DEEP)[0]
     retrieval[DENSE] = served_search(view, queries, none, DEEP, dense_only=True)[0]
+    plain = LexicalIndex(search_texts(items), stem_plurals=False)  # BM25 on the words as written, for comparison
+    retrieval[BM25_PLURALS] = [[view.item_ids[r] for r in rows] for rows in plain.top(queries, DEEP)]
     dense_is_zero_shot = retrieval[DENSE] == retrieval[ZERO_SHOT]
 
     # re-ranking: each query's judged products only
@@ -161,10 +172,12 @@ def crowdflower(rec: Any, zero_shot: Any, seed: int) -> dict[str, Any]:
     zs_scores = zs_queries @ zs_items.T
     bm25_scores = LexicalIndex(search_texts(items)).scores(queries)  # the BM25 baseline's (plurals reduced)
     served_lexical = bm25_scores if settings.stem_plurals else LexicalIndex(search_texts(items), False).scores(queries)
-    orders: dict[str, list[list[str]]] = {n: [] for n in METHODS}
+    plain_scores = plain.scores(queries)
+    orders: dict[str, list[list[str]]] = {n: [] for n in CROWDFLOWER_METHODS}
     for q, g in enumerate(grades):
         rows = [row_of[i] for i in g]
         orders[BM25].append(order_within(bm25_scores[q], rows))
+        orders[BM25_PLURALS].append(order_within(plain_scores[q], rows))
         orders[ZERO_SHOT].append(order_within(zs_scores[q], rows))
         orders[DENSE].append(order_within(dense_scores[q], rows))
         orders[HYBRID].append(fused_within(zs_scores[q], bm25_scores[q], rows, 1.0, settings.depth))
@@ -181,14 +194,34 @@ def crowdflower(rec: Any, zero_shot: Any, seed: int) -> dict[str, Any]:
         for w in WEIGHTS
     }
     swept = {w: per_query({w: lists}, grades, deep=False)[w]["ndcg"] for w, lists in sweep.items()}
+
+    # what reducing plurals moves (ml.lexical.plural_stem): BM25 and the served fusion, each against itself
+    # without it, on retrieval; paired over queries
+    unstemmed = SearchEngine.for_items(items, replace(settings, stem_plurals=False))
+    pairs = {
+        "bm25": (retrieval[BM25], retrieval[BM25_PLURALS]),
+        "served": (
+            served_search(view, queries, none, K)[0],
+            served_search(view, queries, none, K, engine=unstemmed)[0],
+        ),
+    }
+    plurals = {}
+    for name, (reduced, kept) in pairs.items():
+        ndcg = per_query({"reduced": reduced, "kept": kept}, grades, deep=False)
+        plurals[name] = paired_summary(
+            {"reduced": ndcg["reduced"]["ndcg"], "kept": ndcg["kept"]["ndcg"]}, queries, seed, "reduced"
+        )["difference"]["kept"]
     out = {
         "n_queries": len(queries),
         "n_products": len(items),
         "n_judged": len(judged.judged),
         "dense_equals_zero_shot": dense_is_zero_shot,
-        "retrieval": summarize(per_query({n: retrieval[n] for n in METHODS}, grades, deep=True), queries, seed),
+        "retrieval": summarize(
+            per_query({n: retrieval[n] for n in CROWDFLOWER_METHODS}, grades, deep=True), queries, seed
+        ),
         "reranking": summarize(per_query(reranking, grades, deep=False), queries, seed),
         "sweep": sweep_summary(swept, queries, seed),
+        "plural_reduction": plurals,
         "seconds": round(time.perf_counter() - start, 1),
     }
     return out
