@@ -8,6 +8,7 @@ the tracking store never shows a dead attempt as still running, and only the ret
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -28,11 +29,26 @@ RUN_DIR_TAG = "vetted.run_dir"
 EXPERIMENT_KIND_TAG, ML_EXPERIMENT = "mlflow.experimentKind", "custom_model_development"
 
 
+# what MLflow's set_tracking_uri / set_registry_uri also write into the process environment
+_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
 def configure(settings: Settings) -> str:
     """Point MLflow at this home's tracking store; create the experiment if needed (tagged as a model-training
-    experiment, and an experiment made before that tag existed gets it); return its id."""
+    experiment, and an experiment made before that tag existed gets it); return its id.
+
+    MLflow's setters also export the URI as MLFLOW_TRACKING_URI (and MLFLOW_REGISTRY_URI) in the process
+    environment, where `Settings.from_env` would read it back: a later home in the same process (a benchmark's
+    next run, a test's next fixture) would then log into this one's store. The environment is put back as it was;
+    MLflow keeps the URIs in the process all the same."""
+    before = {name: os.environ.get(name) for name in _URI_VARIABLES}
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     experiment = mlflow.get_experiment_by_name(settings.experiment)
     if experiment is None:
         experiment_id = mlflow.create_experiment(
