@@ -82,6 +82,26 @@ def run_point(
         }
 
 
+def kept_points(
+    previous: Path, sizes: list[int], seeds: list[int], bounds: dict[str, Any], settings: list[str]
+) -> list[dict[str, Any]]:
+    """The points of an earlier results file that this run keeps: measured under the same `bounds` with the same
+    settings, at a (size, seed) this run does not measure. A point without a date gets its file's."""
+    if not previous.exists():
+        return []
+    import json
+
+    data = json.loads(previous.read_text())
+    if data.get("bounds") != bounds:
+        return []
+    redo = {(n, seed) for n in sizes for seed in seeds}
+    return [
+        {**p, "measured": p.get("measured", data["machine"]["date"])}
+        for p in data.get("points", [])
+        if list(p["settings"]) == settings and (p["shoppers"], p["seed"]) not in redo
+    ]
+
+
 def curve(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The points averaged over seeds, one row per crowd size (ascending): each setting's mean NDCG@10 and MIA AUC,
     and each DP setting's mean ratio to the twin."""
@@ -152,8 +172,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"`{results['name']}.png`.",
         "",
         "| shoppers | seed | test rows | setting | epsilon | NDCG@10 | / twin [95% CI] | MIA AUC | MIA advantage | "
-        "s/step |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "s/step | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in results["points"]:
         for name, r in p["settings"].items():
@@ -161,7 +181,7 @@ def markdown(results: dict[str, Any]) -> str:
             out.append(
                 f"| {p['shoppers']} | {p['seed']} | {p['n_cases']} | {name} | {eps} | {r['ndcg_at_10']:.4f} | "
                 f"{interval_text(r.get('vs_twin')) if name != TWIN else '1'} | {r['mia']['auc']:.3f} | "
-                f"{r['mia']['advantage']:.3f} | {r['seconds_per_step']:.2f} |"
+                f"{r['mia']['advantage']:.3f} | {r['seconds_per_step']:.2f} | {p.get('measured', '')[:16]} |"
             )
     out += [
         "",
@@ -219,14 +239,20 @@ def main(
     results: dict[str, Any] = {"machine": machine(), "command": command, "name": name, "bounds": bounds, "points": []}
     orders = {seed: crowd_order(folder, seed) for seed in seeds}
     try:  # a bad --crowd stops here, before any run
-        results["crowd"] = sizes = parse_crowd(crowd, len(orders[seeds[0]]))
+        sizes = parse_crowd(crowd, len(orders[seeds[0]]))
     except ValueError as err:
         raise SystemExit(str(err)) from None
+    # points an earlier run measured under the same bounds and settings, at sizes or seeds this run does not
+    # measure again, stay in the curve (each says when it was measured)
+    results["points"] = kept_points(RESULTS / f"{name}.json", sizes, seeds, bounds, list(settings_for(epsilons)))
+    results["crowd"] = sorted({*sizes, *(p["shoppers"] for p in results["points"])})
     # the files are rewritten after every point: a run stopped part way (each point is long on 2 cores) keeps
     # what it measured, and the table says which points it has
     for seed in seeds:
         for n in sizes:
-            results["points"].append(run_point(folder, orders[seed], n, seed, bounds, settings_for(epsilons)))
+            point = run_point(folder, orders[seed], n, seed, bounds, settings_for(epsilons))
+            results["points"].append({**point, "measured": machine()["date"]})
+            results["points"].sort(key=lambda p: (p["seed"], p["shoppers"]))
             results["curve"] = curve(results["points"])
             results["smallest_crowd"] = smallest_crowd(results["curve"])
             write(name, results, markdown(results))

@@ -195,3 +195,17 @@ def test_the_quality_targets_table_averages_seeds_and_gives_the_verdict():
     assert "DP / best non-private 1.150 over 2 seed(s) meets 1.10" in text
     assert "DP / twin 0.920 over 2 seed(s) misses 0.95" in text
     assert quality.targets_table([{"seed": 7}]) == []
+
+
+def test_a_later_run_keeps_the_points_it_does_not_measure_again(tmp_path):
+    import json
+
+    settings = ["eps8", "twin"]
+    old = [{**_full_point(n, 0.05, 0.10), "shoppers": n} for n in (3000, 10000)]
+    previous = tmp_path / "crowd.json"
+    previous.write_text(json.dumps({"machine": {"date": "d0"}, "bounds": {"max_eval_cases": 5000}, "points": old}))
+    kept = privacy_crowd.kept_points(previous, [10000, 25000], [7], {"max_eval_cases": 5000}, settings)
+    assert [(p["shoppers"], p["measured"]) for p in kept] == [(3000, "d0")]
+    assert privacy_crowd.kept_points(previous, [25000], [7], {"max_eval_cases": 0}, settings) == []  # other bounds
+    assert privacy_crowd.kept_points(previous, [25000], [7], {"max_eval_cases": 5000}, ["eps1", "twin"]) == []
+    assert privacy_crowd.kept_points(tmp_path / "absent.json", [25000], [7], {}, settings) == []
