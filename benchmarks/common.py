@@ -18,7 +18,17 @@ import psutil
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BENCHMARK_PSEUDONYM_KEY = "vetted-benchmarks-pseudonym-key-0123456789"  # not a secret: benchmark data only
-PACKAGES = ("torch", "transformers", "opacus", "feast", "mlflow", "evidently", "apache-airflow", "faiss-cpu")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "opacus",
+    "feast",
+    "mlflow",
+    "evidently",
+    "apache-airflow",
+    "faiss-cpu",
+    "onnxruntime",
+)
 
 
 def machine() -> dict[str, Any]:
@@ -34,8 +44,25 @@ def machine() -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu_flags": cpu_flags(),
         "versions": versions,
     }
+
+
+# the vector instructions int8 and float kernels choose between (ONNX Runtime's int8 matrix products, FAISS,
+# torch): figures of the int8 query encoder can differ in the last digits between machines that differ here
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_flags() -> list[str] | None:
+    """Which of CPU_FLAGS this machine's CPU has (Linux: /proc/cpuinfo); None where that cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    line = next((row for row in text.splitlines() if row.startswith("flags")), "")
+    present = set(line.split(":", 1)[-1].split())
+    return [f for f in CPU_FLAGS if f in present]
 
 
 @contextmanager
