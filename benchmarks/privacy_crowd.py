@@ -147,8 +147,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         left.plot(x, [r[name]["ndcg_at_10"] for r in rows], marker="o", label=label, **style)
         right.plot(x, [r[name]["mia_auc"] for r in rows], marker="o", label=label, **style)
     right.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
-    for ax, ylabel in ((left, "NDCG@10 (every test row vs all items)"), (right, "membership-inference AUC")):
+    from matplotlib.ticker import NullFormatter
+
+    for ax, ylabel in ((left, "NDCG@10 (test rows vs all items)"), (right, "membership-inference AUC")):
         ax.set_xscale("log")
+        ax.set_xticks(x, [f"{n:,}" for n in x])  # the measured sizes, not the log scale's own ticks
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("shoppers in the crowd")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
