@@ -14,6 +14,7 @@ membership-inference audit (loss attack, ml.privacy.mia). Writes benchmarks/resu
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,6 @@ def kept_points(
     settings, at a (size, seed) this run does not measure. A point without a date gets its file's."""
     if not previous.exists():
         return []
-    import json
-
     data = json.loads(previous.read_text())
     if data.get("bounds") != bounds:
         return []

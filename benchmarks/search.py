@@ -171,8 +171,8 @@ def crowdflower(rec: Any, zero_shot: Any, seed: int) -> dict[str, Any]:
     dense_scores = view.scores(view.query_vectors(queries))
     zs_scores = zs_queries @ zs_items.T
     bm25_scores = LexicalIndex(search_texts(items)).scores(queries)  # the BM25 baseline's (plurals reduced)
-    served_lexical = bm25_scores if settings.stem_plurals else LexicalIndex(search_texts(items), False).scores(queries)
     plain_scores = plain.scores(queries)
+    served_lexical = bm25_scores if settings.stem_plurals else plain_scores
     orders: dict[str, list[list[str]]] = {n: [] for n in CROWDFLOWER_METHODS}
     for q, g in enumerate(grades):
         rows = [row_of[i] for i in g]
@@ -197,7 +197,7 @@ def crowdflower(rec: Any, zero_shot: Any, seed: int) -> dict[str, Any]:
 
     # what reducing plurals moves (ml.lexical.plural_stem): BM25 and the served fusion, each against itself
     # without it, on retrieval; paired over queries
-    unstemmed = SearchEngine.for_items(items, replace(settings, stem_plurals=False))
+    unstemmed = SearchEngine(plain, replace(settings, stem_plurals=False))
     pairs = {
         "bm25": (retrieval[BM25], retrieval[BM25_PLURALS]),
         "served": (

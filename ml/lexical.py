@@ -49,7 +49,8 @@ def plural_stem(word: str) -> str:
     rule that applies: -ies (not -eies, -aies) to -y; -es (not -aes, -ees, -oes) to -e; -s (not -us, -ss) dropped.
     Words of three characters or fewer are kept ("gas", "ios"). Lighter than Porter's stemmer: it touches only
     plural-like endings, so "universe" and "university" stay apart (Porter's makes both "univers"), and it needs
-    no dictionary; like every such rule it slips on words that only look plural ("series" becomes "sery"). Search's lexical side uses it so that "drills" finds "Drill" (benchmarks/results/search.md)."""
+    no dictionary; like every such rule it slips on words that only look plural ("series" becomes "sery").
+    Search's lexical side uses it so that "drills" finds "Drill" (benchmarks/results/search.md)."""
     if len(word) <= 3 or not word.endswith("s"):
         return word
     if word.endswith("ies") and not word.endswith(("eies", "aies")):
