@@ -4,6 +4,7 @@ on amazon2018-industrial and Coat, or on the Games crowd (amazon2018-games).
     python benchmarks/quality.py              # the test splits
     python benchmarks/quality.py --split dev  # amazon2018's development split (no test target read)
     python benchmarks/quality.py --corpus games --seeds 7,8,9  # the Games crowd: quality-games.json/.md
+    python benchmarks/quality.py --corpus games --seeds 8,9 --keep-seeds  # add seeds, keep the file's seed 7
 
 On Games (the leave-one-out protocol of `ml.data.recbole`: every shopper's last item a test row ranked against
 all items, the second-to-last the development case; the chain trains on what precedes the test item) the two targets are computed per seed: the DP
@@ -31,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import SHARED_DATA, branch_context, machine, new_context, write  # noqa: E402
+from common import RESULTS, SHARED_DATA, branch_context, machine, new_context, write  # noqa: E402
 from games import crowd_order, interval_text, parse_crowd, twin_ratio_of, write_subset  # noqa: E402
 
 # corpus name -> (the chain's source, its folder in ../shared/data)
@@ -287,6 +288,14 @@ def markdown(results: dict) -> str:
             f"{(t['provider_exposure_ratio'] or 0):.3f} |"
             for t in r["rerank"]["tradeoff"]
         ]
+        earlier = [s for s in r.get("seeds", []) if s.get("command") not in (None, results.get("command"))]
+        if earlier:
+            out += [
+                "",
+                "Kept from earlier runs (`--keep-seeds`): "
+                + "; ".join(f"seed {s['seed']}, measured {s['measured']} by `{s['command']}`" for s in earlier)
+                + ".",
+            ]
         if len(r.get("seeds", [])) > 1:
             out += seeds_table(r["seeds"])
         out += targets_table(r.get("seeds", []))
@@ -310,6 +319,37 @@ def finished_runs(folders: list[Path]) -> list[dict]:
             raise SystemExit(f"{folder}: the DP run or its twin ({twin.name}) did not finish evaluating")
         out.append(summary_of(ctx, RunContext.load(twin)))
     return sorted(out, key=lambda r: r["seed"])
+
+
+def kept_seeds(previous: Path, corpus: str, seeds: list[int], split: str, bounds: dict, crowd: int | None) -> dict | None:
+    """`--keep-seeds`: what an earlier result file measured on the same corpus, split, bounds and crowd for seeds
+    this run does not measure again: its corpus entry with only those seeds, each with the date and command that
+    measured it; None when it holds none to keep."""
+    import json
+
+    if not previous.exists():
+        return None
+    old = json.loads(previous.read_text())
+    entry = old.get("datasets", {}).get(corpus)
+    same = old.get("split", "test") == split and old.get("bounds") == bounds and old.get("crowd") == crowd
+    if not entry or "skipped" in entry or not same:
+        return None
+    kept = [
+        {**s, "measured": s.get("measured", old["machine"]["date"]), "command": s.get("command", old.get("command"))}
+        for s in entry.get("seeds", [])
+        if s["seed"] not in seeds
+    ]
+    return {**entry, "seeds": kept} if kept else None
+
+
+def with_kept(entry: dict, kept: dict | None) -> dict:
+    """This run's corpus entry with the kept seeds added (ordered by seed); the detailed tables stay those of the
+    smallest seed, the kept entry's when it is that seed's."""
+    if kept is None:
+        return entry
+    seeds = sorted(kept["seeds"] + entry["seeds"], key=lambda s: s["seed"])
+    kept_detail = kept["seed"] in {s["seed"] for s in kept["seeds"]} and kept["seed"] < entry["seed"]
+    return {**(kept if kept_detail else entry), "seeds": seeds}
 
 
 def corpus_runs(name: str, split: str, seeds: list[int], bounds: dict, crowd: int | None) -> list[dict]:
@@ -369,6 +409,12 @@ def main() -> None:
         help="read the seeds' figures from these finished run folders (runs/quality-<corpus> of an earlier "
         "invocation's temporary homes, the corpus named by the folder) instead of training",
     )
+    parser.add_argument(
+        "--keep-seeds",
+        action="store_true",
+        help="keep the seeds the result file already holds and this run does not measure (same corpus, split, "
+        "bounds and crowd; each dated): add seeds to a finished run without training its seeds again",
+    )
     args = parser.parse_args()
     split, seeds = args.split, [int(s) for s in args.seeds.split(",")]
     corpora = args.corpus.split(",") if args.corpus else (list(DEFAULT_CORPORA) if split == "test" else ["amazon2018"])
@@ -396,6 +442,8 @@ def main() -> None:
     if args.max_steps is not None:
         bounds["max_steps"] = args.max_steps
     command = "python benchmarks/quality.py " + shlex.join(sys.argv[1:])
+    default = ("quality" if split == "test" else "quality-dev") + ("-games" if corpora == ["games"] else "")
+    out = args.out or default
     results = {"machine": machine(), "split": split, "seeds": seeds, "bounds": bounds, "crowd": crowd}
     results["command"] = command
     results["datasets"] = {}
@@ -409,16 +457,19 @@ def main() -> None:
             runs = finished_runs([f for f in args.from_runs if f.name == f"quality-{name}"])
         else:
             runs = corpus_runs(name, split, seeds, bounds, crowd)
-        results["seeds"] = [r["seed"] for r in runs]
         published = PUBLISHED.get(name) if split == "test" else None
-        results["datasets"][name] = {
+        entry = {
             **runs[0],
             "published": published,
             "not_comparable": NOT_COMPARABLE.get(name) if split == "test" else None,
-            "seeds": [seed_summary(r) for r in runs],
+            "seeds": [
+                {**seed_summary(r), "measured": results["machine"]["date"], "command": command} for r in runs
+            ],
         }
-    default = ("quality" if split == "test" else "quality-dev") + ("-games" if corpora == ["games"] else "")
-    write(args.out or default, results, markdown(results))
+        kept = kept_seeds(RESULTS / f"{out}.json", name, seeds, split, bounds, crowd) if args.keep_seeds else None
+        results["datasets"][name] = with_kept(entry, kept)
+        results["seeds"] = [s["seed"] for s in results["datasets"][name]["seeds"]]
+    write(out, results, markdown(results))
     print(markdown(results))
 
 

@@ -209,3 +209,31 @@ def test_a_later_run_keeps_the_points_it_does_not_measure_again(tmp_path):
     assert privacy_crowd.kept_points(previous, [25000], [7], {"max_eval_cases": 0}, settings) == []  # other bounds
     assert privacy_crowd.kept_points(previous, [25000], [7], {"max_eval_cases": 5000}, ["eps1", "twin"]) == []
     assert privacy_crowd.kept_points(tmp_path / "absent.json", [25000], [7], {}, settings) == []
+
+
+def test_a_later_quality_run_keeps_the_seeds_it_does_not_measure_again(tmp_path):
+    import json
+
+    import quality
+
+    def entry(seed: int, seeds: list[int]) -> dict:
+        return {"seed": seed, "candidate": f"detail of {seed}", "seeds": [{"seed": s} for s in seeds]}
+
+    bounds = {"max_eval_cases": 10000}
+    previous = tmp_path / "quality-games.json"
+    old = {"machine": {"date": "d0"}, "command": "old", "split": "test", "bounds": bounds, "crowd": None}
+    previous.write_text(json.dumps({**old, "datasets": {"games": entry(7, [7, 8])}}))
+
+    kept = quality.kept_seeds(previous, "games", [8, 9], "test", bounds, None)
+    assert [(s["seed"], s["measured"], s["command"]) for s in kept["seeds"]] == [(7, "d0", "old")]  # 8 is measured again
+    merged = quality.with_kept(entry(8, [8, 9]), kept)
+    assert [s["seed"] for s in merged["seeds"]] == [7, 8, 9]
+    assert merged["candidate"] == "detail of 7"  # the tables detail the smallest seed
+    assert quality.with_kept(entry(8, [8]), None) == entry(8, [8])
+    # another corpus, split, bounds or crowd, or nothing left to keep: nothing kept
+    assert quality.kept_seeds(previous, "coat", [9], "test", bounds, None) is None
+    assert quality.kept_seeds(previous, "games", [9], "dev", bounds, None) is None
+    assert quality.kept_seeds(previous, "games", [9], "test", {"max_eval_cases": 0}, None) is None
+    assert quality.kept_seeds(previous, "games", [9], "test", bounds, 3000) is None
+    assert quality.kept_seeds(previous, "games", [7, 8], "test", bounds, None) is None
+    assert quality.kept_seeds(tmp_path / "absent.json", "games", [9], "test", bounds, None) is None
