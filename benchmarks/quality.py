@@ -321,7 +321,9 @@ def finished_runs(folders: list[Path]) -> list[dict]:
     return sorted(out, key=lambda r: r["seed"])
 
 
-def kept_seeds(previous: Path, corpus: str, seeds: list[int], split: str, bounds: dict, crowd: int | None) -> dict | None:
+def kept_seeds(
+    previous: Path, corpus: str, seeds: list[int], split: str, bounds: dict, crowd: int | None
+) -> dict | None:
     """`--keep-seeds`: what an earlier result file measured on the same corpus, split, bounds and crowd for seeds
     this run does not measure again: its corpus entry with only those seeds, each with the date and command that
     measured it; None when it holds none to keep."""
@@ -462,9 +464,7 @@ def main() -> None:
             **runs[0],
             "published": published,
             "not_comparable": NOT_COMPARABLE.get(name) if split == "test" else None,
-            "seeds": [
-                {**seed_summary(r), "measured": results["machine"]["date"], "command": command} for r in runs
-            ],
+            "seeds": [{**seed_summary(r), "measured": results["machine"]["date"], "command": command} for r in runs],
         }
         kept = kept_seeds(RESULTS / f"{out}.json", name, seeds, split, bounds, crowd) if args.keep_seeds else None
         results["datasets"][name] = with_kept(entry, kept)

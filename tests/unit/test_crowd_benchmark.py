@@ -225,7 +225,8 @@ def test_a_later_quality_run_keeps_the_seeds_it_does_not_measure_again(tmp_path)
     previous.write_text(json.dumps({**old, "datasets": {"games": entry(7, [7, 8])}}))
 
     kept = quality.kept_seeds(previous, "games", [8, 9], "test", bounds, None)
-    assert [(s["seed"], s["measured"], s["command"]) for s in kept["seeds"]] == [(7, "d0", "old")]  # 8 is measured again
+    # seed 8 is measured again: only seed 7 is kept, with its date and command
+    assert [(s["seed"], s["measured"], s["command"]) for s in kept["seeds"]] == [(7, "d0", "old")]
     merged = quality.with_kept(entry(8, [8, 9]), kept)
     assert [s["seed"] for s in merged["seeds"]] == [7, 8, 9]
     assert merged["candidate"] == "detail of 7"  # the tables detail the smallest seed
