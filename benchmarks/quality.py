@@ -5,6 +5,7 @@ on amazon2018-industrial and Coat, or on the Games crowd (amazon2018-games).
     python benchmarks/quality.py --split dev  # amazon2018's development split (no test target read)
     python benchmarks/quality.py --corpus games --seeds 7,8,9  # the Games crowd: quality-games.json/.md
     python benchmarks/quality.py --corpus games --seeds 8,9 --keep-seeds  # add seeds, keep the file's seed 7
+    python benchmarks/quality.py --corpus games --markdown-only  # quality-games.md again from its JSON
 
 On Games (the leave-one-out protocol of `ml.data.recbole`: every shopper's last item a test row ranked against
 all items, the second-to-last the development case; the chain trains on what precedes the test item) the two targets are computed per seed: the DP
@@ -173,6 +174,18 @@ def seeds_table(summaries: list[dict]) -> list[str]:
         f"{mean['no_dp_ndcg']:.4f} | {mean['no_dp_ndcg_no_rerank']:.4f} | {mean['no_dp_ratio']:.3f} / "
         f"{mean['no_dp_ratio_no_rerank']:.3f} |"
     )
+    lo = {key: min(s[key] for s in summaries) for key in keys}
+    hi = {key: max(s[key] for s in summaries) for key in keys}
+
+    def spread(key: str, digits: int) -> str:
+        return f"{lo[key]:.{digits}f}-{hi[key]:.{digits}f}"
+
+    out.append(
+        f"| range over seeds | {spread('candidate_ndcg', 4)} | {spread('candidate_ndcg_no_rerank', 4)} | "
+        f"{spread('best_baseline_ndcg', 4)} | {spread('ratio', 3)} | {spread('ratio_no_rerank', 3)} | "
+        f"{spread('no_dp_ndcg', 4)} | {spread('no_dp_ndcg_no_rerank', 4)} | {spread('no_dp_ratio', 3)} / "
+        f"{spread('no_dp_ratio_no_rerank', 3)} |"
+    )
     return out
 
 
@@ -207,6 +220,11 @@ def targets_table(summaries: list[dict]) -> list[str]:
     if len(rows) > 1:
         cells = [f"{m:.3f}" if m is not None else "n/a" for m in means.values()]
         out.append(f"| mean | | {cells[0]} | {cells[1]} |")
+        ranges = []
+        for key in TARGETS:
+            values = [(s["targets"].get(key) or {}).get("value") for s in rows]
+            ranges.append("n/a" if None in values else f"{min(values):.3f}-{max(values):.3f}")
+        out.append(f"| range over seeds | | {ranges[0]} | {ranges[1]} |")
     verdicts = []
     for (key, target), label in zip(TARGETS.items(), ("DP / best non-private", "DP / twin"), strict=True):
         mean = means[key]
@@ -417,6 +435,12 @@ def main() -> None:
         help="keep the seeds the result file already holds and this run does not measure (same corpus, split, "
         "bounds and crowd; each dated): add seeds to a finished run without training its seeds again",
     )
+    parser.add_argument(
+        "--markdown-only",
+        action="store_true",
+        help="write the result file's Markdown again from its JSON (the --out name, else the default one), "
+        "measuring nothing: a change to the tables' layout reaches committed results",
+    )
     args = parser.parse_args()
     split, seeds = args.split, [int(s) for s in args.seeds.split(",")]
     corpora = args.corpus.split(",") if args.corpus else (list(DEFAULT_CORPORA) if split == "test" else ["amazon2018"])
@@ -446,6 +470,12 @@ def main() -> None:
     command = "python benchmarks/quality.py " + shlex.join(sys.argv[1:])
     default = ("quality" if split == "test" else "quality-dev") + ("-games" if corpora == ["games"] else "")
     out = args.out or default
+    if args.markdown_only:
+        import json
+
+        saved = json.loads((RESULTS / f"{out}.json").read_text())
+        (RESULTS / f"{out}.md").write_text(markdown(saved))
+        return
     results = {"machine": machine(), "split": split, "seeds": seeds, "bounds": bounds, "crowd": crowd}
     results["command"] = command
     results["datasets"] = {}

@@ -192,6 +192,7 @@ def test_the_quality_targets_table_averages_seeds_and_gives_the_verdict():
     text = "\n".join(quality.targets_table([seed(7, 1.2, 0.90), seed(8, 1.1, 0.94)]))
     assert "| 7 | cooccurrence 0.0600 | 1.200 [1.150, 1.250] | 0.900 [0.850, 0.950] |" in text
     assert "| mean | | 1.150 | 0.920 |" in text
+    assert "| range over seeds | | 1.100-1.200 | 0.900-0.940 |" in text  # a figure comes with its spread
     assert "DP / best non-private 1.150 over 2 seed(s) meets 1.10" in text
     assert "DP / twin 0.920 over 2 seed(s) misses 0.95" in text
     assert quality.targets_table([{"seed": 7}]) == []
@@ -238,3 +239,19 @@ def test_a_later_quality_run_keeps_the_seeds_it_does_not_measure_again(tmp_path)
     assert quality.kept_seeds(previous, "games", [9], "test", bounds, 3000) is None
     assert quality.kept_seeds(previous, "games", [7, 8], "test", bounds, None) is None
     assert quality.kept_seeds(tmp_path / "absent.json", "games", [9], "test", bounds, None) is None
+
+
+def test_the_quality_seeds_table_gives_the_mean_and_the_range_over_seeds():
+    import quality
+
+    def summary(seed: int, ndcg: float) -> dict:
+        figures = dict.fromkeys(
+            ("candidate_ndcg", "candidate_ndcg_no_rerank", "best_baseline_ndcg", "no_dp_ndcg", "no_dp_ndcg_no_rerank"),
+            ndcg,
+        )
+        ratios = dict.fromkeys(("ratio", "ratio_no_rerank", "no_dp_ratio", "no_dp_ratio_no_rerank"), 1.0)
+        return {"seed": seed, "best_baseline": "cooccurrence", **figures, **ratios}
+
+    text = "\n".join(quality.seeds_table([summary(7, 0.03), summary(8, 0.05)]))
+    assert "| mean | 0.0400 | 0.0400 | 0.0400 | 1.000 |" in text
+    assert "| range over seeds | 0.0300-0.0500 | 0.0300-0.0500 | 0.0300-0.0500 | 1.000-1.000 |" in text
