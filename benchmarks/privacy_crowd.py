@@ -110,15 +110,24 @@ def curve(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"shoppers": n, "seeds": [p["seed"] for p in at]}
         names, dp_names = _names(at[0]["settings"])
         for name in names:
+            ndcg = [p["settings"][name]["ndcg_at_10"] for p in at]
             row[name] = {
-                "ndcg_at_10": sum(p["settings"][name]["ndcg_at_10"] for p in at) / len(at),
+                "ndcg_at_10": sum(ndcg) / len(at),
+                "ndcg_range": [min(ndcg), max(ndcg)],
                 "mia_auc": sum(p["settings"][name]["mia"]["auc"] for p in at) / len(at),
             }
             if name in dp_names:
                 ratios = [p["settings"][name]["vs_twin"]["value"] for p in at]
                 row[name]["vs_twin"] = None if None in ratios else sum(ratios) / len(ratios)
+                row[name]["vs_twin_range"] = None if None in ratios else [min(ratios), max(ratios)]
         out.append(row)
     return out
+
+
+def _with_range(mean: float, spread: list[float] | None, n_seeds: int, digits: int) -> str:
+    """A mean over seeds, followed by its range (min-max) where more than one seed measured it."""
+    text = f"{mean:.{digits}f}"
+    return text + f" ({spread[0]:.{digits}f}-{spread[1]:.{digits}f})" if spread and n_seeds > 1 else text
 
 
 def smallest_crowd(
@@ -188,7 +197,7 @@ def markdown(results: dict[str, Any]) -> str:
             )
     out += [
         "",
-        "Mean over seeds:",
+        "Mean over seeds (in brackets, the range over seeds where more than one measured the size):",
         "",
         "| shoppers | "
         + " | ".join(f"{n} NDCG@10" for n in names)
@@ -200,10 +209,14 @@ def markdown(results: dict[str, Any]) -> str:
         "|---" * (1 + 2 * len(names) + len(dp_names)) + "|",
     ]
     for r in rows:
-        ratios = [f"{r[n]['vs_twin']:.3f}" if r[n]["vs_twin"] is not None else "n/a" for n in dp_names]
+        k = len(r["seeds"])
+        ratios = [
+            _with_range(r[n]["vs_twin"], r[n].get("vs_twin_range"), k, 3) if r[n]["vs_twin"] is not None else "n/a"
+            for n in dp_names
+        ]
         out.append(
-            f"| {r['shoppers']} | "
-            + " | ".join(f"{r[n]['ndcg_at_10']:.4f}" for n in names)
+            f"| {r['shoppers']} ({k} seed{'s' if k > 1 else ''}) | "
+            + " | ".join(_with_range(r[n]["ndcg_at_10"], r[n].get("ndcg_range"), k, 4) for n in names)
             + " | "
             + " | ".join(ratios)
             + " | "

@@ -124,6 +124,20 @@ def test_the_curve_averages_seeds_and_names_the_smallest_crowd_within_five_perce
     assert rows[0]["eps8"]["vs_twin"] == pytest.approx(0.6) and rows[0]["twin"]["mia_auc"] == pytest.approx(0.6)
     assert privacy_crowd.smallest_crowd(rows) == 10000  # mean 0.955
     assert privacy_crowd.smallest_crowd(rows[:1]) is None
+    assert rows[0]["eps8"]["vs_twin_range"] == pytest.approx([0.5, 0.7])
+    text = privacy_crowd.markdown(
+        {
+            "curve": rows,
+            "points": [],  # the per-point table is tested below
+            "machine": {"date": "d", "cores": 2},
+            "command": "c",
+            "name": "n",
+            "smallest_crowd": privacy_crowd.smallest_crowd(rows),
+        }
+    )
+    assert "| 3000 (2 seeds) | 0.0300 (0.0250-0.0350) |" in text  # eps1: a mean over seeds with its range
+    assert "| 25000 (1 seed) | 0.0495 |" in text  # one seed: no range to give
+    assert "| 0.600 (0.500-0.700) |" in text  # eps8 / twin at 3000, with its range
     privacy_crowd.plot(rows, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
