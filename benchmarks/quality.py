@@ -28,6 +28,7 @@ read on.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -345,8 +346,6 @@ def kept_seeds(
     """`--keep-seeds`: what an earlier result file measured on the same corpus, split, bounds and crowd for seeds
     this run does not measure again: its corpus entry with only those seeds, each with the date and command that
     measured it; None when it holds none to keep."""
-    import json
-
     if not previous.exists():
         return None
     old = json.loads(previous.read_text())
@@ -471,8 +470,6 @@ def main() -> None:
     default = ("quality" if split == "test" else "quality-dev") + ("-games" if corpora == ["games"] else "")
     out = args.out or default
     if args.markdown_only:
-        import json
-
         saved = json.loads((RESULTS / f"{out}.json").read_text())
         (RESULTS / f"{out}.md").write_text(markdown(saved))
         return
