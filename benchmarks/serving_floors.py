@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from serving_load import search_query  # noqa: E402
 from serving_world import N_SHOPPERS, PSEUDONYM_KEY, REPO, K, build_world  # noqa: E402
 
 sys.path.insert(0, str(REPO))
@@ -50,8 +51,11 @@ def floors(world: dict[str, Any], n_queries: int, seed: int) -> dict[str, Any]:
     over the item vectors, int8 or float32 as `VETTED_DENSE_FIRST_PASS` says or as measured faster at load,
     then exact scores of the candidates; also per batch of `BATCH` queries, as search ranks them), the model's
     full score of every item (`Champion.history_scores`) followed by a top-k, and the service's whole path
-    (pseudonym, Feast read, the exact top-k of `Champion.top_for_histories`, explanations). Also which first pass each part
-    runs, and the seconds the `DenseIndex` took to build (quantization and the measurement of auto)."""
+    (pseudonym, Feast read, the exact top-k of `Champion.top_for_histories`, explanations). For search: the
+    exported query encoder's forward pass alone, and a whole search as `ranking.search` serves it (pseudonym, Feast
+    read, the query's vector, dense and lexical passes, fusion, explanations) with a new query and with a cached
+    one. Also which first pass each part runs, and the seconds the `DenseIndex` took to build (quantization and the
+    measurement of auto)."""
     import faiss
     from threadpoolctl import threadpool_limits
 
@@ -109,6 +113,44 @@ def floors(world: dict[str, Any], n_queries: int, seed: int) -> dict[str, Any]:
         history = reader.recent_items(pseudo.pseudonym(f"shopper{rnd.randrange(N_SHOPPERS)}"))
         ranking.recommend(champion, history, K, options)
 
+    # searches as `ranking.search` serves them, one thread: a shopper's pseudonym and Feast read, the query's
+    # vector, the dense and lexical passes, fusion and explanations. "new": every text differs, so the query cache
+    # never answers and the exported encoder runs each time; "cached": texts from a small pool, all encoded before
+    # the timing, so the cache answers every one
+    new_queries = [search_query("search", rnd) for _ in range(len(queries) + 20)]
+    cached_pool = [search_query("search", rnd) for _ in range(50)]
+    for text in cached_pool:
+        champion.query_vectors([text])
+
+    def search_path(text: str) -> None:
+        history = reader.recent_items(pseudo.pseudonym(f"shopper{rnd.randrange(N_SHOPPERS)}"))
+        ranking.search(champion, text, history, K, options)
+
+    def search_times(texts: list[str]) -> list[float]:
+        for text in texts[:20]:
+            search_path(text)
+        out = []
+        for text in texts[20:]:
+            t0 = time.perf_counter()
+            search_path(text)
+            out.append(time.perf_counter() - t0)
+        return out
+
+    encoder = champion.recommender.query_encoder
+
+    def encoder_times() -> list[float]:  # the exported encoder's forward pass alone (no cache), new texts
+        if encoder is None:
+            return []
+        keys = encoder.token_ids([search_query("search", rnd) for _ in range(len(queries) + 20)])
+        for key in keys[:20]:
+            encoder.run(key)
+        out = []
+        for key in keys[20:]:
+            t0 = time.perf_counter()
+            encoder.run(key)
+            out.append(time.perf_counter() - t0)
+        return out
+
     def batch_times() -> list[float]:
         batches = [queries[i : i + BATCH] for i in range(0, len(queries) - BATCH + 1, BATCH)]
         dense.search(batches[0], K)
@@ -127,6 +169,12 @@ def floors(world: dict[str, Any], n_queries: int, seed: int) -> dict[str, Any]:
             f"dense_index_batch{BATCH}_topk": _percentiles(batch_times()),
             "full_score_topk": _percentiles(time_each(full_score_top)),
             "in_process_recommendation": _percentiles(time_each(service_path)),
+            **({"query_encoder_alone": _percentiles(times)} if (times := encoder_times()) else {}),
+            "in_process_search_new": _percentiles(search_times(new_queries)),
+            "in_process_search_cached": _percentiles(
+                search_times([rnd.choice(cached_pool) for _ in range(len(queries) + 20)])
+            ),
+            "search_query_encoder": champion.query_encoder,
             "first_pass": {
                 "dense_index": dense.first_pass,
                 "search": champion.dense.first_pass,

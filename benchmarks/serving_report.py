@@ -27,6 +27,9 @@ FLOORS = {
     "dense_index_topk": "DenseIndex (`ml.search.dense`: int8 or float32 first pass, chosen at load, with its error bound, then exact scores)",
     "full_score_topk": "full model score of every item + top-k (`Champion.history_scores`)",
     "in_process_recommendation": "service path without HTTP (pseudonym + Feast + exact top-k + explanation)",
+    "query_encoder_alone": "search: the exported query encoder alone, a new query (ONNX Runtime, one thread)",
+    "in_process_search_new": "search path without HTTP, a new query (pseudonym + Feast + encoder + dense and BM25 passes + fusion + explanation)",
+    "in_process_search_cached": "search path without HTTP, a query in the cache (the same, the encoder skipped)",
 }
 
 
@@ -123,7 +126,6 @@ def markdown(report: dict[str, Any]) -> str:
         "/proc/stat, less the server's and the load generator's own time). Load: the 1-minute load average "
         "before and after the level (it also counts this benchmark's previous level).",
     ]
-    lines += search_markdown(report)
     for size in report["sizes"]:
         runs = size.get("target_repeats") or []
         if len(runs) > 1:
@@ -138,6 +140,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"req/s, {sum(r['errors'] for r in runs)} errors; target met in {met} of {len(runs)} "
                 f"({quiet} run(s) not busy).",
             ]
+    lines += search_markdown(report)
     if flagged:
         lines += [
             "",
@@ -237,6 +240,63 @@ def search_markdown(report: dict[str, Any]) -> list[str]:
             f"{r['throughput_rps']:.0f} | {r['server_cpu_ms_per_request']:.2f} | {r['other_processes_cores']:.2f}"
             f"{' (busy)' if busy(r) else ''} | {verdict} |"
         )
+    for size in report["sizes"]:
+        target = SEARCH_TARGET_P99_MS.get(size["n_items"])
+        for kind, runs in (size.get("search_target_repeats") or {}).items():
+            if len(runs) < 2:
+                continue
+            p99 = sorted(r["p99_ms"] for r in runs)
+            rps = [r["throughput_rps"] for r in runs]
+            cpu = [r["server_cpu_ms_per_request"] for r in runs]
+            met = (
+                ""
+                if target is None
+                else (f"; target met in {sum(r['p99_ms'] < target and r['errors'] == 0 for r in runs)} of {len(runs)}")
+            )
+            lines += [
+                "",
+                f"{size['n_items']:,} items, {'repeated' if kind == 'search_repeated' else 'new'} queries, the level "
+                f"run {len(runs)} times on the same server (the first is the row above): p99 {p99[0]:.2f} / "
+                f"{p99[len(p99) // 2]:.2f} / {p99[-1]:.2f} ms (min / median / max), {min(rps):.0f}-{max(rps):.0f} "
+                f"req/s, {min(cpu):.2f}-{max(cpu):.2f} ms of server CPU a request, "
+                f"{sum(r['errors'] for r in runs)} errors{met} ({sum(not busy(r) for r in runs)} run(s) not busy).",
+            ]
+    lines += search_capacity(report)
+    return lines
+
+
+def search_capacity(report: dict[str, Any]) -> list[str]:
+    """What the cores allow: with closed-loop clients the p99 target is a throughput target, and the in-process cost
+    of one search (the floors, one thread) bounds the throughput two cores can give, HTTP and the clients aside."""
+    m = report["machine"]
+    lines: list[str] = []
+    for size in report["sizes"]:
+        target = SEARCH_TARGET_P99_MS.get(size["n_items"])
+        floors = size.get("floors") or {}
+        if target is None or "in_process_search_new" not in floors:
+            continue
+        if not lines:
+            lines += [
+                "",
+                f"What {m['cores']} cores allow: {TARGET_CLIENTS} closed-loop clients with p99 under T ms need at "
+                f"least {TARGET_CLIENTS} / T requests a second (Little's law; more, for the tail). A search's work "
+                "in process, on one thread with no HTTP (the floors below, p50), bounds what the cores can serve "
+                "even if HTTP, the event loop and the load generator cost nothing and every core were busy with "
+                "searches all the time:",
+                "",
+            ]
+        needed = TARGET_CLIENTS / target * 1000
+        parts = []
+        for key, what in (("in_process_search_new", "new queries"), ("in_process_search_cached", "cached queries")):
+            if key in floors:
+                ms = floors[key]["p50_ms"]
+                bound = m["cores"] / ms * 1000
+                parts.append(f"{what} {ms:.2f} ms, at most {bound:.0f} req/s")
+        lines.append(
+            f"- {size['n_items']:,} items: the {target:.0f} ms target needs more than {needed:.0f} req/s; "
+            + "; ".join(parts)
+            + "."
+        )
     return lines
 
 
@@ -248,6 +308,7 @@ def merge_search_rows(previous: dict[str, Any], new: dict[str, Any]) -> dict[str
         fresh = by_size.pop(size["n_items"], None)
         if fresh is not None:
             size["load"] = [r for r in size["load"] if r["endpoint"] not in SEARCH_KINDS] + fresh["load"]
+            size["search_target_repeats"] = fresh.get("search_target_repeats", {})
     merged["sizes"] += list(by_size.values())
     merged["search_measured"] = new["date"]
     merged["search_machine_load"] = [new["load_average_before"], new["load_average_after"]]
