@@ -31,9 +31,9 @@ def _row(kind: str, p99: float, rps: float, cpu: float, errors: int = 0) -> dict
 
 
 def _report() -> dict:
-    repeated = [_row("search_repeated", p, 600, 2.0) for p in (29.0, 35.0, 28.5)]
+    repeated = [_row("search_repeated", p, 600, 2.0) for p in (29.0, 35.0, 28.5, 25.0)]
+    repeated[3]["errors"] = 2  # under the target's time, but a run with errors does not meet it
     new = [_row("search", p, 300, 4.0) for p in (60.0, 55.0, 70.0)]
-    new[1]["errors"] = 2  # under the target's time would not count with errors: none of these is under it anyway
     return {
         "date": "2026-12-07T00:00:00+00:00",
         "machine": {"cores": 2},
@@ -54,11 +54,11 @@ def _report() -> dict:
 def test_each_search_level_reports_its_runs_spread_and_verdict():
     text = "\n".join(serving_report.search_markdown(_report()))
     assert (
-        "10,000 items, repeated queries, the level run 3 times on the same server (the first is the row above): "
-        "p99 28.50 / 29.00 / 35.00 ms (min / median / max), 600-600 req/s, 2.00-2.00 ms of server CPU a request, "
-        "0 errors; target met in 2 of 3" in text
+        "10,000 items, repeated queries, the level run 4 times on the same server (the first is the row above): "
+        "p99 25.00 / 29.00 / 35.00 ms (min / median / max), 600-600 req/s, 2.00-2.00 ms of server CPU a request, "
+        "2 errors; target met in 2 of 4" in text
     )
-    assert "new queries, the level run 3 times" in text and "2 errors; target met in 0 of 3" in text
+    assert "new queries, the level run 3 times" in text and "0 errors; target met in 0 of 3" in text
 
 
 def test_the_capacity_bound_is_the_cores_over_a_search_in_process():
